@@ -1,0 +1,1 @@
+"""Engine implementations shipped with p2pspace (installed as ``p2pspace.engines``)."""

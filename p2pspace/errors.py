@@ -1,0 +1,138 @@
+"""The one exception hierarchy of p2pspace.
+
+Every error the library raises derives from :class:`P2PSpaceError`. The split follows who is at
+fault:
+
+* :class:`RemoteProtocolError` -- a peer (or a delta it relayed) misbehaved. It carries a wire
+  error code (:class:`ErrorCode`) that an error frame can send back.
+* :class:`LocalProtocolError` -- this process misused the API (a bug in the caller).
+* :class:`AuthenticationError` -- a signature, hash chain or identity did not check out.
+* :class:`ResourceLimitError` -- input exceeded a configured bound (frame size, pending set).
+* :class:`StorageError` -- the SQLite store failed or holds something it should not.
+
+Errors of ``cbor2``, ``cryptography`` and ``sqlite3`` are translated at the module boundary that
+calls them; they never reach callers raw.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorCode(enum.IntEnum):
+    """Wire codes carried by error frames and by :class:`RemoteProtocolError`."""
+
+    MALFORMED = 1
+    UNKNOWN_TYPE = 2
+    UNSUPPORTED_VERSION = 3
+    FRAME_TOO_LARGE = 4
+    BAD_SIGNATURE = 5
+    BAD_CHAIN = 6
+    BAD_RANK = 7
+    NOT_MEMBER = 8
+    BAD_COMMAND = 9
+    EQUIVOCATION = 10
+    WRONG_SPACE = 11
+    TOO_FAR_AHEAD = 12
+    UNEXPECTED_MESSAGE = 13
+    LIMIT_EXCEEDED = 14
+    INTERNAL = 15
+
+
+class P2PSpaceError(Exception):
+    """Root of every error raised by p2pspace."""
+
+
+class LocalProtocolError(P2PSpaceError):
+    """The caller misused the API; nothing was changed."""
+
+
+class StorageError(P2PSpaceError):
+    """The store could not be read or written, or its contents are inconsistent."""
+
+
+class RemoteProtocolError(P2PSpaceError):
+    """A peer sent something invalid. ``code`` is the wire error code to report back."""
+
+    code: ErrorCode = ErrorCode.MALFORMED
+
+    def __init__(self, message: str, *, code: ErrorCode | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class AuthenticationError(RemoteProtocolError):
+    """A signature, hash chain or claimed identity did not verify."""
+
+    code = ErrorCode.BAD_SIGNATURE
+
+
+class ResourceLimitError(RemoteProtocolError):
+    """Input exceeded a configured bound; it was refused rather than buffered."""
+
+    code = ErrorCode.LIMIT_EXCEEDED
+
+
+class MalformedError(RemoteProtocolError):
+    """Bytes that do not decode to a valid value of the expected schema."""
+
+    code = ErrorCode.MALFORMED
+
+
+class InvalidDeltaError(RemoteProtocolError):
+    """A delta failed verification. Subclasses name the rule it broke."""
+
+
+class ForgedDeltaError(InvalidDeltaError, AuthenticationError):
+    """Bad signature, or a hash chain that does not link to a verified signature."""
+
+    code = ErrorCode.BAD_SIGNATURE
+
+
+class BrokenChainError(ForgedDeltaError):
+    """The delta's previous-hash does not match its creator's previous delta."""
+
+    code = ErrorCode.BAD_CHAIN
+
+
+class RankError(InvalidDeltaError):
+    """The delta's rank is not 1 + the highest rank among its dependency heads."""
+
+    code = ErrorCode.BAD_RANK
+
+
+class NotMemberError(InvalidDeltaError):
+    """The creator is not a member of the space in the delta's causal past."""
+
+    code = ErrorCode.NOT_MEMBER
+
+
+class CommandError(InvalidDeltaError):
+    """A command is not well-formed for its engine, or names an unknown engine instance."""
+
+    code = ErrorCode.BAD_COMMAND
+
+
+class WrongSpaceError(InvalidDeltaError):
+    """The delta belongs to a different space than the one it was delivered for."""
+
+    code = ErrorCode.WRONG_SPACE
+
+
+class EquivocationError(InvalidDeltaError):
+    """A second, different delta with an id already seen. The first is kept; evidence stored."""
+
+    code = ErrorCode.EQUIVOCATION
+
+
+class TooFarAheadError(InvalidDeltaError, ResourceLimitError):
+    """The delta depends on deltas too far beyond the local replica to buffer."""
+
+    code = ErrorCode.TOO_FAR_AHEAD
+
+
+class FrameTooLargeError(ResourceLimitError):
+    """A frame's declared length exceeds the hard maximum."""
+
+    code = ErrorCode.FRAME_TOO_LARGE

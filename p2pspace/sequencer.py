@@ -1,0 +1,403 @@
+"""The causal buffer: which received deltas may be accepted, and when.
+
+Theory of operation. A replica *accepts* a delta once it is
+
+1. **causally ready** -- the accepted vector holds ``creator: seq - 1`` and covers every entry of
+   the delta's dependency diff (entries the diff does not name were covered by the creator's
+   previous delta, already accepted);
+2. **authentic** -- its signature verifies against the creator's key, or, when unsigned, the
+   ``prev`` hashes of the creator's following deltas chain it to one whose signature verifies
+   (group commit signs once per batch; chains are at most :data:`MAX_CHAIN` long);
+3. **valid in its causal past** -- ``prev`` equals the hash of the creator's accepted previous
+   delta; ``rank`` is 1 + the highest rank among its dependency heads (the creator's previous
+   delta and every diff entry; entries not in the diff are heads of the previous delta, whose
+   ranks are lower); and, for a creator's first delta, a member grant for the creator is in the
+   delta's dependencies.
+
+Deltas that are not yet ready wait in the *pending* set, bounded in count and bytes: over the
+bound the oldest pending deltas are dropped (they are fetched again later, never a crash). Each
+pending delta waits on exactly one *blocker* id; when that id arrives or is accepted the delta is
+re-examined. A delta whose dependencies run more than ``max_gap`` beyond the accepted vector is
+refused outright (:class:`~p2pspace.errors.TooFarAheadError`): a causal stream delivers those
+later, in order.
+
+Accepting never executes: :meth:`CausalBuffer.take_accepted` hands accepted deltas, in causal
+order, to the replica, which places them in the total order. This module has no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from p2pspace.delta import Delta, DeltaId
+from p2pspace.errors import (
+    AuthenticationError,
+    BrokenChainError,
+    EquivocationError,
+    ForgedDeltaError,
+    InvalidDeltaError,
+    NotMemberError,
+    RankError,
+    RemoteProtocolError,
+    TooFarAheadError,
+    WrongSpaceError,
+)
+from p2pspace.identity import verify_signature
+from p2pspace.engines.members import member_grant
+
+MAX_CHAIN = 1024
+
+
+class Head(NamedTuple):
+    seq: int
+    rank: int
+    hash: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """Bounds of the pending set."""
+
+    max_pending: int = 20_000
+    max_pending_bytes: int = 32 * 1024 * 1024
+    max_gap: int = 1_000_000
+    max_fetch_ranges: int = 64
+
+
+@dataclass(slots=True)
+class _Pending:
+    delta: Delta
+    wire: bytes
+    authentic: bool = False
+    blocker: DeltaId | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rejection:
+    """A delta that was refused, with the typed error saying why."""
+
+    delta_id: DeltaId | None
+    error: RemoteProtocolError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Evidence:
+    """Two authentic, different deltas with one id: the first was kept."""
+
+    delta_id: DeltaId
+    kept_hash: bytes
+    other_wire: bytes
+
+
+@dataclass(slots=True, kw_only=True)
+class Membership:
+    """Member keys and the ids of the deltas that granted membership."""
+
+    keys: dict[bytes, bytes] = field(default_factory=dict)
+    grants: dict[bytes, list[DeltaId]] = field(default_factory=dict)
+
+    def add(self, member: bytes, key: bytes, granted_by: DeltaId) -> None:
+        self.keys.setdefault(member, key)
+        self.grants.setdefault(member, []).append(granted_by)
+
+
+class CausalBuffer:
+    """Pending deltas of one space and the accepted frontier (vector and heads)."""
+
+    def __init__(
+        self,
+        *,
+        space: bytes,
+        heads: dict[bytes, Head],
+        membership: Membership,
+        lookup: Callable[[bytes, int], tuple[int, bytes] | None],
+        limits: Limits = Limits(),
+    ) -> None:
+        self.space = space
+        self.heads = heads
+        self.membership = membership
+        self.limits = limits
+        self._lookup = lookup
+        self._pending: dict[DeltaId, _Pending] = {}
+        self._pending_bytes = 0
+        self._waiting: dict[DeltaId, list[DeltaId]] = {}
+        self._accepted: list[tuple[Delta, bytes]] = []
+        self.rejections: list[Rejection] = []
+        self.evidence: list[Evidence] = []
+        self.dropped = 0
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def accepted_seq(self, creator: bytes) -> int:
+        head = self.heads.get(creator)
+        return head.seq if head is not None else 0
+
+    def vector(self) -> dict[bytes, int]:
+        return {c: h.seq for c, h in self.heads.items()}
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._pending_bytes
+
+    def missing(self) -> list[tuple[bytes, int, int]]:
+        """``(creator, first, last)`` ranges that pending deltas wait for and nobody supplied."""
+        wanted: dict[bytes, tuple[int, int]] = {}
+        for blocker in self._waiting:
+            creator, seq = blocker
+            if blocker in self._pending or self.accepted_seq(creator) >= seq:
+                continue
+            first = self.accepted_seq(creator) + 1
+            lo, hi = wanted.get(creator, (first, seq))
+            wanted[creator] = (first, max(hi, seq))
+        ranges = [(c, lo, hi) for c, (lo, hi) in sorted(wanted.items())]
+        return ranges[: self.limits.max_fetch_ranges]
+
+    # -- input ------------------------------------------------------------------------------
+
+    def offer(self, delta: Delta, wire: bytes, *, authentic: bool = False) -> bool:
+        """Add a received delta. Returns False for a duplicate of one already seen.
+
+        Raises :class:`InvalidDeltaError` subclasses when the delta is refused at once (wrong
+        space, too far ahead, equivocation, conflicting copy); nothing is changed then.
+        """
+        if delta.space != self.space:
+            raise WrongSpaceError("delta belongs to another space")
+        did = delta.id
+        accepted = self.accepted_seq(delta.creator)
+        if delta.seq <= accepted:
+            known = self._lookup(delta.creator, delta.seq)
+            if known is not None and known[1] == delta.hash:
+                return False
+            self._conflict(delta, wire, known[1] if known else b"")
+        existing = self._pending.get(did)
+        if existing is not None:
+            if existing.delta.hash == delta.hash:
+                return False
+            if existing.delta.signature is None and not existing.authentic and (
+                delta.signature is not None and self._signature_ok(delta)
+            ):
+                self._remove(did)
+            else:
+                self._conflict(delta, wire, existing.delta.hash)
+        gap = self.limits.max_gap
+        if delta.seq - accepted > gap or any(
+            q - self.accepted_seq(e) > gap for e, q in delta.deps
+        ):
+            raise TooFarAheadError(f"delta {did} depends on deltas too far ahead to buffer")
+        self._pending[did] = _Pending(delta=delta, wire=wire, authentic=authentic)
+        self._pending_bytes += len(wire)
+        self._evict()
+        work = deque([did])
+        work.extend(self._wake(did))
+        self._process(work)
+        return True
+
+    def take_accepted(self) -> list[tuple[Delta, bytes]]:
+        """Deltas accepted since the last call, in causal (acceptance) order."""
+        out, self._accepted = self._accepted, []
+        return out
+
+    def take_rejections(self) -> list[Rejection]:
+        out, self.rejections = self.rejections, []
+        return out
+
+    def take_evidence(self) -> list[Evidence]:
+        out, self.evidence = self.evidence, []
+        return out
+
+    def note_local(self, delta: Delta) -> None:
+        """Record a delta this endpoint created (already authentic and valid)."""
+        self.heads[delta.creator] = Head(delta.seq, delta.rank, delta.hash)
+        self._grant(delta)
+        self._wake(delta.id)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _signature_ok(self, delta: Delta) -> bool:
+        key = self.membership.keys.get(delta.creator)
+        if key is None or delta.signature is None:
+            return False
+        try:
+            verify_signature(key, delta.signature, delta.body)
+        except AuthenticationError:
+            return False
+        return True
+
+    def _conflict(self, delta: Delta, wire: bytes, kept_hash: bytes) -> None:
+        if self._signature_ok(delta):
+            self.evidence.append(Evidence(delta_id=delta.id, kept_hash=kept_hash, other_wire=wire))
+            raise EquivocationError(f"a different delta {delta.id} was already seen; kept the first")
+        raise ForgedDeltaError(f"unauthenticated copy of {delta.id} differs from the one held")
+
+    def _remove(self, did: DeltaId) -> _Pending | None:
+        entry = self._pending.pop(did, None)
+        if entry is not None:
+            self._pending_bytes -= len(entry.wire)
+            self._unwait(entry, did)
+        return entry
+
+    def _wait(self, entry: _Pending, did: DeltaId, blocker: DeltaId) -> None:
+        self._unwait(entry, did)
+        entry.blocker = blocker
+        self._waiting.setdefault(blocker, []).append(did)
+
+    def _unwait(self, entry: _Pending, did: DeltaId) -> None:
+        blocker = entry.blocker
+        if blocker is None:
+            return
+        entry.blocker = None
+        waiters = self._waiting.get(blocker)
+        if waiters is not None:
+            try:
+                waiters.remove(did)
+            except ValueError:
+                pass
+            if not waiters:
+                del self._waiting[blocker]
+
+    def _evict(self) -> None:
+        limits = self.limits
+        while self._pending and (
+            len(self._pending) > limits.max_pending or self._pending_bytes > limits.max_pending_bytes
+        ):
+            oldest = next(iter(self._pending))
+            self._remove(oldest)
+            self.dropped += 1
+
+    def _reject(self, did: DeltaId, error: InvalidDeltaError) -> None:
+        self._remove(did)
+        self.rejections.append(Rejection(delta_id=did, error=error))
+
+    def _wake(self, did: DeltaId) -> list[DeltaId]:
+        waiters = self._waiting.pop(did, [])
+        for waiter in waiters:
+            entry = self._pending.get(waiter)
+            if entry is not None and entry.blocker == did:
+                entry.blocker = None
+        return waiters
+
+    def _blocker(self, delta: Delta) -> DeltaId | None:
+        if self.accepted_seq(delta.creator) < delta.seq - 1:
+            return DeltaId(delta.creator, delta.seq - 1)
+        for endpoint, seq in delta.deps:
+            if self.accepted_seq(endpoint) < seq:
+                return DeltaId(endpoint, seq)
+        return None
+
+    def _process(self, work: deque[DeltaId]) -> None:
+        while work:
+            did = work.popleft()
+            entry = self._pending.get(did)
+            if entry is None:
+                continue
+            delta = entry.delta
+            if self.accepted_seq(delta.creator) >= delta.seq:
+                # Accepted meanwhile through another copy; the offer-time check covers conflicts.
+                self._remove(did)
+                continue
+            blocker = self._blocker(delta)
+            if blocker is not None:
+                self._wait(entry, did, blocker)
+                continue
+            try:
+                self._check_member(delta)
+                blocker = self._authenticate(entry)
+                if blocker is not None:
+                    self._wait(entry, did, blocker)
+                    continue
+                self._check_causal_past(delta)
+            except InvalidDeltaError as exc:
+                self._reject(did, exc)
+                continue
+            self._remove(did)
+            self.heads[delta.creator] = Head(delta.seq, delta.rank, delta.hash)
+            self._grant(delta)
+            self._accepted.append((delta, entry.wire))
+            work.extend(self._wake(did))
+
+    def _grant(self, delta: Delta) -> None:
+        for command in delta.commands:
+            grant = member_grant(command)
+            if grant is not None:
+                self.membership.add(grant[0], grant[1], delta.id)
+
+    def _check_member(self, delta: Delta) -> None:
+        if delta.seq > 1:
+            return  # the creator's first delta passed this check, and grants are never revoked
+        deps = dict(delta.deps)
+        for creator, seq in self.membership.grants.get(delta.creator, ()):
+            if deps.get(creator, 0) >= seq:
+                return
+        raise NotMemberError("the creator is not a member in the delta's causal past")
+
+    def _authenticate(self, entry: _Pending) -> DeltaId | None:
+        """Authenticate ``entry`` and its chain; return the id to wait for if incomplete."""
+        if entry.authentic:
+            return None
+        delta = entry.delta
+        key = self.membership.keys.get(delta.creator)
+        if key is None:
+            raise NotMemberError("no key is known for the creator")
+        chain = [entry]
+        current = entry
+        while current.delta.signature is None:
+            nxt_id = DeltaId(delta.creator, current.delta.seq + 1)
+            nxt = self._pending.get(nxt_id)
+            if nxt is None:
+                if len(chain) > MAX_CHAIN:
+                    raise ForgedDeltaError("unsigned chain longer than the maximum")
+                return nxt_id
+            if nxt.delta.prev != current.delta.hash:
+                raise BrokenChainError(f"the successor of {current.delta.id} does not chain to it")
+            chain.append(nxt)
+            current = nxt
+            if len(chain) > MAX_CHAIN + 1:
+                raise ForgedDeltaError("unsigned chain longer than the maximum")
+        assert current.delta.signature is not None
+        try:
+            verify_signature(key, current.delta.signature, current.delta.body)
+        except AuthenticationError:
+            raise ForgedDeltaError(f"signature of {current.delta.id} does not verify") from None
+        for item in chain:
+            item.authentic = True
+        return None
+
+    def _check_causal_past(self, delta: Delta) -> None:
+        if delta.seq > 1:
+            head = self.heads[delta.creator]
+            if delta.prev != head.hash:
+                raise BrokenChainError("prev hash does not match the creator's previous delta")
+            top = head.rank
+        else:
+            top = 0
+        for endpoint, seq in delta.deps:
+            rank = self._rank_of(endpoint, seq)
+            if rank > top:
+                top = rank
+        if delta.rank != top + 1:
+            raise RankError(f"rank {delta.rank} should be {top + 1}")
+
+    def _rank_of(self, creator: bytes, seq: int) -> int:
+        head = self.heads.get(creator)
+        if head is not None and head.seq == seq:
+            return head.rank
+        info = self._lookup(creator, seq)
+        if info is None:
+            raise RankError(f"dependency {creator.hex()}:{seq} is not accepted")
+        return info[0]
+
+    def forget_pending(self) -> None:
+        """Drop every pending delta (after a failed store write; they are fetched again)."""
+        self._pending.clear()
+        self._waiting.clear()
+        self._pending_bytes = 0
+
+    def pending_ids(self) -> Iterable[DeltaId]:
+        return self._pending.keys()

@@ -1,0 +1,338 @@
+"""The durable store: one SQLite file per endpoint, in WAL mode.
+
+Theory of operation. Everything a replica knows durably lives here: the executed log of each
+space (the delta as received, its order key, hash, and the undo records of its commands), the
+member grants seen in that log, equivocation evidence, each space's engine state (a key/value map
+per engine instance) and the endpoint's own last dependency vector per space. The in-memory
+vector of a replica is derived from the log, so "log, undo records, vectors and engine state" are
+one transaction: :meth:`Store.transaction` wraps a batch of executions, and a crash at any
+instant leaves exactly the last committed batch. Nothing is written outside a transaction.
+
+``durability="full"`` (the default) syncs the WAL on every commit, so a committed batch survives
+power loss; ``"normal"`` syncs at checkpoints only (a committed batch survives a process crash,
+not a power cut) and is what the simulator uses.
+
+Every ``sqlite3`` error is translated to :class:`~p2pspace.errors.StorageError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from p2pspace.errors import LocalProtocolError, StorageError
+
+STORE_FILE = "store.sqlite3"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB);
+CREATE TABLE IF NOT EXISTS spaces (space BLOB PRIMARY KEY, genesis BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS log (
+    space BLOB NOT NULL, creator BLOB NOT NULL, seq INTEGER NOT NULL,
+    block INTEGER NOT NULL, rank INTEGER NOT NULL,
+    hash BLOB NOT NULL, signed INTEGER NOT NULL, wire BLOB NOT NULL, undo BLOB,
+    PRIMARY KEY (space, creator, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS log_order ON log (space, block, rank, creator, seq);
+CREATE TABLE IF NOT EXISTS grants (
+    space BLOB NOT NULL, member BLOB NOT NULL, key BLOB NOT NULL,
+    creator BLOB NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (space, member, creator, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS evidence (
+    space BLOB NOT NULL, creator BLOB NOT NULL, seq INTEGER NOT NULL,
+    kept_hash BLOB NOT NULL, other_wire BLOB NOT NULL,
+    PRIMARY KEY (space, creator, seq, other_wire)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state (
+    space BLOB NOT NULL, instance TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL,
+    PRIMARY KEY (space, instance, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS own (space BLOB PRIMARY KEY, deps BLOB NOT NULL);
+"""
+
+LogRow = tuple[bytes, int, int, bytes, bytes, bytes | None]
+"""``(creator, seq, rank, hash, wire, undo)`` of one executed delta."""
+
+
+class Store:
+    """One endpoint's SQLite store. Not thread-safe: one owner drives it."""
+
+    def __init__(self, path: Path, *, durability: str = "full") -> None:
+        if durability not in ("full", "normal"):
+            raise LocalProtocolError("durability is 'full' or 'normal'")
+        self.path = path
+        self._in_txn = False
+        try:
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={durability.upper()}")
+            self._db.execute("PRAGMA foreign_keys=OFF")
+            self._db.execute("PRAGMA cache_size=-65536")
+            self._db.executescript(_SCHEMA)
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                self._db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
+                )
+            elif row[0] != SCHEMA_VERSION:
+                raise StorageError(f"{path}: unsupported schema version {row[0]}")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open store {path}: {exc}") from None
+
+    @classmethod
+    def open_in(cls, home: Path, *, durability: str = "full") -> Store:
+        home.mkdir(parents=True, exist_ok=True)
+        return cls(home / STORE_FILE, durability=durability)
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            if self._in_txn:
+                self._db.execute("ROLLBACK")
+            self._db.close()
+
+    # -- transactions -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic batch. Raises :class:`StorageError` (and rolls back) on any SQLite error."""
+        if self._in_txn:
+            raise LocalProtocolError("store transactions do not nest")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot begin transaction: {exc}") from None
+        self._in_txn = True
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StorageError(f"store write failed: {exc}") from None
+            raise
+        finally:
+            self._in_txn = False
+
+    def _require_txn(self) -> None:
+        if not self._in_txn:
+            raise LocalProtocolError("store writes need a transaction")
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"store read failed: {exc}") from None
+
+    # -- spaces -------------------------------------------------------------------------------
+
+    def add_space(self, space: bytes, genesis_wire: bytes) -> None:
+        self._require_txn()
+        self._db.execute("INSERT INTO spaces (space, genesis) VALUES (?, ?)", (space, genesis_wire))
+
+    def spaces(self) -> list[tuple[bytes, bytes]]:
+        return [(bytes(s), bytes(g)) for s, g in self._read("SELECT space, genesis FROM spaces")]
+
+    def has_space(self, space: bytes) -> bool:
+        return bool(self._read("SELECT 1 FROM spaces WHERE space=?", (space,)))
+
+    # -- log ----------------------------------------------------------------------------------
+
+    def insert_delta(
+        self,
+        space: bytes,
+        creator: bytes,
+        seq: int,
+        rank: int,
+        hash_: bytes,
+        signed: bool,
+        wire: bytes,
+        undo: bytes | None,
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO log (space, creator, seq, block, rank, hash, signed, wire, undo) "
+            "VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)",
+            (space, creator, seq, rank, hash_, int(signed), wire, undo),
+        )
+
+    def set_undo(self, space: bytes, creator: bytes, seq: int, undo: bytes | None) -> None:
+        self._db.execute(
+            "UPDATE log SET undo=? WHERE space=? AND creator=? AND seq=?",
+            (undo, space, creator, seq),
+        )
+
+    def heads(self, space: bytes) -> dict[bytes, tuple[int, int, bytes]]:
+        """Per creator: ``(seq, rank, hash)`` of its latest executed delta."""
+        rows = self._read(
+            "SELECT creator, seq, rank, hash FROM log AS l WHERE space=? AND seq = "
+            "(SELECT MAX(seq) FROM log WHERE space=l.space AND creator=l.creator)",
+            (space,),
+        )
+        return {bytes(c): (s, r, bytes(h)) for c, s, r, h in rows}
+
+    def delta_info(self, space: bytes, creator: bytes, seq: int) -> tuple[int, bytes] | None:
+        """``(rank, hash)`` of an executed delta, or ``None``."""
+        rows = self._read(
+            "SELECT rank, hash FROM log WHERE space=? AND creator=? AND seq=?",
+            (space, creator, seq),
+        )
+        return (rows[0][0], bytes(rows[0][1])) if rows else None
+
+    def wires_range(
+        self, space: bytes, creator: bytes, first: int, last: int
+    ) -> list[tuple[int, bool, bytes]]:
+        """``(seq, signed, wire)`` of a creator's deltas ``first..last`` in seq order."""
+        rows = self._read(
+            "SELECT seq, signed, wire FROM log WHERE space=? AND creator=? AND seq BETWEEN ? AND ? "
+            "ORDER BY seq",
+            (space, creator, first, last),
+        )
+        return [(s, bool(g), bytes(w)) for s, g, w in rows]
+
+    def log_after(
+        self, space: bytes, after: tuple[int, int, bytes, int], limit: int
+    ) -> list[tuple[bytes, int, int, bytes]]:
+        """``(creator, seq, rank, wire)`` of executed deltas with order key > ``after``."""
+        rows = self._read(
+            "SELECT creator, seq, rank, wire FROM log WHERE space=? "
+            "AND (block, rank, creator, seq) > (?, ?, ?, ?) "
+            "ORDER BY block, rank, creator, seq LIMIT ?",
+            (space, *after, limit),
+        )
+        return [(bytes(c), s, r, bytes(w)) for c, s, r, w in rows]
+
+    def suffix_desc(self, space: bytes, after: tuple[int, int, bytes, int]) -> list[LogRow]:
+        """Executed deltas with order key > ``after``, latest first (the undo order)."""
+        rows = self._read(
+            "SELECT creator, seq, rank, hash, wire, undo FROM log WHERE space=? "
+            "AND (block, rank, creator, seq) > (?, ?, ?, ?) "
+            "ORDER BY block DESC, rank DESC, creator DESC, seq DESC",
+            (space, *after),
+        )
+        return [
+            (bytes(c), s, r, bytes(h), bytes(w), None if u is None else bytes(u))
+            for c, s, r, h, w, u in rows
+        ]
+
+    def last_key(self, space: bytes) -> tuple[int, int, bytes, int] | None:
+        rows = self._read(
+            "SELECT block, rank, creator, seq FROM log WHERE space=? "
+            "ORDER BY block DESC, rank DESC, creator DESC, seq DESC LIMIT 1",
+            (space,),
+        )
+        return (rows[0][0], rows[0][1], bytes(rows[0][2]), rows[0][3]) if rows else None
+
+    def log_size(self, space: bytes) -> int:
+        return int(self._read("SELECT COUNT(*) FROM log WHERE space=?", (space,))[0][0])
+
+    def iter_log(self, space: bytes, *, chunk: int = 4096) -> Iterator[tuple[bytes, int, int, bytes]]:
+        """Every executed delta ``(creator, seq, rank, wire)`` in order-key order."""
+        after: tuple[int, int, bytes, int] = (-1, 0, b"", 0)
+        while True:
+            rows = self.log_after(space, after, chunk)
+            yield from rows
+            if len(rows) < chunk:
+                return
+            c, s, r, _w = rows[-1]
+            after = (0, r, c, s)
+
+    # -- members, evidence, own vector ----------------------------------------------------------
+
+    def add_grant(self, space: bytes, member: bytes, key: bytes, creator: bytes, seq: int) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO grants (space, member, key, creator, seq) VALUES (?, ?, ?, ?, ?)",
+            (space, member, key, creator, seq),
+        )
+
+    def grants(self, space: bytes) -> list[tuple[bytes, bytes, bytes, int]]:
+        rows = self._read("SELECT member, key, creator, seq FROM grants WHERE space=?", (space,))
+        return [(bytes(m), bytes(k), bytes(c), s) for m, k, c, s in rows]
+
+    def add_evidence(
+        self, space: bytes, creator: bytes, seq: int, kept_hash: bytes, other_wire: bytes
+    ) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO evidence (space, creator, seq, kept_hash, other_wire) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (space, creator, seq, kept_hash, other_wire),
+        )
+
+    def evidence(self, space: bytes) -> list[tuple[bytes, int, bytes, bytes]]:
+        rows = self._read(
+            "SELECT creator, seq, kept_hash, other_wire FROM evidence WHERE space=?", (space,)
+        )
+        return [(bytes(c), s, bytes(h), bytes(w)) for c, s, h, w in rows]
+
+    def set_own_deps(self, space: bytes, deps: bytes) -> None:
+        self._db.execute("INSERT OR REPLACE INTO own (space, deps) VALUES (?, ?)", (space, deps))
+
+    def own_deps(self, space: bytes) -> bytes | None:
+        rows = self._read("SELECT deps FROM own WHERE space=?", (space,))
+        return bytes(rows[0][0]) if rows else None
+
+    # -- engine state ---------------------------------------------------------------------------
+
+    def state_get(self, space: bytes, instance: str, key: bytes) -> bytes | None:
+        row = self._db.execute(
+            "SELECT value FROM state WHERE space=? AND instance=? AND key=?", (space, instance, key)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def state_put(self, space: bytes, instance: str, key: bytes, value: bytes) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO state (space, instance, key, value) VALUES (?, ?, ?, ?)",
+            (space, instance, key, value),
+        )
+
+    def state_delete(self, space: bytes, instance: str, key: bytes) -> None:
+        self._db.execute(
+            "DELETE FROM state WHERE space=? AND instance=? AND key=?", (space, instance, key)
+        )
+
+    def state_scan(self, space: bytes, instance: str, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        if prefix:
+            rows = self._read(
+                "SELECT key, value FROM state WHERE space=? AND instance=? AND key >= ? "
+                "AND substr(key, 1, ?) = ? ORDER BY key",
+                (space, instance, prefix, len(prefix), prefix),
+            )
+        else:
+            rows = self._read(
+                "SELECT key, value FROM state WHERE space=? AND instance=? ORDER BY key",
+                (space, instance),
+            )
+        return [(bytes(k), bytes(v)) for k, v in rows]
+
+    def state_rows(self, space: bytes) -> list[tuple[str, bytes, bytes]]:
+        rows = self._read(
+            "SELECT instance, key, value FROM state WHERE space=? ORDER BY instance, key", (space,)
+        )
+        return [(i, bytes(k), bytes(v)) for i, k, v in rows]
+
+
+class KVState:
+    """:class:`~p2pspace.engine.EngineState` of one engine instance of one space."""
+
+    __slots__ = ("_instance", "_space", "_store")
+
+    def __init__(self, store: Store, space: bytes, instance: str) -> None:
+        self._store = store
+        self._space = space
+        self._instance = instance
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._store.state_get(self._space, self._instance, key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._store.state_put(self._space, self._instance, key, value)
+
+    def delete(self, key: bytes) -> None:
+        self._store.state_delete(self._space, self._instance, key)
+
+    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        return iter(self._store.state_scan(self._space, self._instance, prefix))

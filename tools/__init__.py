@@ -1,0 +1,1 @@
+"""Tools built on engines (installed as ``p2pspace.tools``)."""
