@@ -125,6 +125,7 @@ class CausalBuffer:
         self._pending_bytes = 0
         self._waiting: dict[DeltaId, list[DeltaId]] = {}
         self._accepted: list[tuple[Delta, bytes]] = []
+        self._accepted_info: dict[DeltaId, tuple[int, bytes]] = {}
         self.rejections: list[Rejection] = []
         self.evidence: list[Evidence] = []
         self.dropped = 0
@@ -172,7 +173,7 @@ class CausalBuffer:
         did = delta.id
         accepted = self.accepted_seq(delta.creator)
         if delta.seq <= accepted:
-            known = self._lookup(delta.creator, delta.seq)
+            known = self._known(delta.creator, delta.seq)
             if known is not None and known[1] == delta.hash:
                 return False
             self._conflict(delta, wire, known[1] if known else b"")
@@ -202,6 +203,7 @@ class CausalBuffer:
     def take_accepted(self) -> list[tuple[Delta, bytes]]:
         """Deltas accepted since the last call, in causal (acceptance) order."""
         out, self._accepted = self._accepted, []
+        self._accepted_info.clear()
         return out
 
     def take_rejections(self) -> list[Rejection]:
@@ -219,6 +221,11 @@ class CausalBuffer:
         self._wake(delta.id)
 
     # -- internals --------------------------------------------------------------------------
+
+    def _known(self, creator: bytes, seq: int) -> tuple[int, bytes] | None:
+        """``(rank, hash)`` of an accepted delta (just accepted, staged or stored)."""
+        info = self._accepted_info.get(DeltaId(creator, seq))
+        return info if info is not None else self._lookup(creator, seq)
 
     def _signature_ok(self, delta: Delta) -> bool:
         key = self.membership.keys.get(delta.creator)
@@ -320,6 +327,7 @@ class CausalBuffer:
             self.heads[delta.creator] = Head(delta.seq, delta.rank, delta.hash)
             self._grant(delta)
             self._accepted.append((delta, entry.wire))
+            self._accepted_info[did] = (delta.rank, delta.hash)
             work.extend(self._wake(did))
 
     def _grant(self, delta: Delta) -> None:
@@ -388,7 +396,7 @@ class CausalBuffer:
         head = self.heads.get(creator)
         if head is not None and head.seq == seq:
             return head.rank
-        info = self._lookup(creator, seq)
+        info = self._known(creator, seq)
         if info is None:
             raise RankError(f"dependency {creator.hex()}:{seq} is not accepted")
         return info[0]

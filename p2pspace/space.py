@@ -67,6 +67,7 @@ class ReceiveResult:
     """What one call to :meth:`Replica.receive` or :meth:`Replica.release` did."""
 
     executed: tuple[Delta, ...] = ()
+    seen: tuple[DeltaId, ...] = ()
     duplicates: int = 0
     rejected: tuple[Rejection, ...] = ()
     staged: int = 0
@@ -338,6 +339,11 @@ class Replica:
         if not batches:
             return []
         me = self.identity.endpoint_id
+        if not self.is_member(me):
+            raise LocalProtocolError(
+                "this endpoint is not (yet) a member of the space: the delta granting membership "
+                "has not reached it"
+            )
         head = self._heads.get(me)
         seq = head.seq if head is not None else 0
         prev = head.hash if head is not None else b""
@@ -380,11 +386,13 @@ class Replica:
         :meth:`release` (or until the stage is full). Raises :class:`StorageError` only.
         """
         rejected: list[Rejection] = []
+        seen: list[DeltaId] = []
         duplicates = 0
         for wire in wires:
             delta: Delta | None = None
             try:
                 delta = decode_delta(wire)
+                seen.append(delta.id)
                 if delta.is_genesis:
                     if delta.hash == self.genesis.hash:
                         duplicates += 1
@@ -405,6 +413,7 @@ class Replica:
         result = self._run_staged(defer)
         return ReceiveResult(
             executed=result.executed,
+            seen=tuple(seen),
             duplicates=duplicates,
             rejected=tuple(rejected),
             staged=len(self._staged),
@@ -547,12 +556,13 @@ class Replica:
         *,
         max_count: int,
         max_bytes: int,
-    ) -> tuple[list[bytes], OrderKey | None]:
+    ) -> tuple[list[tuple[bytes, int, bytes]], OrderKey | None]:
         """Next executed deltas ``peer_vector`` lacks, in log order, after ``after``.
 
-        Returns ``(wires, cursor)``; ``cursor`` is None when the stream is complete.
+        Returns ``([(creator, seq, wire)], cursor)``; ``cursor`` is None when the stream is
+        complete.
         """
-        wires: list[bytes] = []
+        wires: list[tuple[bytes, int, bytes]] = []
         size = 0
         cursor = after
         while True:
@@ -561,7 +571,7 @@ class Replica:
                 cursor = OrderKey(0, rank, creator, seq)
                 if seq <= peer_vector.get(creator, 0):
                     continue
-                wires.append(wire)
+                wires.append((creator, seq, wire))
                 size += len(wire)
                 if len(wires) >= max_count or size >= max_bytes:
                     more = self.store.log_after(self.space_id, tuple(cursor), 1)  # type: ignore[arg-type]

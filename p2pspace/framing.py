@@ -1,0 +1,60 @@
+"""Length-prefixed frames: a 4-byte big-endian length, then that many payload bytes.
+
+:class:`FrameDecoder` buffers at most one frame (``max_frame + 4`` bytes). A declared length above
+``max_frame`` raises :class:`~p2pspace.errors.FrameTooLargeError` before any of it is buffered, so
+a peer cannot make a receiver hold more than one maximum frame.
+"""
+
+from __future__ import annotations
+
+from p2pspace.errors import FrameTooLargeError, LocalProtocolError
+
+MAX_FRAME = 4 * 1024 * 1024
+HEADER = 4
+
+
+def frame(payload: bytes, *, max_frame: int = MAX_FRAME) -> bytes:
+    """``payload`` with its length prefix. Raises :class:`LocalProtocolError` if too large."""
+    if len(payload) > max_frame:
+        raise LocalProtocolError(f"frame of {len(payload)} bytes exceeds {max_frame}")
+    return len(payload).to_bytes(HEADER, "big") + payload
+
+
+class FrameDecoder:
+    """Splits a byte stream into frame payloads."""
+
+    def __init__(self, *, max_frame: int = MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+        self._need: int | None = None
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add received bytes; return the payloads of every frame now complete."""
+        self._buffer += data
+        out: list[bytes] = []
+        while True:
+            if self._need is None:
+                if len(self._buffer) < HEADER:
+                    return out
+                length = int.from_bytes(self._buffer[:HEADER], "big")
+                if length > self.max_frame:
+                    self._buffer.clear()
+                    raise FrameTooLargeError(
+                        f"frame of {length} bytes exceeds the maximum of {self.max_frame}"
+                    )
+                del self._buffer[:HEADER]
+                self._need = length
+            if len(self._buffer) < self._need:
+                return out
+            out.append(bytes(self._buffer[: self._need]))
+            del self._buffer[: self._need]
+            self._need = None
+
+    @property
+    def mid_frame(self) -> bool:
+        """True while part of a frame has arrived (a stalled peer leaves this set)."""
+        return self._need is not None or bool(self._buffer)

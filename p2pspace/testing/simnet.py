@@ -1,0 +1,557 @@
+"""The simulated network: N endpoints in one process under a seeded fault scheduler.
+
+Theory of operation. Each simulated endpoint is a real :class:`~p2pspace.endpoint.Endpoint` with
+its own home folder and on-disk SQLite store; only the network and the clock are simulated. A
+discrete-event loop with a virtual millisecond clock delivers the frames each
+:class:`~p2pspace.protocol.Session` produces to its peer session after a random delay. Faults,
+all drawn from one ``random.Random(seed)``:
+
+* ``drop`` -- a frame is lost; ``dup`` -- a frame is delivered twice;
+* ``reorder`` -- a frame gets a large extra delay, so later frames overtake it;
+* ``partition`` -- the endpoints split in two groups for a while; connections across break and
+  cannot be re-established until the partition heals;
+* ``crash`` -- an endpoint dies abruptly (its store is closed without any clean-up, in-memory
+  pending and staged deltas are lost) and restarts later by reopening its store.
+
+Sessions on simulated links are ``lossy`` (they retransmit and tolerate reordering). After
+:meth:`SimNetwork.heal` stops all faults, :meth:`SimNetwork.run_until_quiet` runs until every
+replica has executed the same deltas; :meth:`SimNetwork.check_convergence` then compares order
+and state digests and checks that every replica's executed order respects every dependency.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import time as _time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from p2pspace.delta import Command
+from p2pspace.endpoint import Endpoint
+from p2pspace.engines import members as members_engine
+from p2pspace.engines import rdb
+from p2pspace.errors import RemoteProtocolError
+from p2pspace.protocol import Session
+from p2pspace.space import Replica
+
+FAULT_KINDS = ("drop", "dup", "reorder", "partition", "crash")
+TICK_MS = 50
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Faults:
+    drop: float = 0.0
+    dup: float = 0.0
+    reorder: float = 0.0
+    partition: bool = False
+    crash: bool = False
+
+    @classmethod
+    def of(cls, kinds: Iterable[str]) -> Faults:
+        chosen = set(kinds)
+        unknown = chosen - set(FAULT_KINDS)
+        if unknown:
+            raise ValueError(f"unknown fault kinds: {sorted(unknown)}")
+        return cls(
+            drop=0.05 if "drop" in chosen else 0.0,
+            dup=0.05 if "dup" in chosen else 0.0,
+            reorder=0.1 if "reorder" in chosen else 0.0,
+            partition="partition" in chosen,
+            crash="crash" in chosen,
+        )
+
+
+@dataclass(slots=True)
+class _Conn:
+    a: int
+    b: int
+    gen: int
+    sessions: dict[int, Session]
+
+
+@dataclass(slots=True, kw_only=True)
+class SimStats:
+    frames: int = 0
+    dropped: int = 0
+    duplicated: int = 0
+    crashes: int = 0
+    partitions: int = 0
+    deltas_created: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Convergence:
+    converged: bool
+    reasons: tuple[str, ...]
+    endpoints: tuple[dict[str, Any], ...]
+
+
+@dataclass(slots=True)
+class SimEndpoint:
+    index: int
+    home: Path
+    endpoint: Endpoint | None
+    undo_counts: dict[Any, int] = field(default_factory=dict)
+
+
+class SimNetwork:
+    """N simulated endpoints sharing one space. See the module docstring."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        endpoints: int,
+        seed: int,
+        faults: Faults = Faults(),
+        topology: str = "mesh",
+        durability: str = "normal",
+    ) -> None:
+        if endpoints < 1:
+            raise ValueError("at least one endpoint")
+        self.root = root
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.faults = faults
+        self.now = 0
+        self.stats = SimStats()
+        self.protocol_errors: list[str] = []
+        self._events: list[tuple[int, int, Callable[[], None]]] = []
+        self._counter = itertools.count()
+        self._gen = itertools.count(1)
+        self._durability = durability
+        self.nodes: list[SimEndpoint] = []
+        for i in range(endpoints):
+            home = root / f"endpoint-{i}"
+            ep = Endpoint(home, seed=f"sim-{seed}-{i}".encode(), durability=durability, name=f"e{i}")
+            self.nodes.append(SimEndpoint(index=i, home=home, endpoint=ep))
+        self.links: set[tuple[int, int]] = self._topology(endpoints, topology)
+        self.conns: dict[tuple[int, int], _Conn] = {}
+        self._partition: tuple[frozenset[int], frozenset[int]] | None = None
+        self._faults_on = True
+        self.space_id = b""
+        self._setup_space()
+        for i in range(endpoints):
+            self._schedule(self.rng.randint(1, TICK_MS), self._tick_event(i))
+        for a, b in sorted(self.links):
+            self._schedule(self.rng.randint(0, 20), self._connect_event(a, b))
+
+    # -- setup --------------------------------------------------------------------------------
+
+    def _topology(self, n: int, kind: str) -> set[tuple[int, int]]:
+        pairs = {(a, b) for a in range(n) for b in range(a + 1, n)}
+        if kind == "mesh" or n <= 3:
+            return pairs
+        ring = {(min(i, (i + 1) % n), max(i, (i + 1) % n)) for i in range(n)}
+        extra = {p for p in sorted(pairs - ring) if self.rng.random() < 0.4}
+        return ring | extra
+
+    def _setup_space(self) -> None:
+        first = self.endpoint(0)
+        replica = first.create_space("sim", time=self.now, nonce=self.rng.randbytes(16))
+        self.space_id = replica.space_id
+        adds: list[Command] = []
+        for node in self.nodes[1:]:
+            assert node.endpoint is not None
+            ident = node.endpoint.identity
+            adds.append(
+                members_engine.add_command(
+                    member_id=ident.endpoint_id, key=ident.public_key, name=f"e{node.index}"
+                )
+            )
+        if adds:
+            replica.create(adds, time=self.now)
+        replica.create([rdb.create("t", f"r{k}", {"v": 0}) for k in range(8)], time=self.now)
+        genesis = replica.genesis.wire()
+        for node in self.nodes[1:]:
+            assert node.endpoint is not None
+            node.endpoint.join_space(genesis)
+        for node in self.nodes:
+            self._watch(node)
+
+    def _watch(self, node: SimEndpoint) -> None:
+        assert node.endpoint is not None
+        replica = node.endpoint.replica(self.space_id)
+
+        def count(ids: Any) -> None:
+            for did in ids:
+                node.undo_counts[did] = node.undo_counts.get(did, 0) + 1
+
+        replica.undo_listener = count
+
+    def endpoint(self, i: int) -> Endpoint:
+        ep = self.nodes[i].endpoint
+        if ep is None:
+            raise RuntimeError(f"endpoint {i} is down")
+        return ep
+
+    def replica(self, i: int) -> Replica:
+        return self.endpoint(i).replica(self.space_id)
+
+    # -- event loop ---------------------------------------------------------------------------
+
+    def _schedule(self, delay: int, action: Callable[[], None]) -> None:
+        heapq.heappush(self._events, (self.now + max(0, delay), next(self._counter), action))
+
+    def step(self) -> bool:
+        if not self._events:
+            return False
+        at, _n, action = heapq.heappop(self._events)
+        self.now = max(self.now, at)
+        action()
+        return True
+
+    def run_for(self, ms: int) -> None:
+        end = self.now + ms
+        while self._events and self._events[0][0] <= end:
+            self.step()
+        self.now = max(self.now, end)
+
+    def _flush(self, i: int) -> None:
+        for conn in list(self.conns.values()):
+            if i in conn.sessions:
+                self._flush_conn(conn, i)
+
+    def _flush_conn(self, conn: _Conn, i: int) -> None:
+        session = conn.sessions[i]
+        other = conn.b if i == conn.a else conn.a
+        frames = session.frames_to_send()
+        for data in frames:
+            self.stats.frames += 1
+            copies = 1
+            if self._faults_on and self.rng.random() < self.faults.drop:
+                self.stats.dropped += 1
+                continue
+            if self._faults_on and self.rng.random() < self.faults.dup:
+                self.stats.duplicated += 1
+                copies = 2
+            for _ in range(copies):
+                delay = self.rng.randint(1, 8)
+                if self._faults_on and self.rng.random() < self.faults.reorder:
+                    delay += self.rng.randint(20, 150)
+                self._schedule(delay, self._deliver_event(conn.gen, other, data))
+        if session.closed:
+            self._break(conn)
+
+    def _deliver_event(self, gen: int, to: int, data: bytes) -> Callable[[], None]:
+        def deliver() -> None:
+            conn = self._conn_by_gen(gen)
+            if conn is None or to not in conn.sessions:
+                return
+            session = conn.sessions[to]
+            try:
+                session.receive_data(data)
+            except RemoteProtocolError as exc:
+                self.protocol_errors.append(f"endpoint {to}: {type(exc).__name__}: {exc}")
+            self._flush(to)
+            if session.closed:
+                self._break(conn)
+
+        return deliver
+
+    def _conn_by_gen(self, gen: int) -> _Conn | None:
+        for conn in self.conns.values():
+            if conn.gen == gen:
+                return conn
+        return None
+
+    def _tick_event(self, i: int) -> Callable[[], None]:
+        def tick() -> None:
+            node = self.nodes[i]
+            if node.endpoint is not None:
+                node.endpoint.tick()
+                self._flush(i)
+            self._schedule(TICK_MS, self._tick_event(i))
+
+        return tick
+
+    # -- connections --------------------------------------------------------------------------
+
+    def _can_connect(self, a: int, b: int) -> bool:
+        if self.nodes[a].endpoint is None or self.nodes[b].endpoint is None:
+            return False
+        if self._partition is not None:
+            left, _right = self._partition
+            if (a in left) != (b in left):
+                return False
+        return True
+
+    def _connect_event(self, a: int, b: int) -> Callable[[], None]:
+        def connect() -> None:
+            if (a, b) in self.conns:
+                return
+            if not self._can_connect(a, b):
+                self._schedule(self.rng.randint(100, 300), self._connect_event(a, b))
+                return
+            ea, eb = self.endpoint(a), self.endpoint(b)
+            sa = ea.open_session(expected_peer=eb.endpoint_id, lossy=True)
+            sb = eb.open_session(expected_peer=ea.endpoint_id, lossy=True)
+            conn = _Conn(a=a, b=b, gen=next(self._gen), sessions={a: sa, b: sb})
+            self.conns[(a, b)] = conn
+            self._flush_conn(conn, a)
+            self._flush_conn(conn, b)
+
+        return connect
+
+    def _break(self, conn: _Conn) -> None:
+        key = (conn.a, conn.b)
+        if self.conns.get(key) is not conn:
+            return
+        del self.conns[key]
+        for i, session in conn.sessions.items():
+            node = self.nodes[i]
+            if node.endpoint is not None:
+                node.endpoint.close_session(session)
+        self._schedule(self.rng.randint(50, 250), self._connect_event(conn.a, conn.b))
+
+    # -- faults -------------------------------------------------------------------------------
+
+    def crash(self, i: int, *, restart_after: int | None = None) -> None:
+        node = self.nodes[i]
+        if node.endpoint is None:
+            return
+        self.stats.crashes += 1
+        for conn in [c for c in self.conns.values() if i in c.sessions]:
+            self._break(conn)
+        # Abrupt: the store connection is closed with nothing flushed from memory.
+        node.endpoint.store.close()
+        node.endpoint = None
+        if restart_after is not None:
+            self._schedule(restart_after, lambda: self.restart(i))
+
+    def restart(self, i: int) -> None:
+        node = self.nodes[i]
+        if node.endpoint is not None:
+            return
+        node.endpoint = Endpoint(node.home, durability=self._durability, name=f"e{i}")
+        self._watch(node)
+
+    def partition(self, duration: int) -> None:
+        ids = list(range(len(self.nodes)))
+        self.rng.shuffle(ids)
+        cut = self.rng.randint(1, max(1, len(ids) - 1))
+        left = frozenset(ids[:cut])
+        self._partition = (left, frozenset(ids[cut:]))
+        self.stats.partitions += 1
+        for conn in list(self.conns.values()):
+            if (conn.a in left) != (conn.b in left):
+                self._break(conn)
+        self._schedule(duration, self._end_partition)
+
+    def _end_partition(self) -> None:
+        self._partition = None
+
+    def heal(self) -> None:
+        """Stop every fault: links deliver reliably, crashed endpoints restart."""
+        self._faults_on = False
+        self._partition = None
+        for node in self.nodes:
+            if node.endpoint is None:
+                self.restart(node.index)
+        for a, b in sorted(self.links):
+            if (a, b) not in self.conns:
+                self._schedule(self.rng.randint(0, 20), self._connect_event(a, b))
+
+    # -- workload -----------------------------------------------------------------------------
+
+    def random_commands(self, i: int) -> list[Command]:
+        roll = self.rng.random()
+        k = self.rng.randrange(8)
+        if roll < 0.7:
+            return [rdb.set_fields("t", f"r{k}", {"v": self.rng.randrange(1000), f"e{i}": self.now})]
+        if roll < 0.85:
+            return [rdb.create("t", f"n{i}-{self.now}-{self.rng.randrange(10**6)}", {"by": i})]
+        if roll < 0.9:
+            return [rdb.delete("t", f"r{k}")]
+        return [
+            rdb.set_fields("t", f"r{k}", {"w": self.rng.randrange(100)}),
+            rdb.set_fields("t", f"r{(k + 1) % 8}", {"w": self.rng.randrange(100)}),
+        ]
+
+    def schedule_workload(self, deltas: int, *, over_ms: int = 5000) -> None:
+        """Spread ``deltas`` random rdb deltas over the endpoints and ``over_ms`` of time."""
+        for _ in range(deltas):
+            i = self.rng.randrange(len(self.nodes))
+            self._schedule(self.rng.randint(0, over_ms), self._create_event(i))
+
+    def schedule_faults(self, *, over_ms: int = 5000) -> None:
+        n = len(self.nodes)
+        if self.faults.partition and n > 1:
+            for _ in range(self.rng.randint(1, 3)):
+                at = self.rng.randint(0, over_ms)
+                dur = self.rng.randint(200, 1500)
+                self._schedule(at, lambda d=dur: self._faults_on and self.partition(d))
+        if self.faults.crash:
+            for _ in range(self.rng.randint(1, 3)):
+                at = self.rng.randint(0, over_ms)
+                who = self.rng.randrange(n)
+                back = self.rng.randint(100, 1500)
+                self._schedule(at, lambda w=who, b=back: self._faults_on and self.crash(w, restart_after=b))
+
+    def _create_event(self, i: int) -> Callable[[], None]:
+        def create() -> None:
+            node = self.nodes[i]
+            if node.endpoint is None or not self.replica(i).is_member(node.endpoint.endpoint_id):
+                # Down, or not yet holding its own membership: the user acts a little later.
+                self._schedule(self.rng.randint(50, 300), self._create_event(i))
+                return
+            node.endpoint.create(self.space_id, self.random_commands(i), time=self.now)
+            self.stats.deltas_created += 1
+            self._flush(i)
+
+        return create
+
+    # -- convergence --------------------------------------------------------------------------
+
+    def _settled(self) -> bool:
+        if any(n.endpoint is None for n in self.nodes):
+            return False
+        vectors = []
+        for node in self.nodes:
+            replica = self.replica(node.index)
+            if replica.staged_count or replica.pending_count:
+                return False
+            vectors.append(replica.vector)
+        return all(v == vectors[0] for v in vectors)
+
+    def run_until_quiet(self, *, limit_ms: int = 120_000) -> bool:
+        """Run until every replica executed the same deltas (and a little longer for acks)."""
+        end = self.now + limit_ms
+        while self.now < end:
+            self.run_for(TICK_MS)
+            if self._settled() and len(self.conns) == len(self.links):
+                self.run_for(TICK_MS * 4)
+                if self._settled():
+                    return True
+        return False
+
+    def check_convergence(self) -> Convergence:
+        reasons: list[str] = []
+        info: list[dict[str, Any]] = []
+        orders = set()
+        states = set()
+        for node in self.nodes:
+            if node.endpoint is None:
+                reasons.append(f"endpoint {node.index} is down")
+                continue
+            replica = self.replica(node.index)
+            order, state = replica.order_digest(), replica.state_digest()
+            orders.add(order)
+            states.add(state)
+            info.append(
+                {
+                    "id": node.endpoint.endpoint_id.hex(),
+                    "executed": replica.executed_count(),
+                    "order_digest": order,
+                    "state_digest": state,
+                }
+            )
+            problem = causality_violation(replica.dump_order())
+            if problem:
+                reasons.append(f"endpoint {node.index}: {problem}")
+        if len(orders) > 1:
+            reasons.append("replicas differ in executed order")
+        if len(states) > 1:
+            reasons.append("replicas differ in engine state")
+        reasons.extend(f"protocol error: {e}" for e in self.protocol_errors[:5])
+        return Convergence(converged=not reasons, reasons=tuple(reasons), endpoints=tuple(info))
+
+    def max_undos_per_delta(self) -> int:
+        return max((max(n.undo_counts.values(), default=0) for n in self.nodes), default=0)
+
+    def close(self) -> None:
+        for node in self.nodes:
+            if node.endpoint is not None:
+                node.endpoint.close()
+                node.endpoint = None
+
+
+def causality_violation(order: list[dict[str, Any]]) -> str | None:
+    """None if every delta in ``order`` comes after all of its dependencies, else why not."""
+    executed: dict[str, int] = {}
+    for entry in order:
+        for creator, seq in entry["deps"].items():
+            if executed.get(creator, 0) < seq:
+                return f"{entry['creator'][:8]}:{entry['seq']} executed before {creator[:8]}:{seq}"
+        if executed.get(entry["creator"], 0) != entry["seq"] - 1:
+            return f"{entry['creator'][:8]}:{entry['seq']} executed out of seq order"
+        executed[entry["creator"]] = entry["seq"]
+    return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimulationReport:
+    converged: bool
+    deltas: int
+    undone: int
+    redone: int
+    seconds: float
+    endpoints: tuple[dict[str, Any], ...]
+    reasons: tuple[str, ...]
+    max_undos_per_delta: int
+    stats: dict[str, int]
+
+
+def run_simulation(
+    root: Path,
+    *,
+    endpoints: int,
+    deltas: int,
+    seed: int,
+    faults: Iterable[str] = (),
+    topology: str = "mesh",
+    dump_logs: Path | None = None,
+) -> SimulationReport:
+    """One seeded run: workload under faults, heal, converge, compare. Deterministic per seed."""
+    started = _time.perf_counter()
+    net = SimNetwork(root, endpoints=endpoints, seed=seed, faults=Faults.of(faults), topology=topology)
+    try:
+        span = max(2000, deltas * 20)
+        net.schedule_workload(deltas, over_ms=span)
+        net.schedule_faults(over_ms=span)
+        net.run_for(span + 100)
+        net.heal()
+        quiet = net.run_until_quiet()
+        result = net.check_convergence()
+        reasons = list(result.reasons)
+        if not quiet:
+            reasons.append("replicas did not settle after healing")
+        if dump_logs is not None:
+            write_logs(net, dump_logs)
+        undone = sum(net.replica(n.index).stats.undone for n in net.nodes)
+        redone = sum(net.replica(n.index).stats.redone for n in net.nodes)
+        return SimulationReport(
+            converged=quiet and result.converged,
+            deltas=net.stats.deltas_created,
+            undone=undone,
+            redone=redone,
+            seconds=_time.perf_counter() - started,
+            endpoints=result.endpoints,
+            reasons=tuple(reasons),
+            max_undos_per_delta=net.max_undos_per_delta(),
+            stats={
+                "frames": net.stats.frames,
+                "dropped": net.stats.dropped,
+                "duplicated": net.stats.duplicated,
+                "crashes": net.stats.crashes,
+                "partitions": net.stats.partitions,
+            },
+        )
+    finally:
+        net.close()
+
+
+def write_logs(net: SimNetwork, folder: Path) -> None:
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for node in net.nodes:
+        if node.endpoint is None:
+            continue
+        replica = net.replica(node.index)
+        data = {"endpoint": node.endpoint.endpoint_id.hex(), "order": replica.dump_order()}
+        (folder / f"endpoint-{node.index}.json").write_text(json.dumps(data, indent=1))
