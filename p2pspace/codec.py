@@ -60,11 +60,14 @@ def encode_trusted(value: Value) -> bytes:
     return _dumps(value)
 
 
-def decode(data: bytes, *, max_depth: int = MAX_DEPTH) -> Value:
+def decode(data: bytes, *, max_depth: int = MAX_DEPTH, check: bool = True) -> Value:
     """Decode one canonical CBOR item from ``data`` (which must hold exactly that item).
 
     Raises :class:`MalformedError` (the peer misbehaved) for anything that is not well-formed,
-    not canonical-typed, nested too deeply, or followed by trailing bytes.
+    not canonical-typed, nested too deeply, or followed by trailing bytes. With ``check=False``
+    the caller takes over the type walk of :func:`check_value` (tags, indefinite lengths,
+    duplicate keys, non-string keys, depth and trailing bytes are still refused here): decoders
+    of fixed schemas check each field's exact type and walk only the free-form parts.
     """
     fp = io.BytesIO(data)
     try:
@@ -83,7 +86,8 @@ def decode(data: bytes, *, max_depth: int = MAX_DEPTH) -> Value:
         raise MalformedError(f"undecodable CBOR: {type(exc).__name__}: {exc}") from None
     if fp.tell() != len(data):
         raise MalformedError("trailing bytes after the CBOR item")
-    check_value(value, max_depth=max_depth)
+    if check:
+        check_value(value, max_depth=max_depth)
     return value
 
 

@@ -46,11 +46,8 @@ class DeltaId(NamedTuple):
     seq: int
 
 
-class OrderKey(NamedTuple):
-    block: int
-    rank: int
-    creator: bytes
-    seq: int
+OrderKey = tuple[int, int, bytes, int]
+"""``(block, rank, creator, seq)``: a plain tuple, compared lexicographically (hot path)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,10 +59,10 @@ class Command:
     args: Any
 
     def __post_init__(self) -> None:
+        # ``args`` is checked where it is encoded (make_body) or decoded (decode_delta), once.
         for label, text in (("engine", self.engine), ("name", self.name)):
             if type(text) is not str or not 0 < len(text) <= MAX_NAME:
                 raise MalformedError(f"command {label} must be a short non-empty string")
-        codec.check_value(self.args)
 
     def to_wire(self) -> list[Any]:
         return [self.engine, self.name, self.args]
@@ -105,7 +102,7 @@ class Delta:
 
     @property
     def order_key(self) -> OrderKey:
-        return OrderKey(0, self.rank, self.creator, self.seq)
+        return (0, self.rank, self.creator, self.seq)
 
     @property
     def is_genesis(self) -> bool:
@@ -154,13 +151,15 @@ def make_body(
         time,
         [c.to_wire() for c in commands],
     ]
-    body = codec.encode(body_value)
-    return _from_body_value(body_value, body, None)
+    for command in commands:
+        codec.check_value(command.args)
+    body = codec.encode_trusted(body_value)
+    return _from_body_value(body_value, body, None, check_args=False)
 
 
 def decode_delta(wire: bytes) -> Delta:
     """Decode a stored or received delta. Raises :class:`MalformedError` if it is not one."""
-    outer = codec.decode(wire, max_depth=2)
+    outer = codec.decode(wire, max_depth=2, check=False)
     if type(outer) is not list or len(outer) != 2:
         raise MalformedError("a delta is [body, signature]")
     body, signature = outer
@@ -168,11 +167,14 @@ def decode_delta(wire: bytes) -> Delta:
         raise MalformedError("delta body must be a byte string of at most 64 KiB")
     if signature is not None and (type(signature) is not bytes or len(signature) != SIGNATURE_SIZE):
         raise MalformedError("delta signature must be 64 bytes or null")
-    value = codec.decode(body)
-    return _from_body_value(value, body, signature)
+    # Every fixed field is type-checked below; only command args are walked by check_value.
+    value = codec.decode(body, check=False)
+    return _from_body_value(value, body, signature, check_args=True)
 
 
-def _from_body_value(value: Any, body: bytes, signature: bytes | None) -> Delta:
+def _from_body_value(
+    value: Any, body: bytes, signature: bytes | None, *, check_args: bool
+) -> Delta:
     if type(value) is not list or len(value) != 9:
         raise MalformedError("delta body must be a 9-element array")
     version, space, creator, seq, rank, deps, prev, time, commands = value
@@ -212,6 +214,8 @@ def _from_body_value(value: Any, body: bytes, signature: bytes | None) -> Delta:
     for item in commands:
         if type(item) is not list or len(item) != 3:
             raise MalformedError("a command is [engine, name, args]")
+        if check_args:
+            codec.check_value(item[2], max_depth=codec.MAX_DEPTH - 3)
         parsed.append(Command(engine=item[0], name=item[1], args=item[2]))
     if space == b"" and (seq != 1 or rank != 1 or pairs):
         raise MalformedError("only a creator's first delta, with rank 1 and no deps, is genesis")

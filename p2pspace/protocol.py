@@ -68,6 +68,7 @@ CHUNK_BYTES = 512 * 1024
 MAX_LIVE_BUFFER = 20_000
 FETCH_ANSWER_MAX = 2048
 RETRANSMIT_TICKS = 3
+CATCH_UP_PATIENCE = 40
 ACK_EVERY_TICKS = 2
 
 
@@ -140,6 +141,7 @@ class SpaceLink:
     buffered: list[tuple[Delta, bytes]] = field(default_factory=list)
     buffer_overflow: bool = False
     ticks_requested: int = 0
+    counted: bool = False  # counted in the endpoint's catching-up total
     lag_ticks: int = 0
     received_since_ack: bool = False
     delivered: int = 0
@@ -367,8 +369,7 @@ class Session:
 
     def _drop_links(self) -> None:
         for space, link in self.links.items():
-            if link.recv is RecvState.REQUESTED:
-                self.endpoint.catch_up_finished(space)
+            self._uncount(space, link)
         self.links.clear()
 
     # -- handlers -----------------------------------------------------------------------------
@@ -381,7 +382,8 @@ class Session:
         if self.peer is not None and message.endpoint != self.peer:
             raise AuthenticationError("peer changed its endpoint id")
         self.peer = message.endpoint
-        self._peer_spaces = message.spaces
+        # Offers only grow while a connection lives; a late, stale Hello must not shrink them.
+        self._peer_spaces = tuple(sorted(set(self._peer_spaces) | set(message.spaces)))
         if not message.reply:
             self._send_hello(reply=True)
         self._update_links()
@@ -394,12 +396,20 @@ class Session:
                 continue
             link = SpaceLink(replica=replica)
             self.links[space] = link
-            self.endpoint.catch_up_started(space)
             self._request(space, link)
 
     def _request(self, space: bytes, link: SpaceLink) -> None:
         link.ticks_requested = 0
+        link.recv = RecvState.REQUESTED
+        if not link.counted:
+            link.counted = True
+            self.endpoint.catch_up_started(space)
         self._send(Revision(space=space, vector=vector_of(link.replica.accepted_vector())))
+
+    def _uncount(self, space: bytes, link: SpaceLink) -> None:
+        if link.counted:
+            link.counted = False
+            self.endpoint.catch_up_finished(space)
 
     def _link(self, space: bytes) -> SpaceLink | None:
         link = self.links.get(space)
@@ -438,14 +448,11 @@ class Session:
         if link is None:
             return
         _merge(link.acked, dict(message.vector))
-        if link.recv is RecvState.REQUESTED:
-            link.recv = RecvState.SYNCED
-            self.endpoint.catch_up_finished(message.space)
+        link.recv = RecvState.SYNCED
+        self._uncount(message.space, link)
         accepted = link.replica.accepted_vector()
-        if any(accepted.get(c, 0) < s for c, s in message.vector) and self.lossy:
+        if self.lossy and any(accepted.get(c, 0) < s for c, s in message.vector):
             # Part of the stream was lost in transit: ask again from where we are.
-            link.recv = RecvState.REQUESTED
-            self.endpoint.catch_up_started(message.space)
             self._request(message.space, link)
         self._send(Ack(space=message.space, vector=vector_of(link.replica.vector)))
         link.received_since_ack = False
@@ -483,19 +490,22 @@ class Session:
             if self.lossy and self._ticks_awaiting % RETRANSMIT_TICKS == 0:
                 self._send_hello(reply=False)
             return
+        if self.lossy and self._ticks % RETRANSMIT_TICKS == 0 and set(self._offered) - set(self.links):
+            self._send_hello(reply=False)
         for space, link in self.links.items():
             replica = link.replica
             if link.recv is RecvState.REQUESTED:
                 link.ticks_requested += 1
-                if self.lossy and link.ticks_requested >= RETRANSMIT_TICKS:
-                    self._request(space, link)
+                if link.ticks_requested >= CATCH_UP_PATIENCE:
+                    # Stop holding back merges for a peer that does not answer.
+                    self._uncount(space, link)
+                if self.lossy and link.ticks_requested % RETRANSMIT_TICKS == 0:
+                    self._send(Revision(space=space, vector=vector_of(replica.accepted_vector())))
             accepted = replica.accepted_vector()
             if any(accepted.get(c, 0) < s for c, s in link.acked.items()):
                 link.lag_ticks += 1
                 if link.lag_ticks >= RETRANSMIT_TICKS and link.recv is RecvState.SYNCED:
                     link.lag_ticks = 0
-                    link.recv = RecvState.REQUESTED
-                    self.endpoint.catch_up_started(space)
                     self._request(space, link)
             else:
                 link.lag_ticks = 0

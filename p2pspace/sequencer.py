@@ -124,6 +124,7 @@ class CausalBuffer:
         self._pending: dict[DeltaId, _Pending] = {}
         self._pending_bytes = 0
         self._waiting: dict[DeltaId, list[DeltaId]] = {}
+        self._auth_waiting: set[DeltaId] = set()
         self._accepted: list[tuple[Delta, bytes]] = []
         self._accepted_info: dict[DeltaId, tuple[int, bytes]] = {}
         self.rejections: list[Rejection] = []
@@ -157,6 +158,10 @@ class CausalBuffer:
             first = self.accepted_seq(creator) + 1
             lo, hi = wanted.get(creator, (first, seq))
             wanted[creator] = (first, max(hi, seq))
+        for creator, seq in self._auth_waiting:
+            # Unsigned and deps-ready: fetch it again with its chain up to a signed successor.
+            lo, hi = wanted.get(creator, (seq, seq + 1))
+            wanted[creator] = (min(lo, seq), max(hi, seq + 1))
         ranges = [(c, lo, hi) for c, (lo, hi) in sorted(wanted.items())]
         return ranges[: self.limits.max_fetch_ranges]
 
@@ -181,10 +186,8 @@ class CausalBuffer:
         if existing is not None:
             if existing.delta.hash == delta.hash:
                 return False
-            if existing.delta.signature is None and not existing.authentic and (
-                delta.signature is not None and self._signature_ok(delta)
-            ):
-                self._remove(did)
+            if not existing.authentic and self._can_authenticate_now(delta):
+                self._remove(did)  # the held copy was never authenticated: this one wins
             else:
                 self._conflict(delta, wire, existing.delta.hash)
         gap = self.limits.max_gap
@@ -192,13 +195,31 @@ class CausalBuffer:
             q - self.accepted_seq(e) > gap for e, q in delta.deps
         ):
             raise TooFarAheadError(f"delta {did} depends on deltas too far ahead to buffer")
-        self._pending[did] = _Pending(delta=delta, wire=wire, authentic=authentic)
+        entry = _Pending(delta=delta, wire=wire, authentic=authentic)
+        work: deque[DeltaId] = deque([did])
+        if not authentic:
+            if delta.signature is not None:
+                key = self.membership.keys.get(delta.creator)
+                if key is not None:
+                    self._verify(entry, key)  # raises ForgedDeltaError; nothing is kept then
+            else:
+                successor = self._pending.get(DeltaId(delta.creator, delta.seq + 1))
+                if successor is not None and successor.authentic and successor.delta.prev == delta.hash:
+                    entry.authentic = True
+        self._pending[did] = entry
         self._pending_bytes += len(wire)
-        self._evict()
-        work = deque([did])
+        if entry.authentic:
+            work.extend(self._propagate(entry))
         work.extend(self._wake(did))
+        self._evict()
         self._process(work)
         return True
+
+    def _can_authenticate_now(self, delta: Delta) -> bool:
+        if delta.signature is not None:
+            return self._signature_ok(delta)
+        successor = self._pending.get(DeltaId(delta.creator, delta.seq + 1))
+        return successor is not None and successor.authentic and successor.delta.prev == delta.hash
 
     def take_accepted(self) -> list[tuple[Delta, bytes]]:
         """Deltas accepted since the last call, in causal (acceptance) order."""
@@ -248,6 +269,7 @@ class CausalBuffer:
         if entry is not None:
             self._pending_bytes -= len(entry.wire)
             self._unwait(entry, did)
+            self._auth_waiting.discard(did)
         return entry
 
     def _wait(self, entry: _Pending, did: DeltaId, blocker: DeltaId) -> None:
@@ -315,26 +337,45 @@ class CausalBuffer:
                 continue
             try:
                 self._check_member(delta)
-                blocker = self._authenticate(entry)
-                if blocker is not None:
-                    self._wait(entry, did, blocker)
-                    continue
+                if not entry.authentic:
+                    if delta.signature is None:
+                        # Authenticated later, when a signed successor chains back to it.
+                        self._auth_waiting.add(did)
+                        continue
+                    self._verify(entry, self.membership.keys[delta.creator])
+                    work.extend(self._propagate(entry))
                 self._check_causal_past(delta)
             except InvalidDeltaError as exc:
                 self._reject(did, exc)
                 continue
             self._remove(did)
             self.heads[delta.creator] = Head(delta.seq, delta.rank, delta.hash)
-            self._grant(delta)
             self._accepted.append((delta, entry.wire))
             self._accepted_info[did] = (delta.rank, delta.hash)
+            work.extend(self._grant(delta))
             work.extend(self._wake(did))
 
-    def _grant(self, delta: Delta) -> None:
+    def _grant(self, delta: Delta) -> list[DeltaId]:
+        """Record member grants of an accepted delta; authenticate what the new keys sign."""
+        woken: list[DeltaId] = []
         for command in delta.commands:
             grant = member_grant(command)
-            if grant is not None:
-                self.membership.add(grant[0], grant[1], delta.id)
+            if grant is None:
+                continue
+            member, key = grant
+            known = member in self.membership.keys
+            self.membership.add(member, key, delta.id)
+            if known:
+                continue
+            for did, entry in list(self._pending.items()):
+                if did.creator == member and entry.delta.signature is not None and not entry.authentic:
+                    try:
+                        self._verify(entry, key)
+                    except InvalidDeltaError as exc:
+                        self._reject(did, exc)
+                        continue
+                    woken.extend(self._propagate(entry))
+        return woken
 
     def _check_member(self, delta: Delta) -> None:
         if delta.seq > 1:
@@ -345,37 +386,35 @@ class CausalBuffer:
                 return
         raise NotMemberError("the creator is not a member in the delta's causal past")
 
-    def _authenticate(self, entry: _Pending) -> DeltaId | None:
-        """Authenticate ``entry`` and its chain; return the id to wait for if incomplete."""
-        if entry.authentic:
-            return None
+    def _verify(self, entry: _Pending, key: bytes) -> None:
         delta = entry.delta
-        key = self.membership.keys.get(delta.creator)
-        if key is None:
-            raise NotMemberError("no key is known for the creator")
-        chain = [entry]
-        current = entry
-        while current.delta.signature is None:
-            nxt_id = DeltaId(delta.creator, current.delta.seq + 1)
-            nxt = self._pending.get(nxt_id)
-            if nxt is None:
-                if len(chain) > MAX_CHAIN:
-                    raise ForgedDeltaError("unsigned chain longer than the maximum")
-                return nxt_id
-            if nxt.delta.prev != current.delta.hash:
-                raise BrokenChainError(f"the successor of {current.delta.id} does not chain to it")
-            chain.append(nxt)
-            current = nxt
-            if len(chain) > MAX_CHAIN + 1:
-                raise ForgedDeltaError("unsigned chain longer than the maximum")
-        assert current.delta.signature is not None
+        assert delta.signature is not None
         try:
-            verify_signature(key, current.delta.signature, current.delta.body)
+            verify_signature(key, delta.signature, delta.body)
         except AuthenticationError:
-            raise ForgedDeltaError(f"signature of {current.delta.id} does not verify") from None
-        for item in chain:
-            item.authentic = True
-        return None
+            raise ForgedDeltaError(f"signature of {delta.id} does not verify") from None
+        entry.authentic = True
+
+    def _propagate(self, entry: _Pending) -> list[DeltaId]:
+        """Authenticate the unsigned predecessors that ``entry`` (authentic) chains back to.
+
+        Returns the ids among them that were waiting only for authentication.
+        """
+        ready: list[DeltaId] = []
+        current = entry
+        for _ in range(MAX_CHAIN):
+            prev_id = DeltaId(current.delta.creator, current.delta.seq - 1)
+            prev = self._pending.get(prev_id)
+            if prev is None or prev.authentic:
+                break
+            if prev.delta.hash != current.delta.prev:
+                break  # the held predecessor is not the one signed for; it stays unauthenticated
+            prev.authentic = True
+            if prev_id in self._auth_waiting:
+                self._auth_waiting.discard(prev_id)
+                ready.append(prev_id)
+            current = prev
+        return ready
 
     def _check_causal_past(self, delta: Delta) -> None:
         if delta.seq > 1:
@@ -405,6 +444,7 @@ class CausalBuffer:
         """Drop every pending delta (after a failed store write; they are fetched again)."""
         self._pending.clear()
         self._waiting.clear()
+        self._auth_waiting.clear()
         self._pending_bytes = 0
 
     def pending_ids(self) -> Iterable[DeltaId]:

@@ -216,6 +216,7 @@ class Replica:
             context = DeltaContext(space=space_id, creator=genesis.creator, seq=1, time=genesis.time)
             state = KVState(store, space_id, members_engine.INSTANCE)
             undo = members_engine.MembersEngine().execute(state, genesis.commands[0], context)
+            state.flush()
             store.insert_delta(
                 space_id, genesis.creator, 1, 1, genesis.hash, True, genesis_wire,
                 codec.encode_trusted([undo]),
@@ -241,7 +242,7 @@ class Replica:
         self.vector: dict[bytes, int] = {c: h.seq for c, h in self._heads.items()}
         self._max_rank = max((h.rank for h in self._heads.values()), default=0)
         last = self.store.last_key(self.space_id)
-        self._last_key: OrderKey | None = OrderKey(*last) if last is not None else None
+        self._last_key: OrderKey | None = last
         own = self.store.own_deps(self.space_id)
         self._own_deps: dict[bytes, int] = dict(codec.decode(own)) if own is not None else {}
         self._membership = Membership()
@@ -267,6 +268,8 @@ class Replica:
 
     def _reload(self) -> None:
         """Rebuild memory from the store after a failed write (pending deltas are dropped)."""
+        for state in self._states.values():
+            state.reset()
         self._staged.clear()
         self._load()
         self._make_buffer()
@@ -453,7 +456,7 @@ class Replica:
                 if new:
                     first = new[0].key
                     if self._last_key is not None and first < self._last_key:
-                        for row in store.suffix_desc(space, tuple(first)):  # type: ignore[arg-type]
+                        for row in store.suffix_desc(space, first):
                             creator, seq, rank, _hash, wire, undo = row
                             delta = decode_delta(wire)
                             self._undo(delta, undo)
@@ -461,20 +464,27 @@ class Replica:
                                 _Executed(delta=delta, wire=wire, key=delta.order_key, new=False)
                             )
                         undone_rows.reverse()
+                    inserts = []
+                    redo_undos = []
                     for item in heapq.merge(undone_rows, new, key=lambda e: e.key):
                         undo_blob = self._execute(item.delta)
                         d = item.delta
                         if item.new:
-                            store.insert_delta(
-                                space, d.creator, d.seq, d.rank, d.hash,
-                                d.signature is not None, item.wire, undo_blob,
+                            inserts.append(
+                                (space, d.creator, d.seq, d.rank, d.hash,
+                                 int(d.signature is not None), item.wire, undo_blob)
                             )
                             for command in d.commands:
                                 grant = members_engine.member_grant(command)
                                 if grant is not None:
                                     store.add_grant(space, grant[0], grant[1], d.creator, d.seq)
                         else:
-                            store.set_undo(space, d.creator, d.seq, undo_blob)
+                            redo_undos.append((undo_blob, space, d.creator, d.seq))
+                    store.insert_deltas(inserts)
+                    if redo_undos:
+                        store.set_undos(redo_undos)
+                for state in self._states.values():
+                    state.flush()
                 for did, kept, other in self._pending_evidence:
                     store.add_evidence(space, did.creator, did.seq, kept, other)
                 if own_deps is not None:
@@ -547,7 +557,7 @@ class Replica:
                 start = rank if start is None else min(start, rank)
         if start is None:
             return None
-        return OrderKey(0, start - 1, b"\xff" * 16, 2**62)
+        return (0, start - 1, b"\xff" * 16, 2**62)
 
     def catch_up_chunk(
         self,
@@ -566,15 +576,15 @@ class Replica:
         size = 0
         cursor = after
         while True:
-            rows = self.store.log_after(self.space_id, tuple(cursor), max(64, max_count))  # type: ignore[arg-type]
+            rows = self.store.log_after(self.space_id, cursor, max(64, max_count))
             for creator, seq, rank, wire in rows:
-                cursor = OrderKey(0, rank, creator, seq)
+                cursor = (0, rank, creator, seq)
                 if seq <= peer_vector.get(creator, 0):
                     continue
                 wires.append((creator, seq, wire))
                 size += len(wire)
                 if len(wires) >= max_count or size >= max_bytes:
-                    more = self.store.log_after(self.space_id, tuple(cursor), 1)  # type: ignore[arg-type]
+                    more = self.store.log_after(self.space_id, cursor, 1)
                     return wires, (cursor if more else None)
             if len(rows) < max(64, max_count):
                 return wires, None

@@ -123,6 +123,13 @@ class Store:
         if not self._in_txn:
             raise LocalProtocolError("store writes need a transaction")
 
+    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        self._require_txn()
+        try:
+            self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise StorageError(f"store write failed: {exc}") from None
+
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         try:
             return self._db.execute(sql, params).fetchall()
@@ -132,8 +139,7 @@ class Store:
     # -- spaces -------------------------------------------------------------------------------
 
     def add_space(self, space: bytes, genesis_wire: bytes) -> None:
-        self._require_txn()
-        self._db.execute("INSERT INTO spaces (space, genesis) VALUES (?, ?)", (space, genesis_wire))
+        self._write("INSERT INTO spaces (space, genesis) VALUES (?, ?)", (space, genesis_wire))
 
     def spaces(self) -> list[tuple[bytes, bytes]]:
         return [(bytes(s), bytes(g)) for s, g in self._read("SELECT space, genesis FROM spaces")]
@@ -154,17 +160,42 @@ class Store:
         wire: bytes,
         undo: bytes | None,
     ) -> None:
-        self._db.execute(
+        self._write(
             "INSERT INTO log (space, creator, seq, block, rank, hash, signed, wire, undo) "
             "VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)",
             (space, creator, seq, rank, hash_, int(signed), wire, undo),
         )
 
     def set_undo(self, space: bytes, creator: bytes, seq: int, undo: bytes | None) -> None:
-        self._db.execute(
+        self._write(
             "UPDATE log SET undo=? WHERE space=? AND creator=? AND seq=?",
             (undo, space, creator, seq),
         )
+
+    def insert_deltas(
+        self, rows: list[tuple[bytes, bytes, int, int, bytes, int, bytes, bytes | None]]
+    ) -> None:
+        """Many :meth:`insert_delta` rows ``(space, creator, seq, rank, hash, signed, wire,
+        undo)`` in one statement."""
+        self._require_txn()
+        try:
+            self._db.executemany(
+                "INSERT INTO log (space, creator, seq, block, rank, hash, signed, wire, undo) "
+                "VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"store write failed: {exc}") from None
+
+    def set_undos(self, rows: list[tuple[bytes | None, bytes, bytes, int]]) -> None:
+        """Many :meth:`set_undo` rows ``(undo, space, creator, seq)`` in one statement."""
+        self._require_txn()
+        try:
+            self._db.executemany(
+                "UPDATE log SET undo=? WHERE space=? AND creator=? AND seq=?", rows
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"store write failed: {exc}") from None
 
     def heads(self, space: bytes) -> dict[bytes, tuple[int, int, bytes]]:
         """Per creator: ``(seq, rank, hash)`` of its latest executed delta."""
@@ -244,7 +275,7 @@ class Store:
     # -- members, evidence, own vector ----------------------------------------------------------
 
     def add_grant(self, space: bytes, member: bytes, key: bytes, creator: bytes, seq: int) -> None:
-        self._db.execute(
+        self._write(
             "INSERT OR IGNORE INTO grants (space, member, key, creator, seq) VALUES (?, ?, ?, ?, ?)",
             (space, member, key, creator, seq),
         )
@@ -256,7 +287,7 @@ class Store:
     def add_evidence(
         self, space: bytes, creator: bytes, seq: int, kept_hash: bytes, other_wire: bytes
     ) -> None:
-        self._db.execute(
+        self._write(
             "INSERT OR IGNORE INTO evidence (space, creator, seq, kept_hash, other_wire) "
             "VALUES (?, ?, ?, ?, ?)",
             (space, creator, seq, kept_hash, other_wire),
@@ -269,7 +300,7 @@ class Store:
         return [(bytes(c), s, bytes(h), bytes(w)) for c, s, h, w in rows]
 
     def set_own_deps(self, space: bytes, deps: bytes) -> None:
-        self._db.execute("INSERT OR REPLACE INTO own (space, deps) VALUES (?, ?)", (space, deps))
+        self._write("INSERT OR REPLACE INTO own (space, deps) VALUES (?, ?)", (space, deps))
 
     def own_deps(self, space: bytes) -> bytes | None:
         rows = self._read("SELECT deps FROM own WHERE space=?", (space,))
@@ -278,21 +309,39 @@ class Store:
     # -- engine state ---------------------------------------------------------------------------
 
     def state_get(self, space: bytes, instance: str, key: bytes) -> bytes | None:
-        row = self._db.execute(
+        rows = self._read(
             "SELECT value FROM state WHERE space=? AND instance=? AND key=?", (space, instance, key)
-        ).fetchone()
-        return None if row is None else bytes(row[0])
+        )
+        return bytes(rows[0][0]) if rows else None
 
     def state_put(self, space: bytes, instance: str, key: bytes, value: bytes) -> None:
-        self._db.execute(
+        self._write(
             "INSERT OR REPLACE INTO state (space, instance, key, value) VALUES (?, ?, ?, ?)",
             (space, instance, key, value),
         )
 
     def state_delete(self, space: bytes, instance: str, key: bytes) -> None:
-        self._db.execute(
+        self._write(
             "DELETE FROM state WHERE space=? AND instance=? AND key=?", (space, instance, key)
         )
+
+    def state_write(
+        self, puts: list[tuple[bytes, str, bytes, bytes]], deletes: list[tuple[bytes, str, bytes]]
+    ) -> None:
+        """Batched :meth:`state_put` and :meth:`state_delete` rows."""
+        self._require_txn()
+        try:
+            if puts:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO state (space, instance, key, value) VALUES (?, ?, ?, ?)",
+                    puts,
+                )
+            if deletes:
+                self._db.executemany(
+                    "DELETE FROM state WHERE space=? AND instance=? AND key=?", deletes
+                )
+        except sqlite3.Error as exc:
+            raise StorageError(f"store write failed: {exc}") from None
 
     def state_scan(self, space: bytes, instance: str, prefix: bytes) -> list[tuple[bytes, bytes]]:
         if prefix:
@@ -316,23 +365,59 @@ class Store:
 
 
 class KVState:
-    """:class:`~p2pspace.engine.EngineState` of one engine instance of one space."""
+    """:class:`~p2pspace.engine.EngineState` of one engine instance of one space.
 
-    __slots__ = ("_instance", "_space", "_store")
+    A bounded read cache plus write-back of changes: ``put``/``delete`` are buffered and written
+    by :meth:`flush`, which the owner calls before committing the transaction (one statement per
+    batch instead of one per command). After a rolled-back transaction the owner calls
+    :meth:`reset`, dropping values that were never committed.
+    """
 
-    def __init__(self, store: Store, space: bytes, instance: str) -> None:
+    __slots__ = ("_cache", "_dirty", "_instance", "_max", "_space", "_store")
+
+    def __init__(self, store: Store, space: bytes, instance: str, *, cache: int = 200_000) -> None:
         self._store = store
         self._space = space
         self._instance = instance
+        self._cache: dict[bytes, bytes | None] = {}
+        self._dirty: dict[bytes, bytes | None] = {}
+        self._max = cache
+
+    def reset(self) -> None:
+        self._cache.clear()
+        self._dirty.clear()
 
     def get(self, key: bytes) -> bytes | None:
-        return self._store.state_get(self._space, self._instance, key)
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        value = self._store.state_get(self._space, self._instance, key)
+        if len(self._cache) >= self._max and not self._dirty:
+            self._cache.clear()
+        self._cache[key] = value
+        return value
 
     def put(self, key: bytes, value: bytes) -> None:
-        self._store.state_put(self._space, self._instance, key, value)
+        self._cache[key] = value
+        self._dirty[key] = value
 
     def delete(self, key: bytes) -> None:
-        self._store.state_delete(self._space, self._instance, key)
+        self._cache[key] = None
+        self._dirty[key] = None
+
+    def flush(self) -> None:
+        """Write buffered changes (inside the owner's transaction)."""
+        if not self._dirty:
+            return
+        puts = [(self._space, self._instance, k, v) for k, v in self._dirty.items() if v is not None]
+        gone = [(self._space, self._instance, k) for k, v in self._dirty.items() if v is None]
+        self._store.state_write(puts, gone)
+        self._dirty.clear()
+        if len(self._cache) >= self._max:
+            self._cache.clear()
 
     def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        if self._dirty:
+            self.flush()
         return iter(self._store.state_scan(self._space, self._instance, prefix))
