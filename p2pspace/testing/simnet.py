@@ -120,6 +120,7 @@ class SimNetwork:
         self.now = 0
         self.stats = SimStats()
         self.protocol_errors: list[str] = []
+        self._creates_due = 0
         self._events: list[tuple[int, int, Callable[[], None]]] = []
         self._counter = itertools.count()
         self._gen = itertools.count(1)
@@ -376,6 +377,7 @@ class SimNetwork:
         """Spread ``deltas`` random rdb deltas over the endpoints and ``over_ms`` of time."""
         for _ in range(deltas):
             i = self.rng.randrange(len(self.nodes))
+            self._creates_due += 1
             self._schedule(self.rng.randint(0, over_ms), self._create_event(i))
 
     def schedule_faults(self, *, over_ms: int = 5000) -> None:
@@ -400,6 +402,7 @@ class SimNetwork:
                 self._schedule(self.rng.randint(50, 300), self._create_event(i))
                 return
             node.endpoint.create(self.space_id, self.random_commands(i), time=self.now)
+            self._creates_due -= 1
             self.stats.deltas_created += 1
             self._flush(i)
 
@@ -408,7 +411,7 @@ class SimNetwork:
     # -- convergence --------------------------------------------------------------------------
 
     def _settled(self) -> bool:
-        if any(n.endpoint is None for n in self.nodes):
+        if self._creates_due or any(n.endpoint is None for n in self.nodes):
             return False
         vectors = []
         for node in self.nodes:
