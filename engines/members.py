@@ -83,7 +83,13 @@ def member_grant(command: Command) -> tuple[bytes, bytes] | None:
 
 
 def genesis_command(
-    *, name: str, nonce: bytes, engines: dict[str, str], member_id: bytes, key: bytes, member_name: str
+    *,
+    name: str,
+    nonce: bytes,
+    engines: dict[str, str],
+    member_id: bytes,
+    key: bytes,
+    member_name: str,
 ) -> Command:
     return Command(
         engine=INSTANCE,

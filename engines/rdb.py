@@ -142,11 +142,15 @@ class RdbView:
 
 
 def create(table: str, record: str, fields: dict[str, Any], *, instance: str = "db") -> Command:
-    return Command(engine=instance, name="create", args={"table": table, "record": record, "fields": fields})
+    return Command(
+        engine=instance, name="create", args={"table": table, "record": record, "fields": fields}
+    )
 
 
 def set_fields(table: str, record: str, fields: dict[str, Any], *, instance: str = "db") -> Command:
-    return Command(engine=instance, name="set", args={"table": table, "record": record, "fields": fields})
+    return Command(
+        engine=instance, name="set", args={"table": table, "record": record, "fields": fields}
+    )
 
 
 def delete(table: str, record: str, *, instance: str = "db") -> Command:

@@ -47,7 +47,9 @@ def _records(ep: Endpoint, space: bytes, count: int) -> None:
         )
 
 
-def _set_commands(rng: random.Random, n: int, records: int, prefix: str = "r") -> list[list[Command]]:
+def _set_commands(
+    rng: random.Random, n: int, records: int, prefix: str = "r"
+) -> list[list[Command]]:
     return [
         [rdb.set_fields("t", f"{prefix}{rng.randrange(records)}", {"v": rng.randrange(1 << 30)})]
         for _ in range(n)
@@ -63,8 +65,10 @@ def _sqlite_baseline(path: Path, blobs: Sequence[bytes], group: int) -> float:
     db = sqlite3.connect(str(path), isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
-    db.execute("CREATE TABLE log (space BLOB, creator BLOB, seq INTEGER, wire BLOB, "
-               "PRIMARY KEY (space, creator, seq)) WITHOUT ROWID")
+    db.execute(
+        "CREATE TABLE log (space BLOB, creator BLOB, seq INTEGER, wire BLOB, "
+        "PRIMARY KEY (space, creator, seq)) WITHOUT ROWID"
+    )
     space, creator = b"s" * 16, b"c" * 16
     started = time.perf_counter()
     for start in range(0, len(blobs), group):
@@ -79,7 +83,9 @@ def _sqlite_baseline(path: Path, blobs: Sequence[bytes], group: int) -> float:
     return len(blobs) / elapsed
 
 
-def w1(root: Path, *, deltas: int = 50_000, records: int = 1_000, single: int | None = None) -> dict[str, Any]:
+def w1(
+    root: Path, *, deltas: int = 50_000, records: int = 1_000, single: int | None = None
+) -> dict[str, Any]:
     rng = random.Random(1)
     ep = _endpoint(root, "w1")
     space = ep.create_space("w1", time=0).space_id
@@ -155,7 +161,10 @@ def w2(root: Path, *, deltas: int = 50_000, records: int = 1_000) -> dict[str, A
     db = sqlite3.connect(str(root / "w2-baseline.sqlite3"), isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
-    db.execute("CREATE TABLE log (creator BLOB, seq INTEGER, wire BLOB, PRIMARY KEY (creator, seq)) WITHOUT ROWID")
+    db.execute(
+        "CREATE TABLE log (creator BLOB, seq INTEGER, wire BLOB, "
+        "PRIMARY KEY (creator, seq)) WITHOUT ROWID"
+    )
     started = time.perf_counter()
     for start in range(0, len(missing), 1024):
         rows = []
@@ -196,7 +205,13 @@ def w3(root: Path, *, per_endpoint: int = 16_667, shared: int = 100) -> dict[str
         batches: list[list[Command]] = []
         for k in range(per_endpoint):
             if rng.random() < 0.1:
-                batches.append([rdb.set_fields("t", f"r{rng.randrange(shared)}", {"v": rng.randrange(1 << 30)})])
+                batches.append(
+                    [
+                        rdb.set_fields(
+                            "t", f"r{rng.randrange(shared)}", {"v": rng.randrange(1 << 30)}
+                        )
+                    ]
+                )
             else:
                 batches.append([rdb.create("t", f"{own_prefix}{k}", {"v": k})])
         _create_grouped(ep, space, batches)
@@ -244,7 +259,9 @@ QUICK: dict[str, dict[str, Any]] = {
 }
 
 
-def run(workloads: Sequence[str], *, quick: bool = False, root: Path | None = None) -> list[dict[str, Any]]:
+def run(
+    workloads: Sequence[str], *, quick: bool = False, root: Path | None = None
+) -> list[dict[str, Any]]:
     results = []
     for name in workloads:
         with tempfile.TemporaryDirectory(prefix=f"p2pspace-bench-{name}-", dir=root) as tmp:

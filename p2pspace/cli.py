@@ -102,8 +102,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 replica = net.replica(node.index)
                 assert node.endpoint is not None
                 print()
+                shown_id = format_endpoint_id(node.endpoint.endpoint_id)[:14]
                 print(
-                    f"endpoint {node.index} ({format_endpoint_id(node.endpoint.endpoint_id)[:14]}): "
+                    f"endpoint {node.index} ({shown_id}): "
                     f"{replica.executed_count()} deltas executed, {replica.stats.undone} undone, "
                     f"{replica.stats.redone} redone"
                 )
@@ -176,7 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"p2pspace: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"p2pspace: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        print(
+            f"p2pspace: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         return 130

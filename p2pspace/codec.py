@@ -31,7 +31,7 @@ def _refuse_tag(decoder: object, tag: object) -> object:
     raise MalformedError("CBOR tags are not allowed")
 
 
-def _refuse_semantic(decoder: object) -> object:
+def _refuse_semantic(decoder: Any, immutable: bool = False) -> Any:
     raise MalformedError("CBOR tags are not allowed")
 
 
@@ -39,10 +39,31 @@ def _refuse_semantic(decoder: object) -> object:
 # sets, regexes, IP addresses, self-describe, ...) is refused; any other tag reaches
 # ``_refuse_tag``. The list is what cbor2 decodes natively (probed in tests/test_codec.py).
 BUILTIN_SEMANTIC_TAGS = (
-    0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261, 1004, 43000,
+    0,
+    1,
+    2,
+    3,
+    4,
+    5,
+    25,
+    28,
+    29,
+    30,
+    35,
+    36,
+    37,
+    52,
+    54,
+    100,
+    256,
+    258,
+    260,
+    261,
+    1004,
+    43000,
     55799,
 )
-_NO_SEMANTICS = {tag: _refuse_semantic for tag in BUILTIN_SEMANTIC_TAGS}
+_NO_SEMANTICS: dict[int, Any] = {tag: _refuse_semantic for tag in BUILTIN_SEMANTIC_TAGS}
 
 
 def encode(value: Value) -> bytes:

@@ -66,7 +66,12 @@ class Endpoint:
         return replica
 
     def create_space(
-        self, name: str, *, time: int, engines: dict[str, str] | None = None, nonce: bytes | None = None
+        self,
+        name: str,
+        *,
+        time: int,
+        engines: dict[str, str] | None = None,
+        nonce: bytes | None = None,
     ) -> Replica:
         replica = Replica.create_space(
             self.store,

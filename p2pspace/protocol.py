@@ -30,15 +30,15 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from p2pspace.delta import Delta, OrderKey
 from p2pspace.errors import (
     AuthenticationError,
-    ErrorCode,
     EquivocationError,
+    ErrorCode,
     LocalProtocolError,
     RemoteProtocolError,
     TooFarAheadError,
@@ -472,10 +472,14 @@ class Session:
             return
         wires = link.replica.fetch(message.ranges, max_count=FETCH_ANSWER_MAX)
         for start in range(0, len(wires), CHUNK_DELTAS):
-            self._send(Deltas(space=message.space, wires=tuple(wires[start : start + CHUNK_DELTAS])))
+            self._send(
+                Deltas(space=message.space, wires=tuple(wires[start : start + CHUNK_DELTAS]))
+            )
 
     def _on_error(self, message: Error) -> None:
-        self.error = RemoteProtocolError(f"peer closed with error {message.code}: {message.message}")
+        self.error = RemoteProtocolError(
+            f"peer closed with error {message.code}: {message.message}"
+        )
         self._drop_links()
 
     # -- periodic work ------------------------------------------------------------------------
@@ -490,7 +494,11 @@ class Session:
             if self.lossy and self._ticks_awaiting % RETRANSMIT_TICKS == 0:
                 self._send_hello(reply=False)
             return
-        if self.lossy and self._ticks % RETRANSMIT_TICKS == 0 and set(self._offered) - set(self.links):
+        if (
+            self.lossy
+            and self._ticks % RETRANSMIT_TICKS == 0
+            and set(self._offered) - set(self.links)
+        ):
             self._send_hello(reply=False)
         for space, link in self.links.items():
             replica = link.replica
@@ -532,7 +540,7 @@ def _merge(into: dict[bytes, int], other: dict[bytes, int]) -> None:
             into[key] = value
 
 
-_HANDLERS = {
+_HANDLERS: dict[type, Callable[[Session, Any], None]] = {
     Hello: Session._on_hello,
     Revision: Session._on_revision,
     Deltas: Session._on_deltas,

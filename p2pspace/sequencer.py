@@ -27,12 +27,14 @@ order, to the replica, which places them in the total order. This module has no 
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from p2pspace.delta import Delta, DeltaId
+from p2pspace.engines.members import member_grant
 from p2pspace.errors import (
     AuthenticationError,
     BrokenChainError,
@@ -46,7 +48,6 @@ from p2pspace.errors import (
     WrongSpaceError,
 )
 from p2pspace.identity import verify_signature
-from p2pspace.engines.members import member_grant
 
 MAX_CHAIN = 1024
 
@@ -191,9 +192,7 @@ class CausalBuffer:
             else:
                 self._conflict(delta, wire, existing.delta.hash)
         gap = self.limits.max_gap
-        if delta.seq - accepted > gap or any(
-            q - self.accepted_seq(e) > gap for e, q in delta.deps
-        ):
+        if delta.seq - accepted > gap or any(q - self.accepted_seq(e) > gap for e, q in delta.deps):
             raise TooFarAheadError(f"delta {did} depends on deltas too far ahead to buffer")
         entry = _Pending(delta=delta, wire=wire, authentic=authentic)
         work: deque[DeltaId] = deque([did])
@@ -204,7 +203,11 @@ class CausalBuffer:
                     self._verify(entry, key)  # raises ForgedDeltaError; nothing is kept then
             else:
                 successor = self._pending.get(DeltaId(delta.creator, delta.seq + 1))
-                if successor is not None and successor.authentic and successor.delta.prev == delta.hash:
+                if (
+                    successor is not None
+                    and successor.authentic
+                    and successor.delta.prev == delta.hash
+                ):
                     entry.authentic = True
         self._pending[did] = entry
         self._pending_bytes += len(wire)
@@ -261,7 +264,9 @@ class CausalBuffer:
     def _conflict(self, delta: Delta, wire: bytes, kept_hash: bytes) -> None:
         if self._signature_ok(delta):
             self.evidence.append(Evidence(delta_id=delta.id, kept_hash=kept_hash, other_wire=wire))
-            raise EquivocationError(f"a different delta {delta.id} was already seen; kept the first")
+            raise EquivocationError(
+                f"a different delta {delta.id} was already seen; kept the first"
+            )
         raise ForgedDeltaError(f"unauthenticated copy of {delta.id} differs from the one held")
 
     def _remove(self, did: DeltaId) -> _Pending | None:
@@ -284,17 +289,16 @@ class CausalBuffer:
         entry.blocker = None
         waiters = self._waiting.get(blocker)
         if waiters is not None:
-            try:
+            with contextlib.suppress(ValueError):
                 waiters.remove(did)
-            except ValueError:
-                pass
             if not waiters:
                 del self._waiting[blocker]
 
     def _evict(self) -> None:
         limits = self.limits
         while self._pending and (
-            len(self._pending) > limits.max_pending or self._pending_bytes > limits.max_pending_bytes
+            len(self._pending) > limits.max_pending
+            or self._pending_bytes > limits.max_pending_bytes
         ):
             oldest = next(iter(self._pending))
             self._remove(oldest)
@@ -368,7 +372,11 @@ class CausalBuffer:
             if known:
                 continue
             for did, entry in list(self._pending.items()):
-                if did.creator == member and entry.delta.signature is not None and not entry.authentic:
+                if (
+                    did.creator == member
+                    and entry.delta.signature is not None
+                    and not entry.authentic
+                ):
                     try:
                         self._verify(entry, key)
                     except InvalidDeltaError as exc:

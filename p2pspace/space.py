@@ -46,7 +46,6 @@ from p2pspace.engines.rdb import RdbView
 from p2pspace.errors import (
     CommandError,
     ForgedDeltaError,
-    InvalidDeltaError,
     LocalProtocolError,
     MalformedError,
     RemoteProtocolError,
@@ -213,12 +212,20 @@ class Replica:
             return cls(store=store, identity=identity, genesis=genesis, limits=limits)
         with store.transaction():
             store.add_space(space_id, genesis_wire)
-            context = DeltaContext(space=space_id, creator=genesis.creator, seq=1, time=genesis.time)
+            context = DeltaContext(
+                space=space_id, creator=genesis.creator, seq=1, time=genesis.time
+            )
             state = KVState(store, space_id, members_engine.INSTANCE)
             undo = members_engine.MembersEngine().execute(state, genesis.commands[0], context)
             state.flush()
             store.insert_delta(
-                space_id, genesis.creator, 1, 1, genesis.hash, True, genesis_wire,
+                space_id,
+                genesis.creator,
+                1,
+                1,
+                genesis.hash,
+                True,
+                genesis_wire,
                 codec.encode_trusted([undo]),
             )
             member = genesis.commands[0].args["member"]
@@ -232,7 +239,10 @@ class Replica:
         for sid, genesis_wire in store.spaces():
             if sid == space_id:
                 return cls(
-                    store=store, identity=identity, genesis=decode_delta(genesis_wire), limits=limits
+                    store=store,
+                    identity=identity,
+                    genesis=decode_delta(genesis_wire),
+                    limits=limits,
                 )
         raise LocalProtocolError(f"no space {space_id.hex()} in this store")
 
@@ -440,9 +450,7 @@ class Replica:
             return ReceiveResult(staged=len(entries))
         self._staged.clear()
         undone = self._commit(entries, own_deps=None)
-        return ReceiveResult(
-            executed=tuple(e.delta for e in entries), undone=undone, redone=undone
-        )
+        return ReceiveResult(executed=tuple(e.delta for e in entries), undone=undone, redone=undone)
 
     # -- execution --------------------------------------------------------------------------
 
@@ -457,7 +465,7 @@ class Replica:
                     first = new[0].key
                     if self._last_key is not None and first < self._last_key:
                         for row in store.suffix_desc(space, first):
-                            creator, seq, rank, _hash, wire, undo = row
+                            _c, _s, _r, _h, wire, undo = row
                             delta = decode_delta(wire)
                             self._undo(delta, undo)
                             undone_rows.append(
@@ -471,8 +479,16 @@ class Replica:
                         d = item.delta
                         if item.new:
                             inserts.append(
-                                (space, d.creator, d.seq, d.rank, d.hash,
-                                 int(d.signature is not None), item.wire, undo_blob)
+                                (
+                                    space,
+                                    d.creator,
+                                    d.seq,
+                                    d.rank,
+                                    d.hash,
+                                    int(d.signature is not None),
+                                    item.wire,
+                                    undo_blob,
+                                )
                             )
                             for command in d.commands:
                                 grant = members_engine.member_grant(command)
@@ -646,4 +662,3 @@ class Replica:
                 }
             )
         return out
-

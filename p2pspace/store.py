@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +173,7 @@ class Store:
         )
 
     def insert_deltas(
-        self, rows: list[tuple[bytes, bytes, int, int, bytes, int, bytes, bytes | None]]
+        self, rows: Sequence[tuple[bytes, bytes, int, int, bytes, int, bytes, bytes | None]]
     ) -> None:
         """Many :meth:`insert_delta` rows ``(space, creator, seq, rank, hash, signed, wire,
         undo)`` in one statement."""
@@ -187,7 +187,7 @@ class Store:
         except sqlite3.Error as exc:
             raise StorageError(f"store write failed: {exc}") from None
 
-    def set_undos(self, rows: list[tuple[bytes | None, bytes, bytes, int]]) -> None:
+    def set_undos(self, rows: Sequence[tuple[bytes | None, bytes, bytes, int]]) -> None:
         """Many :meth:`set_undo` rows ``(undo, space, creator, seq)`` in one statement."""
         self._require_txn()
         try:
@@ -261,7 +261,9 @@ class Store:
     def log_size(self, space: bytes) -> int:
         return int(self._read("SELECT COUNT(*) FROM log WHERE space=?", (space,))[0][0])
 
-    def iter_log(self, space: bytes, *, chunk: int = 4096) -> Iterator[tuple[bytes, int, int, bytes]]:
+    def iter_log(
+        self, space: bytes, *, chunk: int = 4096
+    ) -> Iterator[tuple[bytes, int, int, bytes]]:
         """Every executed delta ``(creator, seq, rank, wire)`` in order-key order."""
         after: tuple[int, int, bytes, int] = (-1, 0, b"", 0)
         while True:
@@ -410,7 +412,9 @@ class KVState:
         """Write buffered changes (inside the owner's transaction)."""
         if not self._dirty:
             return
-        puts = [(self._space, self._instance, k, v) for k, v in self._dirty.items() if v is not None]
+        puts = [
+            (self._space, self._instance, k, v) for k, v in self._dirty.items() if v is not None
+        ]
         gone = [(self._space, self._instance, k) for k, v in self._dirty.items() if v is None]
         self._store.state_write(puts, gone)
         self._dirty.clear()

@@ -128,7 +128,9 @@ class SimNetwork:
         self.nodes: list[SimEndpoint] = []
         for i in range(endpoints):
             home = root / f"endpoint-{i}"
-            ep = Endpoint(home, seed=f"sim-{seed}-{i}".encode(), durability=durability, name=f"e{i}")
+            ep = Endpoint(
+                home, seed=f"sim-{seed}-{i}".encode(), durability=durability, name=f"e{i}"
+            )
             self.nodes.append(SimEndpoint(index=i, home=home, endpoint=ep))
         self.links: set[tuple[int, int]] = self._topology(endpoints, topology)
         self.conns: dict[tuple[int, int], _Conn] = {}
@@ -363,7 +365,9 @@ class SimNetwork:
         roll = self.rng.random()
         k = self.rng.randrange(8)
         if roll < 0.7:
-            return [rdb.set_fields("t", f"r{k}", {"v": self.rng.randrange(1000), f"e{i}": self.now})]
+            return [
+                rdb.set_fields("t", f"r{k}", {"v": self.rng.randrange(1000), f"e{i}": self.now})
+            ]
         if roll < 0.85:
             return [rdb.create("t", f"n{i}-{self.now}-{self.rng.randrange(10**6)}", {"by": i})]
         if roll < 0.9:
@@ -386,13 +390,27 @@ class SimNetwork:
             for _ in range(self.rng.randint(1, 3)):
                 at = self.rng.randint(0, over_ms)
                 dur = self.rng.randint(200, 1500)
-                self._schedule(at, lambda d=dur: self._faults_on and self.partition(d))
+                self._schedule(at, self._partition_event(dur))
         if self.faults.crash:
             for _ in range(self.rng.randint(1, 3)):
                 at = self.rng.randint(0, over_ms)
                 who = self.rng.randrange(n)
                 back = self.rng.randint(100, 1500)
-                self._schedule(at, lambda w=who, b=back: self._faults_on and self.crash(w, restart_after=b))
+                self._schedule(at, self._crash_event(who, back))
+
+    def _partition_event(self, duration: int) -> Callable[[], None]:
+        def split() -> None:
+            if self._faults_on:
+                self.partition(duration)
+
+        return split
+
+    def _crash_event(self, who: int, back: int) -> Callable[[], None]:
+        def crash() -> None:
+            if self._faults_on:
+                self.crash(who, restart_after=back)
+
+        return crash
 
     def _create_event(self, i: int) -> Callable[[], None]:
         def create() -> None:
@@ -511,7 +529,9 @@ def run_simulation(
 ) -> SimulationReport:
     """One seeded run: workload under faults, heal, converge, compare. Deterministic per seed."""
     started = _time.perf_counter()
-    net = SimNetwork(root, endpoints=endpoints, seed=seed, faults=Faults.of(faults), topology=topology)
+    net = SimNetwork(
+        root, endpoints=endpoints, seed=seed, faults=Faults.of(faults), topology=topology
+    )
     try:
         span = max(2000, deltas * 20)
         net.schedule_workload(deltas, over_ms=span)
