@@ -110,7 +110,8 @@ class Delta:
 
     def wire(self) -> bytes:
         """The delta as stored and sent: canonical ``[body, signature]``."""
-        return codec.encode_trusted([self.body, self.signature])
+        sig = b"\xf6" if self.signature is None else b"\x58\x40" + self.signature
+        return b"\x82" + _bstr_header(len(self.body)) + self.body + sig
 
     def with_signature(self, signature: bytes) -> Delta:
         return Delta(
@@ -153,20 +154,57 @@ def make_body(
     ]
     for command in commands:
         codec.check_value(command.args)
+    if not 0 < len(commands) <= MAX_COMMANDS:
+        raise MalformedError("a delta holds 1..256 commands")
     body = codec.encode_trusted(body_value)
+    if len(body) > MAX_BODY_SIZE:
+        raise MalformedError("delta body exceeds 64 KiB")
     return _from_body_value(body_value, body, None, check_args=False)
+
+
+def _bstr_header(length: int) -> bytes:
+    """Canonical (shortest) CBOR byte-string header."""
+    if length < 24:
+        return bytes((0x40 + length,))
+    if length < 0x100:
+        return bytes((0x58, length))
+    if length < 0x10000:
+        return b"\x59" + length.to_bytes(2, "big")
+    return b"\x5a" + length.to_bytes(4, "big")
+
+
+def _split_wire(wire: bytes) -> tuple[bytes, bytes | None]:
+    """Parse the fixed outer shape ``[body, signature]`` (canonical encoding only)."""
+    if type(wire) is not bytes or len(wire) < 3 or wire[0] != 0x82:
+        raise MalformedError("a delta is [body, signature]")
+    head = wire[1]
+    if 0x40 <= head < 0x58:
+        length, start = head - 0x40, 2
+    elif head == 0x58:
+        length, start = wire[2], 3
+    elif head == 0x59:
+        length, start = int.from_bytes(wire[2:4], "big"), 4
+    elif head == 0x5A:
+        length, start = int.from_bytes(wire[2:6], "big"), 6
+    else:
+        raise MalformedError("delta body must be a byte string")
+    if length > MAX_BODY_SIZE:
+        raise MalformedError("delta body must be a byte string of at most 64 KiB")
+    end = start + length
+    body = wire[start:end]
+    if len(body) != length or _bstr_header(length) != wire[1:start]:
+        raise MalformedError("truncated or non-canonical delta body")
+    rest = wire[end:]
+    if rest == b"\xf6":
+        return body, None
+    if len(rest) == 2 + SIGNATURE_SIZE and rest[:2] == b"\x58\x40":
+        return body, rest[2:]
+    raise MalformedError("delta signature must be 64 bytes or null, with nothing after it")
 
 
 def decode_delta(wire: bytes) -> Delta:
     """Decode a stored or received delta. Raises :class:`MalformedError` if it is not one."""
-    outer = codec.decode(wire, max_depth=2, check=False)
-    if type(outer) is not list or len(outer) != 2:
-        raise MalformedError("a delta is [body, signature]")
-    body, signature = outer
-    if type(body) is not bytes or len(body) > MAX_BODY_SIZE:
-        raise MalformedError("delta body must be a byte string of at most 64 KiB")
-    if signature is not None and (type(signature) is not bytes or len(signature) != SIGNATURE_SIZE):
-        raise MalformedError("delta signature must be 64 bytes or null")
+    body, signature = _split_wire(wire)
     # Every fixed field is type-checked below; only command args are walked by check_value.
     value = codec.decode(body, check=False)
     return _from_body_value(value, body, signature, check_args=True)

@@ -41,6 +41,7 @@ from p2pspace.errors import (
     ErrorCode,
     LocalProtocolError,
     RemoteProtocolError,
+    ResourceLimitError,
     TooFarAheadError,
 )
 from p2pspace.framing import MAX_FRAME, FrameDecoder, frame
@@ -67,6 +68,7 @@ CHUNK_DELTAS = 1024
 CHUNK_BYTES = 512 * 1024
 MAX_LIVE_BUFFER = 20_000
 FETCH_ANSWER_MAX = 2048
+MAX_OUTBOX = 2 * MAX_FRAME  # queued control and answer frames; catch-up is produced lazily
 RETRANSMIT_TICKS = 3
 CATCH_UP_PATIENCE = 40
 ACK_EVERY_TICKS = 2
@@ -470,6 +472,8 @@ class Session:
         link = self._link(message.space)
         if link is None:
             return
+        if self._outbox_bytes > MAX_OUTBOX:
+            raise ResourceLimitError("peer keeps asking while not reading the answers")
         wires = link.replica.fetch(message.ranges, max_count=FETCH_ANSWER_MAX)
         for start in range(0, len(wires), CHUNK_DELTAS):
             self._send(

@@ -189,6 +189,10 @@ class CausalBuffer:
                 return False
             if not existing.authentic and self._can_authenticate_now(delta):
                 self._remove(did)  # the held copy was never authenticated: this one wins
+            elif not existing.authentic:
+                # Two unauthenticated copies: neither is evidence against the other. Keep the
+                # first; if the signed successor names the other, it is fetched again.
+                return False
             else:
                 self._conflict(delta, wire, existing.delta.hash)
         gap = self.limits.max_gap

@@ -607,19 +607,32 @@ class Replica:
 
     def fetch(self, ranges: Iterable[tuple[bytes, int, int]], *, max_count: int) -> list[bytes]:
         """Executed deltas in the requested ``(creator, first, last)`` ranges, each extended to
-        the creator's next signed delta so that unsigned ones arrive with their chain."""
-        out: list[bytes] = []
+        the creator's next signed delta so that unsigned ones arrive with their chain.
+
+        Overlapping ranges are merged; the answer holds at most about ``max_count`` deltas.
+        """
+        merged: dict[bytes, list[tuple[int, int]]] = {}
         for creator, first, last in ranges:
-            if last < first:
-                continue
-            last = min(last, first + max_count)
-            rows = self.store.wires_range(self.space_id, creator, first, last + MAX_CHAIN)
-            for seq, signed, wire in rows:
-                out.append(wire)
-                if seq >= last and signed:
-                    break
-                if len(out) >= max_count + MAX_CHAIN:
-                    break
+            if last >= first:
+                merged.setdefault(creator, []).append((first, last))
+        out: list[bytes] = []
+        for creator in sorted(merged):
+            spans = sorted(merged[creator])
+            joined: list[tuple[int, int]] = []
+            for first, last in spans:
+                if joined and first <= joined[-1][1] + 1:
+                    joined[-1] = (joined[-1][0], max(joined[-1][1], last))
+                else:
+                    joined.append((first, last))
+            for first, last in joined:
+                if len(out) >= max_count:
+                    return out
+                last = min(last, first + max_count - len(out) - 1)
+                rows = self.store.wires_range(self.space_id, creator, first, last + MAX_CHAIN)
+                for seq, signed, wire in rows:
+                    out.append(wire)
+                    if seq >= last and signed:
+                        break
         return out
 
     # -- digests and dumps ------------------------------------------------------------------

@@ -278,7 +278,8 @@ class Store:
 
     def add_grant(self, space: bytes, member: bytes, key: bytes, creator: bytes, seq: int) -> None:
         self._write(
-            "INSERT OR IGNORE INTO grants (space, member, key, creator, seq) VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO grants (space, member, key, creator, seq) "
+            "VALUES (?, ?, ?, ?, ?)",
             (space, member, key, creator, seq),
         )
 
@@ -335,7 +336,8 @@ class Store:
         try:
             if puts:
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO state (space, instance, key, value) VALUES (?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO state (space, instance, key, value) "
+                    "VALUES (?, ?, ?, ?)",
                     puts,
                 )
             if deletes:
