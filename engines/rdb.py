@@ -105,10 +105,9 @@ class RdbEngine(Engine):
 
 def _decode_record(raw: bytes) -> tuple[dict[str, Any], bool]:
     try:
-        value = codec.decode(raw)
-    except MalformedError as exc:
+        fields, deleted = codec.decode_stored(raw)
+    except (MalformedError, ValueError, TypeError) as exc:
         raise StorageError(f"corrupt rdb record: {exc}") from None
-    fields, deleted = value
     return fields, deleted
 
 

@@ -112,6 +112,18 @@ def decode(data: bytes, *, max_depth: int = MAX_DEPTH, check: bool = True) -> Va
     return value
 
 
+def decode_stored(data: bytes) -> Value:
+    """Decode bytes this process wrote itself (engine state, undo records): no peer input.
+
+    Raises :class:`MalformedError` if the bytes are corrupt, without the checks of
+    :func:`decode` that guard against hostile input.
+    """
+    try:
+        return cbor2.loads(data)
+    except Exception as exc:
+        raise MalformedError(f"corrupt stored CBOR: {type(exc).__name__}: {exc}") from None
+
+
 def decode_canonical(data: bytes, *, max_depth: int = MAX_DEPTH) -> Value:
     """Like :func:`decode`, and also refuse any encoding that is not the canonical one."""
     value = decode(data, max_depth=max_depth)

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 from p2pspace.delta import Command
 
@@ -37,9 +36,9 @@ class EngineState(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeltaContext:
-    """What a command may know about the delta executing it."""
+class DeltaContext(NamedTuple):
+    """What a command may know about the delta executing it (immutable; built per execution,
+    so a tuple rather than a dataclass)."""
 
     space: bytes
     creator: bytes

@@ -554,7 +554,7 @@ class Replica:
     def _undo(self, delta: Delta, undo_blob: bytes | None) -> None:
         if undo_blob is None:
             raise StorageError(f"no undo record for {delta.id}")
-        records = codec.decode(undo_blob)
+        records = codec.decode_stored(undo_blob)
         if type(records) is not list or len(records) != len(delta.commands):
             raise StorageError(f"undo record of {delta.id} does not match its commands")
         for command, record in zip(reversed(delta.commands), reversed(records), strict=True):
