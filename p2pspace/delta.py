@@ -159,7 +159,7 @@ def make_body(
     body = codec.encode_trusted(body_value)
     if len(body) > MAX_BODY_SIZE:
         raise MalformedError("delta body exceeds 64 KiB")
-    return _from_body_value(body_value, body, None, check_args=False)
+    return _from_body_value(body_value, body, None, check_args=False, parsed=tuple(commands))
 
 
 def _bstr_header(length: int) -> bytes:
@@ -211,7 +211,12 @@ def decode_delta(wire: bytes) -> Delta:
 
 
 def _from_body_value(
-    value: Any, body: bytes, signature: bytes | None, *, check_args: bool
+    value: Any,
+    body: bytes,
+    signature: bytes | None,
+    *,
+    check_args: bool,
+    parsed: tuple[Command, ...] | None = None,
 ) -> Delta:
     if type(value) is not list or len(value) != 9:
         raise MalformedError("delta body must be a 9-element array")
@@ -248,13 +253,15 @@ def _from_body_value(
         raise MalformedError("time must be a non-negative integer (ms)")
     if type(commands) is not list or not 0 < len(commands) <= MAX_COMMANDS:
         raise MalformedError("a delta holds 1..256 commands")
-    parsed: list[Command] = []
-    for item in commands:
-        if type(item) is not list or len(item) != 3:
-            raise MalformedError("a command is [engine, name, args]")
-        if check_args:
-            codec.check_value(item[2], max_depth=codec.MAX_DEPTH - 3)
-        parsed.append(Command(engine=item[0], name=item[1], args=item[2]))
+    if parsed is None:
+        built: list[Command] = []
+        for item in commands:
+            if type(item) is not list or len(item) != 3:
+                raise MalformedError("a command is [engine, name, args]")
+            if check_args:
+                codec.check_value(item[2], max_depth=codec.MAX_DEPTH - 3)
+            built.append(Command(engine=item[0], name=item[1], args=item[2]))
+        parsed = tuple(built)
     if space == b"" and (seq != 1 or rank != 1 or pairs):
         raise MalformedError("only a creator's first delta, with rank 1 and no deps, is genesis")
     return Delta(
@@ -265,7 +272,7 @@ def _from_body_value(
         deps=tuple(pairs),
         prev=prev,
         time=time,
-        commands=tuple(parsed),
+        commands=parsed,
         signature=signature,
         body=body,
         hash=hashlib.sha256(body).digest(),

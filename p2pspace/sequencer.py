@@ -198,6 +198,19 @@ class CausalBuffer:
         gap = self.limits.max_gap
         if delta.seq - accepted > gap or any(q - self.accepted_seq(e) > gap for e, q in delta.deps):
             raise TooFarAheadError(f"delta {did} depends on deltas too far ahead to buffer")
+        if authentic and self._blocker(delta) is None:
+            # Fast path (in-order streams): ready and authentic, so accepted without queuing.
+            try:
+                self._check_member(delta)
+                self._check_causal_past(delta)
+            except InvalidDeltaError as exc:
+                self.rejections.append(Rejection(delta_id=did, error=exc))
+                return True
+            woken: deque[DeltaId] = deque()
+            self._accept(delta, wire, did, woken)
+            if woken:
+                self._process(woken)
+            return True
         entry = _Pending(delta=delta, wire=wire, authentic=authentic)
         work: deque[DeltaId] = deque([did])
         if not authentic:
@@ -357,11 +370,14 @@ class CausalBuffer:
                 self._reject(did, exc)
                 continue
             self._remove(did)
-            self.heads[delta.creator] = Head(delta.seq, delta.rank, delta.hash)
-            self._accepted.append((delta, entry.wire))
-            self._accepted_info[did] = (delta.rank, delta.hash)
-            work.extend(self._grant(delta))
-            work.extend(self._wake(did))
+            self._accept(delta, entry.wire, did, work)
+
+    def _accept(self, delta: Delta, wire: bytes, did: DeltaId, work: deque[DeltaId]) -> None:
+        self.heads[delta.creator] = Head(delta.seq, delta.rank, delta.hash)
+        self._accepted.append((delta, wire))
+        self._accepted_info[did] = (delta.rank, delta.hash)
+        work.extend(self._grant(delta))
+        work.extend(self._wake(did))
 
     def _grant(self, delta: Delta) -> list[DeltaId]:
         """Record member grants of an accepted delta; authenticate what the new keys sign."""

@@ -59,6 +59,7 @@ from p2pspace.store import KVState, Store
 
 DEFAULT_ENGINES = {"db": "rdb"}
 MAX_STAGED = 200_000
+APPEND_BATCH = 4096
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,6 +151,7 @@ class Replica:
         }
         self._states = {inst: KVState(store, space_id, inst) for inst in self.engines}
         self.max_staged = max_staged
+        self.append_batch = APPEND_BATCH
         self.stats = ReplicaStats()
         self.listeners: list[ExecutedListener] = []
         self.undo_listener: Callable[[Sequence[DeltaId]], None] | None = None
@@ -306,6 +308,16 @@ class Replica:
     def is_member(self, endpoint_id: bytes) -> bool:
         return endpoint_id in self._membership.keys
 
+    def can_create(self) -> bool:
+        """True once a delta granting this endpoint membership has *executed* here: a new
+        delta depends on the executed vector, so the grant must be in it (accepted but staged
+        is not enough)."""
+        vector = self.vector
+        return any(
+            vector.get(creator, 0) >= seq
+            for creator, seq in self._membership.grants.get(self.identity.endpoint_id, ())
+        )
+
     def member_ids(self) -> list[bytes]:
         return sorted(self._membership.keys)
 
@@ -352,7 +364,7 @@ class Replica:
         if not batches:
             return []
         me = self.identity.endpoint_id
-        if not self.is_member(me):
+        if not self.can_create():
             raise LocalProtocolError(
                 "this endpoint is not (yet) a member of the space: the delta granting membership "
                 "has not reached it"
@@ -401,21 +413,29 @@ class Replica:
         rejected: list[Rejection] = []
         seen: list[DeltaId] = []
         duplicates = 0
+        decoded: list[tuple[Delta, bytes]] = []
         for wire in wires:
             delta: Delta | None = None
             try:
                 delta = decode_delta(wire)
-                seen.append(delta.id)
                 if delta.is_genesis:
                     if delta.hash == self.genesis.hash:
                         duplicates += 1
                         continue
                     raise WrongSpaceError("genesis of another space")
                 self._validate_commands(delta)
-                if not self.buffer.offer(delta, wire):
-                    duplicates += 1
+                decoded.append((delta, wire))
             except RemoteProtocolError as exc:
                 rejected.append(Rejection(delta_id=None if delta is None else delta.id, error=exc))
+        authentic = self._authenticate_batch(decoded)
+        offer = self.buffer.offer
+        for index, (delta, wire) in enumerate(decoded):
+            seen.append(delta.id)
+            try:
+                if not offer(delta, wire, authentic=index in authentic):
+                    duplicates += 1
+            except RemoteProtocolError as exc:
+                rejected.append(Rejection(delta_id=delta.id, error=exc))
         rejected.extend(self.buffer.take_rejections())
         for ev in self.buffer.take_evidence():
             self._pending_evidence.append((ev.delta_id, ev.kept_hash, ev.other_wire))
@@ -434,6 +454,39 @@ class Replica:
             redone=result.redone,
         )
 
+    def _authenticate_batch(self, batch: Sequence[tuple[Delta, bytes]]) -> set[int]:
+        """Indexes of deltas in ``batch`` proven authentic by signatures within the batch.
+
+        Walking backward, a verified signature authenticates its delta, and each delta whose
+        hash is the ``prev`` of an authenticated successor (same creator, next seq) is
+        authentic too. A bad signature leaves its chain unauthenticated here; the causal buffer
+        then refuses it with the typed error.
+        """
+        authentic: set[int] = set()
+        expect: dict[bytes, tuple[int, bytes]] = {}  # creator -> (seq, hash) the chain needs
+        keys = self._membership.keys
+        for index in range(len(batch) - 1, -1, -1):
+            delta = batch[index][0]
+            creator = delta.creator
+            want = expect.get(creator)
+            if want is not None and want == (delta.seq, delta.hash):
+                authentic.add(index)
+            elif delta.signature is not None and creator in keys:
+                try:
+                    verify_signature(keys[creator], delta.signature, delta.body)
+                except RemoteProtocolError:
+                    expect.pop(creator, None)
+                    continue
+                authentic.add(index)
+            else:
+                expect.pop(creator, None)
+                continue
+            if delta.seq > 1:
+                expect[creator] = (delta.seq - 1, delta.prev)
+            else:
+                expect.pop(creator, None)
+        return authentic
+
     def release(self) -> ReceiveResult:
         """Execute every staged delta now (one merge)."""
         return self._run_staged(False)
@@ -446,7 +499,10 @@ class Replica:
             key=lambda e: e.key,
         )
         appends = not entries or self._last_key is None or entries[0].key > self._last_key
-        if defer and entries and not appends and len(entries) < self.max_staged:
+        # While catching up, deltas that reorder wait for one merge; deltas that append are
+        # committed in groups of ``append_batch`` (one fsync per group, not per frame).
+        limit = self.max_staged if not appends else self.append_batch
+        if defer and entries and len(entries) < limit:
             return ReceiveResult(staged=len(entries))
         self._staged.clear()
         undone = self._commit(entries, own_deps=None)

@@ -163,12 +163,19 @@ def test_defer_stage_is_bounded(space_pair: tuple[Replica, Replica]) -> None:
     _same(a, b)
 
 
-def test_defer_appending_deltas_execute_at_once(space_pair: tuple[Replica, Replica]) -> None:
+def test_defer_appending_deltas_commit_in_groups(space_pair: tuple[Replica, Replica]) -> None:
     a, b = space_pair
-    d = b.create(_set(0, "b"), time=3)
-    result = a.receive([d.wire()], defer=True)
-    assert [x.id for x in result.executed] == [d.id]
-    assert a.staged_count == 0
+    a.append_batch = 2
+    d1 = b.create(_set(0, "b"), time=3)
+    d2 = b.create(_set(1, "b"), time=4)
+    d3 = b.create(_set(2, "b"), time=5)
+    first = a.receive([d1.wire()], defer=True)  # appends, but waits for a group of two
+    assert first.executed == () and a.staged_count == 1
+    second = a.receive([d2.wire()], defer=True)
+    assert [x.id for x in second.executed] == [d1.id, d2.id]
+    assert second.undone == 0 and a.staged_count == 0
+    third = a.receive([d3.wire()], defer=False)  # not deferred: executes at once
+    assert [x.id for x in third.executed] == [d3.id]
     _same(a, b)
 
 

@@ -415,7 +415,7 @@ class SimNetwork:
     def _create_event(self, i: int) -> Callable[[], None]:
         def create() -> None:
             node = self.nodes[i]
-            if node.endpoint is None or not self.replica(i).is_member(node.endpoint.endpoint_id):
+            if node.endpoint is None or not self.replica(i).can_create():
                 # Down, or not yet holding its own membership: the user acts a little later.
                 self._schedule(self.rng.randint(50, 300), self._create_event(i))
                 return
