@@ -465,12 +465,16 @@ class Replica:
         authentic: set[int] = set()
         expect: dict[bytes, tuple[int, bytes]] = {}  # creator -> (seq, hash) the chain needs
         keys = self._membership.keys
+        accepted = self.buffer.accepted_seq
         for index in range(len(batch) - 1, -1, -1):
             delta = batch[index][0]
             creator = delta.creator
             want = expect.get(creator)
             if want is not None and want == (delta.seq, delta.hash):
                 authentic.add(index)
+            elif delta.seq <= accepted(creator):
+                expect.pop(creator, None)  # a duplicate (or a conflict the buffer will judge)
+                continue
             elif delta.signature is not None and creator in keys:
                 try:
                     verify_signature(keys[creator], delta.signature, delta.body)
