@@ -1,8 +1,9 @@
 """Length-prefixed frames: a 4-byte big-endian length, then that many payload bytes.
 
-:class:`FrameDecoder` buffers at most one frame (``max_frame + 4`` bytes). A declared length above
-``max_frame`` raises :class:`~p2pspace.errors.FrameTooLargeError` before any of it is buffered, so
-a peer cannot make a receiver hold more than one maximum frame.
+:class:`FrameDecoder` keeps at most one incomplete frame between calls: every complete frame in
+the bytes fed is returned at once, so memory per call is bounded by what the driver reads per call
+(transports read bounded chunks) plus one frame. A declared length above ``max_frame`` raises
+:class:`~p2pspace.errors.FrameTooLargeError` before any of that frame is buffered.
 """
 
 from __future__ import annotations

@@ -211,6 +211,15 @@ class Session:
     # -- output -------------------------------------------------------------------------------
 
     def _send(self, message: Message) -> None:
+        if self.state is State.ERROR or self.state is State.CLOSED:
+            return
+        if self._outbox_bytes > MAX_OUTBOX:
+            # The peer does not read what it keeps asking for: refuse rather than buffer.
+            self._fail(ResourceLimitError("peer is not reading; outgoing queue over its limit"))
+            return
+        self._enqueue(message)
+
+    def _enqueue(self, message: Message) -> None:
         data = frame(encode_message(message), max_frame=self._max_frame)
         self._outbox.append(data)
         self._outbox_bytes += len(data)
@@ -288,6 +297,11 @@ class Session:
         link.send = SendState.STREAMING
 
     def _push(self, space: bytes, link: SpaceLink, executed: Sequence[tuple[Delta, bytes]]) -> None:
+        if self._outbox_bytes > MAX_OUTBOX // 2:
+            # A slow reader: stop queueing live deltas and stream them lazily from the store
+            # (from what we know it has) once it has read what is queued.
+            self._start_stream(space, link, dict(link.known))
+            return
         batch: list[bytes] = []
         size = 0
         for delta, wire in executed:
@@ -349,7 +363,7 @@ class Session:
         self.error = exc
         self._outbox.clear()
         self._outbox_bytes = 0
-        self._send(Error.of(exc))
+        self._enqueue(Error.of(exc))
         self.state = State.ERROR
         self._drop_links()
 
@@ -388,7 +402,11 @@ class Session:
         self._peer_spaces = tuple(sorted(set(self._peer_spaces) | set(message.spaces)))
         if not message.reply:
             self._send_hello(reply=True)
-        self._update_links()
+            self._update_links()
+        else:
+            # The peer's offer may let us offer more (a joiner offers what members offered it).
+            self.refresh_spaces()
+            self._update_links()
 
     def _update_links(self) -> None:
         common = set(self._offered) & set(self._peer_spaces)

@@ -256,10 +256,13 @@ class CausalBuffer:
         return out
 
     def note_local(self, delta: Delta) -> None:
-        """Record a delta this endpoint created (already authentic and valid)."""
+        """Record a delta this endpoint created (already authentic and valid). Pending deltas
+        it unblocks are processed; any accepted go to :meth:`take_accepted`."""
         self.heads[delta.creator] = Head(delta.seq, delta.rank, delta.hash)
-        self._grant(delta)
-        self._wake(delta.id)
+        work = deque(self._grant(delta))
+        work.extend(self._wake(delta.id))
+        if work:
+            self._process(work)
 
     # -- internals --------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -57,8 +58,11 @@ from p2pspace.registry import ENGINE_KINDS
 from p2pspace.sequencer import MAX_CHAIN, CausalBuffer, Head, Limits, Membership, Rejection
 from p2pspace.store import KVState, Store
 
+_log = logging.getLogger("p2pspace.space")
+
 DEFAULT_ENGINES = {"db": "rdb"}
 MAX_STAGED = 200_000
+MAX_STAGED_BYTES = 64 * 1024 * 1024
 APPEND_BATCH = 4096
 
 
@@ -70,6 +74,7 @@ class ReceiveResult:
     seen: tuple[DeltaId, ...] = ()
     duplicates: int = 0
     rejected: tuple[Rejection, ...] = ()
+    late_rejected: tuple[Rejection, ...] = ()  # refused now, but offered by an earlier call
     staged: int = 0
     undone: int = 0
     redone: int = 0
@@ -157,6 +162,8 @@ class Replica:
         self.undo_listener: Callable[[Sequence[DeltaId]], None] | None = None
         self._limits = limits
         self._staged: dict[DeltaId, tuple[Delta, bytes]] = {}
+        self._staged_min: OrderKey | None = None
+        self._staged_bytes = 0
         self._pending_evidence: list[tuple[DeltaId, bytes, bytes]] = []
         self._load()
         self.buffer: CausalBuffer
@@ -283,6 +290,8 @@ class Replica:
         for state in self._states.values():
             state.reset()
         self._staged.clear()
+        self._staged_min = None
+        self._staged_bytes = 0
         self._load()
         self._make_buffer()
 
@@ -399,6 +408,13 @@ class Replica:
         except (MalformedError, CommandError) as exc:
             raise LocalProtocolError(f"invalid command: {exc}") from None
         self._commit(made, own_deps=vector)
+        # A local delta may unblock pending ones (a re-sent copy of our own lost delta, say).
+        for delta, wire in self.buffer.take_accepted():
+            self._staged[delta.id] = (delta, wire)
+            self._staged_bytes += len(wire)
+        if self._staged:
+            self._staged_min = min(d.order_key for d, _w in self._staged.values())
+            self._run_staged(False)
         return [m.delta for m in made]
 
     # -- receiving --------------------------------------------------------------------------
@@ -436,12 +452,21 @@ class Replica:
                     duplicates += 1
             except RemoteProtocolError as exc:
                 rejected.append(Rejection(delta_id=delta.id, error=exc))
-        rejected.extend(self.buffer.take_rejections())
+        # Deltas refused now may have been offered earlier by another peer (they waited in
+        # the pending set): those are reported apart, so no one blames this call's sender.
+        offered_now = set(seen)
+        late: list[Rejection] = []
+        for rejection in self.buffer.take_rejections():
+            (rejected if rejection.delta_id in offered_now else late).append(rejection)
         for ev in self.buffer.take_evidence():
             self._pending_evidence.append((ev.delta_id, ev.kept_hash, ev.other_wire))
         for delta, wire in self.buffer.take_accepted():
             self._staged[delta.id] = (delta, wire)
-        self.stats.rejected += len(rejected)
+            self._staged_bytes += len(wire)
+            key = delta.order_key
+            if self._staged_min is None or key < self._staged_min:
+                self._staged_min = key
+        self.stats.rejected += len(rejected) + len(late)
         self.stats.duplicates += duplicates
         result = self._run_staged(defer)
         return ReceiveResult(
@@ -449,6 +474,7 @@ class Replica:
             seen=tuple(seen),
             duplicates=duplicates,
             rejected=tuple(rejected),
+            late_rejected=tuple(late),
             staged=len(self._staged),
             undone=result.undone,
             redone=result.redone,
@@ -498,17 +524,21 @@ class Replica:
     def _run_staged(self, defer: bool) -> ReceiveResult:
         if not self._staged and not self._pending_evidence:
             return ReceiveResult()
+        if defer and self._staged:
+            # While catching up, deltas that reorder wait for one merge; deltas that append are
+            # committed in groups of ``append_batch`` (one fsync per group, not per frame).
+            first = self._staged_min
+            appends = self._last_key is None or (first is not None and first > self._last_key)
+            limit = self.append_batch if appends else self.max_staged
+            if len(self._staged) < limit and self._staged_bytes < MAX_STAGED_BYTES:
+                return ReceiveResult(staged=len(self._staged))
         entries = sorted(
             (_Executed(delta=d, wire=w, key=d.order_key) for d, w in self._staged.values()),
             key=lambda e: e.key,
         )
-        appends = not entries or self._last_key is None or entries[0].key > self._last_key
-        # While catching up, deltas that reorder wait for one merge; deltas that append are
-        # committed in groups of ``append_batch`` (one fsync per group, not per frame).
-        limit = self.max_staged if not appends else self.append_batch
-        if defer and entries and len(entries) < limit:
-            return ReceiveResult(staged=len(entries))
         self._staged.clear()
+        self._staged_min = None
+        self._staged_bytes = 0
         undone = self._commit(entries, own_deps=None)
         return ReceiveResult(executed=tuple(e.delta for e in entries), undone=undone, redone=undone)
 
@@ -598,7 +628,12 @@ class Replica:
         if new:
             executed = [(item.delta, item.wire) for item in new]
             for listener in list(self.listeners):
-                listener(self, executed)
+                # The batch is committed: a failing listener must neither make the caller
+                # believe it was not, nor keep the other listeners from hearing of it.
+                try:
+                    listener(self, executed)
+                except Exception:
+                    _log.exception("listener %r failed on executed deltas", listener)
         return undone
 
     def _execute(self, delta: Delta) -> bytes:
@@ -665,12 +700,20 @@ class Replica:
             if len(rows) < max(64, max_count):
                 return wires, None
 
-    def fetch(self, ranges: Iterable[tuple[bytes, int, int]], *, max_count: int) -> list[bytes]:
+    def fetch(
+        self,
+        ranges: Iterable[tuple[bytes, int, int]],
+        *,
+        max_count: int,
+        max_bytes: int = 4 * 1024 * 1024,
+    ) -> list[bytes]:
         """Executed deltas in the requested ``(creator, first, last)`` ranges, each extended to
         the creator's next signed delta so that unsigned ones arrive with their chain.
 
-        Overlapping ranges are merged; the answer holds at most about ``max_count`` deltas.
+        Overlapping ranges are merged. The answer stops, at a signed delta, once it holds
+        ``max_count`` deltas or ``max_bytes`` bytes; the asker fetches the rest later.
         """
+        size = 0
         merged: dict[bytes, list[tuple[int, int]]] = {}
         for creator, first, last in ranges:
             if last >= first:
@@ -685,13 +728,14 @@ class Replica:
                 else:
                     joined.append((first, last))
             for first, last in joined:
-                if len(out) >= max_count:
+                if len(out) >= max_count or size >= max_bytes:
                     return out
                 last = min(last, first + max_count - len(out) - 1)
                 rows = self.store.wires_range(self.space_id, creator, first, last + MAX_CHAIN)
                 for seq, signed, wire in rows:
                     out.append(wire)
-                    if seq >= last and signed:
+                    size += len(wire)
+                    if signed and (seq >= last or size >= max_bytes):
                         break
         return out
 

@@ -1,0 +1,212 @@
+"""The sync protocol on reliable in-process links (p2pspace.testing.loopback)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from p2pspace.delta import make_body
+from p2pspace.endpoint import Endpoint
+from p2pspace.engines import members, rdb
+from p2pspace.framing import FrameDecoder, frame
+from p2pspace.identity import Identity
+from p2pspace.messages import Deltas, Error, Hello, decode_message, encode_message
+from p2pspace.protocol import MAX_OUTBOX, SendState, State
+from p2pspace.space import Replica
+from p2pspace.testing.loopback import Link, connect, pump
+
+
+class Net:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.endpoints: list[Endpoint] = []
+
+    def endpoint(self, name: str) -> Endpoint:
+        ep = Endpoint(self.root / name, seed=name.encode(), durability="normal", name=name)
+        self.endpoints.append(ep)
+        return ep
+
+    def close(self) -> None:
+        for ep in self.endpoints:
+            ep.close()
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Iterator[Net]:
+    n = Net(tmp_path)
+    yield n
+    n.close()
+
+
+def add(owner: Endpoint, space: bytes, other: Endpoint) -> None:
+    owner.create(
+        space,
+        [
+            members.add_command(
+                member_id=other.endpoint_id, key=other.identity.public_key, name=other.name
+            )
+        ],
+        time=2,
+    )
+
+
+def space_of(net: Net, *names: str) -> tuple[list[Endpoint], bytes]:
+    eps = [net.endpoint(n) for n in names]
+    replica = eps[0].create_space("s", time=1, nonce=b"\x02" * 16)
+    for other in eps[1:]:
+        add(eps[0], replica.space_id, other)
+        other.join_space(replica.genesis.wire())
+    return eps, replica.space_id
+
+
+def disconnect(*eps: Endpoint) -> None:
+    for ep in eps:
+        for session in list(ep.sessions):
+            ep.close_session(session)
+
+
+def same(a: Replica, b: Replica) -> None:
+    assert a.vector == b.vector
+    assert a.order_digest() == b.order_digest()
+    assert a.state_digest() == b.state_digest()
+
+
+def test_catch_up_sends_exactly_what_is_missing(net: Net) -> None:
+    (a, b), sid = space_of(net, "a", "b")
+    pump([connect(a, b)])
+    disconnect(a, b)
+    a.create_many(sid, [[rdb.create("t", f"r{i}", {"v": i})] for i in range(300)], time=3)
+    lacking = [
+        w
+        for c, s, _r, w in a.replica(sid).store.iter_log(sid)
+        if s > b.replica(sid).vector.get(c, 0)
+    ]
+    link = connect(a, b)
+    pump([link])
+    same(a.replica(sid), b.replica(sid))
+    assert link.a.stats.deltas_sent == len(lacking) == 300
+    payload = sum(len(w) for w in lacking)
+    assert payload < link.bytes_a_to_b < payload * 1.05 + 2000
+
+
+def test_live_deltas_relay_through_a_peer(net: Net) -> None:
+    (a, b, c), sid = space_of(net, "a", "b", "c")
+    links = [connect(a, b), connect(b, c)]  # a and c are not connected
+    pump(links)
+    a.create(sid, [rdb.create("t", "x", {"from": "a"})], time=5)
+    c.create(sid, [rdb.set_fields("t", "x", {"from": "c"})], time=5)
+    pump(links)
+    for ep in (b, c):
+        same(a.replica(sid), ep.replica(sid))
+    assert a.replica(sid).rdb().get("t", "x") is not None
+
+
+def test_joiner_and_member_sync_without_pinning(net: Net) -> None:
+    (a, m, j), sid = space_of(net, "a", "m", "j")
+    pump([connect(a, m)])
+    disconnect(a, m)
+    # Neither side pins the other (a server that cannot check the client certificate).
+    sj, sm = j.open_session(), m.open_session()
+    pump([Link(a=sj, b=sm)])
+    assert sid in sj.links and sid in sm.links
+    same(j.replica(sid), m.replica(sid))
+    assert j.replica(sid).can_create()
+
+
+def test_a_stranger_flooding_hellos_is_cut_off(net: Net) -> None:
+    (v,), _sid = space_of(net, "v")
+    session = v.open_session()
+    stranger = Identity.from_seed(b"stranger").endpoint_id
+    hello = frame(encode_message(Hello(endpoint=stranger, spaces=(), reply=False)))
+    for _ in range(20):
+        session.receive_data(hello * 20_000)  # and never reads the answers
+        if session.state is State.ERROR:
+            break
+    assert session.state is State.ERROR
+    assert session.links == {}
+    out = session.data_to_send()
+    payloads = FrameDecoder().feed(out)
+    assert len(payloads) == 1
+    message = decode_message(payloads[0])
+    assert isinstance(message, Error)
+
+
+def test_slow_reader_gets_a_lazy_stream_not_a_growing_queue(net: Net) -> None:
+    (a, b), sid = space_of(net, "a", "b")
+    link = connect(a, b)
+    pump([link])
+    big = "x" * 4000
+    for i in range(1500):  # about 6 MB of live deltas while b does not read
+        a.create(sid, [rdb.create("t", f"r{i}", {"v": big})], time=6)
+        assert link.a._outbox_bytes <= MAX_OUTBOX
+    assert link.a.links[sid].send is SendState.STREAMING
+    pump([link])
+    same(a.replica(sid), b.replica(sid))
+    assert link.a.state is State.OPEN
+
+
+def test_a_bad_delta_parked_by_one_peer_does_not_cut_another(net: Net) -> None:
+    (a, m, h, v), sid = space_of(net, "a", "m", "h", "v")
+    pump([connect(a, x) for x in (m, h, v)])
+    disconnect(a, m, h, v)
+    fresh = a.create(sid, [rdb.create("t", "r", {"v": 1})], time=9)  # only h will get it
+    pump([connect(a, h)])
+    disconnect(a, h)
+    # m crafts its first delta depending on ``fresh`` with a wrong rank; v parks it pending.
+    bad = make_body(
+        space=sid,
+        creator=m.endpoint_id,
+        seq=1,
+        rank=fresh.rank + 40,
+        deps={a.endpoint_id: fresh.seq},
+        prev=b"",
+        time=9,
+        commands=[rdb.create("t", "evil", {"v": 0})],
+    )
+    bad = bad.with_signature(m.identity.sign(bad.body))
+    to_m = connect(v, m)
+    pump([to_m])
+    to_m.a.receive_data(frame(encode_message(Deltas(space=sid, wires=(bad.wire(),)))))
+    assert v.replica(sid).pending_count == 1
+    to_h = connect(v, h)
+    pump([to_h])  # h delivers ``fresh``; the parked delta is now refused with a RankError
+    assert to_h.a.state is State.OPEN and to_h.a.error is None
+    assert v.replica(sid).pending_count == 0
+    assert v.replica(sid).rdb().get("t", "evil") is None
+    same(v.replica(sid), h.replica(sid))
+
+
+def test_a_failing_listener_neither_fails_create_nor_silences_others(
+    net: Net, caplog: pytest.LogCaptureFixture
+) -> None:
+    (a, b), sid = space_of(net, "a", "b")
+    link = connect(a, b)
+    pump([link])
+
+    def broken(replica: Replica, executed: object) -> None:
+        raise RuntimeError("listener bug")
+
+    a.replica(sid).listeners.insert(0, broken)
+    with caplog.at_level(logging.ERROR, logger="p2pspace.space"):
+        a.create(sid, [rdb.create("t", "r", {"v": 1})], time=3)
+    assert "listener" in caplog.text
+    pump([link])  # the endpoint's own listener still pushed the delta
+    same(a.replica(sid), b.replica(sid))
+
+
+def test_fetch_answers_missing_ranges(net: Net) -> None:
+    (a, b), sid = space_of(net, "a", "b")
+    link = connect(a, b)
+    pump([link])
+    made = a.create_many(sid, [[rdb.create("t", f"f{i}", {"v": i})] for i in range(5)], time=3)
+    # b hears only of the last one (as from a relay that lost the others): it stays pending.
+    b.replica(sid).receive([made[-1].wire()])
+    assert b.replica(sid).pending_count == 1
+    missing = b.replica(sid).missing()
+    assert missing and missing[0][0] == a.endpoint_id
+    link.b.send_fetch(sid, missing)
+    pump([link])
+    same(a.replica(sid), b.replica(sid))
