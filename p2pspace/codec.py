@@ -137,13 +137,16 @@ def check_value(value: Value, *, max_depth: int = MAX_DEPTH) -> None:
     _check(value, max_depth)
 
 
+_SCALARS = frozenset({bytes, str, bool, type(None)})
+
+
 def _check(value: Value, depth: int) -> None:
     t = type(value)
+    if t in _SCALARS:
+        return
     if t is int:
         if not INT_MIN <= value <= INT_MAX:
             raise MalformedError("integer out of 64-bit range")
-        return
-    if t is bytes or t is str or t is bool or value is None:
         return
     if t is float:
         if not math.isfinite(value):
@@ -152,13 +155,20 @@ def _check(value: Value, depth: int) -> None:
     if depth <= 0:
         raise MalformedError("value nested too deeply")
     if t is list:
-        for item in value:
-            _check(item, depth - 1)
-        return
-    if t is dict:
-        for key, item in value.items():
+        items = value
+    elif t is dict:
+        for key in value:
             if type(key) is not str and type(key) is not bytes:
                 raise MalformedError("map keys must be text or byte strings")
-            _check(item, depth - 1)
-        return
-    raise MalformedError(f"type {t.__name__} is not allowed in p2pspace values")
+        items = value.values()
+    else:
+        raise MalformedError(f"type {t.__name__} is not allowed in p2pspace values")
+    scalars = _SCALARS
+    for item in items:
+        it = type(item)
+        # Scalars are checked inline: most values are flat maps of strings and small ints.
+        if it in scalars:
+            continue
+        if it is int and INT_MIN <= item <= INT_MAX:
+            continue
+        _check(item, depth - 1)

@@ -221,29 +221,32 @@ def _from_body_value(
     if type(value) is not list or len(value) != 9:
         raise MalformedError("delta body must be a 9-element array")
     version, space, creator, seq, rank, deps, prev, time, commands = value
-    if version != FORMAT_VERSION or type(version) is not int:
+    # Exact-type checks, inlined: this runs once per received delta.
+    if type(version) is not int or version != FORMAT_VERSION:
         raise MalformedError(f"unsupported delta format {version!r}")
     if type(space) is not bytes or len(space) not in (0, SPACE_ID_SIZE):
         raise MalformedError("space id must be 16 bytes (or empty in a genesis delta)")
-    _check_id(creator, "creator")
-    _check_seq(seq, "seq")
-    _check_seq(rank, "rank")
+    if type(creator) is not bytes or len(creator) != ENDPOINT_ID_SIZE:
+        raise MalformedError(f"creator must be {ENDPOINT_ID_SIZE} bytes")
+    if type(seq) is not int or not 1 <= seq <= MAX_SEQ:
+        raise MalformedError("seq must be an integer in 1..2**53")
+    if type(rank) is not int or not seq <= rank <= MAX_SEQ:
+        # The creator's own chain raises rank by at least 1 per delta, so rank >= seq.
+        raise MalformedError("rank must be an integer in seq..2**53")
     if type(deps) is not dict or len(deps) > MAX_DEPS:
         raise MalformedError("deps must be a map of at most 4096 entries")
     pairs: list[tuple[bytes, int]] = []
-    for endpoint, dep_seq in deps.items():
-        _check_id(endpoint, "dependency endpoint")
-        _check_seq(dep_seq, "dependency seq")
-        if endpoint == creator:
-            raise MalformedError("deps must not name the creator (its entry is seq - 1)")
-        # Every dependency head has rank >= its seq and a lower rank than this delta.
-        if dep_seq >= rank:
-            raise MalformedError("a dependency seq must be lower than the delta's rank")
-        pairs.append((endpoint, dep_seq))
-    pairs.sort()
-    if rank < seq:
-        # The creator's own chain raises rank by at least 1 per delta.
-        raise MalformedError("rank must be at least seq")
+    if deps:
+        for endpoint, dep_seq in deps.items():
+            _check_id(endpoint, "dependency endpoint")
+            _check_seq(dep_seq, "dependency seq")
+            if endpoint == creator:
+                raise MalformedError("deps must not name the creator (its entry is seq - 1)")
+            # Every dependency head has rank >= its seq and a lower rank than this delta.
+            if dep_seq >= rank:
+                raise MalformedError("a dependency seq must be lower than the delta's rank")
+            pairs.append((endpoint, dep_seq))
+        pairs.sort()
     if seq == 1:
         if prev != b"":
             raise MalformedError("the first delta of a creator has an empty prev hash")
