@@ -564,9 +564,14 @@ class Replica:
                         undone_rows.reverse()
                     inserts = []
                     redo_undos = []
-                    for item in heapq.merge(undone_rows, new, key=lambda e: e.key):
-                        undo_blob = self._execute(item.delta)
+                    ordered = (
+                        heapq.merge(undone_rows, new, key=lambda e: e.key) if undone_rows else new
+                    )
+                    execute = self._execute
+                    members_instance = members_engine.INSTANCE
+                    for item in ordered:
                         d = item.delta
+                        undo_blob = execute(d)
                         if item.new:
                             inserts.append(
                                 (
@@ -581,6 +586,8 @@ class Replica:
                                 )
                             )
                             for command in d.commands:
+                                if command.engine != members_instance:
+                                    continue
                                 grant = members_engine.member_grant(command)
                                 if grant is not None:
                                     store.add_grant(space, grant[0], grant[1], d.creator, d.seq)
@@ -637,13 +644,9 @@ class Replica:
         return undone
 
     def _execute(self, delta: Delta) -> bytes:
-        context = DeltaContext(
-            space=self.space_id, creator=delta.creator, seq=delta.seq, time=delta.time
-        )
-        records = [
-            self.engines[c.engine].execute(self._states[c.engine], c, context)
-            for c in delta.commands
-        ]
+        context = DeltaContext(self.space_id, delta.creator, delta.seq, delta.time)
+        engines, states = self.engines, self._states
+        records = [engines[c.engine].execute(states[c.engine], c, context) for c in delta.commands]
         return codec.encode_trusted(records)
 
     def _undo(self, delta: Delta, undo_blob: bytes | None) -> None:
