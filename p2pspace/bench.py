@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -263,14 +264,37 @@ QUICK: dict[str, dict[str, Any]] = {
 
 
 def run(
-    workloads: Sequence[str], *, quick: bool = False, root: Path | None = None
+    workloads: Sequence[str],
+    *,
+    quick: bool = False,
+    repeat: int = 1,
+    root: Path | None = None,
 ) -> list[dict[str, Any]]:
+    """Run each workload ``repeat`` times; report the median of every numeric figure."""
     results = []
     for name in workloads:
-        with tempfile.TemporaryDirectory(prefix=f"p2pspace-bench-{name}-", dir=root) as tmp:
-            kwargs = QUICK[name] if quick else {}
-            results.append(RUNNERS[name](Path(tmp), **kwargs))
+        runs = []
+        for _ in range(max(1, repeat)):
+            with tempfile.TemporaryDirectory(prefix=f"p2pspace-bench-{name}-", dir=root) as tmp:
+                kwargs = QUICK[name] if quick else {}
+                runs.append(RUNNERS[name](Path(tmp), **kwargs))
+        results.append(_median(runs))
     return results
+
+
+def _median(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for key, value in runs[0].items():
+        values = [r[key] for r in runs]
+        if isinstance(value, bool):
+            merged[key] = all(values)  # a flag (converged) must hold in every run
+        elif isinstance(value, int | float):
+            middle = statistics.median(values)
+            merged[key] = round(middle) if isinstance(value, int) else round(middle, 3)
+        else:
+            merged[key] = value
+    merged["runs"] = len(runs)
+    return merged
 
 
 def format_table(results: Sequence[dict[str, Any]]) -> str:

@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument("--json", action="store_true", help="one JSON object per workload and line")
     ben.add_argument("--workload", type=_workloads, default=list(bench.WORKLOADS))
     ben.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    ben.add_argument(
+        "--repeat", type=_positive, default=3, help="runs per workload; medians are reported"
+    )
     return parser
 
 
@@ -159,7 +162,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    results = bench.run(args.workload, quick=args.quick)
+    results = bench.run(args.workload, quick=args.quick, repeat=args.repeat)
     print(bench.to_json_lines(results) if args.json else bench.format_table(results))
     return 0
 

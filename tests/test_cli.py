@@ -77,7 +77,7 @@ def test_bad_arguments_exit_nonzero_without_traceback() -> None:
 
 
 def test_bench_quick_json(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "--quick", "--json", "--workload", "W1,W2,W3"]) == 0
+    assert main(["bench", "--quick", "--json", "--repeat", "1", "--workload", "W1,W2,W3"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     by_name = {line["workload"]: line for line in lines}
     assert set(by_name) == {"W1", "W2", "W3"}
