@@ -213,10 +213,6 @@ class Session:
     def _send(self, message: Message) -> None:
         if self.state is State.ERROR or self.state is State.CLOSED:
             return
-        if self._outbox_bytes > MAX_OUTBOX:
-            # The peer does not read what it keeps asking for: refuse rather than buffer.
-            self._fail(ResourceLimitError("peer is not reading; outgoing queue over its limit"))
-            return
         self._enqueue(message)
 
     def _enqueue(self, message: Message) -> None:
@@ -261,9 +257,12 @@ class Session:
         return out
 
     def _fill_streams(self, budget: int) -> None:
-        for space, link in self.links.items():
+        budget = min(budget, MAX_OUTBOX // 2)
+        for space, link in list(self.links.items()):
             while link.send is SendState.STREAMING and self._outbox_bytes < budget:
                 self._stream_chunk(space, link)
+                if self.state is not State.OPEN:
+                    return
 
     def _stream_chunk(self, space: bytes, link: SpaceLink) -> None:
         replica = link.replica
@@ -297,14 +296,16 @@ class Session:
         link.send = SendState.STREAMING
 
     def _push(self, space: bytes, link: SpaceLink, executed: Sequence[tuple[Delta, bytes]]) -> None:
-        if self._outbox_bytes > MAX_OUTBOX // 2:
-            # A slow reader: stop queueing live deltas and stream them lazily from the store
-            # (from what we know it has) once it has read what is queued.
-            self._start_stream(space, link, dict(link.known))
-            return
         batch: list[bytes] = []
         size = 0
         for delta, wire in executed:
+            if self._outbox_bytes > MAX_OUTBOX // 2:
+                # A slow reader (or a huge batch): stop queueing and stream the rest lazily
+                # from the store, from what the peer is known to have, as it reads.
+                if batch:
+                    self._send(Deltas(space=space, wires=tuple(batch)))
+                self._start_stream(space, link, dict(link.known))
+                return
             if delta.seq <= link.known.get(delta.creator, 0):
                 continue
             link.known[delta.creator] = delta.seq
@@ -369,6 +370,10 @@ class Session:
 
     def _receive_payload(self, payload: bytes) -> None:
         self.stats.frames_received += 1
+        if self._outbox_bytes > MAX_OUTBOX:
+            # Every frame may ask for an answer; a peer that keeps asking without reading the
+            # answers is refused rather than buffered for.
+            raise ResourceLimitError("peer is not reading; outgoing queue over its limit")
         try:
             message = decode_message(payload)
             self._transition(Input(message.TYPE))
@@ -399,7 +404,11 @@ class Session:
             raise AuthenticationError("peer changed its endpoint id")
         self.peer = message.endpoint
         # Offers only grow while a connection lives; a late, stale Hello must not shrink them.
-        self._peer_spaces = tuple(sorted(set(self._peer_spaces) | set(message.spaces)))
+        # Only spaces this endpoint has matter (bounded by its own spaces, not by the peer).
+        mine = self.endpoint.replicas
+        offered = {sid for sid in message.spaces if sid in mine}
+        if not offered <= set(self._peer_spaces):
+            self._peer_spaces = tuple(sorted(set(self._peer_spaces) | offered))
         if not message.reply:
             self._send_hello(reply=True)
             self._update_links()
@@ -490,7 +499,7 @@ class Session:
         link = self._link(message.space)
         if link is None:
             return
-        if self._outbox_bytes > MAX_OUTBOX:
+        if self._outbox_bytes > MAX_OUTBOX // 2:
             raise ResourceLimitError("peer keeps asking while not reading the answers")
         wires = link.replica.fetch(message.ranges, max_count=FETCH_ANSWER_MAX)
         for start in range(0, len(wires), CHUNK_DELTAS):
@@ -522,7 +531,9 @@ class Session:
             and set(self._offered) - set(self.links)
         ):
             self._send_hello(reply=False)
-        for space, link in self.links.items():
+        for space, link in list(self.links.items()):
+            if self.state is not State.OPEN:
+                return
             replica = link.replica
             if link.recv is RecvState.REQUESTED:
                 link.ticks_requested += 1

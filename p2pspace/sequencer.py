@@ -82,6 +82,7 @@ class Rejection:
 
     delta_id: DeltaId | None
     error: RemoteProtocolError
+    delta_hash: bytes = b""  # which copy was refused (two copies may share an id)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -182,19 +183,19 @@ class CausalBuffer:
             known = self._known(delta.creator, delta.seq)
             if known is not None and known[1] == delta.hash:
                 return False
-            self._conflict(delta, wire, known[1] if known else b"")
+            self._conflict(delta, wire, known[1] if known else b"", authentic=authentic)
         existing = self._pending.get(did)
         if existing is not None:
             if existing.delta.hash == delta.hash:
                 return False
-            if not existing.authentic and self._can_authenticate_now(delta):
+            if not existing.authentic and (authentic or self._can_authenticate_now(delta)):
                 self._remove(did)  # the held copy was never authenticated: this one wins
             elif not existing.authentic:
                 # Two unauthenticated copies: neither is evidence against the other. Keep the
                 # first; if the signed successor names the other, it is fetched again.
                 return False
             else:
-                self._conflict(delta, wire, existing.delta.hash)
+                self._conflict(delta, wire, existing.delta.hash, authentic=authentic)
         gap = self.limits.max_gap
         if delta.seq - accepted > gap or any(q - self.accepted_seq(e) > gap for e, q in delta.deps):
             raise TooFarAheadError(f"delta {did} depends on deltas too far ahead to buffer")
@@ -204,7 +205,7 @@ class CausalBuffer:
                 self._check_member(delta)
                 self._check_causal_past(delta)
             except InvalidDeltaError as exc:
-                self.rejections.append(Rejection(delta_id=did, error=exc))
+                self.rejections.append(Rejection(delta_id=did, error=exc, delta_hash=delta.hash))
                 return True
             woken: deque[DeltaId] = deque()
             self._accept(delta, wire, did, woken)
@@ -281,8 +282,8 @@ class CausalBuffer:
             return False
         return True
 
-    def _conflict(self, delta: Delta, wire: bytes, kept_hash: bytes) -> None:
-        if self._signature_ok(delta):
+    def _conflict(self, delta: Delta, wire: bytes, kept_hash: bytes, *, authentic: bool) -> None:
+        if authentic or self._signature_ok(delta):
             self.evidence.append(Evidence(delta_id=delta.id, kept_hash=kept_hash, other_wire=wire))
             raise EquivocationError(
                 f"a different delta {delta.id} was already seen; kept the first"
@@ -325,8 +326,9 @@ class CausalBuffer:
             self.dropped += 1
 
     def _reject(self, did: DeltaId, error: InvalidDeltaError) -> None:
-        self._remove(did)
-        self.rejections.append(Rejection(delta_id=did, error=error))
+        entry = self._remove(did)
+        digest = entry.delta.hash if entry is not None else b""
+        self.rejections.append(Rejection(delta_id=did, error=error, delta_hash=digest))
 
     def _wake(self, did: DeltaId) -> list[DeltaId]:
         waiters = self._waiting.pop(did, [])
@@ -436,8 +438,8 @@ class CausalBuffer:
         for _ in range(MAX_CHAIN):
             prev_id = DeltaId(current.delta.creator, current.delta.seq - 1)
             prev = self._pending.get(prev_id)
-            if prev is None or prev.authentic:
-                break
+            if prev is None or prev.authentic or prev.delta.signature is not None:
+                break  # a signed delta is authenticated by its own signature only
             if prev.delta.hash != current.delta.prev:
                 break  # the held predecessor is not the one signed for; it stays unauthenticated
             prev.authentic = True

@@ -451,13 +451,14 @@ class Replica:
                 if not offer(delta, wire, authentic=index in authentic):
                     duplicates += 1
             except RemoteProtocolError as exc:
-                rejected.append(Rejection(delta_id=delta.id, error=exc))
+                rejected.append(Rejection(delta_id=delta.id, error=exc, delta_hash=delta.hash))
         # Deltas refused now may have been offered earlier by another peer (they waited in
         # the pending set): those are reported apart, so no one blames this call's sender.
-        offered_now = set(seen)
+        offered_now = {(d.id, d.hash) for d, _w in decoded}
         late: list[Rejection] = []
         for rejection in self.buffer.take_rejections():
-            (rejected if rejection.delta_id in offered_now else late).append(rejection)
+            mine = (rejection.delta_id, rejection.delta_hash) in offered_now
+            (rejected if mine else late).append(rejection)
         for ev in self.buffer.take_evidence():
             self._pending_evidence.append((ev.delta_id, ev.kept_hash, ev.other_wire))
         for delta, wire in self.buffer.take_accepted():
@@ -483,10 +484,11 @@ class Replica:
     def _authenticate_batch(self, batch: Sequence[tuple[Delta, bytes]]) -> set[int]:
         """Indexes of deltas in ``batch`` proven authentic by signatures within the batch.
 
-        Walking backward, a verified signature authenticates its delta, and each delta whose
-        hash is the ``prev`` of an authenticated successor (same creator, next seq) is
-        authentic too. A bad signature leaves its chain unauthenticated here; the causal buffer
-        then refuses it with the typed error.
+        Walking backward, a verified signature authenticates its delta, and each *unsigned*
+        delta whose hash is the ``prev`` of an authenticated successor (same creator, next seq)
+        is authentic too. A signed delta is only ever authenticated by its own signature, so a
+        relay cannot pass on a chain with replaced signatures. A bad signature leaves its chain
+        unauthenticated here; the causal buffer then refuses it with the typed error.
         """
         authentic: set[int] = set()
         expect: dict[bytes, tuple[int, bytes]] = {}  # creator -> (seq, hash) the chain needs
@@ -496,8 +498,8 @@ class Replica:
             delta = batch[index][0]
             creator = delta.creator
             want = expect.get(creator)
-            if want is not None and want == (delta.seq, delta.hash):
-                authentic.add(index)
+            if delta.signature is None and want is not None and want == (delta.seq, delta.hash):
+                authentic.add(index)  # unsigned: authenticated by its signed successor's chain
             elif delta.seq <= accepted(creator):
                 expect.pop(creator, None)  # a duplicate (or a conflict the buffer will judge)
                 continue

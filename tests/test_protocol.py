@@ -11,9 +11,10 @@ import pytest
 from p2pspace.delta import make_body
 from p2pspace.endpoint import Endpoint
 from p2pspace.engines import members, rdb
+from p2pspace.errors import ResourceLimitError
 from p2pspace.framing import FrameDecoder, frame
 from p2pspace.identity import Identity
-from p2pspace.messages import Deltas, Error, Hello, decode_message, encode_message
+from p2pspace.messages import Deltas, Error, Fetch, Hello, decode_message, encode_message
 from p2pspace.protocol import MAX_OUTBOX, SendState, State
 from p2pspace.space import Replica
 from p2pspace.testing.loopback import Link, connect, pump
@@ -121,10 +122,9 @@ def test_a_stranger_flooding_hellos_is_cut_off(net: Net) -> None:
     session = v.open_session()
     stranger = Identity.from_seed(b"stranger").endpoint_id
     hello = frame(encode_message(Hello(endpoint=stranger, spaces=(), reply=False)))
-    for _ in range(20):
-        session.receive_data(hello * 20_000)  # and never reads the answers
-        if session.state is State.ERROR:
-            break
+    with pytest.raises(ResourceLimitError):
+        for _ in range(40):
+            session.receive_data(hello * 20_000)  # and never reads the answers
     assert session.state is State.ERROR
     assert session.links == {}
     out = session.data_to_send()
@@ -210,3 +210,90 @@ def test_fetch_answers_missing_ranges(net: Net) -> None:
     link.b.send_fetch(sid, missing)
     pump([link])
     same(a.replica(sid), b.replica(sid))
+
+
+def test_a_huge_local_batch_streams_instead_of_cutting_live_peers(net: Net) -> None:
+    (a, b), sid = space_of(net, "a", "b")
+    link = connect(a, b)
+    pump([link])
+    big = "y" * 2000
+    a.create_many(sid, [[rdb.create("t", f"r{i}", {"v": big})] for i in range(5000)], time=3)
+    assert link.a._outbox_bytes <= MAX_OUTBOX
+    pump([link])
+    assert link.a.state is State.OPEN and link.b.state is State.OPEN
+    same(a.replica(sid), b.replica(sid))
+
+
+def test_replaced_signatures_in_a_chain_are_refused(net: Net) -> None:
+    (c, r), sid = space_of(net, "c", "r")
+    pump([connect(c, r)])
+    disconnect(c, r)
+    made = [c.create(sid, [rdb.create("t", f"x{i}", {"v": i})], time=3) for i in range(20)]
+    # A relay replaces every signature but the last; the bodies (and so the hash chain) are intact.
+    tampered = [d.with_signature(b"\x00" * 64) for d in made[:-1]] + [made[-1]]
+    before = r.replica(sid).order_digest()
+    result = r.replica(sid).receive([d.wire() for d in tampered])
+    assert result.executed == ()
+    assert result.rejected and all(
+        type(x.error).__name__ == "ForgedDeltaError" for x in result.rejected
+    )
+    assert r.replica(sid).order_digest() == before
+
+
+def test_a_forged_copy_parked_by_one_peer_does_not_blame_the_honest_one(net: Net) -> None:
+    (m, r, e), sid = space_of(net, "m", "r", "e")
+    pump([connect(m, r), connect(m, e)])
+    disconnect(m, r, e)
+    c = net.endpoint("c")
+    add(m, sid, c)
+    c.join_space(m.replica(sid).genesis.wire())
+    pump([connect(m, c)])
+    disconnect(m, c)
+    genuine = c.create(sid, [rdb.create("t", "cx", {"v": 1})], time=4)
+    pump([connect(m, c)])
+    disconnect(m, c)
+    forged = make_body(
+        space=sid,
+        creator=c.endpoint_id,
+        seq=1,
+        rank=genuine.rank,
+        deps=dict(genuine.deps),
+        prev=b"",
+        time=4,
+        commands=[rdb.create("t", "cx", {"v": "evil"})],
+    ).with_signature(b"\x01" * 64)
+    to_e = connect(r, e)
+    pump([to_e])
+    to_e.a.receive_data(frame(encode_message(Deltas(space=sid, wires=(forged.wire(),)))))
+    to_m = connect(r, m)
+    pump([to_m])
+    assert to_m.a.state is State.OPEN and to_m.a.error is None
+    assert r.replica(sid).rdb().get("t", "cx") == {"v": 1}
+
+
+def test_hellos_naming_unknown_spaces_cost_nothing(net: Net) -> None:
+    (v,), _sid = space_of(net, "v")
+    session = v.open_session()
+    stranger = Identity.from_seed(b"stranger").endpoint_id
+    for n in range(200):
+        spaces = tuple(n.to_bytes(2, "big") + k.to_bytes(2, "big") + bytes(12) for k in range(1000))
+        hello = Hello(endpoint=stranger, spaces=spaces, reply=True)
+        session.receive_data(frame(encode_message(hello)))
+    assert session._peer_spaces == ()
+    assert session.state is State.OPEN
+
+
+def test_a_peer_that_fetches_without_reading_is_cut_off_cleanly(net: Net) -> None:
+    (a, b), sid = space_of(net, "a", "b")
+    link = connect(a, b)
+    pump([link])
+    big = "z" * 2000
+    a.create_many(sid, [[rdb.create("t", f"q{i}", {"v": big})] for i in range(3000)], time=3)
+    pump([link])
+    ask = frame(encode_message(Fetch(space=sid, ranges=((a.endpoint_id, 1, 4000),))))
+    with pytest.raises(ResourceLimitError):
+        for _ in range(10):
+            link.a.receive_data(ask)  # b never reads the answers
+    assert link.a.state is State.ERROR
+    a.tick()  # no RuntimeError from sessions torn down mid-iteration
+    assert link.a._outbox_bytes < 1024
