@@ -107,10 +107,10 @@ class Hello:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Revision:
-    """My vector for ``space``: send me, in log order, every delta it lacks, then Synced."""
+class _SpaceVector:
+    """Shared layout of the messages whose body is ``[space, vector]``."""
 
-    TYPE: ClassVar[MessageType] = MessageType.REVISION
+    TYPE: ClassVar[MessageType]
     space: bytes
     vector: Vector
 
@@ -121,9 +121,30 @@ class Revision:
         return [self.space, dict(self.vector)]
 
     @classmethod
-    def from_body(cls, value: object) -> Revision:
-        space, vector = _body(value, 2, "Revision")
+    def from_body(cls, value: object) -> Any:
+        space, vector = _body(value, 2, cls.__name__)
         return cls(space=space, vector=_vector(vector))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Revision(_SpaceVector):
+    """My vector for ``space``: send me, in log order, every delta it lacks, then Synced."""
+
+    TYPE: ClassVar[MessageType] = MessageType.REVISION
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Synced(_SpaceVector):
+    """End of a catch-up stream; ``vector`` is what the stream brought the receiver up to."""
+
+    TYPE: ClassVar[MessageType] = MessageType.SYNCED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ack(_SpaceVector):
+    """The sender's executed vector for ``space`` (feeds delivery status and gap repair)."""
+
+    TYPE: ClassVar[MessageType] = MessageType.ACK
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,46 +172,6 @@ class Deltas:
         if type(wires) is not list:
             raise MalformedError("Deltas must carry an array")
         return cls(space=space, wires=tuple(wires))
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Synced:
-    """End of a catch-up stream; ``vector`` is what the stream brought the receiver up to."""
-
-    TYPE: ClassVar[MessageType] = MessageType.SYNCED
-    space: bytes
-    vector: Vector
-
-    def __post_init__(self) -> None:
-        _space(self.space)
-
-    def body(self) -> list[Any]:
-        return [self.space, dict(self.vector)]
-
-    @classmethod
-    def from_body(cls, value: object) -> Synced:
-        space, vector = _body(value, 2, "Synced")
-        return cls(space=space, vector=_vector(vector))
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Ack:
-    """The sender's executed vector for ``space`` (feeds delivery status and gap repair)."""
-
-    TYPE: ClassVar[MessageType] = MessageType.ACK
-    space: bytes
-    vector: Vector
-
-    def __post_init__(self) -> None:
-        _space(self.space)
-
-    def body(self) -> list[Any]:
-        return [self.space, dict(self.vector)]
-
-    @classmethod
-    def from_body(cls, value: object) -> Ack:
-        space, vector = _body(value, 2, "Ack")
-        return cls(space=space, vector=_vector(vector))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
