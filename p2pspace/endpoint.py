@@ -140,7 +140,7 @@ class Endpoint:
             self.sessions.remove(session)
 
     def receive(self, replica: Replica, wires: Iterable[bytes]) -> ReceiveResult:
-        defer = self._catching_up.get(replica.space_id, 0) > 0
+        defer = self.catching_up(replica.space_id)
         members_before = len(replica.member_ids())
         result = replica.receive(wires, defer=defer)
         if len(replica.member_ids()) != members_before:

@@ -39,7 +39,6 @@ from p2pspace.errors import (
     AuthenticationError,
     EquivocationError,
     ErrorCode,
-    LocalProtocolError,
     RemoteProtocolError,
     ResourceLimitError,
     TooFarAheadError,
@@ -583,4 +582,4 @@ _HANDLERS: dict[type, Callable[[Session, Any], None]] = {
     Error: Session._on_error,
 }
 
-__all__ = ["LocalProtocolError", "Session", "SessionStats", "SpaceLink", "State"]
+__all__ = ["RecvState", "SendState", "Session", "SessionStats", "SpaceLink", "State"]

@@ -473,12 +473,5 @@ class CausalBuffer:
             raise RankError(f"dependency {creator.hex()}:{seq} is not accepted")
         return info[0]
 
-    def forget_pending(self) -> None:
-        """Drop every pending delta (after a failed store write; they are fetched again)."""
-        self._pending.clear()
-        self._waiting.clear()
-        self._auth_waiting.clear()
-        self._pending_bytes = 0
-
     def pending_ids(self) -> Iterable[DeltaId]:
         return self._pending.keys()

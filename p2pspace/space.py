@@ -26,7 +26,7 @@ import heapq
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from p2pspace import codec
@@ -99,7 +99,6 @@ class _Executed:
     wire: bytes
     key: OrderKey
     new: bool = True
-    undo: bytes | None = field(default=None)
 
 
 def validate_genesis(genesis: Delta) -> tuple[bytes, dict[str, str]]:
