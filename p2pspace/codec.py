@@ -112,6 +112,12 @@ def decode(data: bytes, *, max_depth: int = MAX_DEPTH, check: bool = True) -> Va
     return value
 
 
+def encode_local(value: Value) -> bytes:
+    """Encode a value that never leaves this endpoint and is never compared across endpoints
+    (undo records): plain CBOR, read back with :func:`decode_stored`."""
+    return cbor2.dumps(value)
+
+
 def decode_stored(data: bytes) -> Value:
     """Decode bytes this process wrote itself (engine state, undo records): no peer input.
 

@@ -648,7 +648,8 @@ class Replica:
         context = DeltaContext(self.space_id, delta.creator, delta.seq, delta.time)
         engines, states = self.engines, self._states
         records = [engines[c.engine].execute(states[c.engine], c, context) for c in delta.commands]
-        return codec.encode_trusted(records)
+        # Undo records stay on this endpoint (never hashed or compared): no canonical form needed.
+        return codec.encode_local(records)
 
     def _undo(self, delta: Delta, undo_blob: bytes | None) -> None:
         if undo_blob is None:
