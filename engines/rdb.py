@@ -142,13 +142,13 @@ class RdbView:
 
 def create(table: str, record: str, fields: dict[str, Any], *, instance: str = "db") -> Command:
     return Command(
-        engine=instance, name="create", args={"table": table, "record": record, "fields": fields}
+        engine=instance, name="create", args={"table": table, "fields": fields, "record": record}
     )
 
 
 def set_fields(table: str, record: str, fields: dict[str, Any], *, instance: str = "db") -> Command:
     return Command(
-        engine=instance, name="set", args={"table": table, "record": record, "fields": fields}
+        engine=instance, name="set", args={"table": table, "fields": fields, "record": record}
     )
 
 

@@ -32,7 +32,7 @@ from p2pspace.engines import members, rdb
 from p2pspace.testing.loopback import connect, pump
 
 WORKLOADS = ("W1", "W2", "W3")
-GROUP = 512
+GROUP = 1024  # one transaction and one signature per chain (MAX_CHAIN)
 
 
 def _endpoint(root: Path, name: str) -> Endpoint:

@@ -73,7 +73,50 @@ def encode(value: Value) -> bytes:
 
 
 def _dumps(value: Value) -> bytes:
+    # cbor2's plain encoder writes maps in insertion order and floats as float64; its canonical
+    # mode sorts map keys and shortens floats, at about twice the cost. When every map is
+    # already in canonical key order and there is no float, both give the same bytes.
+    if _plain_is_canonical(value, MAX_DEPTH + 2):
+        return cbor2.dumps(value)
     return cbor2.dumps(value, canonical=True)
+
+
+def _plain_is_canonical(value: Value, depth: int) -> bool:
+    """True if cbor2's plain encoding of ``value`` equals its canonical encoding."""
+    t = type(value)
+    if t is list:
+        if depth <= 0:
+            return False
+        for item in value:
+            it = type(item)
+            if it is list or it is dict or it is float:
+                if not _plain_is_canonical(item, depth - 1):
+                    return False
+        return True
+    if t is dict:
+        if depth <= 0:
+            return False
+        previous: tuple[int, int, bytes] | None = None
+        for key, item in value.items():
+            # Canonical (RFC 7049 length-first) order: shorter encoded key first, then bytewise.
+            kt = type(key)
+            if kt is str:
+                raw = key.encode()
+                order = (len(raw), 0x60, raw)
+            elif kt is bytes:
+                order = (len(key), 0x40, key)
+            else:
+                return False
+            if order[0] >= 24 or (previous is not None and order <= previous):
+                return False
+            previous = order
+            it = type(item)
+            if (it is list or it is dict or it is float) and not _plain_is_canonical(
+                item, depth - 1
+            ):
+                return False
+        return True
+    return t is not float
 
 
 def encode_trusted(value: Value) -> bytes:

@@ -147,7 +147,7 @@ def make_body(
         creator,
         seq,
         rank,
-        dict(deps),
+        dict(sorted(deps.items())),  # canonical key order (equal-length ids sort bytewise)
         prev,
         time,
         [c.to_wire() for c in commands],

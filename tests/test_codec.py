@@ -259,3 +259,32 @@ def test_mutated_encodings_only_raise_malformed_error(value: Any, seed: int) -> 
     except MalformedError:
         return
     codec.check_value(back)
+
+
+_KEYS = st.one_of(st.text(max_size=30), st.binary(max_size=30))
+_SCALARS = st.one_of(
+    st.integers(-(2**63), 2**64 - 1),
+    st.text(max_size=10),
+    st.binary(max_size=10),
+    st.booleans(),
+    st.none(),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+_NESTED = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_KEYS, inner, max_size=5)),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=2000, deadline=None, derandomize=True, database=None)
+@given(_NESTED)
+def test_fast_encoding_is_byte_identical_to_canonical(value: object) -> None:
+    # encode() takes cbor2's plain encoder when a value is already in canonical order.
+    assert codec.encode(value) == cbor2.dumps(value, canonical=True)
+
+
+def test_values_in_canonical_order_take_the_fast_path() -> None:
+    assert codec._plain_is_canonical({"table": "t", "fields": {"v": 1}, "record": "r"}, 8)
+    assert not codec._plain_is_canonical({"record": "r", "table": "t"}, 8)
+    assert not codec._plain_is_canonical([1.5], 8)
