@@ -89,9 +89,10 @@ def _plain_is_canonical(value: Value, depth: int) -> bool:
             return False
         for item in value:
             it = type(item)
-            if it is list or it is dict or it is float:
-                if not _plain_is_canonical(item, depth - 1):
-                    return False
+            if (it is list or it is dict or it is float) and not _plain_is_canonical(
+                item, depth - 1
+            ):
+                return False
         return True
     if t is dict:
         if depth <= 0:
