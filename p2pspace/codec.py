@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import cbor2
@@ -70,6 +71,14 @@ def encode(value: Value) -> bytes:
     """Encode ``value`` canonically. Raises ``MalformedError`` if it holds a disallowed type."""
     check_value(value)
     return _dumps(value)
+
+
+def encode_layout(value: Value, free: Sequence[Value]) -> bytes:
+    """Canonical encoding of ``value`` whose fixed parts the caller built in canonical form
+    (maps in canonical key order, no floats); only the ``free`` parts are walked."""
+    if all(_plain_is_canonical(part, MAX_DEPTH) for part in free):
+        return cbor2.dumps(value)
+    return cbor2.dumps(value, canonical=True)
 
 
 def _dumps(value: Value) -> bytes:

@@ -156,7 +156,9 @@ def make_body(
         codec.check_value(command.args)
     if not 0 < len(commands) <= MAX_COMMANDS:
         raise MalformedError("a delta holds 1..256 commands")
-    body = codec.encode_trusted(body_value)
+    # Fixed fields are canonical by construction (deps sorted, 16-byte keys); only the
+    # commands' arguments are free-form.
+    body = codec.encode_layout(body_value, [c.args for c in commands])
     if len(body) > MAX_BODY_SIZE:
         raise MalformedError("delta body exceeds 64 KiB")
     return _from_body_value(body_value, body, None, check_args=False, parsed=tuple(commands))

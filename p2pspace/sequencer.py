@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from p2pspace.delta import Delta, DeltaId
+from p2pspace.engines.members import INSTANCE as MEMBERS_INSTANCE
 from p2pspace.engines.members import member_grant
 from p2pspace.errors import (
     AuthenticationError,
@@ -260,8 +261,11 @@ class CausalBuffer:
         """Record a delta this endpoint created (already authentic and valid). Pending deltas
         it unblocks are processed; any accepted go to :meth:`take_accepted`."""
         self.heads[delta.creator] = Head(delta.seq, delta.rank, delta.hash)
-        work = deque(self._grant(delta))
-        work.extend(self._wake(delta.id))
+        work: deque[DeltaId] = deque()
+        if any(c.engine == MEMBERS_INSTANCE for c in delta.commands):
+            work.extend(self._grant(delta))
+        if self._waiting:
+            work.extend(self._wake(delta.id))
         if work:
             self._process(work)
 

@@ -73,6 +73,9 @@ class Store:
             self._db.execute(f"PRAGMA synchronous={durability.upper()}")
             self._db.execute("PRAGMA foreign_keys=OFF")
             self._db.execute("PRAGMA cache_size=-65536")
+            # Checkpoint the WAL every ~40 MB instead of every 4 MB: write-heavy batches then
+            # stall for checkpoints a tenth as often (the WAL is synced on every commit anyway).
+            self._db.execute("PRAGMA wal_autocheckpoint=10000")
             self._db.executescript(_SCHEMA)
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
