@@ -407,11 +407,13 @@ class Replica:
         except (MalformedError, CommandError) as exc:
             raise LocalProtocolError(f"invalid command: {exc}") from None
         self._commit(made, own_deps=vector)
-        # A local delta may unblock pending ones (a re-sent copy of our own lost delta, say).
-        for delta, wire in self.buffer.take_accepted():
-            self._staged[delta.id] = (delta, wire)
-            self._staged_bytes += len(wire)
-        if self._staged:
+        # A local delta may unblock pending ones (a re-sent copy of our own lost delta, say);
+        # only then is anything staged executed here (a catch-up's staged merge stays put).
+        unblocked = self.buffer.take_accepted()
+        if unblocked:
+            for delta, wire in unblocked:
+                self._staged[delta.id] = (delta, wire)
+                self._staged_bytes += len(wire)
             self._staged_min = min(d.order_key for d, _w in self._staged.values())
             self._run_staged(False)
         return [m.delta for m in made]
