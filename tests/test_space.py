@@ -397,3 +397,16 @@ def test_member_added_by_peer_can_then_create(
     assert not result.rejected
     assert d.id in _log_ids(a)
     _same(a, c)
+
+
+def test_local_create_keeps_a_staged_merge_staged(space_pair: tuple[Replica, Replica]) -> None:
+    a, b = space_pair
+    wa, wb = _diverge(a, b, k=3)
+    staged = a.receive(wb, defer=True).staged
+    assert staged == a.staged_count > 0
+    a.create(_set(0, "during catch-up"), time=9)  # appends; the staged merge waits
+    assert a.staged_count == staged
+    a.release()
+    assert a.staged_count == 0
+    b.receive(wires_of(a))
+    _same(a, b)
