@@ -401,7 +401,7 @@ def test_member_added_by_peer_can_then_create(
 
 def test_local_create_keeps_a_staged_merge_staged(space_pair: tuple[Replica, Replica]) -> None:
     a, b = space_pair
-    wa, wb = _diverge(a, b, k=3)
+    _wa, wb = _diverge(a, b, k=3)
     staged = a.receive(wb, defer=True).staged
     assert staged == a.staged_count > 0
     a.create(_set(0, "during catch-up"), time=9)  # appends; the staged merge waits
