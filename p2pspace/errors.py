@@ -37,6 +37,7 @@ class ErrorCode(enum.IntEnum):
     UNEXPECTED_MESSAGE = 13
     LIMIT_EXCEEDED = 14
     INTERNAL = 15
+    INVITATION_REFUSED = 16
 
 
 class P2PSpaceError(Exception):
@@ -136,3 +137,11 @@ class FrameTooLargeError(ResourceLimitError):
     """A frame's declared length exceeds the hard maximum."""
 
     code = ErrorCode.FRAME_TOO_LARGE
+
+
+class InvitationError(P2PSpaceError):
+    """An invitation code is malformed, forged, expired or already used; nothing was changed."""
+
+
+class TransportError(P2PSpaceError):
+    """A connection could not be made or broke (unreachable address, reset, TLS failure)."""

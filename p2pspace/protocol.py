@@ -207,6 +207,11 @@ class Session:
     def closed(self) -> bool:
         return self.state in (State.CLOSED, State.ERROR)
 
+    @property
+    def mid_frame(self) -> bool:
+        """True while part of a frame from the peer has arrived (a stall leaves this set)."""
+        return self._decoder.mid_frame
+
     # -- output -------------------------------------------------------------------------------
 
     def _send(self, message: Message) -> None:

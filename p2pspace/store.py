@@ -53,6 +53,10 @@ CREATE TABLE IF NOT EXISTS state (
     PRIMARY KEY (space, instance, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS own (space BLOB PRIMARY KEY, deps BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS invitations (
+    id BLOB PRIMARY KEY, space BLOB NOT NULL, secret BLOB NOT NULL, role TEXT NOT NULL,
+    expires INTEGER NOT NULL, used_by BLOB
+) WITHOUT ROWID;
 """
 
 LogRow = tuple[bytes, int, int, bytes, bytes, bytes | None]
@@ -149,6 +153,45 @@ class Store:
 
     def has_space(self, space: bytes) -> bool:
         return bool(self._read("SELECT 1 FROM spaces WHERE space=?", (space,)))
+
+    # -- invitations --------------------------------------------------------------------------
+
+    def add_invitation(
+        self, invitation: bytes, space: bytes, secret: bytes, role: str, expires: int
+    ) -> None:
+        self._write(
+            "INSERT INTO invitations (id, space, secret, role, expires) VALUES (?, ?, ?, ?, ?)",
+            (invitation, space, secret, role, expires),
+        )
+
+    def invitation(self, invitation: bytes) -> tuple[bytes, bytes, str, int, bytes | None] | None:
+        """``(space, secret, role, expires, used_by)`` of an invitation this endpoint issued."""
+        rows = self._read(
+            "SELECT space, secret, role, expires, used_by FROM invitations WHERE id=?",
+            (invitation,),
+        )
+        if not rows:
+            return None
+        space, secret, role, expires, used_by = rows[0]
+        return (
+            bytes(space),
+            bytes(secret),
+            role,
+            expires,
+            None if used_by is None else bytes(used_by),
+        )
+
+    def use_invitation(self, invitation: bytes, joiner: bytes) -> bool:
+        """Mark an invitation used by ``joiner``; False if it was already used."""
+        self._require_txn()
+        try:
+            cursor = self._db.execute(
+                "UPDATE invitations SET used_by=? WHERE id=? AND used_by IS NULL",
+                (joiner, invitation),
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"store write failed: {exc}") from None
+        return cursor.rowcount == 1
 
     # -- log ----------------------------------------------------------------------------------
 
