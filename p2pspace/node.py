@@ -74,6 +74,8 @@ DIAL_GRACE = 0.5  # the larger id waits this long before dialling a discovered p
 EVENT_QUEUE = 1024
 READ_SIZE = 256 * 1024
 CONFIG_FILE = "config.json"
+PEERS_FILE = "peers.json"
+MAX_BOOK = 256
 LOCK_FILE = "node.lock"
 JOIN_TIMEOUT = 60.0
 
@@ -109,6 +111,44 @@ def write_config(home: Path, **values: Any) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         raise StorageError(f"cannot write {path}: {exc}") from None
+
+
+def read_address_book(home: Path) -> dict[bytes, list[tuple[str, int]]]:
+    """Peers this endpoint dialled successfully before: endpoint id -> addresses."""
+    path = home / PEERS_FILE
+    try:
+        raw = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable %s: %s", path, exc)
+        return {}
+    book: dict[bytes, list[tuple[str, int]]] = {}
+    if not isinstance(raw, dict):
+        return book
+    for key, addresses in list(raw.items())[:MAX_BOOK]:
+        try:
+            peer = bytes.fromhex(key)
+            parsed = [invitations.split_address(a) for a in addresses][: invitations.MAX_ADDRESSES]
+        except (ValueError, TypeError, P2PSpaceError):
+            continue
+        if len(peer) == 16 and parsed:
+            book[peer] = parsed
+    return book
+
+
+def write_address_book(home: Path, book: dict[bytes, list[tuple[str, int]]]) -> None:
+    path = home / PEERS_FILE
+    data = {
+        peer.hex(): [invitations.join_address(h, p) for h, p in addresses]
+        for peer, addresses in list(book.items())[-MAX_BOOK:]
+    }
+    tmp = path.with_suffix(".tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), "utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot write %s: %s", path, exc)
 
 
 @contextlib.contextmanager
@@ -160,6 +200,7 @@ class PeerConnection:
     opened: float
     wake: trio.Event = field(default_factory=trio.Event)
     error: str = ""
+    replaced: bool = False
 
 
 @dataclass(slots=True, kw_only=True, eq=False)
@@ -213,6 +254,7 @@ class Node:
         self._server_ctx = server_context(home, endpoint.identity)
         self._client_ctx = client_context(home, endpoint.identity)
         self._rng = random.Random()
+        self.address_book = read_address_book(home)
         for replica in list(endpoint.replicas.values()):
             self._watch(replica)
 
@@ -531,6 +573,7 @@ class Node:
                 raise TransportError(
                     "cannot reach the inviter: " + "; ".join(errors or ["no address"])
                 )
+            self._remember(conn.peer, conn.address)
             try:
                 replica = self.endpoint.join_space(conn.genesis)
             except P2PSpaceError:
@@ -689,10 +732,10 @@ class Node:
                 log.debug("dropping duplicate connection to %s", short_id(conn.peer))
                 await conn.aclose()
                 return
+            # The old connection winds down on its own; its session and ours may overlap
+            # briefly, which the protocol tolerates (deltas already known are not resent).
+            existing.replaced = True
             existing.scope.cancel()
-            existing.error = "replaced by a newer connection"
-            with trio.CancelScope(shield=True):
-                await self.wait_until(lambda: conn.peer not in self.connections, timeout=5)
         session = self.endpoint.open_session(expected_peer=conn.peer)
         peer = PeerConnection(
             conn=conn, session=session, scope=trio.CancelScope(), opened=time.monotonic()
@@ -716,7 +759,7 @@ class Node:
             self.endpoint.close_session(session)
             if self.connections.get(conn.peer) is peer:
                 del self.connections[conn.peer]
-            for space in self._shared_spaces(conn.peer):
+            for space in self._shared_spaces(conn.peer) if not peer.replaced else ():
                 machine = self.peer_sync.get((space, conn.peer))
                 if machine is None:
                     continue
@@ -724,13 +767,18 @@ class Node:
                     self._feed(space, conn.peer, PeerInput.FAILED, error)
                 else:
                     self._feed(space, conn.peer, PeerInput.CLOSED)
-            if error:
+            if peer.replaced:
+                log.info("connection to %s replaced by a newer one", short_id(conn.peer))
+            elif error:
                 log.warning("connection to %s closed: %s", short_id(conn.peer), error)
             else:
                 log.info("connection to %s closed", short_id(conn.peer))
-            self._notify(
-                {"type": "peer", "peer": conn.peer.hex(), "connected": False, "error": error}
-            )
+            if peer.replaced:
+                self._notify()
+            else:
+                self._notify(
+                    {"type": "peer", "peer": conn.peer.hex(), "connected": False, "error": error}
+                )
             await conn.aclose()
 
     async def _reader(self, peer: PeerConnection, done: trio.CancelScope) -> None:
@@ -916,6 +964,7 @@ class Node:
                 else:
                     target.last_error = ""
                     target.peer = conn.peer
+                    self._remember(conn.peer, (host, port))
                     delay = BACKOFF_MIN
                     await self._run_connection(conn)
                     if not target.wanted:
@@ -923,6 +972,13 @@ class Node:
                     continue
                 await trio.sleep(delay * self._rng.uniform(0.5, 1.0))
                 delay = min(delay * 2, BACKOFF_MAX)
+
+    def _remember(self, peer: bytes, address: tuple[str, int]) -> None:
+        known = self.address_book.get(peer, [])
+        if known and known[0] == address:
+            return
+        self.address_book[peer] = [address] + [a for a in known if a != address]
+        write_address_book(self.home, self.address_book)
 
     async def _discover(self, discovery: Discovery) -> None:
         async for sighting in discovery.events:
@@ -964,6 +1020,9 @@ class Node:
             nursery.start_soon(self._discover, self.discovery)
         for host, port in self.static_peers:
             self.add_peer(host, port)
+        for peer, addresses in self.address_book.items():
+            if any(r.is_member(peer) for r in self.endpoint.replicas.values()):
+                self._ensure_target(f"peer:{peer.hex()}", list(addresses), peer)
         if api is not None:
             from p2pspace.api import serve_api
 
@@ -1026,14 +1085,36 @@ async def open_node(
                 discovery=discovery,
                 stall_timeout=stall_timeout,
             )
-            async with trio.open_nursery() as nursery:
-                await node._start(nursery, api, api_token)
-                try:
-                    yield node
-                finally:
-                    nursery.cancel_scope.cancel()
+            try:
+                async with trio.open_nursery() as nursery:
+                    await node._start(nursery, api, api_token)
+                    try:
+                        yield node
+                    finally:
+                        nursery.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                # One failure (ours at start-up, or the caller's in the block) is raised as
+                # itself rather than wrapped, so callers can catch it by type.
+                sole = _sole_exception(group)
+                if sole is None:
+                    raise
+                raise sole from None
         finally:
             endpoint.close()
+
+
+def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        elif not isinstance(exc, trio.Cancelled):
+            leaves.append(exc)
+
+    walk(group)
+    return leaves[0] if len(leaves) == 1 else None
 
 
 __all__ = [
