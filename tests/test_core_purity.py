@@ -23,6 +23,9 @@ CORE_MODULES = [
     "p2pspace.engines.rdb",
     "p2pspace.engines.members",
     "p2pspace.testing.simnet",
+    "p2pspace.handshake",
+    "p2pspace.invitations",
+    "p2pspace.syncstate",
 ]
 FORBIDDEN = ["trio", "socket", "ssl", "zeroconf", "asyncio", "selectors"]
 
