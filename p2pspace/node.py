@@ -78,6 +78,7 @@ PEERS_FILE = "peers.json"
 MAX_BOOK = 256
 LOCK_FILE = "node.lock"
 JOIN_TIMEOUT = 60.0
+MAX_INBOUND = 256
 
 log = logging.getLogger("p2pspace.node")
 
@@ -254,6 +255,7 @@ class Node:
         self._server_ctx = server_context(home, endpoint.identity)
         self._client_ctx = client_context(home, endpoint.identity)
         self._rng = random.Random()
+        self._accepting = 0
         self.address_book = read_address_book(home)
         for replica in list(endpoint.replicas.values()):
             self._watch(replica)
@@ -879,19 +881,30 @@ class Node:
                 nursery.start_soon(self._handle_accepted, tcp)
 
     async def _handle_accepted(self, tcp: trio.SocketStream) -> None:
-        try:
-            conn = await accept(
-                tcp,
-                identity=self.endpoint.identity,
-                context=self._server_ctx,
-                on_join=self._on_join,
-            )
-        except P2PSpaceError as exc:
+        if self._accepting >= MAX_INBOUND:
+            # Bounded: past this many handshakes and connections, new arrivals are closed.
             self.refused += 1
-            log.warning("refused a connection: %s: %s", type(exc).__name__, exc)
-            self._notify({"type": "refused", "error": f"{type(exc).__name__}: {exc}"})
+            log.warning("refused a connection: %d inbound connections already", MAX_INBOUND)
+            with trio.CancelScope(shield=True):
+                await tcp.aclose()
             return
-        await self._run_connection(conn)
+        self._accepting += 1
+        try:
+            try:
+                conn = await accept(
+                    tcp,
+                    identity=self.endpoint.identity,
+                    context=self._server_ctx,
+                    on_join=self._on_join,
+                )
+            except P2PSpaceError as exc:
+                self.refused += 1
+                log.warning("refused a connection: %s: %s", type(exc).__name__, exc)
+                self._notify({"type": "refused", "error": f"{type(exc).__name__}: {exc}"})
+                return
+            await self._run_connection(conn)
+        finally:
+            self._accepting -= 1
 
     # -- dialling -----------------------------------------------------------------------------
 
@@ -988,8 +1001,10 @@ class Node:
         key = f"peer:{sighting.endpoint.hex()}"
         if sighting.gone:
             log.info("peer %s left the network", short_id(sighting.endpoint))
-            target = self.targets.get(key)
-            if target is not None and sighting.endpoint not in self.connections:
+            # A member of a shared space stays a dial target (it may only be partitioned away
+            # and mDNS may not announce it again soon); others are forgotten.
+            member = bool(self._shared_spaces(sighting.endpoint))
+            if key in self.targets and not member and sighting.endpoint not in self.connections:
                 self._drop_target(key)
             self._notify({"type": "discovery", "peer": sighting.endpoint.hex(), "present": False})
             return
