@@ -73,6 +73,13 @@ async def test_three_nodes_discover_edit_concurrently_and_converge(tmp_path: Pat
             timeout=TIMEOUT,
         )
         assert a.peer_sync[(space, c.endpoint_id)].state.value == "disconnected"
+        # C unregistered its mDNS service on the way out: the others saw it go.
+        assert a.discovery is not None and b.discovery is not None
+        await a.wait_until(
+            lambda: c.endpoint_id not in a.discovery.peers  # type: ignore[union-attr]
+            and c.endpoint_id not in b.discovery.peers,  # type: ignore[union-attr]
+            timeout=TIMEOUT,
+        )
         for i in range(40):
             (a if i % 2 else b).rdb_set(space, "t", f"late{i}", {"v": i})
         await _converged([a, b], space)
