@@ -1,4 +1,15 @@
-"""The ``p2pspace`` command line: ``demo``, ``simulate`` and ``bench``.
+"""The ``p2pspace`` command line.
+
+Simulation: ``demo``, ``simulate``, ``bench``. A real endpoint: ``init``, ``id``, ``run``,
+``space create|list``, ``invite``, ``join``, ``rdb set|get|delete``, ``status``; each works on a
+home folder (``--home``, else ``$P2PSPACE_HOME``, else ``$XDG_DATA_HOME/p2pspace`` or
+``~/.local/share/p2pspace``).
+
+How a command reaches the endpoint. If ``home/api.json`` names a URL that answers with the token
+in ``home/api.token``, the command goes through the running node's HTTP API. Otherwise it works
+on the store directly ("offline"), holding the home's lock for the duration of the command: a
+temporary node that neither listens nor discovers. ``invite`` needs a running node (the code
+carries its address); an offline ``join`` runs a temporary node until the space has caught up.
 
 Every error a user can cause prints one line on stderr and exits non-zero, without a traceback.
 """
@@ -6,15 +17,29 @@ Every error a user can cause prints one line on stderr and exits non-zero, witho
 from __future__ import annotations
 
 import argparse
+import contextlib
+import http.client
+import ipaddress
 import json
+import logging
+import os
+import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
+
+import trio
 
 from p2pspace import bench
-from p2pspace.errors import P2PSpaceError
-from p2pspace.identity import format_endpoint_id
+from p2pspace.api import INFO_FILE, read_token
+from p2pspace.errors import LocalProtocolError, P2PSpaceError
+from p2pspace.identity import KEY_FILE, format_endpoint_id, load_or_create_identity
 from p2pspace.testing.simnet import (
     FAULT_KINDS,
     Faults,
@@ -22,6 +47,41 @@ from p2pspace.testing.simnet import (
     run_simulation,
     write_logs,
 )
+
+if TYPE_CHECKING:
+    from p2pspace.node import Node
+
+T = TypeVar("T")
+
+PROBE_TIMEOUT = 5.0
+REQUEST_TIMEOUT = 30.0
+JOIN_TIMEOUT = 60.0
+PROGRESS_EVERY = 1.0  # seconds between catch-up progress lines
+DEFAULT_LISTEN = "0.0.0.0"
+DEFAULT_API = "127.0.0.1:0"
+# Events the node logs itself; ``run`` logs every other event as one line.
+SELF_LOGGED_EVENTS = frozenset({"peer", "refused", "discovery"})
+
+log = logging.getLogger("p2pspace.cli")
+
+
+class CliError(Exception):
+    """Something the user can fix; printed as one ``p2pspace: error:`` line."""
+
+
+class ApiError(CliError):
+    """The node's API answered with an error status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"p2pspace: error: {message} (see: {self.prog} --help)\n")
 
 
 def _faults(text: str) -> list[str]:
@@ -52,11 +112,57 @@ def _workloads(text: str) -> list[str]:
     return names
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < 10**9:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
+def parse_field(text: str) -> tuple[str, Any]:
+    """``FIELD=VALUE``: VALUE as JSON when it is valid JSON, else as the text itself.
+
+    Raises :class:`CliError` when there is no ``=`` or no field name.
+    """
+    name, sep, raw = text.partition("=")
+    if not sep or not name:
+        raise CliError(f"expected FIELD=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        value = raw
+    return name, value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def default_home() -> Path:
+    env = os.environ.get("P2PSPACE_HOME")
+    if env:
+        return Path(env).expanduser()
+    data = os.environ.get("XDG_DATA_HOME")
+    base = Path(data).expanduser() if data else Path.home() / ".local" / "share"
+    return base / "p2pspace"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="p2pspace", description="Peer-to-peer shared spaces: replicated, signed, ordered."
     )
+    home_help = "the endpoint's folder (default: $P2PSPACE_HOME or ~/.local/share/p2pspace)"
+    # --home goes before or after the command; after it, SUPPRESS keeps an absent option from
+    # overwriting one given before.
+    parser.add_argument("--home", type=Path, metavar="DIR", help=home_help)
     sub = parser.add_subparsers(dest="command", required=True)
+    homed = OneLineParser(add_help=False)
+    homed.add_argument(
+        "--home", type=Path, metavar="DIR", default=argparse.SUPPRESS, help=home_help
+    )
 
     demo = sub.add_parser(
         "demo", help="three endpoints edit records concurrently under faults, then converge"
@@ -80,6 +186,75 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument(
         "--repeat", type=_positive, default=3, help="runs per workload; medians are reported"
     )
+
+    init = sub.add_parser("init", parents=[homed], help="create this endpoint's identity and store")
+    init.add_argument("--name", help="the name other members see")
+
+    ident = sub.add_parser("id", parents=[homed], help="print this endpoint's id")
+    ident.add_argument("--hex", action="store_true", help="as hex instead of the display form")
+
+    run = sub.add_parser("run", parents=[homed], help="run the node until Ctrl-C or SIGTERM")
+    run.add_argument(
+        "--listen", metavar="HOST:PORT", help="address for peers (default 0.0.0.0:7455)"
+    )
+    run.add_argument(
+        "--interface",
+        metavar="ADDR",
+        action="append",
+        default=[],
+        help="address to announce and discover on (repeatable; default: all)",
+    )
+    run.add_argument(
+        "--peer", metavar="HOST:PORT", action="append", default=[], help="peer to keep dialling"
+    )
+    run.add_argument(
+        "--api", metavar="HOST:PORT", default=DEFAULT_API, help="local API (loopback only)"
+    )
+    run.add_argument("--no-discovery", action="store_true", help="no mDNS on the local network")
+
+    space = sub.add_parser("space", help="create or list spaces")
+    space_sub = space.add_subparsers(dest="space_command", required=True, metavar="{create,list}")
+    create = space_sub.add_parser("create", parents=[homed], help="found a new space")
+    create.add_argument("name")
+    listing = space_sub.add_parser("list", parents=[homed], help="the spaces of this endpoint")
+    listing.add_argument("--json", action="store_true")
+
+    invite = sub.add_parser("invite", parents=[homed], help="print a one-time invitation code")
+    invite.add_argument("space", metavar="SPACE", help="space id or name")
+    invite.add_argument("--role", default="participant", help="manager, participant or guest")
+    invite.add_argument("--ttl", type=_seconds, metavar="SECONDS", help="valid for (default 1 d)")
+
+    join = sub.add_parser("join", parents=[homed], help="join a space with an invitation code")
+    join.add_argument("code", metavar="CODE")
+    join.add_argument("--timeout", type=_seconds, default=JOIN_TIMEOUT, metavar="SECONDS")
+
+    rdb = sub.add_parser("rdb", help="records of a space's database")
+    rdb_sub = rdb.add_subparsers(dest="rdb_command", required=True, metavar="{set,get,delete}")
+    rdb_set = rdb_sub.add_parser("set", parents=[homed], help="create or update a record")
+    rdb_set.add_argument("space", metavar="SPACE")
+    rdb_set.add_argument("table", metavar="TABLE")
+    rdb_set.add_argument("record", metavar="RECORD")
+    rdb_set.add_argument(
+        "fields", metavar="FIELD=VALUE", nargs="+", help="VALUE is JSON if it parses, else text"
+    )
+    rdb_get = rdb_sub.add_parser("get", parents=[homed], help="show a record or a whole table")
+    rdb_get.add_argument("space", metavar="SPACE")
+    rdb_get.add_argument("table", metavar="TABLE")
+    rdb_get.add_argument("record", metavar="RECORD", nargs="?")
+    rdb_get.add_argument("--json", action="store_true")
+    rdb_get.add_argument(
+        "--wait",
+        type=_seconds,
+        metavar="SECONDS",
+        help="wait (up to 60 s) for the record to exist; needs a running node",
+    )
+    rdb_del = rdb_sub.add_parser("delete", parents=[homed], help="delete a record")
+    rdb_del.add_argument("space", metavar="SPACE")
+    rdb_del.add_argument("table", metavar="TABLE")
+    rdb_del.add_argument("record", metavar="RECORD")
+
+    status = sub.add_parser("status", parents=[homed], help="spaces, members, peers, sync states")
+    status.add_argument("--json", action="store_true")
     return parser
 
 
@@ -167,6 +342,530 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- reaching the endpoint ----------------------------------------------------------------------
+
+
+class Backend(Protocol):
+    """What the endpoint commands need; served by the running node's API or offline."""
+
+    online: bool
+
+    def status(self) -> dict[str, Any]: ...
+
+    def spaces(self) -> list[dict[str, Any]]: ...
+
+    def create_space(self, name: str) -> dict[str, Any]: ...
+
+    def invite(self, space: str, role: str, ttl_s: float | None) -> str: ...
+
+    def join(self, code: str, timeout: float) -> str: ...
+
+    def rdb_set(self, space: str, table: str, record: str, fields: dict[str, Any]) -> None: ...
+
+    def rdb_delete(self, space: str, table: str, record: str) -> None: ...
+
+    def rdb_get(
+        self, space: str, table: str, record: str | None, wait: float | None
+    ) -> dict[str, Any]: ...
+
+
+def _quote(text: str) -> str:
+    return urllib.parse.quote(text, safe="")
+
+
+class HttpBackend:
+    """The node's HTTP API (stdlib urllib; proxies are never used)."""
+
+    online = True
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def call(
+        self, method: str, path: str, body: object = None, *, timeout: float = REQUEST_TIMEOUT
+    ) -> Any:
+        """Send one request; the decoded JSON answer. Raises :class:`CliError`."""
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        request = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={
+                "Authorization": f"Bearer {self.token}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+        )
+        try:
+            with self._opener.open(request, timeout=timeout) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            try:
+                message = str(json.loads(exc.read())["error"])
+            except (OSError, ValueError, TypeError, KeyError, http.client.HTTPException):
+                message = f"HTTP {exc.code} {exc.reason}"
+            finally:
+                exc.close()
+            raise ApiError(exc.code, message) from None
+        except urllib.error.URLError as exc:
+            raise CliError(f"cannot reach the node's API at {self.url}: {exc.reason}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise CliError(f"the node's API at {self.url} failed: {exc}") from None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise CliError(f"the node's API at {self.url} sent something other than JSON") from None
+
+    def status(self) -> dict[str, Any]:
+        value: dict[str, Any] = self.call("GET", "/api/status")
+        return value
+
+    def spaces(self) -> list[dict[str, Any]]:
+        value: list[dict[str, Any]] = self.call("GET", "/api/spaces")
+        return value
+
+    def create_space(self, name: str) -> dict[str, Any]:
+        value: dict[str, Any] = self.call("POST", "/api/spaces", {"name": name})
+        return value
+
+    def invite(self, space: str, role: str, ttl_s: float | None) -> str:
+        body: dict[str, Any] = {"role": role}
+        if ttl_s is not None:
+            body["ttl_s"] = ttl_s
+        return str(self.call("POST", f"/api/spaces/{_quote(space)}/invitations", body)["code"])
+
+    def join(self, code: str, timeout: float) -> str:
+        body = {"code": code, "timeout_s": timeout}
+        return str(self.call("POST", "/api/join", body, timeout=timeout + REQUEST_TIMEOUT)["space"])
+
+    def _record_path(self, space: str, table: str, record: str | None) -> str:
+        path = f"/api/spaces/{_quote(space)}/rdb/{_quote(table)}"
+        return path if record is None else f"{path}/{_quote(record)}"
+
+    def rdb_set(self, space: str, table: str, record: str, fields: dict[str, Any]) -> None:
+        self.call("PUT", self._record_path(space, table, record), {"fields": fields})
+
+    def rdb_delete(self, space: str, table: str, record: str) -> None:
+        self.call("DELETE", self._record_path(space, table, record))
+
+    def rdb_get(
+        self, space: str, table: str, record: str | None, wait: float | None
+    ) -> dict[str, Any]:
+        path = self._record_path(space, table, record)
+        timeout = REQUEST_TIMEOUT
+        if wait is not None:
+            path += f"?wait={wait:g}"
+            timeout += wait
+        answer = self.call("GET", path, timeout=timeout)
+        if record is None:
+            records: dict[str, Any] = answer["records"]
+            return records
+        fields: dict[str, Any] = answer["fields"]
+        return fields
+
+
+class OfflineBackend:
+    """The store itself, through a node that neither listens nor discovers."""
+
+    online = False
+
+    def __init__(self, home: Path, why_not_online: str | None = None) -> None:
+        self.home = home
+        self.why_not_online = why_not_online
+
+    def _check_lock(self) -> None:
+        from p2pspace.node import home_lock
+
+        try:
+            with home_lock(self.home):
+                pass
+        except LocalProtocolError as exc:
+            if self.why_not_online:
+                raise CliError(
+                    f"a node is running on {self.home} but its API does not answer "
+                    f"({self.why_not_online})"
+                ) from None
+            raise CliError(str(exc)) from None
+
+    def _with_node(self, use: Callable[[Node], T]) -> T:
+        from p2pspace.node import open_node
+
+        self._check_lock()
+
+        async def main() -> T:
+            async with open_node(self.home, listen=None, api=None, discovery=False) as node:
+                return use(node)
+
+        return trio.run(main)
+
+    def status(self) -> dict[str, Any]:
+        return self._with_node(lambda node: node.status())
+
+    def spaces(self) -> list[dict[str, Any]]:
+        return self._with_node(lambda node: node.spaces())
+
+    def create_space(self, name: str) -> dict[str, Any]:
+        return self._with_node(lambda node: node.space_info(node.create_space(name).space_id))
+
+    def invite(self, space: str, role: str, ttl_s: float | None) -> str:
+        raise CliError(
+            "an invitation needs the running node (the code carries its address); "
+            f"start it with: p2pspace run --home {self.home}"
+        )
+
+    def join(self, code: str, timeout: float) -> str:
+        from p2pspace.node import open_node
+
+        self._check_lock()
+        progress = _ProgressPrinter()
+
+        async def main() -> str:
+            async with open_node(self.home, listen=None, api=None, discovery=False) as node:
+                try:
+                    space = await node.join(code, timeout=timeout, progress=progress)
+                except trio.TooSlowError:
+                    raise CliError(
+                        f"the join did not finish within {timeout:g} s (is the inviter's node "
+                        "running and reachable?)"
+                    ) from None
+                return space.hex()
+
+        try:
+            return trio.run(main)
+        finally:
+            progress.done()
+
+    def rdb_set(self, space: str, table: str, record: str, fields: dict[str, Any]) -> None:
+        self._with_node(lambda node: node.rdb_set(node.resolve_space(space), table, record, fields))
+
+    def rdb_delete(self, space: str, table: str, record: str) -> None:
+        self._with_node(lambda node: node.rdb_delete(node.resolve_space(space), table, record))
+
+    def rdb_get(
+        self, space: str, table: str, record: str | None, wait: float | None
+    ) -> dict[str, Any]:
+        def read(node: Node) -> tuple[str, dict[str, Any]]:
+            space_id = node.resolve_space(space)
+            return space_id.hex(), node.rdb_get(space_id, table, record)
+
+        space_hex, found = self._with_node(read)
+        if record is None:
+            return found
+        if record not in found:
+            hint = " (no node runs here to receive it: start one with p2pspace run)" if wait else ""
+            raise CliError(f"no record {table}/{record} in space {space_hex}{hint}")
+        fields: dict[str, Any] = found[record]
+        return fields
+
+
+class _ProgressPrinter:
+    """Catch-up progress on stderr, at most once a second and only once it takes a while."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.last = self.started
+        self.shown = False
+
+    def __call__(self, have: int, total: int) -> None:
+        now = time.monotonic()
+        if total <= have or now - self.last < PROGRESS_EVERY:
+            return
+        self.last = now
+        self.shown = True
+        print(f"p2pspace: catching up: {have}/{total} deltas", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.shown:
+            print("p2pspace: caught up", file=sys.stderr, flush=True)
+
+
+def connect(home: Path) -> Backend:
+    """The running node's API if ``home/api.json`` names one that answers, else offline."""
+    path = home / INFO_FILE
+    try:
+        info = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return OfflineBackend(home)
+    except (OSError, ValueError) as exc:
+        return OfflineBackend(home, f"cannot read {path}: {exc}")
+    url = info.get("url") if isinstance(info, dict) else None
+    if not isinstance(url, str) or not _is_loopback_url(url):
+        return OfflineBackend(home, f"{path} names no loopback http URL")
+    token = read_token(home)
+    if token is None:
+        return OfflineBackend(home, f"no API token in {home}")
+    backend = HttpBackend(url, token)
+    try:
+        backend.call("GET", "/api/status", timeout=PROBE_TIMEOUT)
+    except ApiError as exc:
+        reason = "it refused the API token" if exc.status == 401 else str(exc)
+        return OfflineBackend(home, f"{url}: {reason}")
+    except CliError as exc:
+        return OfflineBackend(home, str(exc))
+    return backend
+
+
+def _is_loopback_url(url: str) -> bool:
+    # The token only ever goes to this machine.
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        return parts.scheme == "http" and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _initialized(home: Path) -> Path:
+    if not (home / KEY_FILE).exists():
+        raise CliError(f"no endpoint in {home}; create one with: p2pspace init --home {home}")
+    return home
+
+
+# -- endpoint commands --------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace, home: Path) -> int:
+    from p2pspace.endpoint import Endpoint
+    from p2pspace.node import home_lock, write_config
+
+    try:
+        with home_lock(home):
+            endpoint = Endpoint(home, name=args.name or "")
+            try:
+                endpoint_id = endpoint.endpoint_id
+            finally:
+                endpoint.close()
+            if args.name is not None:
+                write_config(home, name=args.name)
+    except LocalProtocolError as exc:
+        raise CliError(str(exc)) from None
+    print(format_endpoint_id(endpoint_id))
+    return 0
+
+
+def cmd_id(args: argparse.Namespace, home: Path) -> int:
+    identity = load_or_create_identity(_initialized(home))
+    endpoint_id = identity.endpoint_id
+    print(endpoint_id.hex() if args.hex else format_endpoint_id(endpoint_id))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, home: Path) -> int:
+    from p2pspace.node import DEFAULT_PORT, parse_hostport
+
+    _initialized(home)
+    listen = bind_address(args.listen or DEFAULT_LISTEN, default_port=DEFAULT_PORT)
+    peers = [parse_hostport(p, default_port=DEFAULT_PORT) for p in args.peer]
+    api = bind_address(args.api, default_port=0)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    trio.run(_run_node, home, listen, args.interface, peers, api, not args.no_discovery)
+    return 0
+
+
+def bind_address(text: str, *, default_port: int) -> tuple[str, int]:
+    """``HOST[:PORT]`` to listen on; port 0 means "any free port". CliError if malformed."""
+    host, sep, port_text = text.strip().rpartition(":")
+    if not sep or host.endswith(":"):  # no port, or a bare IPv6 address
+        host, port_text = text.strip(), str(default_port)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+        raise CliError(f"not a HOST:PORT address: {text!r}")
+    return host, int(port_text)
+
+
+async def _run_node(
+    home: Path,
+    listen: tuple[str, int],
+    interfaces: list[str],
+    peers: list[tuple[str, int]],
+    api: tuple[str, int],
+    discovery: bool,
+) -> None:
+    from p2pspace.node import open_node
+
+    # Signals are caught from the start, so a SIGTERM during start-up still stops cleanly.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with open_node(
+            home, listen=listen, interfaces=interfaces, peers=peers, api=api, discovery=discovery
+        ) as node:
+            print(f"endpoint {format_endpoint_id(node.endpoint_id)} ({node.endpoint_id.hex()})")
+            for host, port in node.listen_addresses:
+                print(f"listen {host}:{port}" if ":" not in host else f"listen [{host}]:{port}")
+            print(f"api {node.api_url}", flush=True)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_log_events, node)
+                async for signum in signals:
+                    log.info("stopping (%s)", signal.Signals(signum).name)
+                    break
+                nursery.cancel_scope.cancel()
+    log.info("stopped")
+
+
+async def _log_events(node: Node) -> None:
+    while True:
+        with node.subscribe() as events:
+            async for event in events:
+                if event.get("type") not in SELF_LOGGED_EVENTS:
+                    log.info("%s", describe_event(event))
+        log.warning("the event log fell behind; some events were not logged")
+
+
+def describe_event(event: dict[str, Any]) -> str:
+    """One log line for a node event."""
+    parts = [str(event.get("type", "event"))]
+    for key, value in event.items():
+        if key == "type" or value in ("", None):
+            continue
+        shown = ",".join(map(str, value)) if isinstance(value, list) else value
+        parts.append(f"{key}={shown}")
+    return " ".join(parts)
+
+
+def cmd_space(args: argparse.Namespace, home: Path) -> int:
+    backend = connect(_initialized(home))
+    if args.space_command == "create":
+        print(backend.create_space(args.name)["id"])
+        return 0
+    spaces = backend.spaces()
+    if args.json:
+        print(json.dumps(spaces, indent=2))
+        return 0
+    for info in spaces:
+        print(
+            f"{info['id']}  {info['name'] or '-'}  {len(info['members'])} member(s), "
+            f"{info['executed']} deltas{'' if info['member'] else '  (joining)'}"
+        )
+    return 0
+
+
+def cmd_invite(args: argparse.Namespace, home: Path) -> int:
+    backend = connect(_initialized(home))
+    print(backend.invite(args.space, args.role, args.ttl))
+    return 0
+
+
+def cmd_join(args: argparse.Namespace, home: Path) -> int:
+    backend = connect(_initialized(home))
+    print(backend.join(args.code, args.timeout))
+    return 0
+
+
+def cmd_rdb(args: argparse.Namespace, home: Path) -> int:
+    if args.rdb_command == "set":
+        fields = dict(parse_field(item) for item in args.fields)
+        connect(_initialized(home)).rdb_set(args.space, args.table, args.record, fields)
+        return 0
+    if args.rdb_command == "delete":
+        connect(_initialized(home)).rdb_delete(args.space, args.table, args.record)
+        return 0
+    found = connect(_initialized(home)).rdb_get(args.space, args.table, args.record, args.wait)
+    if args.json:
+        print(json.dumps(found, indent=2, sort_keys=True))
+    elif args.record is not None:
+        for name, value in sorted(found.items()):
+            print(f"{name}={_show(value)}")
+    else:
+        for record, fields in found.items():
+            shown = " ".join(f"{k}={_show(v)}" for k, v in sorted(fields.items()))
+            print(f"{record}  {shown}")
+    return 0
+
+
+def _show(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def cmd_status(args: argparse.Namespace, home: Path) -> int:
+    backend = connect(_initialized(home))
+    status = backend.status()
+    if args.json:
+        status["online"] = backend.online
+        print(json.dumps(status, indent=2))
+        return 0
+    print(format_status(status, online=backend.online))
+    return 0
+
+
+def format_status(status: dict[str, Any], *, online: bool) -> str:
+    """The text form of ``status``: the endpoint, its spaces with members, its peers."""
+    name = f" ({status['name']})" if status.get("name") else ""
+    lines = [f"endpoint {status['display_id']}{name}"]
+    if online:
+        lines.append(f"  listen {', '.join(status['listen']) or '-'}   api {status['api']}")
+    else:
+        lines.append("  node not running (offline view of the store)")
+    for space in status["spaces"]:
+        lines.append(
+            f"space {space['name'] or '-'} {space['id']}: {space['executed']} executed, "
+            f"{space['pending']} pending, {space['staged']} staged, processor {space['processor']}"
+            + ("" if space["member"] else ", not yet a member")
+        )
+        for member in space["members"]:
+            who = f"  {member['display_id'][:14]} {member['name'] or '-'} ({member['role']})"
+            if member["me"]:
+                lines.append(f"{who}: this endpoint")
+            else:
+                link = "connected" if member.get("connected") else "not connected"
+                lines.append(f"{who}: {member.get('sync', 'disconnected')}, {link}")
+    if status["peers"]:
+        lines.append("peers")
+    for peer in status["peers"]:
+        where = peer.get("address") or ", ".join(peer["addresses"]) or "-"
+        states = ", ".join(f"{s[:8]} {state}" for s, state in peer["spaces"].items())
+        connected = "connected" if peer["connected"] else "not connected"
+        lines.append(f"  {peer['display_id'][:14]} {connected} {where}  {states}".rstrip())
+    return "\n".join(lines)
+
+
+ENDPOINT_COMMANDS: dict[str, Callable[[argparse.Namespace, Path], int]] = {
+    "init": cmd_init,
+    "id": cmd_id,
+    "run": cmd_run,
+    "space": cmd_space,
+    "invite": cmd_invite,
+    "join": cmd_join,
+    "rdb": cmd_rdb,
+    "status": cmd_status,
+}
+
+
+# -- entry --------------------------------------------------------------------------------------
+
+USER_ERRORS = (CliError, P2PSpaceError, OSError, trio.TooSlowError)
+
+
+def _user_error(exc: BaseException) -> BaseException | None:
+    """The error to report if ``exc`` (or every error in a group) is one the user caused."""
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = [e for e in _leaves(exc) if not isinstance(e, trio.Cancelled)]
+        if leaves and all(isinstance(e, USER_ERRORS) for e in leaves):
+            return leaves[0]
+        return None
+    return exc if isinstance(exc, USER_ERRORS) else None
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return out
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, trio.TooSlowError):
+        return "timed out"
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+    return str(exc) or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -175,22 +874,41 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_demo(args)
         if args.command == "simulate":
             return cmd_simulate(args)
-        return cmd_bench(args)
-    except P2PSpaceError as exc:
-        print(f"p2pspace: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(
-            f"p2pspace: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
-            file=sys.stderr,
-        )
-        return 2
+        if args.command == "bench":
+            return cmd_bench(args)
+        home = args.home.expanduser() if args.home is not None else default_home()
+        return ENDPOINT_COMMANDS[args.command](args, home)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (``p2pspace status | head``): stop quietly, like other tools.
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stays open until exit
+        return 0
+    except BaseException as exc:
+        error = _user_error(exc)
+        if error is None:
+            raise
+        print(f"p2pspace: error: {_message(error)}", file=sys.stderr)
+        return 2
 
 
 def entry() -> None:
     sys.exit(main())
 
 
-__all__ = ["build_parser", "entry", "main", "write_logs"]
+__all__ = [
+    "ApiError",
+    "CliError",
+    "HttpBackend",
+    "OfflineBackend",
+    "build_parser",
+    "connect",
+    "default_home",
+    "describe_event",
+    "entry",
+    "format_status",
+    "main",
+    "parse_field",
+    "write_logs",
+]

@@ -1,0 +1,240 @@
+"""The endpoint commands end to end: real processes, loopback only, no discovery.
+
+Waits are on process output, long-polls and the event stream, each with a bounded timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+TIMEOUT = 30
+NODE_ARGS = ["--listen", "127.0.0.1:0", "--api", "127.0.0.1:0", "--no-discovery"]
+
+
+def cli(home: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "p2pspace", *args, "--home", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT + 30,
+        check=False,
+    )
+    if ok:
+        assert proc.returncode == 0, f"{args}: {proc.stderr}"
+    return proc
+
+
+def fails(home: Path, *args: str, match: str) -> str:
+    """Run a command that must fail with one ``p2pspace: error:`` line; that line."""
+    proc = cli(home, *args, ok=False)
+    assert proc.returncode != 0, args
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("p2pspace: error: "), proc.stderr
+    assert match in lines[0], proc.stderr
+    assert proc.stdout == ""
+    return lines[0]
+
+
+class NodeProcess:
+    """``p2pspace run`` in a subprocess; stdout lines are read by a thread into a queue."""
+
+    def __init__(self, home: Path, log: Path) -> None:
+        self.home = home
+        self.log = log
+        self._log = log.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "p2pspace", "run", "--home", str(home), *NODE_ARGS],
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        assert self.proc.stdout is not None
+        threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
+        self.info = self._announcement()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def _announcement(self) -> dict[str, str]:
+        """The ``endpoint``, ``listen`` and ``api`` lines printed at start."""
+        info: dict[str, str] = {}
+        deadline = time.monotonic() + TIMEOUT
+        while "api" not in info:
+            line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            assert line is not None, f"the node exited: {self.stderr()}"
+            key, _, value = line.partition(" ")
+            info[key] = value
+        return info
+
+    @property
+    def api_url(self) -> str:
+        return self.info["api"]
+
+    def stderr(self) -> str:
+        return self.log.read_text()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            code = self.proc.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._log.close()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return code
+
+
+@contextmanager
+def running(home: Path, log: Path) -> Iterator[NodeProcess]:
+    node = NodeProcess(home, log)
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+def status_of(home: Path) -> dict[str, Any]:
+    status: dict[str, Any] = json.loads(cli(home, "status", "--json").stdout)
+    return status
+
+
+def peer_live(status: dict[str, Any], peer: str, space: str) -> bool:
+    return any(
+        p["id"] == peer and p["connected"] and p["spaces"].get(space) == "live"
+        for p in status["peers"]
+    )
+
+
+def wait_live(node: NodeProcess, peer: str, space: str) -> dict[str, Any]:
+    """``status --json`` of ``node`` once it shows ``peer`` live in ``space``.
+
+    Subscribes to the node's event stream first, so a change after the status check is seen.
+    """
+    token = (node.home / "api.token").read_text().strip()
+    request = urllib.request.Request(f"{node.api_url}/api/events?token={token}")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + TIMEOUT
+    with opener.open(request, timeout=TIMEOUT) as events:
+        while True:
+            status = status_of(node.home)
+            if peer_live(status, peer, space):
+                return status
+            # Until the next event (keepalive comments come every 15 s; the deadline holds).
+            while True:
+                assert time.monotonic() < deadline, status
+                if events.readline().startswith(b"data: "):
+                    break
+
+
+def test_offline_commands_work_on_the_store(tmp_path: Path) -> None:
+    home = tmp_path / "a"
+    fails(home, "space", "list", match="p2pspace init")
+    shown = cli(home, "init", "--name", "ann").stdout.strip()
+    assert cli(home, "id").stdout.strip() == shown
+    hex_id = cli(home, "id", "--hex").stdout.strip()
+    assert len(hex_id) == 32 and int(hex_id, 16) >= 0
+    assert cli(home, "init").stdout.strip() == shown  # idempotent: the same identity
+
+    space = cli(home, "space", "create", "notes").stdout.strip()
+    assert len(space) == 32
+    assert space in cli(home, "space", "list").stdout
+    cli(home, "rdb", "set", "notes", "t", "r1", "n=1", "s=hello", 'q="2"', "b=true", "z=null")
+    got = json.loads(cli(home, "rdb", "get", "notes", "t", "r1", "--json").stdout)
+    assert got == {"n": 1, "s": "hello", "q": "2", "b": True, "z": None}
+    assert cli(home, "rdb", "get", space, "t").stdout.startswith("r1  ")
+    cli(home, "rdb", "delete", space[:8], "t", "r1")
+    assert json.loads(cli(home, "rdb", "get", "notes", "t", "--json").stdout) == {}
+
+    status = status_of(home)
+    assert status["online"] is False and status["name"] == "ann"
+    assert [s["id"] for s in status["spaces"]] == [space]
+    assert "node not running" in cli(home, "status").stdout
+
+    fails(home, "invite", "notes", match="p2pspace run")
+    fails(home, "rdb", "set", "notes", "t", "r1", "novalue", match="FIELD=VALUE")
+    fails(home, "rdb", "set", "notes", "t", "r1", "=1", match="FIELD=VALUE")
+    fails(home, "rdb", "get", "nope", "t", match="no space named 'nope'")
+    fails(home, "rdb", "get", "notes", "t", "r1", match="no record t/r1")
+    fails(home, "join", "p2ps1-garbage", match="invitation code")
+    fails(home, "rdb", "frobnicate", match="invalid choice")
+
+    # A stale api.json (its node is gone) does not stop offline work.
+    (home / "api.json").write_text(json.dumps({"url": "http://127.0.0.1:9", "pid": 1}))
+    assert space in cli(home, "space", "list").stdout
+
+
+def test_two_nodes_invite_join_and_share_records(tmp_path: Path) -> None:
+    a_home, b_home, c_home = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    cli(a_home, "init", "--name", "ann")
+    cli(b_home, "init", "--name", "bob")
+    cli(c_home, "init", "--name", "cid")
+    b_id = cli(b_home, "id", "--hex").stdout.strip()
+    space = cli(a_home, "space", "create", "notes").stdout.strip()
+
+    with running(a_home, tmp_path / "a.log") as a, running(b_home, tmp_path / "b.log") as b:
+        assert a.info["listen"].startswith("127.0.0.1:")
+        assert a.api_url.startswith("http://127.0.0.1:")
+        assert json.loads((a_home / "api.json").read_text())["url"] == a.api_url
+
+        code = cli(a_home, "invite", "notes", "--ttl", "600").stdout.strip()
+        assert code.startswith("p2ps1-")
+        assert cli(b_home, "join", code, "--timeout", str(TIMEOUT)).stdout.strip() == space
+        cli(b_home, "rdb", "set", "notes", "t", "r2", 'y="hello"', "z=true", "n=2.5")
+        got = cli(a_home, "rdb", "get", "notes", "t", "r2", "--wait", "20", "--json")
+        assert json.loads(got.stdout) == {"y": "hello", "z": True, "n": 2.5}
+
+        a_status = wait_live(a, b_id, space)
+        assert a_status["online"] is True and a_status["api"] == a.api_url
+        members = {m["name"]: m for m in a_status["spaces"][0]["members"]}
+        assert members["bob"]["sync"] == "live" and members["bob"]["connected"] is True
+        a_id = a_status["endpoint"]
+        b_status = wait_live(b, a_id, space)
+        assert b_status["spaces"][0]["member"] is True
+        assert "live" in cli(a_home, "status").stdout
+
+        # An offline join (c runs no node): a temporary node joins, catches up, exits.
+        code = cli(a_home, "invite", space).stdout.strip()
+        assert cli(c_home, "join", code).stdout.strip() == space
+        assert json.loads(cli(c_home, "rdb", "get", "notes", "t", "r2", "--json").stdout)["y"]
+
+        # Errors through the API: one line each.
+        fails(b_home, "join", "p2ps1-garbage", match="invitation code")
+        fails(a_home, "rdb", "get", "nope", "t", match="no space named 'nope'")
+        fails(a_home, "rdb", "set", "notes", "t", "r", "oops", match="FIELD=VALUE")
+        fails(a_home, "rdb", "get", "notes", "t", "missing", "--wait", "0.1", match="no record")
+        fails(a_home, "invite", "notes", "--role", "emperor", match="role")
+
+        # A node whose API refuses our token: the command says so instead of touching the store.
+        token = (a_home / "api.token").read_text()
+        (a_home / "api.token").write_text("wrong\n")
+        try:
+            fails(a_home, "space", "list", match="refused the API token")
+        finally:
+            (a_home / "api.token").write_text(token)
+
+        assert a.stop() == 0 and b.stop() == 0
+        assert "Traceback" not in a.stderr() + b.stderr()
+        assert "stopped" in a.stderr()
+
+    for home in (a_home, b_home):
+        assert not (home / "api.json").exists()
+    # The records stay in the stores: offline reads see them.
+    got = cli(a_home, "rdb", "get", "notes", "t", "r2", "--json")
+    assert json.loads(got.stdout)["n"] == 2.5
