@@ -19,7 +19,7 @@ from pathlib import Path
 from p2pspace.delta import Command, Delta
 from p2pspace.errors import LocalProtocolError
 from p2pspace.identity import Identity, load_or_create_identity
-from p2pspace.protocol import Session
+from p2pspace.protocol import RecvState, Session
 from p2pspace.sequencer import Limits
 from p2pspace.space import ReceiveResult, Replica
 from p2pspace.store import Store
@@ -184,7 +184,13 @@ class Endpoint:
             candidates = [s for s in self.sessions if space_id in s.links]
             if not candidates:
                 continue
+            # A catch-up stream under way will bring what its peer has: fetching that too
+            # would only get it twice (chunks end anywhere, so their unsigned tails wait a
+            # moment for the next chunk's signed delta).
+            streaming = [s for s in candidates if s.links[space_id].recv is RecvState.REQUESTED]
             for i, (creator, first, last) in enumerate(missing):
+                if any(s.peer_has(space_id, creator, last) for s in streaming):
+                    continue
                 holders = [s for s in candidates if s.peer_has(space_id, creator, first)]
                 chosen = (holders or candidates)[i % len(holders or candidates)]
                 by_session.setdefault(id(chosen), []).append((creator, first, last))

@@ -12,6 +12,7 @@ Errors from ``cryptography`` are translated: a bad signature is
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -69,10 +70,15 @@ def short_id(endpoint_id: bytes) -> str:
     return format_endpoint_id(endpoint_id)[:9]
 
 
+@functools.lru_cache(maxsize=4096)
+def _public_key(raw: bytes) -> Ed25519PublicKey:
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
 def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> None:
     """Raise :class:`AuthenticationError` unless ``signature`` is valid for ``message``."""
     try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+        _public_key(public_key).verify(signature, message)
     except (InvalidSignature, ValueError):
         raise AuthenticationError("signature does not verify") from None
 

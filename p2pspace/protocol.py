@@ -147,6 +147,7 @@ class SpaceLink:
     received_since_ack: bool = False
     delivered: int = 0
     received: int = 0
+    incoming: frozenset[bytes] = frozenset()  # wires of the Deltas frame being received
 
 
 @dataclass(slots=True, kw_only=True)
@@ -302,7 +303,13 @@ class Session:
     def _push(self, space: bytes, link: SpaceLink, executed: Sequence[tuple[Delta, bytes]]) -> None:
         batch: list[bytes] = []
         size = 0
+        incoming = link.incoming
         for delta, wire in executed:
+            if incoming and wire in incoming:
+                # The peer just sent us this delta: it has it.
+                if delta.seq > link.known.get(delta.creator, 0):
+                    link.known[delta.creator] = delta.seq
+                continue
             if self._outbox_bytes > MAX_OUTBOX // 2:
                 # A slow reader (or a huge batch): stop queueing and stream the rest lazily
                 # from the store, from what the peer is known to have, as it reads.
@@ -467,7 +474,11 @@ class Session:
             return
         self.stats.deltas_received += len(message.wires)
         link.received += len(message.wires)
-        result = self.endpoint.receive(link.replica, message.wires)
+        link.incoming = frozenset(message.wires)
+        try:
+            result = self.endpoint.receive(link.replica, message.wires)
+        finally:
+            link.incoming = frozenset()
         for creator, seq in result.seen:
             if seq > link.known.get(creator, 0):
                 link.known[creator] = seq

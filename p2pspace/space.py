@@ -553,7 +553,7 @@ class Replica:
         space = self.space_id
         undone_rows: list[_Executed] = []
         try:
-            with store.transaction():
+            with store.transaction(sync=own_deps is not None):
                 if new:
                     first = new[0].key
                     if self._last_key is not None and first < self._last_key:

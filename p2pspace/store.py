@@ -71,6 +71,7 @@ class Store:
             raise LocalProtocolError("durability is 'full' or 'normal'")
         self.path = path
         self._in_txn = False
+        self._durability = durability
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -105,11 +106,21 @@ class Store:
     # -- transactions -------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One atomic batch. Raises :class:`StorageError` (and rolls back) on any SQLite error."""
+    def transaction(self, *, sync: bool = True) -> Iterator[None]:
+        """One atomic batch. Raises :class:`StorageError` (and rolls back) on any SQLite error.
+
+        ``sync=False`` (for batches that only hold deltas received from peers) skips the WAL
+        sync of this commit under ``durability="full"``: the commit survives a process crash,
+        and the next synced commit -- every local delta's -- makes it durable against power
+        loss too, since the WAL is sequential. A power cut in between loses only deltas that
+        peers still hold and send again; a local delta can never outlive its dependencies.
+        """
         if self._in_txn:
             raise LocalProtocolError("store transactions do not nest")
+        relaxed = not sync and self._durability == "full"
         try:
+            if relaxed:
+                self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise StorageError(f"cannot begin transaction: {exc}") from None
@@ -125,6 +136,9 @@ class Store:
             raise
         finally:
             self._in_txn = False
+            if relaxed:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("PRAGMA synchronous=FULL")
 
     def _require_txn(self) -> None:
         if not self._in_txn:

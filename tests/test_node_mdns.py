@@ -74,10 +74,10 @@ async def test_three_nodes_discover_edit_concurrently_and_converge(tmp_path: Pat
         )
         assert a.peer_sync[(space, c.endpoint_id)].state.value == "disconnected"
         # C unregistered its mDNS service on the way out: the others saw it go.
-        assert a.discovery is not None and b.discovery is not None
+        seen_a, seen_b = a.discovery, b.discovery
+        assert seen_a is not None and seen_b is not None
         await a.wait_until(
-            lambda: c.endpoint_id not in a.discovery.peers  # type: ignore[union-attr]
-            and c.endpoint_id not in b.discovery.peers,  # type: ignore[union-attr]
+            lambda: c.endpoint_id not in seen_a.peers and c.endpoint_id not in seen_b.peers,
             timeout=TIMEOUT,
         )
         for i in range(40):
