@@ -35,7 +35,7 @@ from typing import Any
 
 import trio
 
-from p2pspace import invitations
+from p2pspace import codec, invitations
 from p2pspace.delta import Delta
 from p2pspace.discovery import Discovery, Sighting, local_addresses
 from p2pspace.endpoint import Endpoint
@@ -63,6 +63,7 @@ from p2pspace.syncstate import (
     ProcessorState,
 )
 from p2pspace.tls import client_context, server_context
+from p2pspace.tools.discussion import Discussion, has_discussion
 from p2pspace.transport import Connection, accept, dial
 
 DEFAULT_PORT = 7455
@@ -79,6 +80,7 @@ MAX_BOOK = 256
 LOCK_FILE = "node.lock"
 JOIN_TIMEOUT = 60.0
 MAX_INBOUND = 256
+SPACE_ENGINES = {"db": "rdb", "discussion": "rdb"}  # a new space holds the discussion tool
 
 log = logging.getLogger("p2pspace.node")
 
@@ -257,6 +259,10 @@ class Node:
         self._rng = random.Random()
         self._accepting = 0
         self.address_book = read_address_book(home)
+        self._acks: dict[bytes, dict[bytes, dict[bytes, int]]] = {}
+        self._acks_dirty: set[tuple[bytes, bytes]] = set()
+        self._discussions: dict[bytes, Discussion] = {}
+        self._load_acks()
         for replica in list(endpoint.replicas.values()):
             self._watch(replica)
 
@@ -330,6 +336,10 @@ class Node:
                     "creators": sorted({d.creator.hex() for d, _w in executed}),
                 }
             )
+            discussion = self.discussion(replica.space_id, required=False)
+            if discussion is not None:
+                for event in discussion.events(d for d, _w in executed):
+                    self._notify({**event.to_json(), "space": space_hex})
 
         replica.listeners.append(on_executed)
 
@@ -357,6 +367,7 @@ class Node:
         raise LocalProtocolError(f"{text!r} names several spaces; use the space id")
 
     def create_space(self, name: str, *, engines: dict[str, str] | None = None) -> Replica:
+        engines = dict(SPACE_ENGINES if engines is None else engines)
         replica = self.endpoint.create_space(name, time=now_ms(), engines=engines)
         self._watch(replica)
         self._notify({"type": "space", "space": replica.space_id.hex(), "name": name})
@@ -395,6 +406,87 @@ class Node:
             "staged": replica.staged_count,
             "vector": {c.hex(): s for c, s in sorted(replica.vector.items())},
         }
+
+    # -- tools --------------------------------------------------------------------------------
+
+    def discussion(self, space: bytes, *, required: bool = True) -> Discussion | None:
+        """The space's discussion tool (None, or LocalProtocolError if ``required``, when the
+        space has none)."""
+        tool = self._discussions.get(space)
+        if tool is not None:
+            return tool
+        replica = self.replica(space)
+        if not has_discussion(replica):
+            if required:
+                raise LocalProtocolError("this space has no discussion tool")
+            return None
+        tool = Discussion(
+            replica,
+            commit=lambda commands: self.commit(space, commands),
+            now=now_ms,
+            acks=lambda: self.acked(space),
+        )
+        self._discussions[space] = tool
+        return tool
+
+    # -- what peers acknowledged ----------------------------------------------------------------
+
+    def _load_acks(self) -> None:
+        for space, peer, raw in self.endpoint.store.peer_acks():
+            try:
+                vector = dict(codec.decode_stored(raw))
+            except (P2PSpaceError, TypeError, ValueError):
+                continue
+            self._acks.setdefault(space, {})[peer] = vector
+
+    def acked(self, space: bytes) -> dict[bytes, dict[bytes, int]]:
+        """The latest vector each peer acknowledged for ``space`` (kept across restarts)."""
+        return self._acks.get(space, {})
+
+    def _note_acks(self, space: bytes, peer: bytes, acked: dict[bytes, int]) -> None:
+        known = self._acks.setdefault(space, {}).setdefault(peer, {})
+        grew = False
+        for creator, seq in acked.items():
+            if seq > known.get(creator, 0):
+                known[creator] = seq
+                grew = True
+        if grew:
+            self._acks_dirty.add((space, peer))
+            self._notify({"type": "acks", "space": space.hex(), "peer": peer.hex()})
+
+    def _flush_acks(self) -> None:
+        if not self._acks_dirty:
+            return
+        rows = [
+            (space, peer, codec.encode_local(sorted(self._acks[space][peer].items())))
+            for space, peer in sorted(self._acks_dirty)
+        ]
+        self._acks_dirty.clear()
+        try:
+            with self.endpoint.store.transaction(sync=False):
+                self.endpoint.store.set_peer_acks(rows)
+        except StorageError as exc:
+            log.warning("cannot record acknowledgements: %s", exc)
+
+    def presence(self, space: bytes) -> list[dict[str, Any]]:
+        """Members of ``space`` and whether each is online now (connected, or seen by mDNS)."""
+        replica = self.replica(space)
+        seen = self.discovery.peers if self.discovery is not None else {}
+        out = []
+        for member in replica.members().members():
+            me = member.id == self.endpoint_id
+            out.append(
+                {
+                    "id": member.id.hex(),
+                    "name": member.name,
+                    "role": member.role,
+                    "me": me,
+                    "online": me or member.id in self.connections or member.id in seen,
+                    "connected": member.id in self.connections,
+                    "sync": None if me else self._machine(space, member.id).state.value,
+                }
+            )
+        return out
 
     # -- records (rdb) ------------------------------------------------------------------------
 
@@ -647,6 +739,8 @@ class Node:
         if session.peer is None:
             return
         for space, link in session.links.items():
+            if link.acked:
+                self._note_acks(space, session.peer, link.acked)
             live = link.recv is RecvState.SYNCED and link.send is SendState.LIVE
             target = PeerState.LIVE if live else PeerState.CATCHING_UP
             machine = self._machine(space, session.peer)
@@ -848,6 +942,7 @@ class Node:
             self.endpoint.tick()
             for peer in list(self.connections.values()):
                 self._observe(peer)
+            self._flush_acks()
             self._kick()
             self._notify()
 
@@ -1114,6 +1209,8 @@ async def open_node(
                 if sole is None:
                     raise
                 raise sole from None
+            finally:
+                node._flush_acks()
         finally:
             endpoint.close()
 

@@ -53,6 +53,9 @@ CREATE TABLE IF NOT EXISTS state (
     PRIMARY KEY (space, instance, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS own (space BLOB PRIMARY KEY, deps BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS peer_acks (
+    space BLOB NOT NULL, peer BLOB NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (space, peer)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS invitations (
     id BLOB PRIMARY KEY, space BLOB NOT NULL, secret BLOB NOT NULL, role TEXT NOT NULL,
     expires INTEGER NOT NULL, used_by BLOB
@@ -167,6 +170,24 @@ class Store:
 
     def has_space(self, space: bytes) -> bool:
         return bool(self._read("SELECT 1 FROM spaces WHERE space=?", (space,)))
+
+    # -- what peers acknowledged ---------------------------------------------------------------
+
+    def set_peer_acks(self, rows: Sequence[tuple[bytes, bytes, bytes]]) -> None:
+        """Store ``(space, peer, encoded vector)`` rows (the latest vector each peer acked)."""
+        self._require_txn()
+        try:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO peer_acks (space, peer, vector) VALUES (?, ?, ?)", rows
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"store write failed: {exc}") from None
+
+    def peer_acks(self) -> list[tuple[bytes, bytes, bytes]]:
+        return [
+            (bytes(s), bytes(p), bytes(v))
+            for s, p, v in self._read("SELECT space, peer, vector FROM peer_acks")
+        ]
 
     # -- invitations --------------------------------------------------------------------------
 
