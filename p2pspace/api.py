@@ -8,9 +8,16 @@ addresses only and every request must carry the token kept in ``home/api.token``
 (EventSource). While the API serves, ``home/api.json`` says where (``{"url", "pid"}``); the
 command line reads it to reach a running node, and it is removed when the API stops.
 
-Errors: a :class:`LocalProtocolError` naming an unknown space is 404, other misuse 400;
-:class:`InvitationError` 403; :class:`TransportError` 502; any other :class:`P2PSpaceError` 400;
-a join or long-poll that runs out of time 504. Every error body is ``{"error": "..."}``.
+Errors: a :class:`LocalProtocolError` naming an unknown space, post or topic is 404, a change to
+someone else's post 403, a change that conflicts with the post's state (already deleted, nothing
+to undo) 409, other misuse 400; :class:`InvitationError` 403; :class:`TransportError` 502; any
+other :class:`P2PSpaceError` 400; a join or long-poll that runs out of time 504. Every error body
+is ``{"error": "..."}``.
+
+Routes: ``/api/status``, ``/api/spaces[/{space}]`` (``{space}`` is an id, id prefix or name),
+invitations and joins, records (``/rdb/...``), the discussion tool (``/discussion/...``),
+presence, the event stream ``/api/events``, and the web UI (``/`` and ``/ui/...``, from
+:mod:`p2pspace.web`). Every one of them needs the token.
 
 Shutdown. Hypercorn runs in a shielded scope so that when the node's nursery is cancelled the
 API can end its long-lived responses properly first: event streams send their last chunk,
@@ -40,7 +47,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from p2pspace.errors import (
@@ -57,6 +64,7 @@ if TYPE_CHECKING:
 
     from p2pspace.delta import Delta
     from p2pspace.node import Node
+    from p2pspace.tools.discussion import Discussion
 
 TOKEN_FILE = "api.token"
 INFO_FILE = "api.json"
@@ -67,6 +75,9 @@ MAX_JOIN_WAIT = 600.0
 KEEPALIVE_SECONDS = 15.0
 SHUTDOWN_GRACE = 2.0
 BACKLOG = 64
+# ``"tool"`` of a new space -> its engines (None: the node's default, which holds the discussion).
+SPACE_TOOLS: dict[str, dict[str, str] | None] = {"discussion": None, "none": {"db": "rdb"}}
+DEFAULT_TOOL = "discussion"
 
 log = logging.getLogger("p2pspace.api")
 
@@ -172,10 +183,23 @@ def error_response(status: int, message: str) -> Response:
     return json_response({"error": message}, status)
 
 
+# LocalProtocolError messages that mean more than "bad request" (first match wins).
+LOCAL_ERROR_STATUS = (
+    ("no space", 404),
+    ("no post", 404),
+    ("no topic", 404),
+    ("only the author can change a post", 403),
+    ("nothing to undo", 409),
+    ("already deleted", 409),
+    ("was deleted", 409),
+)
+
+
 def status_of(exc: P2PSpaceError) -> int:
     """The HTTP status an error from the node maps to."""
     if isinstance(exc, LocalProtocolError):
-        return 404 if "no space" in str(exc) else 400
+        message = str(exc)
+        return next((status for text, status in LOCAL_ERROR_STATUS if text in message), 400)
     if isinstance(exc, InvitationError):
         return 403
     if isinstance(exc, TransportError):
@@ -238,6 +262,14 @@ def _text(body: dict[str, Any], key: str, *, default: str | None = None) -> str:
     return value
 
 
+def _string(body: dict[str, Any], key: str, *, default: str | None = None) -> str:
+    """A string field that may be empty (the discussion tool checks and trims the text)."""
+    value = body.get(key, default)
+    if not isinstance(value, str):
+        raise HTTPError(400, f"{key!r} must be a string")
+    return value
+
+
 def _number(body: dict[str, Any], key: str) -> float | None:
     value = body.get(key)
     if value is None:
@@ -291,8 +323,12 @@ class Api:
         self.stopper = Stopper()
 
     def app(self) -> ASGIApp:
+        from p2pspace.web import ui_routes
+
         guard = self._guard
-        routes = [
+        space = "/api/spaces/{space}"
+        talk = space + "/discussion"
+        routes: list[BaseRoute] = [
             Route("/api/status", guard(self.get_status), methods=["GET"]),
             Route("/api/spaces", guard(self.list_spaces), methods=["GET"]),
             Route("/api/spaces", guard(self.create_space), methods=["POST"]),
@@ -317,7 +353,18 @@ class Api:
                 guard(self.delete_record),
                 methods=["DELETE"],
             ),
+            Route(space + "/presence", guard(self.get_presence), methods=["GET"]),
+            Route(talk + "/topics", guard(self.list_topics), methods=["GET"]),
+            Route(talk + "/topics", guard(self.create_topic), methods=["POST"]),
+            Route(talk + "/threads/{topic}", guard(self.get_thread), methods=["GET"]),
+            Route(talk + "/posts/{post}", guard(self.get_post), methods=["GET"]),
+            Route(talk + "/posts/{post}", guard(self.edit_post), methods=["PUT"]),
+            Route(talk + "/posts/{post}", guard(self.delete_post), methods=["DELETE"]),
+            Route(talk + "/posts/{post}/replies", guard(self.create_reply), methods=["POST"]),
+            Route(talk + "/undo", guard(self.undo), methods=["POST"]),
+            Route(talk + "/last-change", guard(self.get_last_change), methods=["GET"]),
             Route("/api/events", EventStream(self), methods=["GET"]),
+            *ui_routes(),
         ]
         app = Starlette(
             routes=routes,
@@ -344,6 +391,12 @@ class Api:
     def _space(self, request: Request) -> bytes:
         return self.node.resolve_space(request.path_params["space"])
 
+    def _discussion(self, request: Request) -> Discussion:
+        tool = self.node.discussion(self._space(request))
+        if tool is None:  # pragma: no cover - required=True raises instead
+            raise LocalProtocolError("this space has no discussion tool")
+        return tool
+
     # -- handlers --------------------------------------------------------------------------------
 
     async def get_status(self, request: Request) -> Response:
@@ -354,7 +407,11 @@ class Api:
 
     async def create_space(self, request: Request) -> Response:
         body = await read_json(request)
-        replica = self.node.create_space(_text(body, "name"))
+        name = _text(body, "name")
+        tool = _text(body, "tool", default=DEFAULT_TOOL)
+        if tool not in SPACE_TOOLS:
+            raise HTTPError(400, f"'tool' must be one of {', '.join(SPACE_TOOLS)}")
+        replica = self.node.create_space(name, engines=SPACE_TOOLS[tool])
         return json_response(self.node.space_info(replica.space_id), 201)
 
     async def get_space(self, request: Request) -> Response:
@@ -427,6 +484,53 @@ class Api:
         table, record = request.path_params["table"], request.path_params["record"]
         delta = self.node.rdb_delete(space, table, record)
         return json_response({"delta": delta_json(delta)})
+
+    async def get_presence(self, request: Request) -> Response:
+        return json_response({"members": self.node.presence(self._space(request))})
+
+    # The discussion tool: reads answer the tool's JSON forms; writes answer the post's id.
+
+    async def list_topics(self, request: Request) -> Response:
+        topics = self._discussion(request).topics()
+        return json_response({"topics": [t.to_json() for t in topics]})
+
+    async def create_topic(self, request: Request) -> Response:
+        body = await read_json(request)
+        title, text = _string(body, "title"), _string(body, "body", default="")
+        return json_response({"id": self._discussion(request).post(title, text)}, 201)
+
+    async def get_thread(self, request: Request) -> Response:
+        thread = self._discussion(request).thread(request.path_params["topic"])
+        return json_response({"thread": thread.to_json()})
+
+    async def get_post(self, request: Request) -> Response:
+        post = self._discussion(request).get(request.path_params["post"])
+        return json_response({"post": post.to_json()})
+
+    async def create_reply(self, request: Request) -> Response:
+        body = await read_json(request)
+        text = _string(body, "body")
+        reply = self._discussion(request).reply(request.path_params["post"], text)
+        return json_response({"id": reply}, 201)
+
+    async def edit_post(self, request: Request) -> Response:
+        body = await read_json(request)
+        text = _string(body, "body")
+        title = None if body.get("title") is None else _string(body, "title")
+        post = request.path_params["post"]
+        self._discussion(request).edit(post, text, title)
+        return json_response({"id": post})
+
+    async def delete_post(self, request: Request) -> Response:
+        post = request.path_params["post"]
+        self._discussion(request).delete(post)
+        return json_response({"id": post})
+
+    async def undo(self, request: Request) -> Response:
+        return json_response({"id": self._discussion(request).undo_last()})
+
+    async def get_last_change(self, request: Request) -> Response:
+        return json_response({"change": self._discussion(request).last_change()})
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
@@ -607,8 +711,10 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 __all__ = [
+    "DEFAULT_TOOL",
     "INFO_FILE",
     "MAX_BODY",
+    "SPACE_TOOLS",
     "TOKEN_FILE",
     "Api",
     "load_or_create_token",

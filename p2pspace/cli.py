@@ -1,15 +1,17 @@
 """The ``p2pspace`` command line.
 
 Simulation: ``demo``, ``simulate``, ``bench``. A real endpoint: ``init``, ``id``, ``run``,
-``space create|list``, ``invite``, ``join``, ``rdb set|get|delete``, ``status``; each works on a
-home folder (``--home``, else ``$P2PSPACE_HOME``, else ``$XDG_DATA_HOME/p2pspace`` or
+``space create|list``, ``invite``, ``join``, ``rdb set|get|delete``,
+``discuss post|reply|edit|delete|undo|show``, ``status``, ``open``; each works on a home folder
+(``--home``, else ``$P2PSPACE_HOME``, else ``$XDG_DATA_HOME/p2pspace`` or
 ``~/.local/share/p2pspace``).
 
 How a command reaches the endpoint. If ``home/api.json`` names a URL that answers with the token
 in ``home/api.token``, the command goes through the running node's HTTP API. Otherwise it works
 on the store directly ("offline"), holding the home's lock for the duration of the command: a
-temporary node that neither listens nor discovers. ``invite`` needs a running node (the code
-carries its address); an offline ``join`` runs a temporary node until the space has caught up.
+temporary node that neither listens nor discovers. ``invite`` and ``open`` (the web UI) need a
+running node (the code carries its address; the UI is served by the node); an offline ``join``
+runs a temporary node until the space has caught up.
 
 Every error a user can cause prints one line on stderr and exits non-zero, without a traceback.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import http.client
 import ipaddress
 import json
@@ -27,9 +30,11 @@ import signal
 import sys
 import tempfile
 import time
+import unicodedata
 import urllib.error
 import urllib.parse
 import urllib.request
+import webbrowser
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
@@ -37,19 +42,19 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 import trio
 
 from p2pspace import bench
-from p2pspace.api import INFO_FILE, read_token
+from p2pspace.api import DEFAULT_TOOL, INFO_FILE, SPACE_TOOLS, read_token
+from p2pspace.demo import run as demo_run
 from p2pspace.errors import LocalProtocolError, P2PSpaceError
 from p2pspace.identity import KEY_FILE, format_endpoint_id, load_or_create_identity
 from p2pspace.testing.simnet import (
     FAULT_KINDS,
-    Faults,
-    SimNetwork,
     run_simulation,
     write_logs,
 )
 
 if TYPE_CHECKING:
     from p2pspace.node import Node
+    from p2pspace.tools.discussion import Discussion
 
 T = TypeVar("T")
 
@@ -165,10 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     demo = sub.add_parser(
-        "demo", help="three endpoints edit records concurrently under faults, then converge"
+        "demo",
+        help="three endpoints on loopback share a discussion, post concurrently and converge",
     )
-    demo.add_argument("--seed", type=int, default=7, help="seed of the simulated network")
-    demo.add_argument("--deltas", type=_positive, default=60, help="edits to make in all")
+    demo.add_argument(
+        "--once", action="store_true", help="exit after checking the three threads are identical"
+    )
+    demo.add_argument("--seed", type=int, default=7, help="seed of the scripted exchange")
+    demo.add_argument(
+        "--keep", type=Path, metavar="DIR", help="keep the three endpoints' homes in DIR"
+    )
 
     sim = sub.add_parser("simulate", help="random rdb workloads on the simulated network")
     sim.add_argument("--endpoints", type=_positive, default=3)
@@ -216,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     space_sub = space.add_subparsers(dest="space_command", required=True, metavar="{create,list}")
     create = space_sub.add_parser("create", parents=[homed], help="found a new space")
     create.add_argument("name")
+    create.add_argument(
+        "--tool",
+        choices=list(SPACE_TOOLS),
+        default=DEFAULT_TOOL,
+        help=f"the space's tool (default {DEFAULT_TOOL})",
+    )
     listing = space_sub.add_parser("list", parents=[homed], help="the spaces of this endpoint")
     listing.add_argument("--json", action="store_true")
 
@@ -253,51 +270,53 @@ def build_parser() -> argparse.ArgumentParser:
     rdb_del.add_argument("table", metavar="TABLE")
     rdb_del.add_argument("record", metavar="RECORD")
 
+    discuss = sub.add_parser("discuss", help="the threaded discussion of a space")
+    discuss_sub = discuss.add_subparsers(
+        dest="discuss_command", required=True, metavar="{post,reply,edit,delete,undo,show}"
+    )
+    d_post = discuss_sub.add_parser("post", parents=[homed], help="start a thread")
+    d_post.add_argument("space", metavar="SPACE")
+    d_post.add_argument("title", metavar="TITLE")
+    d_post.add_argument("body", metavar="BODY")
+    d_reply = discuss_sub.add_parser("reply", parents=[homed], help="reply to a post")
+    d_reply.add_argument("space", metavar="SPACE")
+    d_reply.add_argument("post", metavar="POST_ID", help="a topic or a reply")
+    d_reply.add_argument("body", metavar="BODY")
+    d_edit = discuss_sub.add_parser("edit", parents=[homed], help="change your own post")
+    d_edit.add_argument("space", metavar="SPACE")
+    d_edit.add_argument("post", metavar="POST_ID")
+    d_edit.add_argument("body", metavar="BODY")
+    d_edit.add_argument("--title", metavar="T", help="a new title (topics only)")
+    d_delete = discuss_sub.add_parser("delete", parents=[homed], help="delete your own post")
+    d_delete.add_argument("space", metavar="SPACE")
+    d_delete.add_argument("post", metavar="POST_ID")
+    d_undo = discuss_sub.add_parser("undo", parents=[homed], help="undo your last edit or delete")
+    d_undo.add_argument("space", metavar="SPACE")
+    d_show = discuss_sub.add_parser("show", parents=[homed], help="show one thread or all")
+    d_show.add_argument("space", metavar="SPACE")
+    d_show.add_argument("topic", metavar="TOPIC", nargs="?", help="a topic id (default: all)")
+    d_show.add_argument("--json", action="store_true")
+
     status = sub.add_parser("status", parents=[homed], help="spaces, members, peers, sync states")
     status.add_argument("--json", action="store_true")
+
+    ui = sub.add_parser("open", parents=[homed], help="open the running node's web UI")
+    ui.add_argument("space", metavar="SPACE", nargs="?", help="open on this space")
+    ui.add_argument("--print-url", action="store_true", help="only print the URL")
     return parser
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    with tempfile.TemporaryDirectory(prefix="p2pspace-demo-") as tmp:
-        net = SimNetwork(Path(tmp), endpoints=3, seed=args.seed, faults=Faults.of(FAULT_KINDS))
-        try:
-            print("p2pspace demo: 3 endpoints share one space on a simulated LAN")
-            print("  faults: dropped, duplicated and reordered frames, a partition, crashes")
-            span = max(2000, args.deltas * 30)
-            net.schedule_workload(args.deltas, over_ms=span)
-            net.schedule_faults(over_ms=span)
-            net.run_for(span + 100)
-            print(
-                f"  after {span} ms: {net.stats.deltas_created} edits, {net.stats.dropped} frames "
-                f"dropped, {net.stats.duplicated} duplicated, {net.stats.partitions} partition(s), "
-                f"{net.stats.crashes} crash(es)"
-            )
-            net.heal()
-            quiet = net.run_until_quiet()
-            result = net.check_convergence()
-            for node in net.nodes:
-                replica = net.replica(node.index)
-                assert node.endpoint is not None
-                print()
-                shown_id = format_endpoint_id(node.endpoint.endpoint_id)[:14]
-                print(
-                    f"endpoint {node.index} ({shown_id}): "
-                    f"{replica.executed_count()} deltas executed, {replica.stats.undone} undone, "
-                    f"{replica.stats.redone} redone"
-                )
-                view = replica.rdb()
-                for record, fields in view.records("t"):
-                    shown = ", ".join(f"{k}={v}" for k, v in sorted(fields.items()))
-                    print(f"    t/{record:<28} {shown}")
-            print()
-            if quiet and result.converged:
-                print("all replicas are identical (same order, same state)")
-                return 0
-            print("replicas differ: " + "; ".join(result.reasons or ("did not settle",)))
-            return 1
-        finally:
-            net.close()
+    def out(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        return trio.run(
+            functools.partial(demo_run, once=args.once, seed=args.seed, home=args.keep, out=out)
+        )
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
+        return 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -354,7 +373,7 @@ class Backend(Protocol):
 
     def spaces(self) -> list[dict[str, Any]]: ...
 
-    def create_space(self, name: str) -> dict[str, Any]: ...
+    def create_space(self, name: str, tool: str = DEFAULT_TOOL) -> dict[str, Any]: ...
 
     def invite(self, space: str, role: str, ttl_s: float | None) -> str: ...
 
@@ -367,6 +386,20 @@ class Backend(Protocol):
     def rdb_get(
         self, space: str, table: str, record: str | None, wait: float | None
     ) -> dict[str, Any]: ...
+
+    def discuss_post(self, space: str, title: str, body: str) -> str: ...
+
+    def discuss_reply(self, space: str, post: str, body: str) -> str: ...
+
+    def discuss_edit(self, space: str, post: str, body: str, title: str | None) -> str: ...
+
+    def discuss_delete(self, space: str, post: str) -> str: ...
+
+    def discuss_undo(self, space: str) -> str: ...
+
+    def discuss_threads(self, space: str, topic: str | None) -> list[dict[str, Any]]:
+        """``Post.to_json()`` of one thread, or of every thread (newest activity first)."""
+        ...
 
 
 def _quote(text: str) -> str:
@@ -426,8 +459,8 @@ class HttpBackend:
         value: list[dict[str, Any]] = self.call("GET", "/api/spaces")
         return value
 
-    def create_space(self, name: str) -> dict[str, Any]:
-        value: dict[str, Any] = self.call("POST", "/api/spaces", {"name": name})
+    def create_space(self, name: str, tool: str = DEFAULT_TOOL) -> dict[str, Any]:
+        value: dict[str, Any] = self.call("POST", "/api/spaces", {"name": name, "tool": tool})
         return value
 
     def invite(self, space: str, role: str, ttl_s: float | None) -> str:
@@ -465,6 +498,39 @@ class HttpBackend:
         fields: dict[str, Any] = answer["fields"]
         return fields
 
+    def space_id(self, space: str) -> str:
+        return str(self.call("GET", f"/api/spaces/{_quote(space)}")["id"])
+
+    def _discussion_path(self, space: str, *parts: str) -> str:
+        return "/".join([f"/api/spaces/{_quote(space)}/discussion", *map(_quote, parts)])
+
+    def discuss_post(self, space: str, title: str, body: str) -> str:
+        path = self._discussion_path(space, "topics")
+        return str(self.call("POST", path, {"title": title, "body": body})["id"])
+
+    def discuss_reply(self, space: str, post: str, body: str) -> str:
+        path = self._discussion_path(space, "posts", post, "replies")
+        return str(self.call("POST", path, {"body": body})["id"])
+
+    def discuss_edit(self, space: str, post: str, body: str, title: str | None) -> str:
+        path = self._discussion_path(space, "posts", post)
+        return str(self.call("PUT", path, {"body": body, "title": title})["id"])
+
+    def discuss_delete(self, space: str, post: str) -> str:
+        return str(self.call("DELETE", self._discussion_path(space, "posts", post))["id"])
+
+    def discuss_undo(self, space: str) -> str:
+        return str(self.call("POST", self._discussion_path(space, "undo"))["id"])
+
+    def discuss_threads(self, space: str, topic: str | None) -> list[dict[str, Any]]:
+        if topic is not None:
+            return [self.call("GET", self._discussion_path(space, "threads", topic))["thread"]]
+        topics = self.call("GET", self._discussion_path(space, "topics"))["topics"]
+        return [
+            self.call("GET", self._discussion_path(space, "threads", t["id"]))["thread"]
+            for t in topics
+        ]
+
 
 class OfflineBackend:
     """The store itself, through a node that neither listens nor discovers."""
@@ -475,7 +541,8 @@ class OfflineBackend:
         self.home = home
         self.why_not_online = why_not_online
 
-    def _check_lock(self) -> None:
+    def check_lock(self) -> None:
+        """Raise :class:`CliError` if another process (a running node) holds the home."""
         from p2pspace.node import home_lock
 
         try:
@@ -492,7 +559,7 @@ class OfflineBackend:
     def _with_node(self, use: Callable[[Node], T]) -> T:
         from p2pspace.node import open_node
 
-        self._check_lock()
+        self.check_lock()
 
         async def main() -> T:
             async with open_node(self.home, listen=None, api=None, discovery=False) as node:
@@ -506,8 +573,12 @@ class OfflineBackend:
     def spaces(self) -> list[dict[str, Any]]:
         return self._with_node(lambda node: node.spaces())
 
-    def create_space(self, name: str) -> dict[str, Any]:
-        return self._with_node(lambda node: node.space_info(node.create_space(name).space_id))
+    def create_space(self, name: str, tool: str = DEFAULT_TOOL) -> dict[str, Any]:
+        def create(node: Node) -> dict[str, Any]:
+            replica = node.create_space(name, engines=SPACE_TOOLS[tool])
+            return node.space_info(replica.space_id)
+
+        return self._with_node(create)
 
     def invite(self, space: str, role: str, ttl_s: float | None) -> str:
         raise CliError(
@@ -518,7 +589,7 @@ class OfflineBackend:
     def join(self, code: str, timeout: float) -> str:
         from p2pspace.node import open_node
 
-        self._check_lock()
+        self.check_lock()
         progress = _ProgressPrinter()
 
         async def main() -> str:
@@ -558,6 +629,45 @@ class OfflineBackend:
             raise CliError(f"no record {table}/{record} in space {space_hex}{hint}")
         fields: dict[str, Any] = found[record]
         return fields
+
+    def _with_discussion(self, space: str, use: Callable[[Discussion], T]) -> T:
+        def run(node: Node) -> T:
+            tool = node.discussion(node.resolve_space(space))
+            if tool is None:  # pragma: no cover - required=True raises instead
+                raise CliError("this space has no discussion tool")
+            return use(tool)
+
+        return self._with_node(run)
+
+    def discuss_post(self, space: str, title: str, body: str) -> str:
+        return self._with_discussion(space, lambda tool: tool.post(title, body))
+
+    def discuss_reply(self, space: str, post: str, body: str) -> str:
+        return self._with_discussion(space, lambda tool: tool.reply(post, body))
+
+    def discuss_edit(self, space: str, post: str, body: str, title: str | None) -> str:
+        def edit(tool: Discussion) -> str:
+            tool.edit(post, body, title)
+            return post
+
+        return self._with_discussion(space, edit)
+
+    def discuss_delete(self, space: str, post: str) -> str:
+        def delete(tool: Discussion) -> str:
+            tool.delete(post)
+            return post
+
+        return self._with_discussion(space, delete)
+
+    def discuss_undo(self, space: str) -> str:
+        return self._with_discussion(space, lambda tool: tool.undo_last())
+
+    def discuss_threads(self, space: str, topic: str | None) -> list[dict[str, Any]]:
+        def threads(tool: Discussion) -> list[dict[str, Any]]:
+            ids = [topic] if topic is not None else [t.post.id for t in tool.topics()]
+            return [tool.thread(i).to_json() for i in ids]
+
+        return self._with_discussion(space, threads)
 
 
 class _ProgressPrinter:
@@ -731,7 +841,7 @@ def describe_event(event: dict[str, Any]) -> str:
 def cmd_space(args: argparse.Namespace, home: Path) -> int:
     backend = connect(_initialized(home))
     if args.space_command == "create":
-        print(backend.create_space(args.name)["id"])
+        print(backend.create_space(args.name, args.tool)["id"])
         return 0
     spaces = backend.spaces()
     if args.json:
@@ -780,6 +890,80 @@ def cmd_rdb(args: argparse.Namespace, home: Path) -> int:
 
 def _show(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def cmd_discuss(args: argparse.Namespace, home: Path) -> int:
+    backend = connect(_initialized(home))
+    command = args.discuss_command
+    if command == "show":
+        threads = backend.discuss_threads(args.space, args.topic)
+        if args.json:
+            shown: object = {"thread": threads[0]} if args.topic else {"threads": threads}
+            print(json.dumps(shown, indent=2))
+        elif threads:
+            print("\n".join(line for thread in threads for line in format_thread(thread)))
+        else:
+            print("no topics yet")
+        return 0
+    if command == "post":
+        print(backend.discuss_post(args.space, args.title, args.body))
+    elif command == "reply":
+        print(backend.discuss_reply(args.space, args.post, args.body))
+    elif command == "edit":
+        print(backend.discuss_edit(args.space, args.post, args.body, args.title))
+    elif command == "delete":
+        print(backend.discuss_delete(args.space, args.post))
+    else:
+        print(backend.discuss_undo(args.space))
+    return 0
+
+
+def format_thread(thread: dict[str, Any], depth: int = 0) -> list[str]:
+    """One line a post of ``thread`` (``Post.to_json()``), replies indented under their parent:
+    id, author, sync status, then the title and body (``[deleted]`` for a tombstone)."""
+    if thread["deleted"]:
+        text = "[deleted]"
+    else:
+        title, body = _one_line(thread.get("title") or ""), _one_line(thread["body"])
+        text = f"{title} -- {body}" if title and body else title or body
+        if thread.get("edited"):
+            text += " (edited)"
+    name = _one_line(thread["author_name"]) or thread["author"][:8]
+    lines = [f"{'  ' * depth}{thread['id']}  {name}  [{thread['status']}]  {text}"]
+    for reply in thread["replies"]:
+        lines += format_thread(reply, depth + 1)
+    return lines
+
+
+# Bidirectional overrides and isolates: text from peers must not reorder what a line shows.
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _one_line(text: str) -> str:
+    """``text`` (from any member) safe to print on a terminal: whitespace runs become one space,
+    control characters (escape sequences!) and bidirectional controls become U+FFFD."""
+    return "".join(
+        "\ufffd" if unicodedata.category(c) == "Cc" or c in BIDI_CONTROLS else c
+        for c in " ".join(text.split())
+    )
+
+
+def cmd_open(args: argparse.Namespace, home: Path) -> int:
+    backend = connect(_initialized(home))
+    if not isinstance(backend, HttpBackend):
+        if isinstance(backend, OfflineBackend):
+            backend.check_lock()  # a node runs but its API does not answer: says so
+        raise CliError(
+            f"no node is running on {home} (the web UI is served by the node); "
+            f"start it with: p2pspace run --home {home}"
+        )
+    url = f"{backend.url}/?token={_quote(backend.token)}"
+    if args.space is not None:
+        url += f"#space={backend.space_id(args.space)}"
+    print(url, flush=True)
+    if not args.print_url and not webbrowser.open(url):
+        raise CliError("cannot start a web browser here; open the URL above by hand")
+    return 0
 
 
 def cmd_status(args: argparse.Namespace, home: Path) -> int:
@@ -832,7 +1016,9 @@ ENDPOINT_COMMANDS: dict[str, Callable[[argparse.Namespace, Path], int]] = {
     "invite": cmd_invite,
     "join": cmd_join,
     "rdb": cmd_rdb,
+    "discuss": cmd_discuss,
     "status": cmd_status,
+    "open": cmd_open,
 }
 
 
@@ -908,6 +1094,7 @@ __all__ = [
     "describe_event",
     "entry",
     "format_status",
+    "format_thread",
     "main",
     "parse_field",
     "write_logs",

@@ -13,18 +13,20 @@ from p2pspace.cli import main
 from p2pspace.testing import causality_violation
 
 
-def test_demo_converges_and_prints_tables() -> None:
+def test_demo_once_runs_three_nodes_and_converges() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "p2pspace", "demo", "--seed", "3"],
+        [sys.executable, "-m", "p2pspace", "demo", "--once", "--seed", "3"],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "all replicas are identical" in proc.stdout
-    assert proc.stdout.count("deltas executed") == 3
-    assert "undone" in proc.stdout and "    t/r" in proc.stdout
+    assert "all three threads are identical" in proc.stdout
+    assert proc.stdout.count(" deltas, ") == 3
+    assert "Welcome to the LAN" in proc.stdout and "[deleted]" in proc.stdout
+    assert "delivered to 3 of 3" in proc.stdout
+    assert proc.stderr == ""
 
 
 def test_simulate_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

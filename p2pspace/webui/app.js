@@ -1,0 +1,630 @@
+// The p2pspace web UI: one module, no framework, no build step.
+//
+// Data from the node (names, titles, bodies) reaches the DOM only through textContent and
+// attributes, never innerHTML: what a peer wrote cannot become markup.
+//
+// The view is re-fetched, not patched from events: an event only says "something changed" and
+// schedules one debounced refresh of what is shown. Rendering reuses DOM elements by post id, so
+// an open reply or edit form (and what was typed into it, its focus, the scroll position)
+// survives a refresh.
+
+const token = new URLSearchParams(location.search).get("token") ?? "";
+
+const REFRESH_DELAY_MS = 100;
+// Events that can change what the page shows (the others -- discovery, refused -- cannot).
+const REFRESH_ON = new Set(["discussion", "deltas", "acks", "sync", "peer", "space", "processor"]);
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  space: null, // selected space id (hex)
+  topic: null, // open thread's topic id, or null for the thread list
+  status: null, // last GET /api/status
+  forms: new Map(), // post id -> {kind: "reply" | "edit", form}: the open inline forms
+};
+
+// -- talking to the API ------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { Authorization: `Bearer ${token}` };
+  const init = { method, headers, cache: "no-store" };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch {
+    throw new ApiError(0, "the node does not answer (is it running?)");
+  }
+  const data = await response.json().catch(() => null);
+  if (!response.ok) throw new ApiError(response.status, data?.error ?? response.statusText);
+  return data;
+}
+
+const seg = encodeURIComponent;
+const spacePath = (space) => `/api/spaces/${seg(space)}`;
+const talkPath = (space) => `${spacePath(space)}/discussion`;
+
+// -- small DOM helpers -------------------------------------------------------------------------
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "text") node.textContent = value;
+    else if (key === "class") node.className = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+}
+
+// Make `container`'s element children exactly `nodes`, in order, moving as little as possible:
+// a node that is moved or removed loses focus, so nodes already in place are left alone.
+function patchChildren(container, nodes) {
+  nodes.forEach((node, i) => {
+    const current = container.children[i];
+    if (current !== node) container.insertBefore(node, current ?? null);
+  });
+  while (container.children.length > nodes.length) container.lastElementChild.remove();
+}
+
+// Re-rendering replaces buttons; remember which one had focus (by data-focus-key) to restore it.
+function focusKey() {
+  const active = document.activeElement;
+  return active && active !== document.body ? active.dataset.focusKey ?? null : null;
+}
+
+function restoreFocus(key) {
+  if (!key || (document.activeElement && document.activeElement !== document.body)) return;
+  document.querySelector(`[data-focus-key="${CSS.escape(key)}"]`)?.focus();
+}
+
+const timeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+
+function timeElement(ms, prefix = "") {
+  if (!ms) return null;
+  const date = new Date(ms);
+  return el("time", { datetime: date.toISOString(), text: prefix + timeFormat.format(date) });
+}
+
+function statusElement(item) {
+  const kind = item.pending ? "pending" : item.delivered >= item.members ? "delivered" : "partial";
+  return el("span", {
+    class: `status status-${kind}`,
+    "data-testid": "status",
+    "data-status": item.status,
+    title: "How far this change has got among the members",
+    text: item.status,
+  });
+}
+
+function showMessage(text) {
+  const box = $("message");
+  box.textContent = text ?? "";
+  box.hidden = !text;
+}
+
+function showFormError(form, text) {
+  const box = form.querySelector(".form-error");
+  box.textContent = text ?? "";
+  box.hidden = !text;
+}
+
+// -- routing: #space=<id>&topic=<id> -----------------------------------------------------------
+
+function hashFor(space, topic) {
+  const params = new URLSearchParams();
+  if (space) params.set("space", space);
+  if (topic) params.set("topic", topic);
+  return `#${params}`;
+}
+
+function readHash() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const space = params.get("space") || null;
+  const topic = params.get("topic") || null;
+  if (space !== state.space || topic !== state.topic) {
+    // Another thread: its posts' elements and forms belong to the old one.
+    state.forms.clear();
+    postElements.clear();
+    $("thread").replaceChildren();
+    if (space !== state.space) $("topic-list").replaceChildren();
+  }
+  state.space = space;
+  state.topic = topic;
+}
+
+// -- refreshing ---------------------------------------------------------------------------------
+
+let refreshTimer = null;
+let refreshing = false;
+let refreshAgain = false;
+
+// At most one refresh per REFRESH_DELAY_MS however many events arrive (a burst of deltas would
+// otherwise re-fetch once per event), and never two at once.
+function scheduleRefresh(delay = REFRESH_DELAY_MS) {
+  if (refreshTimer !== null) return;
+  refreshTimer = setTimeout(() => {
+    refreshTimer = null;
+    refresh();
+  }, delay);
+}
+
+async function refresh() {
+  if (refreshing) {
+    refreshAgain = true;
+    return;
+  }
+  refreshing = true;
+  try {
+    await load();
+  } catch (error) {
+    showMessage(error.message);
+  } finally {
+    refreshing = false;
+    if (refreshAgain) {
+      refreshAgain = false;
+      scheduleRefresh(0);
+    }
+  }
+}
+
+async function load() {
+  const status = await api("GET", "/api/status");
+  state.status = status;
+  $("node-name").textContent = status.name ? `You are ${status.name}` : "";
+  if (!state.space && status.spaces.length > 0) {
+    history.replaceState(null, "", hashFor(status.spaces[0].id, null));
+    readHash();
+  }
+  renderSpaces(status);
+  const space = state.space;
+  const topic = state.topic;
+  const info = status.spaces.find((s) => s.id === space);
+  $("space-title").textContent = info ? info.name || info.id.slice(0, 8) : space ? "Unknown space" : "No space selected";
+  $("topics-view").hidden = !info || topic !== null;
+  $("thread-view").hidden = !info || topic === null;
+  if (!info) {
+    renderMembers([], status);
+    renderUndo(null);
+    showMessage(space ? `There is no space ${space} on this node.` : "");
+    return;
+  }
+
+  const [presence, change, main] = await Promise.allSettled([
+    api("GET", `${spacePath(space)}/presence`),
+    api("GET", `${talkPath(space)}/last-change`),
+    topic
+      ? api("GET", `${talkPath(space)}/threads/${seg(topic)}`)
+      : api("GET", `${talkPath(space)}/topics`),
+  ]);
+  // The user may have switched space or thread while the answers were on their way.
+  if (space !== state.space || topic !== state.topic) return;
+
+  renderMembers(presence.status === "fulfilled" ? presence.value.members : [], status);
+  renderUndo(change.status === "fulfilled" ? change.value.change : null);
+  if (main.status === "rejected") {
+    showMessage(main.reason.message);
+    return;
+  }
+  showMessage("");
+  const key = focusKey();
+  if (topic) renderThread(main.value.thread, status.endpoint);
+  else renderTopics(main.value.topics);
+  restoreFocus(key);
+}
+
+// -- spaces -------------------------------------------------------------------------------------
+
+function renderSpaces(status) {
+  const items = status.spaces.map((info) => {
+    const selected = info.id === state.space;
+    const link = el("a", {
+      href: hashFor(info.id, null),
+      "aria-current": selected ? "page" : null,
+      "data-space-id": info.id,
+      "data-focus-key": `space:${info.id}`,
+      text: info.name || info.id.slice(0, 8),
+    });
+    const count = info.members.length;
+    const note = info.member ? `${count} member${count === 1 ? "" : "s"}` : "joining…";
+    return el("li", {}, link, el("span", { class: "muted", text: ` ${note}` }));
+  });
+  if (items.length === 0) items.push(el("li", { class: "muted", text: "No spaces yet." }));
+  $("space-list").replaceChildren(...items);
+}
+
+async function createSpace(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const name = form.elements.name.value.trim();
+  if (!name) return;
+  try {
+    const info = await api("POST", "/api/spaces", { name });
+    form.reset();
+    $("new-space").open = false;
+    location.hash = hashFor(info.id, null);
+  } catch (error) {
+    showMessage(error.message);
+  }
+}
+
+// -- members and sync -------------------------------------------------------------------------
+
+function renderMembers(members, status) {
+  // Each peer's sync state for this space comes from /api/status; presence says who is online.
+  const syncOf = new Map(status.peers.map((p) => [p.id, p.spaces?.[state.space] ?? null]));
+  const items = members.map((m) => {
+    const online = Boolean(m.online);
+    const sync = m.me ? null : syncOf.get(m.id) ?? m.sync;
+    return el(
+      "li",
+      { "data-member-id": m.id, "data-online": online ? "yes" : "no" },
+      el("span", { class: `dot ${online ? "online" : "offline"}`, "aria-hidden": "true" }),
+      el("span", { class: "visually-hidden", text: online ? "online:" : "offline:" }),
+      el("span", { class: "member-name", text: m.name || m.id.slice(0, 8) }),
+      m.me ? el("span", { class: "muted", text: " (you)" }) : null,
+      el("span", { class: "role", text: m.role }),
+      sync ? el("span", { class: `sync sync-${sync}`, "data-sync": sync, text: sync.replace("_", " ") }) : null,
+    );
+  });
+  $("member-list").replaceChildren(...items);
+}
+
+// -- undo ---------------------------------------------------------------------------------------
+
+function renderUndo(change) {
+  const button = $("undo");
+  button.disabled = !change;
+  const what = { edit: "your last edit", delete: "your last delete" }[change?.kind];
+  $("undo-what").textContent = change ? `(${what ?? "your last change"})` : "";
+}
+
+async function undo() {
+  try {
+    await api("POST", `${talkPath(state.space)}/undo`);
+    showMessage("");
+  } catch (error) {
+    showMessage(error.status === 409 ? "There is nothing to undo." : error.message);
+  }
+  refresh();
+}
+
+// -- the thread list ----------------------------------------------------------------------------
+
+function renderTopics(topics) {
+  const items = topics.map((t) => {
+    const title = t.deleted ? "[deleted topic]" : t.title;
+    const replies = `${t.reply_count} ${t.reply_count === 1 ? "reply" : "replies"}`;
+    return el(
+      "li",
+      { class: "topic", "data-topic-id": t.id, "data-testid": "topic" },
+      el("a", {
+        class: "topic-title",
+        href: hashFor(state.space, t.id),
+        "data-focus-key": `topic:${t.id}`,
+        text: title,
+      }),
+      el(
+        "p",
+        { class: "meta" },
+        el("span", { class: "author", text: t.author_name }),
+        el("span", { class: "reply-count", "data-testid": "reply-count", text: replies }),
+        timeElement(t.last_activity, "last activity "),
+        statusElement(t),
+      ),
+    );
+  });
+  $("no-topics").hidden = items.length > 0;
+  $("topic-list").replaceChildren(...items);
+}
+
+async function postTopic(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const title = form.elements.title.value.trim();
+  if (!title) {
+    showFormError(form, "A topic needs a title.");
+    form.elements.title.focus();
+    return;
+  }
+  await submitWith(form, async () => {
+    await api("POST", `${talkPath(state.space)}/topics`, { title, body: form.elements.body.value });
+    form.reset();
+  });
+}
+
+// Run a form's request with its submit button disabled; show a failure inside the form.
+async function submitWith(form, action) {
+  const submit = form.querySelector('button[type="submit"]');
+  submit.disabled = true;
+  showFormError(form, "");
+  try {
+    await action();
+  } catch (error) {
+    showFormError(form, error.message);
+    return false;
+  } finally {
+    submit.disabled = false;
+  }
+  refresh();
+  return true;
+}
+
+// -- the thread ---------------------------------------------------------------------------------
+
+const postElements = new Map(); // post id -> its <li>, reused from one render to the next
+
+function renderThread(root, me) {
+  const seen = new Set();
+  const rootElement = renderPost(root, me, seen);
+  patchChildren($("thread"), [rootElement]);
+  for (const id of postElements.keys()) {
+    if (!seen.has(id)) {
+      postElements.delete(id);
+      state.forms.delete(id);
+    }
+  }
+}
+
+function renderPost(post, me, seen) {
+  seen.add(post.id);
+  let item = postElements.get(post.id);
+  if (!item) {
+    // card: re-rendered each time; slot: the open form, left alone; replies: patched.
+    item = el(
+      "li",
+      { class: "post", "data-post-id": post.id, "data-testid": "post" },
+      el("article", { class: "card" }),
+      el("div", { class: "form-slot" }),
+      el("ol", { class: "replies" }),
+    );
+    postElements.set(post.id, item);
+  }
+  const [card, slot, replies] = item.children;
+  const mine = post.author === me;
+  item.classList.toggle("mine", mine);
+  item.classList.toggle("deleted", post.deleted);
+  item.dataset.deleted = post.deleted ? "yes" : "no";
+  item.dataset.status = post.status;
+
+  const header = el(
+    "header",
+    { class: "meta" },
+    el("span", { class: "author", "data-testid": "author", text: post.author_name }),
+    mine ? el("span", { class: "muted", text: "(you)" }) : null,
+    timeElement(post.created),
+    post.edited ? el("span", { class: "edited", "data-testid": "edited", title: new Date(post.edited).toLocaleString(), text: "edited" }) : null,
+    statusElement(post),
+  );
+  const parts = [header];
+  if (!post.parent) {
+    parts.push(el("h3", { class: "post-title", "data-testid": "title", text: post.deleted ? "[deleted topic]" : post.title }));
+  }
+  parts.push(
+    post.deleted
+      ? el("p", { class: "body removed", "data-testid": "body", text: "[deleted]" })
+      : el("p", { class: "body", "data-testid": "body", text: post.body }),
+  );
+  parts.push(actionsFor(post, mine));
+  card.replaceChildren(...parts);
+
+  const open = state.forms.get(post.id);
+  if (open && post.deleted) {
+    // The post was deleted (here or by an undo elsewhere) while the form was open.
+    state.forms.delete(post.id);
+    slot.replaceChildren();
+  } else if (open && slot.firstElementChild !== open.form) {
+    slot.replaceChildren(open.form);
+  } else if (!open && slot.firstElementChild) {
+    slot.replaceChildren();
+  }
+
+  patchChildren(replies, post.replies.map((reply) => renderPost(reply, me, seen)));
+  return item;
+}
+
+function actionsFor(post, mine) {
+  const who = post.author_name;
+  const buttons = [];
+  if (!post.deleted) {
+    buttons.push(
+      el("button", {
+        type: "button",
+        "data-action": "reply",
+        "data-focus-key": `reply:${post.id}`,
+        "aria-label": `Reply to ${who}`,
+        text: "Reply",
+        onclick: () => openForm(post, "reply"),
+      }),
+    );
+    if (mine) {
+      buttons.push(
+        el("button", {
+          type: "button",
+          "data-action": "edit",
+          "data-focus-key": `edit:${post.id}`,
+          "aria-label": post.parent ? "Edit your reply" : "Edit your topic",
+          text: "Edit",
+          onclick: () => openForm(post, "edit"),
+        }),
+        el("button", {
+          type: "button",
+          class: "danger",
+          "data-action": "delete",
+          "data-focus-key": `delete:${post.id}`,
+          "aria-label": post.parent ? "Delete your reply" : "Delete your topic",
+          text: "Delete",
+          onclick: () => deletePost(post),
+        }),
+      );
+    }
+  }
+  return el("div", { class: "actions" }, ...buttons);
+}
+
+function openForm(post, kind) {
+  const form = kind === "reply" ? replyForm(post) : editForm(post);
+  state.forms.set(post.id, { kind, form });
+  postElements.get(post.id)?.querySelector(".form-slot").replaceChildren(form);
+  form.querySelector("input, textarea").focus();
+}
+
+function closeForm(postId, kind) {
+  state.forms.delete(postId);
+  postElements.get(postId)?.querySelector(".form-slot").replaceChildren();
+  document.querySelector(`[data-focus-key="${CSS.escape(`${kind}:${postId}`)}"]`)?.focus();
+}
+
+let formCounter = 0; // unique ids, so each label points at its own field
+
+function field(labelText, input) {
+  input.id = `f${++formCounter}`;
+  return [el("label", { for: input.id, text: labelText }), input];
+}
+
+function formButtons(submitText, onCancel) {
+  return el(
+    "div",
+    { class: "buttons" },
+    el("button", { type: "submit", text: submitText }),
+    el("button", { type: "button", text: "Cancel", onclick: onCancel }),
+  );
+}
+
+function replyForm(post) {
+  const body = el("textarea", { name: "body", rows: 3, required: true, maxlength: 20000 });
+  const form = el(
+    "form",
+    { class: "inline-form stack", "data-testid": "reply-form", "aria-label": `Reply to ${post.author_name}` },
+    ...field("Your reply", body),
+    el("p", { class: "form-error", role: "alert", hidden: true }),
+    formButtons("Send reply", () => closeForm(post.id, "reply")),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const text = body.value.trim();
+    if (!text) {
+      showFormError(form, "Write something first.");
+      return;
+    }
+    await submitWith(form, async () => {
+      await api("POST", `${talkPath(state.space)}/posts/${seg(post.id)}/replies`, { body: text });
+      closeForm(post.id, "reply");
+    });
+  });
+  form.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") closeForm(post.id, "reply");
+  });
+  return form;
+}
+
+function editForm(post) {
+  const inputs = [];
+  const title = post.parent ? null : el("input", { name: "title", required: true, maxlength: 200, autocomplete: "off" });
+  if (title) {
+    title.value = post.title;
+    inputs.push(...field("Title", title));
+  }
+  const body = el("textarea", { name: "body", rows: 4, maxlength: 20000, required: Boolean(post.parent) });
+  body.value = post.body;
+  inputs.push(...field(post.parent ? "Your reply" : "Message", body));
+  const form = el(
+    "form",
+    { class: "inline-form stack", "data-testid": "edit-form", "aria-label": "Edit your post" },
+    ...inputs,
+    el("p", { class: "form-error", role: "alert", hidden: true }),
+    formButtons("Save", () => closeForm(post.id, "edit")),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const change = { body: body.value };
+    if (title) change.title = title.value.trim();
+    await submitWith(form, async () => {
+      await api("PUT", `${talkPath(state.space)}/posts/${seg(post.id)}`, change);
+      closeForm(post.id, "edit");
+    });
+  });
+  form.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") closeForm(post.id, "edit");
+  });
+  return form;
+}
+
+async function deletePost(post) {
+  // No confirmation dialog: "Undo my last change" brings the post back.
+  try {
+    await api("DELETE", `${talkPath(state.space)}/posts/${seg(post.id)}`);
+    showMessage("");
+  } catch (error) {
+    showMessage(error.message);
+  }
+  refresh();
+}
+
+// -- live updates -------------------------------------------------------------------------------
+
+function connectEvents() {
+  const conn = $("conn");
+  const setConn = (name, text) => {
+    conn.dataset.state = name;
+    conn.textContent = text;
+  };
+  const source = new EventSource(`/api/events?token=${seg(token)}`);
+  // On every (re)connection: what changed while the stream was down has no event, so re-fetch.
+  source.addEventListener("open", () => {
+    setConn("live", "live");
+    scheduleRefresh(0);
+  });
+  source.addEventListener("error", () => {
+    // EventSource reconnects by itself unless it gave up (CLOSED: e.g. a 401).
+    if (source.readyState === EventSource.CLOSED) setConn("offline", "offline: reload the page");
+    else setConn("connecting", "reconnecting…");
+  });
+  source.addEventListener("message", (message) => {
+    let event;
+    try {
+      event = JSON.parse(message.data);
+    } catch {
+      return;
+    }
+    if (REFRESH_ON.has(event.type)) scheduleRefresh();
+  });
+}
+
+// -- start --------------------------------------------------------------------------------------
+
+function start() {
+  if (!token) {
+    showMessage("Open this page with the API token: /?token=… (see home/api.token).");
+    return;
+  }
+  $("new-topic").addEventListener("submit", postTopic);
+  $("new-space-form").addEventListener("submit", createSpace);
+  $("undo").addEventListener("click", undo);
+  $("back").addEventListener("click", (event) => {
+    event.preventDefault();
+    location.hash = hashFor(state.space, null);
+  });
+  window.addEventListener("hashchange", () => {
+    readHash();
+    refresh();
+    if (state.topic) $("main").focus({ preventScroll: true });
+  });
+  readHash();
+  connectEvents();
+  refresh();
+}
+
+start();
