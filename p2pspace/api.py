@@ -51,9 +51,12 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from p2pspace.errors import (
+    ConflictError,
     InvitationError,
     LocalProtocolError,
+    NotFoundError,
     P2PSpaceError,
+    PermissionDeniedError,
     StorageError,
     TransportError,
 )
@@ -183,27 +186,18 @@ def error_response(status: int, message: str) -> Response:
     return json_response({"error": message}, status)
 
 
-# LocalProtocolError messages that mean more than "bad request" (first match wins).
-LOCAL_ERROR_STATUS = (
-    ("no space", 404),
-    ("no post", 404),
-    ("no topic", 404),
-    ("only the author can change a post", 403),
-    ("nothing to undo", 409),
-    ("already deleted", 409),
-    ("was deleted", 409),
-)
-
-
 def status_of(exc: P2PSpaceError) -> int:
     """The HTTP status an error from the node maps to."""
-    if isinstance(exc, LocalProtocolError):
-        message = str(exc)
-        return next((status for text, status in LOCAL_ERROR_STATUS if text in message), 400)
-    if isinstance(exc, InvitationError):
-        return 403
-    if isinstance(exc, TransportError):
-        return 502
+    for kind, status in (
+        (NotFoundError, 404),
+        (PermissionDeniedError, 403),
+        (ConflictError, 409),
+        (LocalProtocolError, 400),
+        (InvitationError, 403),
+        (TransportError, 502),
+    ):
+        if isinstance(exc, kind):
+            return status
     return 400
 
 

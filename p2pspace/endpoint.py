@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from p2pspace.delta import Command, Delta
-from p2pspace.errors import LocalProtocolError
+from p2pspace.errors import NotFoundError
 from p2pspace.identity import Identity, load_or_create_identity
 from p2pspace.protocol import RecvState, Session
 from p2pspace.sequencer import Limits
@@ -100,7 +100,7 @@ class Endpoint:
         try:
             return self.replicas[space_id]
         except KeyError:
-            raise LocalProtocolError(f"this endpoint has no space {space_id.hex()}") from None
+            raise NotFoundError(f"this endpoint has no space {space_id.hex()}") from None
 
     def spaces_for(self, peer: bytes, peer_offered: Iterable[bytes] = ()) -> list[bytes]:
         """Spaces this endpoint will sync with ``peer``.

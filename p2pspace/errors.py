@@ -48,6 +48,18 @@ class LocalProtocolError(P2PSpaceError):
     """The caller misused the API; nothing was changed."""
 
 
+class NotFoundError(LocalProtocolError):
+    """The thing asked for (a space, a post, a record) does not exist here."""
+
+
+class PermissionDeniedError(LocalProtocolError):
+    """The change is not this endpoint's to make (e.g. editing another member's post)."""
+
+
+class ConflictError(LocalProtocolError):
+    """The change does not apply to the current state (e.g. nothing to undo, already deleted)."""
+
+
 class StorageError(P2PSpaceError):
     """The store could not be read or written, or its contents are inconsistent."""
 

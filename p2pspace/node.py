@@ -44,6 +44,7 @@ from p2pspace.engines import rdb
 from p2pspace.errors import (
     InvitationError,
     LocalProtocolError,
+    NotFoundError,
     P2PSpaceError,
     RemoteProtocolError,
     StorageError,
@@ -363,7 +364,7 @@ class Node:
         if len(matches) == 1:
             return matches[0]
         if not matches:
-            raise LocalProtocolError(f"no space named {text!r} here (see: p2pspace space list)")
+            raise NotFoundError(f"no space named {text!r} here (see: p2pspace space list)")
         raise LocalProtocolError(f"{text!r} names several spaces; use the space id")
 
     def create_space(self, name: str, *, engines: dict[str, str] | None = None) -> Replica:

@@ -28,7 +28,12 @@ from typing import Any
 
 from p2pspace.delta import Command, Delta
 from p2pspace.engines import rdb
-from p2pspace.errors import LocalProtocolError
+from p2pspace.errors import (
+    ConflictError,
+    LocalProtocolError,
+    NotFoundError,
+    PermissionDeniedError,
+)
 from p2pspace.space import Replica
 
 INSTANCE = "discussion"
@@ -250,7 +255,7 @@ class Discussion:
         """One post (without replies). Raises LocalProtocolError if there is none."""
         fields = self._fields(post_id)
         if fields is None:
-            raise LocalProtocolError(f"no post {post_id}")
+            raise NotFoundError(f"no post {post_id}")
         return self._post(post_id, fields, self._names(), self._status_context())
 
     def topics(self) -> list[TopicSummary]:
@@ -276,7 +281,7 @@ class Discussion:
         view = self._view()
         root = view.get(TOPICS, topic_id)
         if root is None:
-            raise LocalProtocolError(f"no topic {topic_id}")
+            raise NotFoundError(f"no topic {topic_id}")
         names, context = self._names(), self._status_context()
         children: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         for rid, fields in view.records(_table(topic_id)):
@@ -332,9 +337,9 @@ class Discussion:
         body = _text(body, "body", MAX_BODY)
         parent = self._fields(parent_id)
         if parent is None:
-            raise LocalProtocolError(f"no post {parent_id}")
+            raise NotFoundError(f"no post {parent_id}")
         if parent.get("deleted"):
-            raise LocalProtocolError("that post was deleted; reply to another one")
+            raise ConflictError("that post was deleted; reply to another one")
         topic = topic_of(parent_id)
         reply_id = f"{topic}.{self._new_id(4)}"
         fields = {
@@ -352,9 +357,9 @@ class Discussion:
     def _own(self, post_id: str) -> tuple[str, dict[str, Any]]:
         fields = self._fields(post_id)
         if fields is None:
-            raise LocalProtocolError(f"no post {post_id}")
+            raise NotFoundError(f"no post {post_id}")
         if fields.get("author") != self.me:
-            raise LocalProtocolError("only the author can change a post")
+            raise PermissionDeniedError("only the author can change a post")
         topic = topic_of(post_id)
         return (TOPICS if post_id == topic else _table(topic)), fields
 
@@ -376,7 +381,7 @@ class Discussion:
         body = _text(body, "body", MAX_BODY, empty=title is not None)
         table, fields = self._own(post_id)
         if fields.get("deleted"):
-            raise LocalProtocolError("that post was deleted")
+            raise ConflictError("that post was deleted")
         new: dict[str, Any] = {"body": body, "edited": self._now()}
         if title is not None:
             if table != TOPICS:
@@ -388,7 +393,7 @@ class Discussion:
         """Tombstone a post: its text goes, its place in the thread stays. Author only."""
         _table_name, fields = self._own(post_id)
         if fields.get("deleted"):
-            raise LocalProtocolError("that post is already deleted")
+            raise ConflictError("that post is already deleted")
         new: dict[str, Any] = {"deleted": True, "body": "", "edited": self._now()}
         if "title" in fields:
             new["title"] = ""
@@ -408,7 +413,7 @@ class Discussion:
         """
         entry = self.last_change()
         if entry is None:
-            raise LocalProtocolError("nothing to undo")
+            raise ConflictError("nothing to undo")
         post_id = str(entry["post"])
         table, _fields = self._own(post_id)
         restore = dict(entry["fields"])
