@@ -430,11 +430,20 @@ class Store:
 
     def state_scan(self, space: bytes, instance: str, prefix: bytes) -> list[tuple[bytes, bytes]]:
         if prefix:
-            rows = self._read(
-                "SELECT key, value FROM state WHERE space=? AND instance=? AND key >= ? "
-                "AND substr(key, 1, ?) = ? ORDER BY key",
-                (space, instance, prefix, len(prefix), prefix),
-            )
+            upper = _successor(prefix)
+            if upper is None:  # the prefix is all 0xff bytes: no upper bound
+                rows = self._read(
+                    "SELECT key, value FROM state WHERE space=? AND instance=? AND key >= ? "
+                    "AND substr(key, 1, ?) = ? ORDER BY key",
+                    (space, instance, prefix, len(prefix), prefix),
+                )
+            else:
+                # Both bounds, so the index range holds exactly the prefix's keys.
+                rows = self._read(
+                    "SELECT key, value FROM state WHERE space=? AND instance=? AND key >= ? "
+                    "AND key < ? ORDER BY key",
+                    (space, instance, prefix, upper),
+                )
         else:
             rows = self._read(
                 "SELECT key, value FROM state WHERE space=? AND instance=? ORDER BY key",
@@ -447,6 +456,14 @@ class Store:
             "SELECT instance, key, value FROM state WHERE space=? ORDER BY instance, key", (space,)
         )
         return [(i, bytes(k), bytes(v)) for i, k, v in rows]
+
+
+def _successor(prefix: bytes) -> bytes | None:
+    """The smallest byte string greater than every string starting with ``prefix``."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        return None
+    return trimmed[:-1] + bytes([trimmed[-1] + 1])
 
 
 class KVState:

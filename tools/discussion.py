@@ -3,8 +3,9 @@
 Theory of operation. Every operation is one delta of rdb commands; concurrency resolves by the
 space's shared total order like any rdb change (the later ``set`` wins). Layout in the instance:
 
-* table ``topics``: one record per topic, id = 16 hex characters.
-* table ``r:<topic>``: the topic's replies, id = ``<topic>.<8 hex>`` (so a reply id names its
+* table ``topics``: one record per topic, id = 16 hex characters (a hash of the id of the
+  delta that made it, so ids never collide).
+* table ``r:<topic>``: the topic's replies, id = ``<topic>.<16 hex>`` (so a reply id names its
   thread). ``parent`` is the topic or another reply of the same thread (nesting).
 * a post's fields: ``title`` (topics), ``body``, ``author`` (endpoint id), ``created`` and
   ``edited`` (ms, informational), ``deleted`` (a tombstone: the body is cleared, the record and
@@ -15,13 +16,13 @@ space's shared total order like any rdb change (the later ``set`` wins). Layout 
   history, resolved by the total order like any edit.
 
 Edits and deletes are allowed for the author only; the tool checks that locally (roles are not
-yet enforced inside commands, DESIGN §8). Times come from the caller (``now``), randomness from
-``random`` -- so the tool is deterministic under the simulator.
+yet enforced inside commands, DESIGN §8). Times come from the caller (``now``) and post ids
+from the creating delta's id, so the tool is deterministic under the simulator.
 """
 
 from __future__ import annotations
 
-import os
+import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,9 +42,12 @@ TOPICS = "topics"
 UNDO = "undo"
 REPLY_PREFIX = "r:"
 MAX_TITLE = 200
-MAX_BODY = 20_000
+# Bytes of UTF-8. An edit carries the new body and, for undo, the replaced one: both must fit a
+# delta (64 KiB) with room to spare.
+MAX_BODY = 24_000
 
 Commit = Callable[[Sequence[Command]], Delta]
+_StatusContext = tuple[dict[bytes, int], list[tuple[bytes, dict[bytes, int]]], int]
 Acks = Callable[[], Mapping[bytes, Mapping[bytes, int]]]
 
 
@@ -146,7 +150,7 @@ def _table(topic: str) -> str:
 def _check_id(post_id: str) -> str:
     parts = post_id.split(".")
     ok = 1 <= len(parts) <= 2 and all(p and all(c in "0123456789abcdef" for c in p) for p in parts)
-    if not ok or len(parts[0]) != 16 or (len(parts) == 2 and len(parts[1]) != 8):
+    if not ok or any(len(p) != 16 for p in parts):
         raise LocalProtocolError(f"not a post id: {post_id!r}")
     return post_id
 
@@ -157,8 +161,8 @@ def _text(value: str, label: str, limit: int, *, empty: bool = False) -> str:
     value = value.strip()
     if not value and not empty:
         raise LocalProtocolError(f"{label} must not be empty")
-    if len(value) > limit:
-        raise LocalProtocolError(f"{label} is longer than {limit} characters")
+    if len(value.encode("utf-8")) > limit:
+        raise LocalProtocolError(f"{label} is longer than {limit} bytes")
     return value
 
 
@@ -177,7 +181,6 @@ class Discussion:
         commit: Commit,
         now: Callable[[], int],
         acks: Acks = dict,
-        random: Callable[[int], bytes] = os.urandom,
         instance: str = INSTANCE,
     ) -> None:
         if not has_discussion(replica, instance):
@@ -187,7 +190,6 @@ class Discussion:
         self._commit = commit
         self._now = now
         self._acks = acks
-        self._random = random
 
     @property
     def me(self) -> bytes:
@@ -204,20 +206,19 @@ class Discussion:
         table = TOPICS if post_id == topic else _table(topic)
         return self._view().get(table, post_id)
 
-    def _status_context(self) -> tuple[dict[bytes, int], list[dict[bytes, int]], int]:
+    def _status_context(self) -> _StatusContext:
         vector = self.replica.vector
         members = self.replica.member_ids()
         acks = self._acks()
-        peers = [dict(acks.get(m, {})) for m in members if m != self.me]
+        # The creator of a change has it: it counts even before it acknowledges anything.
+        peers = [(m, dict(acks.get(m, {}))) for m in members if m != self.me]
         return vector, peers, len(members)
 
-    def _status(
-        self, rev: tuple[bytes, int], context: tuple[dict[bytes, int], list[dict[bytes, int]], int]
-    ) -> SyncStatus:
+    def _status(self, rev: tuple[bytes, int], context: _StatusContext) -> SyncStatus:
         vector, peers, count = context
         creator, seq = rev
         have = 1 if vector.get(creator, 0) >= seq else 0
-        acked = sum(1 for p in peers if p.get(creator, 0) >= seq)
+        acked = sum(1 for peer, p in peers if p.get(creator, 0) >= seq or peer == creator)
         pending = creator == self.me and acked == 0 and count > 1
         return SyncStatus(pending=pending, delivered=have + acked, members=count)
 
@@ -229,7 +230,7 @@ class Discussion:
         post_id: str,
         fields: Mapping[str, Any],
         names: Mapping[bytes, str],
-        context: tuple[dict[bytes, int], list[dict[bytes, int]], int],
+        context: _StatusContext,
         replies: tuple[Post, ...] = (),
     ) -> Post:
         author = fields.get("author", b"")
@@ -307,8 +308,13 @@ class Discussion:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def _new_id(self, size: int) -> str:
-        return self._random(size).hex()
+    def _new_id(self) -> str:
+        # Derived from the id of the delta that creates the post (this endpoint's next one),
+        # which no other delta shares: ids never collide, even between concurrent posts.
+        seq = self.replica.vector.get(self.me, 0) + 1
+        return hashlib.sha256(b"p2pspace-post\0" + self.me + seq.to_bytes(8, "big")).hexdigest()[
+            :16
+        ]
 
     def _rev(self) -> list[Any]:
         # The delta this change goes into is this endpoint's next one.
@@ -318,7 +324,7 @@ class Discussion:
         """Start a thread. Returns the topic id."""
         title = _text(title, "title", MAX_TITLE)
         body = _text(body, "body", MAX_BODY, empty=True)
-        topic = self._new_id(8)
+        topic = self._new_id()
         now = self._now()
         fields = {
             "title": title,
@@ -341,7 +347,7 @@ class Discussion:
         if parent.get("deleted"):
             raise ConflictError("that post was deleted; reply to another one")
         topic = topic_of(parent_id)
-        reply_id = f"{topic}.{self._new_id(4)}"
+        reply_id = f"{topic}.{self._new_id()}"
         fields = {
             "parent": parent_id,
             "body": body,
@@ -368,10 +374,13 @@ class Discussion:
         replaced = {k: fields.get(k) for k in new if k in fields}
         new = {**new, "rev": self._rev()}
         undo = {"post": post_id, "kind": kind, "fields": replaced}
+        # The undo entry is created empty (a no-op once it exists) and then set, so the
+        # replaced text travels once, not twice.
+        empty = {"post": "", "kind": "none", "fields": {}}
         self._commit(
             [
                 rdb.set_fields(table, post_id, new, instance=self.instance),
-                rdb.create(UNDO, self.me.hex(), undo, instance=self.instance),
+                rdb.create(UNDO, self.me.hex(), empty, instance=self.instance),
                 rdb.set_fields(UNDO, self.me.hex(), undo, instance=self.instance),
             ]
         )
