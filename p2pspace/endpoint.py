@@ -45,6 +45,10 @@ class Endpoint:
         self.replicas: dict[bytes, Replica] = {}
         self.sessions: list[Session] = []
         self._catching_up: dict[bytes, int] = {}
+        # Per space not yet joined (no grant received): the peers trusted to sync it with us.
+        self.sponsors: dict[bytes, set[bytes]] = {}
+        for space_id, peer in self.store.sponsors():
+            self.sponsors.setdefault(space_id, set()).add(peer)
         for space_id, _genesis in self.store.spaces():
             self._adopt(Replica.open(self.store, self.identity, space_id, limits=limits))
 
@@ -87,10 +91,22 @@ class Endpoint:
         self._refresh_sessions()
         return replica
 
-    def join_space(self, genesis_wire: bytes) -> Replica:
-        """Start replicating the space founded by ``genesis_wire`` (verified first)."""
+    def join_space(self, genesis_wire: bytes, *, sponsors: Iterable[bytes] = ()) -> Replica:
+        """Start replicating the space founded by ``genesis_wire`` (verified first).
+
+        Until the delta granting this endpoint membership arrives, the space is synced only
+        with its creator and ``sponsors`` (e.g. the inviter, authenticated by the transport):
+        anyone else could be a stranger who merely knows the space id.
+        """
         replica = Replica.join(self.store, self.identity, genesis_wire, limits=self.limits)
+        trusted = {replica.genesis.creator, *sponsors} - {self.endpoint_id}
+        known = self.sponsors.setdefault(replica.space_id, set())
+        if trusted - known:
+            with self.store.transaction():
+                self.store.add_sponsors(replica.space_id, sorted(trusted - known))
+            known |= trusted
         if replica.space_id in self.replicas:
+            self._refresh_sessions()
             return self.replicas[replica.space_id]
         self._adopt(replica)
         self._refresh_sessions()
@@ -107,14 +123,17 @@ class Endpoint:
 
         Those where ``peer`` is a member; and, while this endpoint has not yet received the delta
         granting its own membership (it holds little more than the genesis), those that ``peer``
-        offered first -- the peer offered them because it counts this endpoint as a member.
+        offered first if ``peer`` is a sponsor of the join (the space's creator or the inviter):
+        the sponsor offered them because it counts this endpoint as a member. A stranger who
+        offers a space id gets nothing.
         """
         me = self.endpoint_id
         offered = set(peer_offered)
         return sorted(
             sid
             for sid, r in self.replicas.items()
-            if r.is_member(peer) or (sid in offered and not r.is_member(me))
+            if r.is_member(peer)
+            or (sid in offered and not r.is_member(me) and peer in self.sponsors.get(sid, ()))
         )
 
     # -- local changes ------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from typing import Any
 import trio
 
 from p2pspace import codec, invitations
-from p2pspace.delta import Delta
+from p2pspace.delta import Delta, decode_delta
 from p2pspace.discovery import Discovery, Sighting, local_addresses
 from p2pspace.endpoint import Endpoint
 from p2pspace.engines import members as members_engine
@@ -54,7 +54,7 @@ from p2pspace.handshake import JoinRequest
 from p2pspace.identity import format_endpoint_id, short_id
 from p2pspace.protocol import RecvState, SendState, Session
 from p2pspace.sequencer import Limits
-from p2pspace.space import Replica
+from p2pspace.space import Replica, validate_genesis
 from p2pspace.syncstate import (
     PeerInput,
     PeerMachine,
@@ -205,6 +205,7 @@ class PeerConnection:
     wake: trio.Event = field(default_factory=trio.Event)
     error: str = ""
     replaced: bool = False
+    writer_done: trio.Event = field(default_factory=trio.Event)
 
 
 @dataclass(slots=True, kw_only=True, eq=False)
@@ -579,7 +580,9 @@ class Node:
         """Inviter side: admit a joiner that proved an invitation's secret."""
         replica = self.endpoint.replicas.get(request.space)
         if replica is None or not replica.can_create():
-            raise InvitationError("the inviter is not a member of that space")
+            # The same answer as for any unknown invitation: a stranger must not learn from the
+            # refusal whether this endpoint belongs to the space.
+            raise InvitationError("unknown invitation (it was not issued by this endpoint)")
         with self.endpoint.store.transaction():
             role = self._redeem(request, peer, nonce)
         existing = replica.members().get(peer)
@@ -670,13 +673,14 @@ class Node:
                 )
             self._remember(conn.peer, conn.address)
             try:
-                replica = self.endpoint.join_space(conn.genesis)
+                # Check the genesis names the invited space before storing anything.
+                sent_space, _engines = validate_genesis(decode_delta(conn.genesis))
+                if sent_space != space:
+                    raise InvitationError("the inviter sent a different space than invited to")
+                replica = self.endpoint.join_space(conn.genesis, sponsors=[invitation.inviter])
             except P2PSpaceError:
                 await conn.aclose()
                 raise
-            if replica.space_id != space:
-                await conn.aclose()
-                raise InvitationError("the inviter sent a different space than invited to")
             self._watch(replica)
             self._notify({"type": "space", "space": space.hex(), "name": _space_name(replica)})
             assert self._nursery is not None
@@ -898,10 +902,12 @@ class Node:
                 except RemoteProtocolError as exc:
                     peer.error = f"{type(exc).__name__}: {exc}"
                     self.refused += 1
-                    # The session queued an Error frame; let the writer send it, then close.
+                    # The session queued an Error frame: let the writer send it (it stops once
+                    # the session has nothing left), then close -- bounded, should the peer not
+                    # read.
                     peer.wake.set()
                     with trio.move_on_after(1):
-                        await self.wait_until(lambda: session.state.value == "closed")
+                        await peer.writer_done.wait()
                     break
                 except StorageError as exc:
                     peer.error = f"store failed: {exc}"
@@ -935,6 +941,7 @@ class Node:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             peer.error = peer.error or f"connection broke: {exc}"
         finally:
+            peer.writer_done.set()
             done.cancel()
 
     async def _ticker(self) -> None:

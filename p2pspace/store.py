@@ -53,6 +53,9 @@ CREATE TABLE IF NOT EXISTS state (
     PRIMARY KEY (space, instance, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS own (space BLOB PRIMARY KEY, deps BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS sponsors (
+    space BLOB NOT NULL, peer BLOB NOT NULL, PRIMARY KEY (space, peer)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS peer_acks (
     space BLOB NOT NULL, peer BLOB NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (space, peer)
 ) WITHOUT ROWID;
@@ -170,6 +173,21 @@ class Store:
 
     def has_space(self, space: bytes) -> bool:
         return bool(self._read("SELECT 1 FROM spaces WHERE space=?", (space,)))
+
+    # -- sponsors -----------------------------------------------------------------------------
+
+    def add_sponsors(self, space: bytes, peers: Sequence[bytes]) -> None:
+        self._require_txn()
+        try:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO sponsors (space, peer) VALUES (?, ?)",
+                [(space, p) for p in peers],
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"store write failed: {exc}") from None
+
+    def sponsors(self) -> list[tuple[bytes, bytes]]:
+        return [(bytes(s), bytes(p)) for s, p in self._read("SELECT space, peer FROM sponsors")]
 
     # -- what peers acknowledged ---------------------------------------------------------------
 

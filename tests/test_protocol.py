@@ -59,7 +59,10 @@ def space_of(net: Net, *names: str) -> tuple[list[Endpoint], bytes]:
     replica = eps[0].create_space("s", time=1, nonce=b"\x02" * 16)
     for other in eps[1:]:
         add(eps[0], replica.space_id, other)
-        other.join_space(replica.genesis.wire())
+    # Everyone was added up front, so any of them may bring a joiner its grant.
+    everyone = [e.endpoint_id for e in eps]
+    for other in eps[1:]:
+        other.join_space(replica.genesis.wire(), sponsors=everyone)
     return eps, replica.space_id
 
 

@@ -42,8 +42,9 @@ class ThreeEndpoints(RuleBasedStateMachine):
         self.eps[0].create(
             self.space, [rdb.create("t", f"r{k}", {"v": 0}) for k in range(4)], time=1
         )
+        everyone = [e.endpoint_id for e in self.eps]
         for e in self.eps[1:]:
-            e.join_space(replica.genesis.wire())
+            e.join_space(replica.genesis.wire(), sponsors=everyone)
         self.links: dict[tuple[int, int], Link] = {}
         self.clock = 2
 

@@ -170,9 +170,11 @@ class SimNetwork:
             replica.create(adds, time=self.now)
         replica.create([rdb.create("t", f"r{k}", {"v": 0}) for k in range(8)], time=self.now)
         genesis = replica.genesis.wire()
+        everyone = [n.endpoint.endpoint_id for n in self.nodes if n.endpoint is not None]
         for node in self.nodes[1:]:
             assert node.endpoint is not None
-            node.endpoint.join_space(genesis)
+            # Every endpoint was added up front: any of them may bring a joiner its grant.
+            node.endpoint.join_space(genesis, sponsors=everyone)
         for node in self.nodes:
             self._watch(node)
 
