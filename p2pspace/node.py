@@ -25,6 +25,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -684,7 +685,11 @@ class Node:
             self._watch(replica)
             self._notify({"type": "space", "space": space.hex(), "name": _space_name(replica)})
             assert self._nursery is not None
-            self._nursery.start_soon(self._run_connection, conn)
+            registered = self._register(conn)
+            if registered is None:
+                await conn.aclose()
+            else:
+                self._nursery.start_soon(self._serve_connection, registered)
             self._ensure_target(
                 f"peer:{invitation.inviter.hex()}", list(addresses), invitation.inviter
             )
@@ -825,14 +830,14 @@ class Node:
             return new_dialer == preferred
         return True  # same dialer: the newer connection replaces a stale one
 
-    async def _run_connection(self, conn: Connection) -> None:
-        """Run the sync protocol on ``conn`` until it ends. Never raises P2PSpaceError."""
+    def _register(self, conn: Connection) -> PeerConnection | None:
+        """Make ``conn`` the peer's connection (synchronously, so no dial can slip in between),
+        or return None if an existing connection is preferred (the caller closes ``conn``)."""
         existing = self.connections.get(conn.peer)
         if existing is not None:
             if not self._prefer(conn, existing.conn):
                 log.debug("dropping duplicate connection to %s", short_id(conn.peer))
-                await conn.aclose()
-                return
+                return None
             # The old connection winds down on its own; its session and ours may overlap
             # briefly, which the protocol tolerates (deltas already known are not resent).
             existing.replaced = True
@@ -850,6 +855,18 @@ class Node:
             "dialled" if conn.dialed else "accepted",
         )
         self._notify({"type": "peer", "peer": conn.peer.hex(), "connected": True})
+        return peer
+
+    async def _run_connection(self, conn: Connection) -> None:
+        """Run the sync protocol on ``conn`` until it ends. Never raises P2PSpaceError."""
+        peer = self._register(conn)
+        if peer is None:
+            await conn.aclose()
+            return
+        await self._serve_connection(peer)
+
+    async def _serve_connection(self, peer: PeerConnection) -> None:
+        conn, session = peer.conn, peer.session
         try:
             with peer.scope:
                 async with trio.open_nursery() as nursery:
@@ -884,19 +901,26 @@ class Node:
 
     async def _reader(self, peer: PeerConnection, done: trio.CancelScope) -> None:
         session, stream = peer.session, peer.conn.stream
+        frame_deadline = math.inf
         try:
             while not session.closed:
                 if session.mid_frame:
-                    with trio.move_on_after(self.stall_timeout) as waited:
+                    # A frame must be complete within stall_timeout of its first byte: a peer
+                    # trickling a byte at a time is as stuck as one sending nothing.
+                    if frame_deadline == math.inf:
+                        frame_deadline = trio.current_time() + self.stall_timeout
+                    with trio.move_on_at(frame_deadline) as waited:
                         data = await stream.receive_some(READ_SIZE)
                     if waited.cancelled_caught:
                         peer.error = f"peer stalled mid-frame for {self.stall_timeout:g} s"
                         self.refused += 1
                         break
                 else:
+                    frame_deadline = math.inf
                     data = await stream.receive_some(READ_SIZE)
                 if not data:
                     break
+                frames_before = session.stats.frames_received
                 try:
                     session.receive_data(bytes(data))
                 except RemoteProtocolError as exc:
@@ -914,6 +938,8 @@ class Node:
                     for space in list(session.links):
                         self._processor_failed(space, str(exc))
                     break
+                if session.stats.frames_received != frames_before:
+                    frame_deadline = math.inf  # progress: the next partial frame gets a fresh one
                 self._observe(peer)
                 self._kick()
                 self._notify()

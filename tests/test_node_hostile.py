@@ -363,6 +363,32 @@ async def test_partial_frame_then_stall_is_dropped(pair: Pair, sent: int) -> Non
     await assert_serving(pair, refused=1)
 
 
+async def test_a_frame_trickled_a_byte_at_a_time_is_dropped(pair: Pair) -> None:
+    # Each byte arrives well within the stall timeout, but the frame never completes: the
+    # deadline is per frame, not per read.
+    a = pair.a
+    attacker = pair.new_identity()
+    data = frame(encode_message(Hello(endpoint=attacker.endpoint_id, spaces=(), reply=False)))
+    async with connect(pair, attacker) as client:
+        await client.authenticate()
+        assert await client.hello() == ()
+        await a.wait_until(lambda: attacker.endpoint_id in a.connections, timeout=TIMEOUT)
+        with a.subscribe() as events:
+
+            async def trickle() -> None:
+                for byte in data[:-1]:
+                    await client.send(bytes([byte]))
+                    await trio.sleep(STALL / 5)  # the attacker's pace, not a wait for the node
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trickle)
+                event = await next_event(events, closed_event(attacker.endpoint_id))
+                nursery.cancel_scope.cancel()
+    assert event["error"] == f"peer stalled mid-frame for {STALL:g} s"
+    assert attacker.endpoint_id not in a.connections
+    await assert_serving(pair, refused=1)
+
+
 # -- the handshake: proofs that must not verify -------------------------------------------------
 
 
