@@ -474,6 +474,8 @@ class Session:
             return
         self.stats.deltas_received += len(message.wires)
         link.received += len(message.wires)
+        # Patience measures silence, not the length of a catch-up that is still flowing.
+        link.ticks_requested = 0
         link.incoming = frozenset(message.wires)
         try:
             result = self.endpoint.receive(link.replica, message.wires)
