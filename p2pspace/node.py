@@ -456,6 +456,11 @@ class Node:
         if grew:
             self._acks_dirty.add((space, peer))
             self._notify({"type": "acks", "space": space.hex(), "peer": peer.hex()})
+            if self.discussion(space, required=False) is not None:
+                # Sync statuses of posts may have moved ("delivered to k of n").
+                self._notify(
+                    {"type": "discussion", "kind": "status", "space": space.hex(), "by": peer.hex()}
+                )
 
     def _flush_acks(self) -> None:
         if not self._acks_dirty:

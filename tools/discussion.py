@@ -122,7 +122,11 @@ class TopicSummary:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChangeEvent:
-    """A change to a post seen in executed deltas: ``added``, ``edited`` or ``deleted``."""
+    """A change to a post seen in executed deltas: ``added``, ``edited`` or ``deleted``.
+
+    (The node adds ``{"type": "discussion", "kind": "status"}`` events of its own whenever a
+    peer's acknowledgement advances, since sync statuses may then have changed.)
+    """
 
     kind: str
     post: str
