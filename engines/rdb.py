@@ -3,6 +3,8 @@
 Commands (``args`` is always a map):
 
 * ``create {table, record, fields}`` -- a new record; a no-op if the record exists or existed.
+  With ``owned: true`` the record belongs to the delta's creator: a ``set`` or ``delete`` by
+  anyone else is a recorded no-op (the creator is the delta's signer, so every replica agrees).
 * ``set {table, record, fields}`` -- set the given fields (others keep their values); a no-op on a
   record that does not exist or was deleted.
 * ``delete {table, record}`` -- delete the record (a tombstone); a no-op if absent or deleted.
@@ -12,7 +14,8 @@ order: the later ``set`` wins. A command that does not apply is a *recorded no-o
 record is ``None`` and undo does nothing, so undo stays exact.
 
 State: one entry per record, key ``r/<table>\\0<record>``, value the canonical CBOR of
-``[fields, deleted]``. Undo records are ``[previous value or None]``, restored byte for byte.
+``[fields, deleted]`` (``[fields, deleted, owner]`` for an owned record). Undo records are
+``[previous value or None]``, restored byte for byte.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ _ARG_KEYS = {
     "set": frozenset({"table", "record", "fields"}),
     "delete": frozenset({"table", "record"}),
 }
+_OWNED_CREATE = frozenset({"owned", "table", "record", "fields"})
 
 
 def record_key(table: str, record: str) -> bytes:
@@ -56,7 +60,10 @@ class RdbEngine(Engine):
         if keys is None:
             raise CommandError(f"rdb has no command {command.name!r}")
         args = command.args
-        if type(args) is not dict or args.keys() != keys:
+        if command.name == "create" and type(args) is dict and args.keys() == _OWNED_CREATE:
+            if args["owned"] is not True:
+                raise CommandError("rdb create: owned must be true when given")
+        elif type(args) is not dict or args.keys() != keys:
             raise CommandError(f"rdb {command.name} takes a map with exactly {sorted(keys)}")
         _name(args["table"], "table", MAX_TABLE)
         _name(args["record"], "record", MAX_RECORD)
@@ -75,18 +82,22 @@ class RdbEngine(Engine):
         if name == "create":
             if old is not None:
                 return None
-            state.put(key, codec.encode_trusted([args["fields"], False]))
+            value = [args["fields"], False]
+            if args.get("owned") is True:
+                value.append(context.creator)
+            state.put(key, codec.encode_trusted(value))
             return [None]
         if old is None:
             return None
-        fields, deleted = _decode_record(old)
-        if deleted:
+        fields, deleted, owner = _decode_record(old)
+        if deleted or (owner is not None and owner != context.creator):
             return None
+        tail = [] if owner is None else [owner]
         if name == "set":
             fields.update(args["fields"])
-            state.put(key, codec.encode_trusted([fields, False]))
+            state.put(key, codec.encode_trusted([fields, False, *tail]))
         else:
-            state.put(key, codec.encode_trusted([fields, True]))
+            state.put(key, codec.encode_trusted([fields, True, *tail]))
         return [old]
 
     def undo(self, state: EngineState, command: Command, undo_record: Any) -> None:
@@ -103,12 +114,14 @@ class RdbEngine(Engine):
         return frozenset({record_key(command.args["table"], command.args["record"])})
 
 
-def _decode_record(raw: bytes) -> tuple[dict[str, Any], bool]:
+def _decode_record(raw: bytes) -> tuple[dict[str, Any], bool, bytes | None]:
     try:
-        fields, deleted = codec.decode_stored(raw)
-    except (MalformedError, ValueError, TypeError) as exc:
+        value = codec.decode_stored(raw)
+        fields, deleted = value[0], value[1]
+        owner = value[2] if len(value) == 3 else None
+    except (MalformedError, ValueError, TypeError, IndexError) as exc:
         raise StorageError(f"corrupt rdb record: {exc}") from None
-    return fields, deleted
+    return fields, deleted, owner
 
 
 class RdbView:
@@ -122,16 +135,26 @@ class RdbView:
         raw = self._state.get(record_key(table, record))
         if raw is None:
             return None
-        fields, deleted = _decode_record(raw)
+        fields, deleted, _owner = _decode_record(raw)
         return None if deleted else fields
+
+    def owner(self, table: str, record: str) -> bytes | None:
+        """The endpoint that created an owned record (None if not owned or absent)."""
+        raw = self._state.get(record_key(table, record))
+        return None if raw is None else _decode_record(raw)[2]
 
     def records(self, table: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """Live records of ``table`` in record-id order."""
+        for record, fields, _owner in self.owned_records(table):
+            yield record, fields
+
+    def owned_records(self, table: str) -> Iterator[tuple[str, dict[str, Any], bytes | None]]:
+        """Live records of ``table`` with their owner (None if not owned), in record-id order."""
         prefix = RECORD_PREFIX + table.encode() + b"\0"
         for key, raw in self._state.scan(prefix):
-            fields, deleted = _decode_record(raw)
+            fields, deleted, owner = _decode_record(raw)
             if not deleted:
-                yield key[len(prefix) :].decode(), fields
+                yield key[len(prefix) :].decode(), fields, owner
 
     def tables(self) -> list[str]:
         names: set[str] = set()
@@ -140,7 +163,14 @@ class RdbView:
         return sorted(names)
 
 
-def create(table: str, record: str, fields: dict[str, Any], *, instance: str = "db") -> Command:
+def create(
+    table: str, record: str, fields: dict[str, Any], *, instance: str = "db", owned: bool = False
+) -> Command:
+    """``owned``: only the creator of this delta may later set or delete the record."""
+    if owned:
+        # Canonical key order (length, then bytes): owned, table, fields, record.
+        args = {"owned": True, "table": table, "fields": fields, "record": record}
+        return Command(engine=instance, name="create", args=args)
     return Command(
         engine=instance, name="create", args={"table": table, "fields": fields, "record": record}
     )

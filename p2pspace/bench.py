@@ -633,7 +633,9 @@ def _fill_discussion(
         clock += rng.randrange(1, 60_000)
         fields.update(author=authors[rng.randrange(len(authors))], created=clock, edited=0)
         fields.update(deleted=False, rev=[me, seq])
-        batches.append([rdb.create(table, post_id, fields, instance=discussion.INSTANCE)])
+        batches.append(
+            [rdb.create(table, post_id, fields, instance=discussion.INSTANCE, owned=True)]
+        )
 
     for topic in topics:
         add(discussion.TOPICS, topic, {"title": text(6), "body": text(rng.randrange(10, 80))})
@@ -641,7 +643,7 @@ def _fill_discussion(
         topic = topics[owner]
         siblings = thread_posts[topic]
         parent = siblings[0] if rng.random() < 0.4 else rng.choice(siblings)
-        reply = f"{topic}.{rng.randbytes(4).hex()}"
+        reply = f"{topic}.{rng.randbytes(8).hex()}"
         siblings.append(reply)
         fields = {"parent": parent, "body": text(rng.randrange(5, 60))}
         add(discussion.REPLY_PREFIX + topic, reply, fields)

@@ -27,6 +27,7 @@ from p2pspace.messages import PROTOCOL_VERSION
 SERVICE_TYPE = "_p2pspace._tcp.local."
 RESOLVE_TIMEOUT_MS = 3000
 EVENT_QUEUE = 256
+SHUTDOWN_TIMEOUT = 5.0
 
 log = logging.getLogger("p2pspace.discovery")
 
@@ -143,9 +144,14 @@ class Discovery:
                 try:
                     await trio.sleep_forever()
                 finally:
-                    with trio.CancelScope(shield=True):
+                    # Bounded: a zeroconf that hangs on the way out must not hang the node.
+                    with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_TIMEOUT):
                         await trio.to_thread.run_sync(
-                            self._shutdown, zc, browser, info if registered else None
+                            self._shutdown,
+                            zc,
+                            browser,
+                            info if registered else None,
+                            abandon_on_cancel=True,
                         )
         finally:
             self._zc = None

@@ -139,12 +139,18 @@ class Endpoint:
     # -- local changes ------------------------------------------------------------------------
 
     def create(self, space_id: bytes, commands: Sequence[Command], *, time: int) -> Delta:
-        return self.replica(space_id).create(commands, time=time)
+        return self.create_many(space_id, [commands], time=time)[0]
 
     def create_many(
         self, space_id: bytes, batches: Sequence[Sequence[Command]], *, time: int
     ) -> list[Delta]:
-        return self.replica(space_id).create_many(batches, time=time)
+        replica = self.replica(space_id)
+        members_before = len(replica.member_ids())
+        deltas = replica.create_many(batches, time=time)
+        if len(replica.member_ids()) != members_before:
+            # A member added here: sessions with that peer may now offer the space.
+            self._refresh_sessions()
+        return deltas
 
     # -- sessions -----------------------------------------------------------------------------
 

@@ -82,6 +82,8 @@ MAX_BOOK = 256
 LOCK_FILE = "node.lock"
 JOIN_TIMEOUT = 60.0
 MAX_INBOUND = 256
+STRANGER_GRACE = 10.0  # an inbound connection sharing no space is closed after this long
+HOUSEKEEPING_TICKS = 10
 SPACE_ENGINES = {"db": "rdb", "discussion": "rdb"}  # a new space holds the discussion tool
 
 log = logging.getLogger("p2pspace.node")
@@ -207,6 +209,8 @@ class PeerConnection:
     error: str = ""
     replaced: bool = False
     writer_done: trio.Event = field(default_factory=trio.Event)
+    spaces: set[bytes] = field(default_factory=set)  # spaces this connection has synced
+    inbound_slot: bool = False  # counts against MAX_INBOUND until the peer proves a member
 
 
 @dataclass(slots=True, kw_only=True, eq=False)
@@ -458,9 +462,7 @@ class Node:
             self._notify({"type": "acks", "space": space.hex(), "peer": peer.hex()})
             if self.discussion(space, required=False) is not None:
                 # Sync statuses of posts may have moved ("delivered to k of n").
-                self._notify(
-                    {"type": "discussion", "kind": "status", "space": space.hex(), "by": peer.hex()}
-                )
+                self._notify({"type": "status", "space": space.hex(), "peer": peer.hex()})
 
     def _flush_acks(self) -> None:
         if not self._acks_dirty:
@@ -508,9 +510,9 @@ class Node:
 
     def commit(self, space: bytes, commands: Sequence[Any]) -> Delta:
         """Create one delta of ``commands`` here and push it to peers."""
-        replica = self._writable(space)
+        self._writable(space)
         try:
-            delta = replica.create(commands, time=now_ms())
+            delta = self.endpoint.create(space, commands, time=now_ms())
         except StorageError as exc:
             self._processor_failed(space, str(exc))
             raise
@@ -592,7 +594,7 @@ class Node:
         with self.endpoint.store.transaction():
             role = self._redeem(request, peer, nonce)
         existing = replica.members().get(peer)
-        if existing is None or existing.role != role:
+        if existing is None:  # a retry after a crash does not re-apply (or change) the role
             command = members_engine.add_command(
                 member_id=peer, key=key, name=request.name, role=role
             )
@@ -730,7 +732,14 @@ class Node:
     def _feed(self, space: bytes, peer: bytes, event: PeerInput, error: str = "") -> None:
         machine = self._machine(space, peer)
         before = machine.state
-        machine.feed(event, error)
+        try:
+            machine.feed(event, error)
+        except LocalProtocolError as exc:
+            # A gap in the table is our bug, never a reason to stop the node: log it and start
+            # the pair afresh from what the input says.
+            log.error("sync state of %s: %s", short_id(peer), exc)
+            machine.state = PeerState.DISCONNECTED
+            machine.feed(event if event is not PeerInput.SYNCED else PeerInput.OPENED, error)
         if machine.state is not before:
             self._sync_changed(space, peer, machine)
 
@@ -754,6 +763,7 @@ class Node:
         if session.peer is None:
             return
         for space, link in session.links.items():
+            peer.spaces.add(space)
             if link.acked:
                 self._note_acks(space, session.peer, link.acked)
             live = link.recv is RecvState.SYNCED and link.send is SendState.LIVE
@@ -761,8 +771,18 @@ class Node:
             machine = self._machine(space, session.peer)
             if machine.state is target:
                 continue
-            if machine.reach(target):
+            try:
+                changed = machine.reach(target)
+            except LocalProtocolError as exc:
+                log.error("sync state of %s: %s", short_id(session.peer), exc)
+                machine.state = PeerState.DISCONNECTED
+                changed = machine.reach(target)
+            if changed:
                 self._sync_changed(space, session.peer, machine)
+        if peer.inbound_slot and (session.links or self._shared_spaces(session.peer)):
+            # A member: its connection no longer counts against the strangers' cap.
+            peer.inbound_slot = False
+            self._accepting -= 1
 
     def peers(self) -> list[dict[str, Any]]:
         ids: set[bytes] = set(self.connections)
@@ -874,15 +894,23 @@ class Node:
         conn, session = peer.conn, peer.session
         try:
             with peer.scope:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._reader, peer, nursery.cancel_scope)
-                    nursery.start_soon(self._writer, peer, nursery.cancel_scope)
+                try:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._reader, peer, nursery.cancel_scope)
+                        nursery.start_soon(self._writer, peer, nursery.cancel_scope)
+                except Exception as exc:
+                    # Whatever goes wrong on one connection (a store failure while streaming,
+                    # a bug) ends that connection, logged -- never the node.
+                    log.exception("connection to %s failed", short_id(conn.peer))
+                    peer.error = peer.error or f"internal error: {type(exc).__name__}: {exc}"
+                    self.refused += 1
         finally:
             error = peer.error or (str(session.error) if session.error else "")
             self.endpoint.close_session(session)
             if self.connections.get(conn.peer) is peer:
                 del self.connections[conn.peer]
-            for space in self._shared_spaces(conn.peer) if not peer.replaced else ():
+            closing = set(self._shared_spaces(conn.peer)) | peer.spaces
+            for space in sorted(closing) if not peer.replaced else ():
                 machine = self.peer_sync.get((space, conn.peer))
                 if machine is None:
                     continue
@@ -976,11 +1004,15 @@ class Node:
             done.cancel()
 
     async def _ticker(self) -> None:
+        ticks = 0
         while True:
             await trio.sleep(TICK_SECONDS)
             self.endpoint.tick()
             for peer in list(self.connections.values()):
                 self._observe(peer)
+            ticks += 1
+            if ticks % HOUSEKEEPING_TICKS == 0:
+                self._housekeeping()
             self._flush_acks()
             self._kick()
             self._notify()
@@ -1016,13 +1048,15 @@ class Node:
 
     async def _handle_accepted(self, tcp: trio.SocketStream) -> None:
         if self._accepting >= MAX_INBOUND:
-            # Bounded: past this many handshakes and connections, new arrivals are closed.
+            # Bounded: past this many handshakes and stranger connections, arrivals are closed
+            # (members' connections stop counting once they sync a space).
             self.refused += 1
-            log.warning("refused a connection: %d inbound connections already", MAX_INBOUND)
+            log.warning("refused a connection: %d inbound strangers already", MAX_INBOUND)
             with trio.CancelScope(shield=True):
                 await tcp.aclose()
             return
         self._accepting += 1
+        holder: PeerConnection | None = None
         try:
             try:
                 conn = await accept(
@@ -1036,9 +1070,17 @@ class Node:
                 log.warning("refused a connection: %s: %s", type(exc).__name__, exc)
                 self._notify({"type": "refused", "error": f"{type(exc).__name__}: {exc}"})
                 return
-            await self._run_connection(conn)
+            holder = self._register(conn)
+            if holder is None:
+                await conn.aclose()
+                return
+            holder.inbound_slot = True  # the slot passes to the connection
+            await self._serve_connection(holder)
         finally:
-            self._accepting -= 1
+            if holder is None or holder.inbound_slot:
+                self._accepting -= 1
+            if holder is not None:
+                holder.inbound_slot = False
 
     # -- dialling -----------------------------------------------------------------------------
 
@@ -1056,7 +1098,11 @@ class Node:
     ) -> None:
         target = self.targets.get(key)
         if target is not None:
-            target.addresses = addresses
+            # Merge: addresses that worked stay first (an announcement could be spoofed; the
+            # key pin stops impersonation, this stops it from costing us the real address).
+            known = target.addresses[: invitations.MAX_ADDRESSES // 2]
+            merged = known + [a for a in addresses if a not in known]
+            target.addresses = merged[: invitations.MAX_ADDRESSES]
             target.wanted = True
             return
         target = DialTarget(key=key, addresses=addresses, peer=peer, static=static)
@@ -1111,7 +1157,11 @@ class Node:
                 else:
                     target.last_error = ""
                     target.peer = conn.peer
-                    self._remember(conn.peer, (host, port))
+                    if target.static or self._wants(conn.peer):
+                        self._remember(conn.peer, (host, port))
+                    if (host, port) in target.addresses:
+                        target.addresses.remove((host, port))
+                    target.addresses.insert(0, (host, port))
                     delay = BACKOFF_MIN
                     await self._run_connection(conn)
                     if not target.wanted:
@@ -1143,8 +1193,33 @@ class Node:
             self._notify({"type": "discovery", "peer": sighting.endpoint.hex(), "present": False})
             return
         log.info("discovered %s at %s", short_id(sighting.endpoint), sighting.addresses)
-        self._ensure_target(key, list(sighting.addresses), sighting.endpoint)
+        if self._wants(sighting.endpoint):
+            # Only peers we share a space with are dialled: anyone on the LAN can announce
+            # anything, and strangers must not grow our dial targets.
+            self._ensure_target(key, list(sighting.addresses), sighting.endpoint)
         self._notify({"type": "discovery", "peer": sighting.endpoint.hex(), "present": True})
+
+    def _wants(self, peer: bytes) -> bool:
+        """True if ``peer`` shares a space with us or sponsors a join of ours."""
+        if peer == self.endpoint_id:
+            return False
+        return bool(self._shared_spaces(peer)) or any(
+            peer in sponsors for sponsors in self.endpoint.sponsors.values()
+        )
+
+    def _housekeeping(self) -> None:
+        """Once a second: dial discovered peers that became members; drop idle strangers."""
+        if self.discovery is not None:
+            for peer, seen in list(self.discovery.peers.items()):
+                key = f"peer:{peer.hex()}"
+                if key not in self.targets and self._wants(peer):
+                    self._ensure_target(key, list(seen.addresses), peer)
+        now = time.monotonic()
+        for peer_id, connection in list(self.connections.items()):
+            stranger = not connection.session.links and not self._wants(peer_id)
+            if stranger and not connection.conn.dialed and now - connection.opened > STRANGER_GRACE:
+                connection.error = "shares no space with this endpoint"
+                connection.scope.cancel()
 
     # -- lifetime -----------------------------------------------------------------------------
 

@@ -67,6 +67,7 @@ CHUNK_DELTAS = 1024
 CHUNK_BYTES = 512 * 1024
 MAX_LIVE_BUFFER = 20_000
 FETCH_ANSWER_MAX = 2048
+FETCH_ANSWER_BYTES = 2 * 1024 * 1024
 MAX_OUTBOX = 2 * MAX_FRAME  # queued control and answer frames; catch-up is produced lazily
 RETRANSMIT_TICKS = 3
 CATCH_UP_PATIENCE = 40
@@ -465,7 +466,7 @@ class Session:
         if link is None:
             return
         vector = dict(message.vector)
-        _merge(link.acked, vector)
+        _merge(link.acked, _members_only(link.replica, vector))
         self._start_stream(message.space, link, vector)
 
     def _on_deltas(self, message: Deltas) -> None:
@@ -493,7 +494,7 @@ class Session:
         link = self._link(message.space)
         if link is None:
             return
-        _merge(link.acked, dict(message.vector))
+        _merge(link.acked, _members_only(link.replica, dict(message.vector)))
         link.recv = RecvState.SYNCED
         self._uncount(message.space, link)
         accepted = link.replica.accepted_vector()
@@ -507,7 +508,8 @@ class Session:
         link = self._link(message.space)
         if link is None:
             return
-        vector = dict(message.vector)
+        # Only creators that are members count: made-up ids must not grow what we keep.
+        vector = _members_only(link.replica, dict(message.vector))
         _merge(link.acked, vector)
         _merge(link.known, vector)
         link.delivered = sum(link.acked.values())
@@ -518,11 +520,21 @@ class Session:
             return
         if self._outbox_bytes > MAX_OUTBOX // 2:
             raise ResourceLimitError("peer keeps asking while not reading the answers")
-        wires = link.replica.fetch(message.ranges, max_count=FETCH_ANSWER_MAX)
-        for start in range(0, len(wires), CHUNK_DELTAS):
-            self._send(
-                Deltas(space=message.space, wires=tuple(wires[start : start + CHUNK_DELTAS]))
-            )
+        wires = link.replica.fetch(
+            message.ranges, max_count=FETCH_ANSWER_MAX, max_bytes=FETCH_ANSWER_BYTES
+        )
+        # Frames are cut by count and by bytes, like live pushes: deltas of up to 64 KiB each
+        # must never add up to a frame over the maximum.
+        batch: list[bytes] = []
+        size = 0
+        for wire in wires:
+            if batch and (len(batch) >= CHUNK_DELTAS or size + len(wire) > CHUNK_BYTES):
+                self._send(Deltas(space=message.space, wires=tuple(batch)))
+                batch, size = [], 0
+            batch.append(wire)
+            size += len(wire)
+        if batch:
+            self._send(Deltas(space=message.space, wires=tuple(batch)))
 
     def _on_error(self, message: Error) -> None:
         self.error = RemoteProtocolError(
@@ -582,6 +594,12 @@ class Session:
 
 class _Ignore(Exception):
     """Internal: an out-of-order input on a lossy link, dropped."""
+
+
+def _members_only(replica: Replica, vector: dict[bytes, int]) -> dict[bytes, int]:
+    """What a peer says it has, for creators we know to be members: made-up ids in a vector
+    must not grow what a session keeps."""
+    return {c: s for c, s in vector.items() if replica.is_member(c)}
 
 
 def _merge(into: dict[bytes, int], other: dict[bytes, int]) -> None:

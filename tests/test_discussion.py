@@ -693,7 +693,15 @@ def test_reading_a_thread_does_not_visit_other_threads(solo: Forum) -> None:
     alice.endpoint.create_many(
         solo.space,
         [
-            [rdb.create(f"r:{last}", f"{last}.{k:08x}", {"parent": last}, instance=INSTANCE)]
+            [
+                rdb.create(
+                    f"r:{last}",
+                    f"{last}.{k:016x}",
+                    {"parent": last, "rev": [alice.endpoint.endpoint_id, 1]},
+                    instance=INSTANCE,
+                    owned=True,
+                )
+            ]
             for k in range(300)
         ],
         time=1,

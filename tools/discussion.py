@@ -23,6 +23,7 @@ from the creating delta's id, so the tool is deterministic under the simulator.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,8 +125,8 @@ class TopicSummary:
 class ChangeEvent:
     """A change to a post seen in executed deltas: ``added``, ``edited`` or ``deleted``.
 
-    (The node adds ``{"type": "discussion", "kind": "status"}`` events of its own whenever a
-    peer's acknowledgement advances, since sync statuses may then have changed.)
+    (The node adds ``{"type": "status", "space", "peer"}`` events of its own whenever a peer's
+    acknowledgement advances: sync statuses of posts may then have changed.)
     """
 
     kind: str
@@ -159,6 +160,14 @@ def _check_id(post_id: str) -> str:
     return post_id
 
 
+def _well_formed_id(post_id: str, *, topic: bool) -> bool:
+    try:
+        _check_id(post_id)
+    except LocalProtocolError:
+        return False
+    return (post_id == topic_of(post_id)) == topic
+
+
 def _text(value: str, label: str, limit: int, *, empty: bool = False) -> str:
     if not isinstance(value, str):
         raise LocalProtocolError(f"{label} must be text")
@@ -168,6 +177,41 @@ def _text(value: str, label: str, limit: int, *, empty: bool = False) -> str:
     if len(value.encode("utf-8")) > limit:
         raise LocalProtocolError(f"{label} is longer than {limit} bytes")
     return value
+
+
+def _clean(fields: Mapping[str, Any], owner: bytes | None) -> dict[str, Any] | None:
+    """A post record's fields, typed, or None if it is not a well-formed post.
+
+    The author is the record's owner -- the signer of the delta that created it, recorded by
+    the rdb engine -- never a field a member wrote. Records any member could have written with
+    other types (or without an owner) are left out rather than trusted.
+    """
+    if owner is None:
+        return None
+    rev = fields.get("rev")
+    if not (
+        type(rev) is list
+        and len(rev) == 2
+        and type(rev[0]) is bytes
+        and len(rev[0]) == 16
+        and type(rev[1]) is int
+        and 0 <= rev[1] < 2**53
+    ):
+        return None
+    out: dict[str, Any] = {"author": owner, "rev": (rev[0], rev[1])}
+    for name, kind, default in (
+        ("title", str, ""),
+        ("body", str, ""),
+        ("parent", str, ""),
+        ("created", int, 0),
+        ("edited", int, 0),
+        ("deleted", bool, False),
+    ):
+        value = fields.get(name, default)
+        if type(value) is not kind:
+            return None
+        out[name] = value
+    return out
 
 
 def has_discussion(replica: Replica, instance: str = INSTANCE) -> bool:
@@ -185,6 +229,7 @@ class Discussion:
         commit: Commit,
         now: Callable[[], int],
         acks: Acks = dict,
+        random: Callable[[int], bytes] = os.urandom,
         instance: str = INSTANCE,
     ) -> None:
         if not has_discussion(replica, instance):
@@ -194,6 +239,7 @@ class Discussion:
         self._commit = commit
         self._now = now
         self._acks = acks
+        self._random = random
 
     @property
     def me(self) -> bytes:
@@ -208,7 +254,9 @@ class Discussion:
         _check_id(post_id)
         topic = topic_of(post_id)
         table = TOPICS if post_id == topic else _table(topic)
-        return self._view().get(table, post_id)
+        view = self._view()
+        fields = view.get(table, post_id)
+        return None if fields is None else _clean(fields, view.owner(table, post_id))
 
     def _status_context(self) -> _StatusContext:
         vector = self.replica.vector
@@ -237,22 +285,21 @@ class Discussion:
         context: _StatusContext,
         replies: tuple[Post, ...] = (),
     ) -> Post:
-        author = fields.get("author", b"")
-        rev = fields.get("rev") or [author, 0]
-        rev_t = (bytes(rev[0]), int(rev[1]))
+        author: bytes = fields["author"]
+        rev: tuple[bytes, int] = fields["rev"]
         return Post(
             id=post_id,
             topic=topic_of(post_id),
-            parent=str(fields.get("parent", "")),
-            title=str(fields.get("title", "")),
-            body=str(fields.get("body", "")),
+            parent=fields["parent"],
+            title=fields["title"],
+            body=fields["body"],
             author=author,
             author_name=names.get(author, "") or author.hex()[:8],
-            created=int(fields.get("created", 0)),
-            edited=int(fields.get("edited", 0)),
-            deleted=bool(fields.get("deleted", False)),
-            rev=rev_t,
-            status=self._status(rev_t, context),
+            created=fields["created"],
+            edited=fields["edited"],
+            deleted=fields["deleted"],
+            rev=rev,
+            status=self._status(rev, context),
             replies=replies,
         )
 
@@ -269,11 +316,17 @@ class Discussion:
         view = self._view()
         names, context = self._names(), self._status_context()
         out = []
-        for topic_id, fields in view.records(TOPICS):
-            count, last = 0, int(fields.get("edited") or fields.get("created", 0))
-            for _rid, reply in view.records(_table(topic_id)):
+        for topic_id, raw, owner in view.owned_records(TOPICS):
+            fields = _clean(raw, owner)
+            if fields is None or not _well_formed_id(topic_id, topic=True):
+                continue
+            count, last = 0, fields["edited"] or fields["created"]
+            for rid, raw_reply, reply_owner in view.owned_records(_table(topic_id)):
+                reply = _clean(raw_reply, reply_owner)
+                if reply is None or not _well_formed_id(rid, topic=False):
+                    continue
                 count += 1
-                last = max(last, int(reply.get("edited") or reply.get("created", 0)))
+                last = max(last, reply["edited"] or reply["created"])
             post = self._post(topic_id, fields, names, context)
             out.append(TopicSummary(post=post, replies=count, last_activity=last))
         out.sort(key=lambda t: (-t.last_activity, -t.post.created, t.post.id))
@@ -284,18 +337,21 @@ class Discussion:
         _check_id(topic_id)
         topic_id = topic_of(topic_id)
         view = self._view()
-        root = view.get(TOPICS, topic_id)
+        root = self._fields(topic_id)
         if root is None:
             raise NotFoundError(f"no topic {topic_id}")
         names, context = self._names(), self._status_context()
         children: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-        for rid, fields in view.records(_table(topic_id)):
-            children.setdefault(str(fields.get("parent", topic_id)), []).append((rid, fields))
+        for rid, raw, owner in view.owned_records(_table(topic_id)):
+            fields = _clean(raw, owner)
+            if fields is None or not _well_formed_id(rid, topic=False):
+                continue
+            children.setdefault(fields["parent"] or topic_id, []).append((rid, fields))
 
         def build(post_id: str, fields: Mapping[str, Any], depth: int) -> Post:
             kids = sorted(
                 children.get(post_id, ()),
-                key=lambda kv: (int(kv[1].get("created", 0)), kv[1].get("author", b""), kv[0]),
+                key=lambda kv: (kv[1]["created"], kv[1]["author"], kv[0]),
             )
             replies = tuple(build(rid, f, depth + 1) for rid, f in kids) if depth < 200 else ()
             return self._post(post_id, fields, names, context, replies)
@@ -313,12 +369,12 @@ class Discussion:
     # -- writing ------------------------------------------------------------------------------
 
     def _new_id(self) -> str:
-        # Derived from the id of the delta that creates the post (this endpoint's next one),
-        # which no other delta shares: ids never collide, even between concurrent posts.
+        # Bound to the id of the delta that creates the post (this endpoint's next one), which
+        # no other delta shares, so concurrent posts never collide; and salted, so no member
+        # can predict it and take the id first.
         seq = self.replica.vector.get(self.me, 0) + 1
-        return hashlib.sha256(b"p2pspace-post\0" + self.me + seq.to_bytes(8, "big")).hexdigest()[
-            :16
-        ]
+        material = b"p2pspace-post\0" + self.me + seq.to_bytes(8, "big") + self._random(8)
+        return hashlib.sha256(material).hexdigest()[:16]
 
     def _rev(self) -> list[Any]:
         # The delta this change goes into is this endpoint's next one.
@@ -339,7 +395,7 @@ class Discussion:
             "deleted": False,
             "rev": self._rev(),
         }
-        self._commit([rdb.create(TOPICS, topic, fields, instance=self.instance)])
+        self._commit([rdb.create(TOPICS, topic, fields, instance=self.instance, owned=True)])
         return topic
 
     def reply(self, parent_id: str, body: str) -> str:
@@ -361,14 +417,16 @@ class Discussion:
             "deleted": False,
             "rev": self._rev(),
         }
-        self._commit([rdb.create(_table(topic), reply_id, fields, instance=self.instance)])
+        self._commit(
+            [rdb.create(_table(topic), reply_id, fields, instance=self.instance, owned=True)]
+        )
         return reply_id
 
     def _own(self, post_id: str) -> tuple[str, dict[str, Any]]:
         fields = self._fields(post_id)
         if fields is None:
             raise NotFoundError(f"no post {post_id}")
-        if fields.get("author") != self.me:
+        if fields["author"] != self.me:
             raise PermissionDeniedError("only the author can change a post")
         topic = topic_of(post_id)
         return (TOPICS if post_id == topic else _table(topic)), fields
@@ -384,7 +442,7 @@ class Discussion:
         self._commit(
             [
                 rdb.set_fields(table, post_id, new, instance=self.instance),
-                rdb.create(UNDO, self.me.hex(), empty, instance=self.instance),
+                rdb.create(UNDO, self.me.hex(), empty, instance=self.instance, owned=True),
                 rdb.set_fields(UNDO, self.me.hex(), undo, instance=self.instance),
             ]
         )
@@ -408,14 +466,20 @@ class Discussion:
         if fields.get("deleted"):
             raise ConflictError("that post is already deleted")
         new: dict[str, Any] = {"deleted": True, "body": "", "edited": self._now()}
-        if "title" in fields:
+        if fields["title"]:
             new["title"] = ""
         self._change(post_id, "delete", new)
 
     def last_change(self) -> dict[str, Any] | None:
         """This endpoint's last edit or delete not yet undone: ``{post, kind, fields}``."""
-        entry = self._view().get(UNDO, self.me.hex())
-        if entry is None or entry.get("kind") not in ("edit", "delete"):
+        view = self._view()
+        entry = view.get(UNDO, self.me.hex())
+        if entry is None or view.owner(UNDO, self.me.hex()) != self.me:
+            return None  # absent, or written by someone else: not ours to trust
+        post, kind, fields = entry.get("post"), entry.get("kind"), entry.get("fields")
+        if kind not in ("edit", "delete") or type(post) is not str or type(fields) is not dict:
+            return None
+        if not set(fields) <= {"title", "body", "edited", "deleted"}:
             return None
         return entry
 

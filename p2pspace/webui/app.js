@@ -12,7 +12,9 @@ const token = new URLSearchParams(location.search).get("token") ?? "";
 
 const REFRESH_DELAY_MS = 100;
 // Events that can change what the page shows (the others -- discovery, refused -- cannot).
-const REFRESH_ON = new Set(["discussion", "deltas", "acks", "sync", "peer", "space", "processor"]);
+const REFRESH_ON = new Set([
+  "discussion", "deltas", "acks", "status", "sync", "peer", "space", "processor",
+]);
 
 const $ = (id) => document.getElementById(id);
 
