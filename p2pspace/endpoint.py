@@ -110,6 +110,10 @@ class Endpoint:
             return self.replicas[replica.space_id]
         self._adopt(replica)
         self._refresh_sessions()
+        for session in self.sessions:
+            if session.peer in trusted:
+                # A sponsor may have offered the space before we held it; ask again.
+                session.ask_offers()
         return replica
 
     def replica(self, space_id: bytes) -> Replica:

@@ -1047,7 +1047,7 @@ class Node:
                 nursery.start_soon(self._handle_accepted, tcp)
 
     async def _handle_accepted(self, tcp: trio.SocketStream) -> None:
-        if self._accepting >= MAX_INBOUND:
+        if self._accepting >= MAX_INBOUND and not self._evict_stranger():
             # Bounded: past this many handshakes and stranger connections, arrivals are closed
             # (members' connections stop counting once they sync a space).
             self.refused += 1
@@ -1198,6 +1198,21 @@ class Node:
             # anything, and strangers must not grow our dial targets.
             self._ensure_target(key, list(sighting.addresses), sighting.endpoint)
         self._notify({"type": "discovery", "peer": sighting.endpoint.hex(), "present": True})
+
+    def _evict_stranger(self) -> bool:
+        """Close the oldest inbound connection that shares no space, to make room for a new
+        arrival (which may be a member). False if every slot is a handshake under way."""
+        strangers = [
+            c
+            for c in self.connections.values()
+            if c.inbound_slot and not c.session.links and not c.scope.cancel_called
+        ]
+        if not strangers:
+            return False
+        oldest = min(strangers, key=lambda c: c.opened)
+        oldest.error = "closed to make room: shares no space with this endpoint"
+        oldest.scope.cancel()
+        return True
 
     def _wants(self, peer: bytes) -> bool:
         """True if ``peer`` shares a space with us or sponsors a join of ours."""

@@ -344,6 +344,12 @@ class Session:
             elif not link.buffer_overflow:
                 link.buffered.extend(executed)
 
+    def ask_offers(self) -> None:
+        """Ask the peer to name again the spaces it syncs with us (after we started holding
+        a space it may have offered before we had it: a join it sponsors)."""
+        if self.state is State.OPEN and self.peer is not None:
+            self._send_hello(reply=False)
+
     def refresh_spaces(self) -> None:
         """Offer spaces again if the set we would sync with this peer grew."""
         if self.peer is None or self.closed:
