@@ -27,8 +27,10 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import tempfile
+import threading
 import time
 import unicodedata
 import urllib.error
@@ -471,7 +473,28 @@ class HttpBackend:
 
     def join(self, code: str, timeout: float) -> str:
         body = {"code": code, "timeout_s": timeout}
-        return str(self.call("POST", "/api/join", body, timeout=timeout + REQUEST_TIMEOUT)["space"])
+        progress = _ProgressPrinter()
+        watcher = _ProgressWatcher(self, progress)
+        watcher.start()
+        try:
+            answer = self.call("POST", "/api/join", body, timeout=timeout + REQUEST_TIMEOUT)
+        finally:
+            watcher.stop()
+        progress.done()
+        return str(answer["space"])
+
+    def open_events(self) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """The node's event stream (server-sent events), for reading line by line."""
+        parsed = urllib.parse.urlsplit(self.url)
+        connection = http.client.HTTPConnection(
+            parsed.hostname or "127.0.0.1", parsed.port or 80, timeout=None
+        )
+        connection.request(
+            "GET",
+            "/api/events",
+            headers={"Authorization": f"Bearer {self.token}", "Accept": "text/event-stream"},
+        )
+        return connection, connection.getresponse()
 
     def _record_path(self, space: str, table: str, record: str | None) -> str:
         path = f"/api/spaces/{_quote(space)}/rdb/{_quote(table)}"
@@ -668,6 +691,51 @@ class OfflineBackend:
             return [tool.thread(i).to_json() for i in ids]
 
         return self._with_discussion(space, threads)
+
+
+class _ProgressWatcher:
+    """Shows a running node's ``progress`` events while a join request is under way (the join
+    itself is one blocking request; the events stream alongside it, read in a thread)."""
+
+    def __init__(self, backend: HttpBackend, printer: _ProgressPrinter) -> None:
+        self._backend = backend
+        self._printer = printer
+        self._connection: http.client.HTTPConnection | None = None
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="p2pspace-progress", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        connection = self._connection
+        if connection is not None and connection.sock is not None:
+            # Shutting the socket down ends the reader's blocking read at once.
+            with contextlib.suppress(OSError):
+                connection.sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join(timeout=1)
+
+    def _run(self) -> None:
+        # Progress is a courtesy: any failure here just means no progress lines.
+        try:
+            self._connection, response = self._backend.open_events()
+            if self._stopped.is_set():
+                return
+            for raw in response:
+                if self._stopped.is_set():
+                    return
+                line = raw.decode("utf-8", "replace").strip()
+                if not line.startswith("data:"):
+                    continue
+                event = json.loads(line[5:])
+                if isinstance(event, dict) and event.get("type") == "progress":
+                    self._printer(int(event["have"]), int(event["total"]))
+        except (OSError, ValueError, KeyError, TypeError, http.client.HTTPException):
+            return
+        finally:
+            if self._connection is not None:
+                self._connection.close()
 
 
 class _ProgressPrinter:

@@ -81,6 +81,7 @@ PEERS_FILE = "peers.json"
 MAX_BOOK = 256
 LOCK_FILE = "node.lock"
 JOIN_TIMEOUT = 60.0
+PROGRESS_EVERY = 0.5  # seconds between catch-up progress events during a join
 MAX_INBOUND = 256
 STRANGER_GRACE = 10.0  # an inbound connection sharing no space is closed after this long
 HOUSEKEEPING_TICKS = 10
@@ -701,9 +702,19 @@ class Node:
                 f"peer:{invitation.inviter.hex()}", list(addresses), invitation.inviter
             )
 
+            last_shown = [-1.0]
+
             def done() -> bool:
+                have, total = self.catch_up_progress(space, invitation.inviter)
                 if progress is not None:
-                    progress(*self.catch_up_progress(space, invitation.inviter))
+                    progress(have, total)
+                now = time.monotonic()
+                if total > have and now - last_shown[0] >= PROGRESS_EVERY:
+                    # For API clients (the CLI talking to a running node) to show.
+                    last_shown[0] = now
+                    self._notify(
+                        {"type": "progress", "space": space.hex(), "have": have, "total": total}
+                    )
                 machine = self.peer_sync.get((space, invitation.inviter))
                 return replica.can_create() and (
                     machine is not None and machine.state is PeerState.LIVE
