@@ -64,6 +64,8 @@ PROBE_TIMEOUT = 5.0
 REQUEST_TIMEOUT = 30.0
 JOIN_TIMEOUT = 60.0
 PROGRESS_EVERY = 1.0  # seconds between catch-up progress lines
+# Peers on the LAN must be able to reach a node, so `run` listens on every interface unless
+# told otherwise (`--listen`); tests and the demo always pass a loopback address.
 DEFAULT_LISTEN = "0.0.0.0"
 DEFAULT_API = "127.0.0.1:0"
 # Events the node logs itself; ``run`` logs every other event as one line.
