@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import math
@@ -741,16 +742,20 @@ class Node:
         return machine
 
     def _feed(self, space: bytes, peer: bytes, event: PeerInput, error: str = "") -> None:
+        self._step(space, peer, lambda machine: machine.feed(event, error))
+
+    def _step(self, space: bytes, peer: bytes, step: Callable[[PeerMachine], object]) -> None:
+        """Apply ``step`` to the (space, peer) machine and announce a change of state."""
         machine = self._machine(space, peer)
         before = machine.state
         try:
-            machine.feed(event, error)
+            step(machine)
         except LocalProtocolError as exc:
-            # A gap in the table is our bug, never a reason to stop the node: log it and start
-            # the pair afresh from what the input says.
+            # A gap in the table is our bug, never a reason to stop the node: log it and
+            # apply the step afresh from "disconnected" (which accepts every input it gets).
             log.error("sync state of %s: %s", short_id(peer), exc)
             machine.state = PeerState.DISCONNECTED
-            machine.feed(event if event is not PeerInput.SYNCED else PeerInput.OPENED, error)
+            step(machine)
         if machine.state is not before:
             self._sync_changed(space, peer, machine)
 
@@ -779,17 +784,8 @@ class Node:
                 self._note_acks(space, session.peer, link.acked)
             live = link.recv is RecvState.SYNCED and link.send is SendState.LIVE
             target = PeerState.LIVE if live else PeerState.CATCHING_UP
-            machine = self._machine(space, session.peer)
-            if machine.state is target:
-                continue
-            try:
-                changed = machine.reach(target)
-            except LocalProtocolError as exc:
-                log.error("sync state of %s: %s", short_id(session.peer), exc)
-                machine.state = PeerState.DISCONNECTED
-                changed = machine.reach(target)
-            if changed:
-                self._sync_changed(space, session.peer, machine)
+            if self._machine(space, session.peer).state is not target:
+                self._step(space, session.peer, functools.partial(PeerMachine.reach, target=target))
         if peer.inbound_slot and (session.links or self._shared_spaces(session.peer)):
             # A member: its connection no longer counts against the strangers' cap.
             peer.inbound_slot = False
@@ -1310,9 +1306,12 @@ async def open_node(
 ) -> AsyncIterator[Node]:
     """Run a node on ``home`` for the duration of the ``async with`` block.
 
-    ``listen``: address for peers (None: do not listen). ``interfaces``: addresses to run mDNS
-    on (empty: all). ``peers``: static peers to keep dialling. ``api``: where to serve the local
-    HTTP API (None: no API). Raises :class:`LocalProtocolError` if another process uses
+    ``listen``: address for peers (None: do not listen). The default is every interface on
+    :data:`DEFAULT_PORT`, because peers on the LAN must reach the node; tests, the demo and the
+    benchmarks pass a loopback (or their own namespace's) address. ``interfaces``: addresses to
+    run mDNS on (empty: every interface, for the same reason; pass addresses to confine it).
+    ``peers``: static peers to keep dialling. ``api``: where to serve the local HTTP API (None:
+    no API). Raises :class:`LocalProtocolError` if another process uses
     ``home``, :class:`TransportError` if the listen address is taken.
     """
     home = Path(home)

@@ -78,6 +78,7 @@ class Store:
         self.path = path
         self._in_txn = False
         self._durability = durability
+        self._synced = durability == "full"  # the connection's current synchronous mode is FULL
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -123,10 +124,13 @@ class Store:
         """
         if self._in_txn:
             raise LocalProtocolError("store transactions do not nest")
-        relaxed = not sync and self._durability == "full"
+        # The mode is switched only when it changes: a run of received batches (a catch-up)
+        # costs no extra statements.
+        want = sync and self._durability == "full"
         try:
-            if relaxed:
-                self._db.execute("PRAGMA synchronous=NORMAL")
+            if want != self._synced and self._durability == "full":
+                self._db.execute(f"PRAGMA synchronous={'FULL' if want else 'NORMAL'}")
+                self._synced = want
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise StorageError(f"cannot begin transaction: {exc}") from None
@@ -142,9 +146,6 @@ class Store:
             raise
         finally:
             self._in_txn = False
-            if relaxed:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("PRAGMA synchronous=FULL")
 
     def _require_txn(self) -> None:
         if not self._in_txn:

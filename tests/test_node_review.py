@@ -8,8 +8,6 @@ posts, and the shape of discussion events.
 from __future__ import annotations
 
 import contextlib
-import ssl
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +23,14 @@ from p2pspace.framing import FrameDecoder, frame
 from p2pspace.handshake import Challenge, Welcome
 from p2pspace.identity import Identity
 from p2pspace.messages import Ack, Fetch, Hello, encode_message
-from p2pspace.node import Node, open_node
+from p2pspace.node import Node
 from p2pspace.syncstate import PeerState
-from p2pspace.tls import make_certificate
 from p2pspace.tools.discussion import INSTANCE, TOPICS
+from tests.test_node import node_at
+from tests.test_node_hostile import attacker_context
 
 TIMEOUT = 20.0
 LOOPBACK = ("127.0.0.1", 0)
-
-
-@contextlib.asynccontextmanager
-async def node_at(home: Path, name: str, **kw: Any) -> AsyncIterator[Node]:
-    options: dict[str, Any] = {"listen": LOOPBACK, "discovery": False, "api": None}
-    options.update(kw)
-    async with open_node(home, name=name, **options) as node:
-        yield node
 
 
 def sans_io_pair(tmp: Path) -> tuple[Endpoint, Identity, bytes]:
@@ -154,16 +145,6 @@ async def test_join_over_an_existing_connection_dialled_by_the_inviter(tmp_path:
 # -- 3. Idle strangers hold every inbound slot; members are then refused ---------------------------
 
 
-def _client_context(tmp: Path, identity: Identity) -> ssl.SSLContext:
-    pem = tmp / f"c-{identity.endpoint_id.hex()}.pem"
-    pem.write_bytes(make_certificate(identity))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    context.load_cert_chain(str(pem))
-    return context
-
-
 async def _read_frame(stream: trio.SSLStream[Any], decoder: FrameDecoder) -> bytes:
     while True:
         data = await stream.receive_some(65536)
@@ -176,7 +157,7 @@ async def _read_frame(stream: trio.SSLStream[Any], decoder: FrameDecoder) -> byt
 async def _stranger(tmp: Path, address: tuple[str, int], n: int) -> trio.SSLStream[Any]:
     identity = Identity.from_seed(f"stranger-{n}".encode())
     tcp = await trio.open_tcp_stream(*address)
-    stream = trio.SSLStream(tcp, _client_context(tmp, identity), server_side=False)
+    stream = trio.SSLStream(tcp, attacker_context(tmp, identity), server_side=False)
     await stream.do_handshake()
     decoder = FrameDecoder()
     challenge = handshake.decode(await _read_frame(stream, decoder), Challenge)
