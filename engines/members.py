@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from p2pspace import codec
-from p2pspace.delta import Command
-from p2pspace.engine import DeltaContext, Engine, EngineState
+from p2pspace.core import codec
+from p2pspace.core.delta import Command
+from p2pspace.core.engine import DeltaContext, Engine, EngineState
+from p2pspace.core.identity import endpoint_id_of
 from p2pspace.errors import CommandError, MalformedError, StorageError
-from p2pspace.identity import endpoint_id_of
 
 INSTANCE = "members"
 ROLES = ("manager", "participant", "guest")

@@ -9,8 +9,8 @@ Commands (``args`` is always a map):
   record that does not exist or was deleted.
 * ``delete {table, record}`` -- delete the record (a tombstone); a no-op if absent or deleted.
 
-Field values are CBOR-native (see :mod:`p2pspace.codec`). Concurrency resolves by the shared total
-order: the later ``set`` wins. A command that does not apply is a *recorded no-op*: its undo
+Field values are CBOR-native (see :mod:`p2pspace.core.codec`). Concurrency resolves by the shared
+total order: the later ``set`` wins. A command that does not apply is a *recorded no-op*: its undo
 record is ``None`` and undo does nothing, so undo stays exact.
 
 State: one entry per record, key ``r/<table>\\0<record>``, value the canonical CBOR of
@@ -23,9 +23,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from p2pspace import codec
-from p2pspace.delta import Command
-from p2pspace.engine import DeltaContext, Engine, EngineState
+from p2pspace.core import codec
+from p2pspace.core.delta import Command
+from p2pspace.core.engine import DeltaContext, Engine, EngineState
 from p2pspace.errors import CommandError, MalformedError, StorageError
 
 RECORD_PREFIX = b"r/"

@@ -11,8 +11,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from p2pspace.endpoint import Endpoint
 from p2pspace.engines import members, rdb
+from p2pspace.sync.endpoint import Endpoint
 from p2pspace.testing.loopback import connect, pump
 
 

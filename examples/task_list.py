@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from p2pspace.delta import Command, Delta
-from p2pspace.endpoint import Endpoint
+from p2pspace.core.delta import Command, Delta
+from p2pspace.core.replica import Replica
 from p2pspace.engines import members, rdb
 from p2pspace.errors import LocalProtocolError
-from p2pspace.space import Replica
+from p2pspace.sync.endpoint import Endpoint
 from p2pspace.testing.loopback import connect, pump
 
 INSTANCE = "tasks"  # the rdb instance this tool keeps its records in

@@ -1,13 +1,14 @@
 """p2pspace: a peer-to-peer shared-space engine.
 
-The core is sans-IO: :class:`~p2pspace.endpoint.Endpoint` holds an identity, a SQLite store and
-the replicas (:class:`~p2pspace.space.Replica`) of the spaces it belongs to, and speaks the sync
-protocol through :class:`~p2pspace.protocol.Session` objects that a driver feeds with bytes.
-``p2pspace.testing`` has the simulated network and in-process links.
+The core is sans-IO: :class:`~p2pspace.sync.endpoint.Endpoint` holds an identity, a SQLite store and
+the replicas (:class:`~p2pspace.core.replica.Replica`) of the spaces it belongs to, and speaks the
+sync protocol through :class:`~p2pspace.sync.session.Session` objects that a driver feeds with
+bytes. ``p2pspace.testing`` has the simulated network and in-process links.
 """
 
-from p2pspace.delta import Command, Delta, DeltaId
-from p2pspace.endpoint import Endpoint
+from p2pspace.core.delta import Command, Delta, DeltaId
+from p2pspace.core.identity import Identity, format_endpoint_id, parse_endpoint_id
+from p2pspace.core.replica import Replica
 from p2pspace.errors import (
     AuthenticationError,
     LocalProtocolError,
@@ -16,8 +17,7 @@ from p2pspace.errors import (
     ResourceLimitError,
     StorageError,
 )
-from p2pspace.identity import Identity, format_endpoint_id, parse_endpoint_id
-from p2pspace.space import Replica
+from p2pspace.sync.endpoint import Endpoint
 
 __version__ = "0.1.0"
 

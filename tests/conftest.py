@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from p2pspace.core.identity import Identity
+from p2pspace.core.replica import Replica
+from p2pspace.core.store import Store
 from p2pspace.engines import members
-from p2pspace.identity import Identity
-from p2pspace.space import Replica
-from p2pspace.store import Store
 
 
 @pytest.fixture

@@ -28,7 +28,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from p2pspace.delta import Command, Delta
+from p2pspace.core.delta import Command, Delta
+from p2pspace.core.replica import Replica
 from p2pspace.engines import rdb
 from p2pspace.errors import (
     ConflictError,
@@ -36,7 +37,6 @@ from p2pspace.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from p2pspace.space import Replica
 
 INSTANCE = "discussion"
 TOPICS = "topics"

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from p2pspace.endpoint import Endpoint
-from p2pspace.protocol import Session
+from p2pspace.sync.endpoint import Endpoint
+from p2pspace.sync.session import Session
 
 
 @dataclass(slots=True)

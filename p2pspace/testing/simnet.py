@@ -1,9 +1,9 @@
 """The simulated network: N endpoints in one process under a seeded fault scheduler.
 
-Theory of operation. Each simulated endpoint is a real :class:`~p2pspace.endpoint.Endpoint` with
-its own home folder and on-disk SQLite store; only the network and the clock are simulated. A
+Theory of operation. Each simulated endpoint is a real :class:`~p2pspace.sync.endpoint.Endpoint`
+with its own home folder and on-disk SQLite store; only the network and the clock are simulated. A
 discrete-event loop with a virtual millisecond clock delivers the frames each
-:class:`~p2pspace.protocol.Session` produces to its peer session after a random delay. Faults,
+:class:`~p2pspace.sync.session.Session` produces to its peer session after a random delay. Faults,
 all drawn from one ``random.Random(seed)``:
 
 * ``drop`` -- a frame is lost; ``dup`` -- a frame is delivered twice;
@@ -30,13 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from p2pspace.delta import Command
-from p2pspace.endpoint import Endpoint
+from p2pspace.core.delta import Command
+from p2pspace.core.replica import Replica
 from p2pspace.engines import members as members_engine
 from p2pspace.engines import rdb
 from p2pspace.errors import RemoteProtocolError
-from p2pspace.protocol import Session
-from p2pspace.space import Replica
+from p2pspace.sync.endpoint import Endpoint
+from p2pspace.sync.session import Session
 
 FAULT_KINDS = ("drop", "dup", "reorder", "partition", "crash")
 TICK_MS = 50

@@ -47,8 +47,8 @@ from typing import IO, Any
 import trio
 
 from p2pspace.errors import LocalProtocolError, P2PSpaceError
-from p2pspace.invitations import join_address
-from p2pspace.node import Node, open_node, parse_hostport
+from p2pspace.node.node import Node, open_node, parse_hostport
+from p2pspace.sync.invitations import join_address
 
 SCRIPT = Path(__file__).resolve()
 DEFAULT_TABLE = "t"

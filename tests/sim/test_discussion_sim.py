@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
-from p2pspace.delta import Command, Delta
+from p2pspace.core.delta import Command, Delta
 from p2pspace.engines import rdb
 from p2pspace.errors import LocalProtocolError
 from p2pspace.testing import FAULT_KINDS, Faults, SimNetwork

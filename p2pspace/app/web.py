@@ -1,0 +1,111 @@
+"""The browser UI of the local API: one page and its static assets.
+
+Theory of operation. ``GET /`` answers the single page (``webui/index.html``); ``GET /ui/<name>``
+answers its script, style sheet and icon. The API mounts these routes behind its token check, so
+every request -- assets included -- must carry the token. A browser sends no ``Authorization``
+header when it loads ``<script>`` or ``<link>``, so the page is opened as ``/?token=TOKEN`` and
+this module writes that same token into the page's asset URLs. The script then reads the token
+from its own URL and sends it as a header on every fetch, and as ``?token=`` on the event
+stream (EventSource cannot set headers).
+
+Assets are read with :mod:`importlib.resources` from the package folder ``p2pspace/web``
+(package data) and served from an allow-list of names: no part of a request path reaches the
+file system. Every response is ``Cache-Control: no-store`` -- the URLs carry the token, which has
+no business in a disk cache. The page's Content-Security-Policy allows scripts, styles, images
+and connections from its own origin only: no inline script or style, no other host.
+"""
+
+from __future__ import annotations
+
+import html
+from importlib import resources
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from p2pspace.errors import StorageError
+
+PAGE = "index.html"
+TOKEN_SLOT = "{{TOKEN}}"
+
+# name -> content type: the only files /ui/ serves.
+ASSETS: dict[str, str] = {
+    "app.js": "text/javascript; charset=utf-8",
+    "app.css": "text/css; charset=utf-8",
+    "icon.svg": "image/svg+xml",
+}
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self'",
+        "connect-src 'self'",
+        "base-uri 'none'",
+        "form-action 'none'",  # forms are handled by the script, never submitted
+        "frame-ancestors 'none'",
+    ]
+)
+
+COMMON_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+PAGE_HEADERS = {
+    **COMMON_HEADERS,
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "DENY",
+}
+
+
+def read_asset(name: str) -> bytes:
+    """The bytes of ``p2pspace/app/webui/<name>``.
+
+    Raises :class:`StorageError` if the package was installed without its web folder.
+    """
+    try:
+        return resources.files("p2pspace.app").joinpath("webui", name).read_bytes()
+    except OSError as exc:
+        raise StorageError(f"the web UI file {name} is missing from the package: {exc}") from None
+
+
+def render_page(token: str) -> bytes:
+    """The page with ``token`` written into its asset URLs (URL-quoted, then HTML-escaped)."""
+    template = read_asset(PAGE).decode("utf-8")
+    return template.replace(TOKEN_SLOT, html.escape(quote(token, safe=""))).encode("utf-8")
+
+
+async def page(request: Request) -> Response:
+    # The token checker already accepted the request; only the query form can reach the assets.
+    body = render_page(request.query_params.get("token", ""))
+    return Response(body, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+
+
+async def asset(request: Request) -> Response:
+    name = request.path_params["name"]
+    media_type = ASSETS.get(name)
+    if media_type is None:
+        return Response(
+            b'{"error": "no such file"}',
+            status_code=404,
+            media_type="application/json",
+            headers=COMMON_HEADERS,
+        )
+    return Response(read_asset(name), media_type=media_type, headers=COMMON_HEADERS)
+
+
+def ui_routes() -> list[BaseRoute]:
+    """``GET /`` (the page) and ``GET /ui/<name>`` (its assets), to mount behind the API's
+    token check. ``HEAD`` is answered too."""
+    return [
+        Route("/", page, methods=["GET"]),
+        Route("/ui/{name}", asset, methods=["GET"]),
+    ]
+
+
+__all__ = ["ASSETS", "CONTENT_SECURITY_POLICY", "render_page", "ui_routes"]

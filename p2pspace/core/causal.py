@@ -1,0 +1,481 @@
+"""The causal buffer: which received deltas may be accepted, and when.
+
+Theory of operation. A replica *accepts* a delta once it is
+
+1. **causally ready** -- the accepted vector holds ``creator: seq - 1`` and covers every entry of
+   the delta's dependency diff (entries the diff does not name were covered by the creator's
+   previous delta, already accepted);
+2. **authentic** -- its signature verifies against the creator's key, or, when unsigned, the
+   ``prev`` hashes of the creator's following deltas chain it to one whose signature verifies
+   (group commit signs once per batch; chains are at most :data:`MAX_CHAIN` long);
+3. **valid in its causal past** -- ``prev`` equals the hash of the creator's accepted previous
+   delta; ``rank`` is 1 + the highest rank among its dependency heads (the creator's previous
+   delta and every diff entry; entries not in the diff are heads of the previous delta, whose
+   ranks are lower); and, for a creator's first delta, a member grant for the creator is in the
+   delta's dependencies.
+
+Deltas that are not yet ready wait in the *pending* set, bounded in count and bytes: over the
+bound the oldest pending deltas are dropped (they are fetched again later, never a crash). Each
+pending delta waits on exactly one *blocker* id; when that id arrives or is accepted the delta is
+re-examined. A delta whose dependencies run more than ``max_gap`` beyond the accepted vector is
+refused outright (:class:`~p2pspace.errors.TooFarAheadError`): a causal stream delivers those
+later, in order.
+
+Accepting never executes: :meth:`CausalBuffer.take_accepted` hands accepted deltas, in causal
+order, to the replica, which places them in the total order. This module has no I/O.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from p2pspace.core.delta import Delta, DeltaId
+from p2pspace.core.identity import verify_signature
+from p2pspace.engines.members import INSTANCE as MEMBERS_INSTANCE
+from p2pspace.engines.members import member_grant
+from p2pspace.errors import (
+    AuthenticationError,
+    BrokenChainError,
+    EquivocationError,
+    ForgedDeltaError,
+    InvalidDeltaError,
+    NotMemberError,
+    RankError,
+    RemoteProtocolError,
+    TooFarAheadError,
+    WrongSpaceError,
+)
+
+MAX_CHAIN = 1024
+
+
+class Head(NamedTuple):
+    seq: int
+    rank: int
+    hash: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """Bounds of the pending set."""
+
+    max_pending: int = 20_000
+    max_pending_bytes: int = 32 * 1024 * 1024
+    max_gap: int = 1_000_000
+    max_fetch_ranges: int = 64
+
+
+@dataclass(slots=True)
+class _Pending:
+    delta: Delta
+    wire: bytes
+    authentic: bool = False
+    blocker: DeltaId | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rejection:
+    """A delta that was refused, with the typed error saying why."""
+
+    delta_id: DeltaId | None
+    error: RemoteProtocolError
+    delta_hash: bytes = b""  # which copy was refused (two copies may share an id)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Evidence:
+    """Two authentic, different deltas with one id: the first was kept."""
+
+    delta_id: DeltaId
+    kept_hash: bytes
+    other_wire: bytes
+
+
+@dataclass(slots=True, kw_only=True)
+class Membership:
+    """Member keys and the ids of the deltas that granted membership."""
+
+    keys: dict[bytes, bytes] = field(default_factory=dict)
+    grants: dict[bytes, list[DeltaId]] = field(default_factory=dict)
+
+    def add(self, member: bytes, key: bytes, granted_by: DeltaId) -> None:
+        self.keys.setdefault(member, key)
+        self.grants.setdefault(member, []).append(granted_by)
+
+
+class CausalBuffer:
+    """Pending deltas of one space and the accepted frontier (vector and heads)."""
+
+    def __init__(
+        self,
+        *,
+        space: bytes,
+        heads: dict[bytes, Head],
+        membership: Membership,
+        lookup: Callable[[bytes, int], tuple[int, bytes] | None],
+        limits: Limits = Limits(),
+    ) -> None:
+        self.space = space
+        self.heads = heads
+        self.membership = membership
+        self.limits = limits
+        self._lookup = lookup
+        self._pending: dict[DeltaId, _Pending] = {}
+        self._pending_bytes = 0
+        self._waiting: dict[DeltaId, list[DeltaId]] = {}
+        self._auth_waiting: set[DeltaId] = set()
+        self._accepted: list[tuple[Delta, bytes]] = []
+        self._accepted_info: dict[DeltaId, tuple[int, bytes]] = {}
+        self.rejections: list[Rejection] = []
+        self.evidence: list[Evidence] = []
+        self.dropped = 0
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def accepted_seq(self, creator: bytes) -> int:
+        head = self.heads.get(creator)
+        return head.seq if head is not None else 0
+
+    def vector(self) -> dict[bytes, int]:
+        return {c: h.seq for c, h in self.heads.items()}
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._pending_bytes
+
+    def missing(self) -> list[tuple[bytes, int, int]]:
+        """``(creator, first, last)`` ranges that pending deltas wait for and nobody supplied."""
+        wanted: dict[bytes, tuple[int, int]] = {}
+        for blocker in self._waiting:
+            creator, seq = blocker
+            if blocker in self._pending or self.accepted_seq(creator) >= seq:
+                continue
+            first = self.accepted_seq(creator) + 1
+            lo, hi = wanted.get(creator, (first, seq))
+            wanted[creator] = (first, max(hi, seq))
+        for creator, seq in self._auth_waiting:
+            # Unsigned and deps-ready: fetch it again with its chain up to a signed successor.
+            lo, hi = wanted.get(creator, (seq, seq + 1))
+            wanted[creator] = (min(lo, seq), max(hi, seq + 1))
+        ranges = [(c, lo, hi) for c, (lo, hi) in sorted(wanted.items())]
+        return ranges[: self.limits.max_fetch_ranges]
+
+    # -- input ------------------------------------------------------------------------------
+
+    def offer(self, delta: Delta, wire: bytes, *, authentic: bool = False) -> bool:
+        """Add a received delta. Returns False for a duplicate of one already seen.
+
+        Raises :class:`InvalidDeltaError` subclasses when the delta is refused at once (wrong
+        space, too far ahead, equivocation, conflicting copy); nothing is changed then.
+        """
+        if delta.space != self.space:
+            raise WrongSpaceError("delta belongs to another space")
+        did = delta.id
+        accepted = self.accepted_seq(delta.creator)
+        if delta.seq <= accepted:
+            known = self._known(delta.creator, delta.seq)
+            if known is not None and known[1] == delta.hash:
+                return False
+            self._conflict(delta, wire, known[1] if known else b"", authentic=authentic)
+        existing = self._pending.get(did)
+        if existing is not None:
+            if existing.delta.hash == delta.hash:
+                return False
+            if not existing.authentic and (authentic or self._can_authenticate_now(delta)):
+                self._remove(did)  # the held copy was never authenticated: this one wins
+            elif not existing.authentic:
+                # Two unauthenticated copies: neither is evidence against the other. Keep the
+                # first; if the signed successor names the other, it is fetched again.
+                return False
+            else:
+                self._conflict(delta, wire, existing.delta.hash, authentic=authentic)
+        gap = self.limits.max_gap
+        if delta.seq - accepted > gap or any(q - self.accepted_seq(e) > gap for e, q in delta.deps):
+            raise TooFarAheadError(f"delta {did} depends on deltas too far ahead to buffer")
+        if authentic and self._blocker(delta) is None:
+            # Fast path (in-order streams): ready and authentic, so accepted without queuing.
+            try:
+                self._check_member(delta)
+                self._check_causal_past(delta)
+            except InvalidDeltaError as exc:
+                self.rejections.append(Rejection(delta_id=did, error=exc, delta_hash=delta.hash))
+                return True
+            woken: deque[DeltaId] = deque()
+            self._accept(delta, wire, did, woken)
+            if woken:
+                self._process(woken)
+            return True
+        entry = _Pending(delta=delta, wire=wire, authentic=authentic)
+        work: deque[DeltaId] = deque([did])
+        if not authentic:
+            if delta.signature is not None:
+                key = self.membership.keys.get(delta.creator)
+                if key is not None:
+                    self._verify(entry, key)  # raises ForgedDeltaError; nothing is kept then
+            else:
+                successor = self._pending.get(DeltaId(delta.creator, delta.seq + 1))
+                if (
+                    successor is not None
+                    and successor.authentic
+                    and successor.delta.prev == delta.hash
+                ):
+                    entry.authentic = True
+        self._pending[did] = entry
+        self._pending_bytes += len(wire)
+        if entry.authentic:
+            work.extend(self._propagate(entry))
+        work.extend(self._wake(did))
+        self._evict()
+        self._process(work)
+        return True
+
+    def _can_authenticate_now(self, delta: Delta) -> bool:
+        if delta.signature is not None:
+            return self._signature_ok(delta)
+        successor = self._pending.get(DeltaId(delta.creator, delta.seq + 1))
+        return successor is not None and successor.authentic and successor.delta.prev == delta.hash
+
+    def take_accepted(self) -> list[tuple[Delta, bytes]]:
+        """Deltas accepted since the last call, in causal (acceptance) order."""
+        out, self._accepted = self._accepted, []
+        self._accepted_info.clear()
+        return out
+
+    def take_rejections(self) -> list[Rejection]:
+        out, self.rejections = self.rejections, []
+        return out
+
+    def take_evidence(self) -> list[Evidence]:
+        out, self.evidence = self.evidence, []
+        return out
+
+    def note_local(self, delta: Delta) -> None:
+        """Record a delta this endpoint created (already authentic and valid). Pending deltas
+        it unblocks are processed; any accepted go to :meth:`take_accepted`."""
+        self.heads[delta.creator] = Head(delta.seq, delta.rank, delta.hash)
+        work: deque[DeltaId] = deque()
+        if any(c.engine == MEMBERS_INSTANCE for c in delta.commands):
+            work.extend(self._grant(delta))
+        if self._waiting:
+            work.extend(self._wake(delta.id))
+        if work:
+            self._process(work)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _known(self, creator: bytes, seq: int) -> tuple[int, bytes] | None:
+        """``(rank, hash)`` of an accepted delta (just accepted, staged or stored)."""
+        info = self._accepted_info.get(DeltaId(creator, seq))
+        return info if info is not None else self._lookup(creator, seq)
+
+    def _signature_ok(self, delta: Delta) -> bool:
+        key = self.membership.keys.get(delta.creator)
+        if key is None or delta.signature is None:
+            return False
+        try:
+            verify_signature(key, delta.signature, delta.body)
+        except AuthenticationError:
+            return False
+        return True
+
+    def _conflict(self, delta: Delta, wire: bytes, kept_hash: bytes, *, authentic: bool) -> None:
+        if authentic or self._signature_ok(delta):
+            self.evidence.append(Evidence(delta_id=delta.id, kept_hash=kept_hash, other_wire=wire))
+            raise EquivocationError(
+                f"a different delta {delta.id} was already seen; kept the first"
+            )
+        raise ForgedDeltaError(f"unauthenticated copy of {delta.id} differs from the one held")
+
+    def _remove(self, did: DeltaId) -> _Pending | None:
+        entry = self._pending.pop(did, None)
+        if entry is not None:
+            self._pending_bytes -= len(entry.wire)
+            self._unwait(entry, did)
+            self._auth_waiting.discard(did)
+        return entry
+
+    def _wait(self, entry: _Pending, did: DeltaId, blocker: DeltaId) -> None:
+        self._unwait(entry, did)
+        entry.blocker = blocker
+        self._waiting.setdefault(blocker, []).append(did)
+
+    def _unwait(self, entry: _Pending, did: DeltaId) -> None:
+        blocker = entry.blocker
+        if blocker is None:
+            return
+        entry.blocker = None
+        waiters = self._waiting.get(blocker)
+        if waiters is not None:
+            with contextlib.suppress(ValueError):
+                waiters.remove(did)
+            if not waiters:
+                del self._waiting[blocker]
+
+    def _evict(self) -> None:
+        limits = self.limits
+        while self._pending and (
+            len(self._pending) > limits.max_pending
+            or self._pending_bytes > limits.max_pending_bytes
+        ):
+            oldest = next(iter(self._pending))
+            self._remove(oldest)
+            self.dropped += 1
+
+    def _reject(self, did: DeltaId, error: InvalidDeltaError) -> None:
+        entry = self._remove(did)
+        digest = entry.delta.hash if entry is not None else b""
+        self.rejections.append(Rejection(delta_id=did, error=error, delta_hash=digest))
+
+    def _wake(self, did: DeltaId) -> list[DeltaId]:
+        waiters = self._waiting.pop(did, [])
+        for waiter in waiters:
+            entry = self._pending.get(waiter)
+            if entry is not None and entry.blocker == did:
+                entry.blocker = None
+        return waiters
+
+    def _blocker(self, delta: Delta) -> DeltaId | None:
+        if self.accepted_seq(delta.creator) < delta.seq - 1:
+            return DeltaId(delta.creator, delta.seq - 1)
+        for endpoint, seq in delta.deps:
+            if self.accepted_seq(endpoint) < seq:
+                return DeltaId(endpoint, seq)
+        return None
+
+    def _process(self, work: deque[DeltaId]) -> None:
+        while work:
+            did = work.popleft()
+            entry = self._pending.get(did)
+            if entry is None:
+                continue
+            delta = entry.delta
+            if self.accepted_seq(delta.creator) >= delta.seq:
+                # Accepted meanwhile through another copy; the offer-time check covers conflicts.
+                self._remove(did)
+                continue
+            blocker = self._blocker(delta)
+            if blocker is not None:
+                self._wait(entry, did, blocker)
+                continue
+            try:
+                self._check_member(delta)
+                if not entry.authentic:
+                    if delta.signature is None:
+                        # Authenticated later, when a signed successor chains back to it.
+                        self._auth_waiting.add(did)
+                        continue
+                    self._verify(entry, self.membership.keys[delta.creator])
+                    work.extend(self._propagate(entry))
+                self._check_causal_past(delta)
+            except InvalidDeltaError as exc:
+                self._reject(did, exc)
+                continue
+            self._remove(did)
+            self._accept(delta, entry.wire, did, work)
+
+    def _accept(self, delta: Delta, wire: bytes, did: DeltaId, work: deque[DeltaId]) -> None:
+        self.heads[delta.creator] = Head(delta.seq, delta.rank, delta.hash)
+        self._accepted.append((delta, wire))
+        self._accepted_info[did] = (delta.rank, delta.hash)
+        work.extend(self._grant(delta))
+        work.extend(self._wake(did))
+
+    def _grant(self, delta: Delta) -> list[DeltaId]:
+        """Record member grants of an accepted delta; authenticate what the new keys sign."""
+        woken: list[DeltaId] = []
+        for command in delta.commands:
+            grant = member_grant(command)
+            if grant is None:
+                continue
+            member, key = grant
+            known = member in self.membership.keys
+            self.membership.add(member, key, delta.id)
+            if known:
+                continue
+            for did, entry in list(self._pending.items()):
+                if (
+                    did.creator == member
+                    and entry.delta.signature is not None
+                    and not entry.authentic
+                ):
+                    try:
+                        self._verify(entry, key)
+                    except InvalidDeltaError as exc:
+                        self._reject(did, exc)
+                        continue
+                    woken.extend(self._propagate(entry))
+        return woken
+
+    def _check_member(self, delta: Delta) -> None:
+        if delta.seq > 1:
+            return  # the creator's first delta passed this check, and grants are never revoked
+        deps = dict(delta.deps)
+        for creator, seq in self.membership.grants.get(delta.creator, ()):
+            if deps.get(creator, 0) >= seq:
+                return
+        raise NotMemberError("the creator is not a member in the delta's causal past")
+
+    def _verify(self, entry: _Pending, key: bytes) -> None:
+        delta = entry.delta
+        assert delta.signature is not None
+        try:
+            verify_signature(key, delta.signature, delta.body)
+        except AuthenticationError:
+            raise ForgedDeltaError(f"signature of {delta.id} does not verify") from None
+        entry.authentic = True
+
+    def _propagate(self, entry: _Pending) -> list[DeltaId]:
+        """Authenticate the unsigned predecessors that ``entry`` (authentic) chains back to.
+
+        Returns the ids among them that were waiting only for authentication.
+        """
+        ready: list[DeltaId] = []
+        current = entry
+        for _ in range(MAX_CHAIN):
+            prev_id = DeltaId(current.delta.creator, current.delta.seq - 1)
+            prev = self._pending.get(prev_id)
+            if prev is None or prev.authentic or prev.delta.signature is not None:
+                break  # a signed delta is authenticated by its own signature only
+            if prev.delta.hash != current.delta.prev:
+                break  # the held predecessor is not the one signed for; it stays unauthenticated
+            prev.authentic = True
+            if prev_id in self._auth_waiting:
+                self._auth_waiting.discard(prev_id)
+                ready.append(prev_id)
+            current = prev
+        return ready
+
+    def _check_causal_past(self, delta: Delta) -> None:
+        if delta.seq > 1:
+            head = self.heads[delta.creator]
+            if delta.prev != head.hash:
+                raise BrokenChainError("prev hash does not match the creator's previous delta")
+            top = head.rank
+        else:
+            top = 0
+        for endpoint, seq in delta.deps:
+            rank = self._rank_of(endpoint, seq)
+            if rank > top:
+                top = rank
+        if delta.rank != top + 1:
+            raise RankError(f"rank {delta.rank} should be {top + 1}")
+
+    def _rank_of(self, creator: bytes, seq: int) -> int:
+        head = self.heads.get(creator)
+        if head is not None and head.seq == seq:
+            return head.rank
+        info = self._known(creator, seq)
+        if info is None:
+            raise RankError(f"dependency {creator.hex()}:{seq} is not accepted")
+        return info[0]
+
+    def pending_ids(self) -> Iterable[DeltaId]:
+        return self._pending.keys()

@@ -1,0 +1,546 @@
+"""The durable store: one SQLite file per endpoint, in WAL mode.
+
+Theory of operation. Everything a replica knows durably lives here: the executed log of each
+space (the delta as received, its order key, hash, and the undo records of its commands), the
+member grants seen in that log, equivocation evidence, each space's engine state (a key/value map
+per engine instance) and the endpoint's own last dependency vector per space. The in-memory
+vector of a replica is derived from the log, so "log, undo records, vectors and engine state" are
+one transaction: :meth:`Store.transaction` wraps a batch of executions, and a crash at any
+instant leaves exactly the last committed batch. Nothing is written outside a transaction.
+
+``durability="full"`` (the default) syncs the WAL on every commit, so a committed batch survives
+power loss; ``"normal"`` syncs at checkpoints only (a committed batch survives a process crash,
+not a power cut) and is what the simulator uses.
+
+Every ``sqlite3`` error is translated to :class:`~p2pspace.errors.StorageError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from p2pspace.errors import LocalProtocolError, StorageError
+
+STORE_FILE = "store.sqlite3"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB);
+CREATE TABLE IF NOT EXISTS spaces (space BLOB PRIMARY KEY, genesis BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS log (
+    space BLOB NOT NULL, creator BLOB NOT NULL, seq INTEGER NOT NULL,
+    block INTEGER NOT NULL, rank INTEGER NOT NULL,
+    hash BLOB NOT NULL, signed INTEGER NOT NULL, wire BLOB NOT NULL, undo BLOB,
+    PRIMARY KEY (space, creator, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS log_order ON log (space, block, rank, creator, seq);
+CREATE TABLE IF NOT EXISTS grants (
+    space BLOB NOT NULL, member BLOB NOT NULL, key BLOB NOT NULL,
+    creator BLOB NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (space, member, creator, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS evidence (
+    space BLOB NOT NULL, creator BLOB NOT NULL, seq INTEGER NOT NULL,
+    kept_hash BLOB NOT NULL, other_wire BLOB NOT NULL,
+    PRIMARY KEY (space, creator, seq, other_wire)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state (
+    space BLOB NOT NULL, instance TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL,
+    PRIMARY KEY (space, instance, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS own (space BLOB PRIMARY KEY, deps BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS sponsors (
+    space BLOB NOT NULL, peer BLOB NOT NULL, PRIMARY KEY (space, peer)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS peer_acks (
+    space BLOB NOT NULL, peer BLOB NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (space, peer)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS invitations (
+    id BLOB PRIMARY KEY, space BLOB NOT NULL, secret BLOB NOT NULL, role TEXT NOT NULL,
+    expires INTEGER NOT NULL, used_by BLOB
+) WITHOUT ROWID;
+"""
+
+LogRow = tuple[bytes, int, int, bytes, bytes, bytes | None]
+"""``(creator, seq, rank, hash, wire, undo)`` of one executed delta."""
+
+
+class Store:
+    """One endpoint's SQLite store. Not thread-safe: one owner drives it."""
+
+    def __init__(self, path: Path, *, durability: str = "full") -> None:
+        if durability not in ("full", "normal"):
+            raise LocalProtocolError("durability is 'full' or 'normal'")
+        self.path = path
+        self._in_txn = False
+        self._durability = durability
+        self._synced = durability == "full"  # the connection's current synchronous mode is FULL
+        try:
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={durability.upper()}")
+            self._db.execute("PRAGMA foreign_keys=OFF")
+            self._db.execute("PRAGMA cache_size=-65536")
+            # Checkpoint the WAL every ~40 MB instead of every 4 MB: write-heavy batches then
+            # stall for checkpoints a tenth as often (the WAL is synced on every commit anyway).
+            self._db.execute("PRAGMA wal_autocheckpoint=10000")
+            self._db.executescript(_SCHEMA)
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                self._db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
+                )
+            elif row[0] != SCHEMA_VERSION:
+                raise StorageError(f"{path}: unsupported schema version {row[0]}")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open store {path}: {exc}") from None
+
+    @classmethod
+    def open_in(cls, home: Path, *, durability: str = "full") -> Store:
+        home.mkdir(parents=True, exist_ok=True)
+        return cls(home / STORE_FILE, durability=durability)
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            if self._in_txn:
+                self._db.execute("ROLLBACK")
+            self._db.close()
+
+    # -- transactions -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self, *, sync: bool = True) -> Iterator[None]:
+        """One atomic batch. Raises :class:`StorageError` (and rolls back) on any SQLite error.
+
+        ``sync=False`` (for batches that only hold deltas received from peers) skips the WAL
+        sync of this commit under ``durability="full"``: the commit survives a process crash,
+        and the next synced commit -- every local delta's -- makes it durable against power
+        loss too, since the WAL is sequential. A power cut in between loses only deltas that
+        peers still hold and send again; a local delta can never outlive its dependencies.
+        """
+        if self._in_txn:
+            raise LocalProtocolError("store transactions do not nest")
+        # The mode is switched only when it changes: a run of received batches (a catch-up)
+        # costs no extra statements.
+        want = sync and self._durability == "full"
+        try:
+            if want != self._synced and self._durability == "full":
+                self._db.execute(f"PRAGMA synchronous={'FULL' if want else 'NORMAL'}")
+                self._synced = want
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot begin transaction: {exc}") from None
+        self._in_txn = True
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StorageError(f"store write failed: {exc}") from None
+            raise
+        finally:
+            self._in_txn = False
+
+    def _require_txn(self) -> None:
+        if not self._in_txn:
+            raise LocalProtocolError("store writes need a transaction")
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        self._require_txn()
+        try:
+            self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise StorageError(f"store write failed: {exc}") from None
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"store read failed: {exc}") from None
+
+    # -- spaces -------------------------------------------------------------------------------
+
+    def add_space(self, space: bytes, genesis_wire: bytes) -> None:
+        self._write("INSERT INTO spaces (space, genesis) VALUES (?, ?)", (space, genesis_wire))
+
+    def spaces(self) -> list[tuple[bytes, bytes]]:
+        return [(bytes(s), bytes(g)) for s, g in self._read("SELECT space, genesis FROM spaces")]
+
+    def has_space(self, space: bytes) -> bool:
+        return bool(self._read("SELECT 1 FROM spaces WHERE space=?", (space,)))
+
+    # -- sponsors -----------------------------------------------------------------------------
+
+    def add_sponsors(self, space: bytes, peers: Sequence[bytes]) -> None:
+        self._require_txn()
+        try:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO sponsors (space, peer) VALUES (?, ?)",
+                [(space, p) for p in peers],
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"store write failed: {exc}") from None
+
+    def sponsors(self) -> list[tuple[bytes, bytes]]:
+        return [(bytes(s), bytes(p)) for s, p in self._read("SELECT space, peer FROM sponsors")]
+
+    # -- what peers acknowledged ---------------------------------------------------------------
+
+    def set_peer_acks(self, rows: Sequence[tuple[bytes, bytes, bytes]]) -> None:
+        """Store ``(space, peer, encoded vector)`` rows (the latest vector each peer acked)."""
+        self._require_txn()
+        try:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO peer_acks (space, peer, vector) VALUES (?, ?, ?)", rows
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"store write failed: {exc}") from None
+
+    def peer_acks(self) -> list[tuple[bytes, bytes, bytes]]:
+        return [
+            (bytes(s), bytes(p), bytes(v))
+            for s, p, v in self._read("SELECT space, peer, vector FROM peer_acks")
+        ]
+
+    # -- invitations --------------------------------------------------------------------------
+
+    def add_invitation(
+        self, invitation: bytes, space: bytes, secret: bytes, role: str, expires: int
+    ) -> None:
+        self._write(
+            "INSERT INTO invitations (id, space, secret, role, expires) VALUES (?, ?, ?, ?, ?)",
+            (invitation, space, secret, role, expires),
+        )
+
+    def invitation(self, invitation: bytes) -> tuple[bytes, bytes, str, int, bytes | None] | None:
+        """``(space, secret, role, expires, used_by)`` of an invitation this endpoint issued."""
+        rows = self._read(
+            "SELECT space, secret, role, expires, used_by FROM invitations WHERE id=?",
+            (invitation,),
+        )
+        if not rows:
+            return None
+        space, secret, role, expires, used_by = rows[0]
+        return (
+            bytes(space),
+            bytes(secret),
+            role,
+            expires,
+            None if used_by is None else bytes(used_by),
+        )
+
+    def use_invitation(self, invitation: bytes, joiner: bytes) -> bool:
+        """Mark an invitation used by ``joiner``; False if it was already used."""
+        self._require_txn()
+        try:
+            cursor = self._db.execute(
+                "UPDATE invitations SET used_by=? WHERE id=? AND used_by IS NULL",
+                (joiner, invitation),
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"store write failed: {exc}") from None
+        return cursor.rowcount == 1
+
+    # -- log ----------------------------------------------------------------------------------
+
+    def insert_delta(
+        self,
+        space: bytes,
+        creator: bytes,
+        seq: int,
+        rank: int,
+        hash_: bytes,
+        signed: bool,
+        wire: bytes,
+        undo: bytes | None,
+    ) -> None:
+        self._write(
+            "INSERT INTO log (space, creator, seq, block, rank, hash, signed, wire, undo) "
+            "VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)",
+            (space, creator, seq, rank, hash_, int(signed), wire, undo),
+        )
+
+    def set_undo(self, space: bytes, creator: bytes, seq: int, undo: bytes | None) -> None:
+        self._write(
+            "UPDATE log SET undo=? WHERE space=? AND creator=? AND seq=?",
+            (undo, space, creator, seq),
+        )
+
+    def insert_deltas(
+        self, rows: Sequence[tuple[bytes, bytes, int, int, bytes, int, bytes, bytes | None]]
+    ) -> None:
+        """Many :meth:`insert_delta` rows ``(space, creator, seq, rank, hash, signed, wire,
+        undo)`` in one statement."""
+        self._require_txn()
+        try:
+            self._db.executemany(
+                "INSERT INTO log (space, creator, seq, block, rank, hash, signed, wire, undo) "
+                "VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"store write failed: {exc}") from None
+
+    def set_undos(self, rows: Sequence[tuple[bytes | None, bytes, bytes, int]]) -> None:
+        """Many :meth:`set_undo` rows ``(undo, space, creator, seq)`` in one statement."""
+        self._require_txn()
+        try:
+            self._db.executemany(
+                "UPDATE log SET undo=? WHERE space=? AND creator=? AND seq=?", rows
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"store write failed: {exc}") from None
+
+    def heads(self, space: bytes) -> dict[bytes, tuple[int, int, bytes]]:
+        """Per creator: ``(seq, rank, hash)`` of its latest executed delta."""
+        rows = self._read(
+            "SELECT creator, seq, rank, hash FROM log AS l WHERE space=? AND seq = "
+            "(SELECT MAX(seq) FROM log WHERE space=l.space AND creator=l.creator)",
+            (space,),
+        )
+        return {bytes(c): (s, r, bytes(h)) for c, s, r, h in rows}
+
+    def delta_info(self, space: bytes, creator: bytes, seq: int) -> tuple[int, bytes] | None:
+        """``(rank, hash)`` of an executed delta, or ``None``."""
+        rows = self._read(
+            "SELECT rank, hash FROM log WHERE space=? AND creator=? AND seq=?",
+            (space, creator, seq),
+        )
+        return (rows[0][0], bytes(rows[0][1])) if rows else None
+
+    def wires_range(
+        self, space: bytes, creator: bytes, first: int, last: int
+    ) -> list[tuple[int, bool, bytes]]:
+        """``(seq, signed, wire)`` of a creator's deltas ``first..last`` in seq order."""
+        rows = self._read(
+            "SELECT seq, signed, wire FROM log WHERE space=? AND creator=? AND seq BETWEEN ? AND ? "
+            "ORDER BY seq",
+            (space, creator, first, last),
+        )
+        return [(s, bool(g), bytes(w)) for s, g, w in rows]
+
+    def log_after(
+        self, space: bytes, after: tuple[int, int, bytes, int], limit: int
+    ) -> list[tuple[bytes, int, int, bytes]]:
+        """``(creator, seq, rank, wire)`` of executed deltas with order key > ``after``."""
+        rows = self._read(
+            "SELECT creator, seq, rank, wire FROM log WHERE space=? "
+            "AND (block, rank, creator, seq) > (?, ?, ?, ?) "
+            "ORDER BY block, rank, creator, seq LIMIT ?",
+            (space, *after, limit),
+        )
+        return [(bytes(c), s, r, bytes(w)) for c, s, r, w in rows]
+
+    def suffix_desc(self, space: bytes, after: tuple[int, int, bytes, int]) -> list[LogRow]:
+        """Executed deltas with order key > ``after``, latest first (the undo order)."""
+        rows = self._read(
+            "SELECT creator, seq, rank, hash, wire, undo FROM log WHERE space=? "
+            "AND (block, rank, creator, seq) > (?, ?, ?, ?) "
+            "ORDER BY block DESC, rank DESC, creator DESC, seq DESC",
+            (space, *after),
+        )
+        return [
+            (bytes(c), s, r, bytes(h), bytes(w), None if u is None else bytes(u))
+            for c, s, r, h, w, u in rows
+        ]
+
+    def last_key(self, space: bytes) -> tuple[int, int, bytes, int] | None:
+        rows = self._read(
+            "SELECT block, rank, creator, seq FROM log WHERE space=? "
+            "ORDER BY block DESC, rank DESC, creator DESC, seq DESC LIMIT 1",
+            (space,),
+        )
+        return (rows[0][0], rows[0][1], bytes(rows[0][2]), rows[0][3]) if rows else None
+
+    def log_size(self, space: bytes) -> int:
+        return int(self._read("SELECT COUNT(*) FROM log WHERE space=?", (space,))[0][0])
+
+    def iter_log(
+        self, space: bytes, *, chunk: int = 4096
+    ) -> Iterator[tuple[bytes, int, int, bytes]]:
+        """Every executed delta ``(creator, seq, rank, wire)`` in order-key order."""
+        after: tuple[int, int, bytes, int] = (-1, 0, b"", 0)
+        while True:
+            rows = self.log_after(space, after, chunk)
+            yield from rows
+            if len(rows) < chunk:
+                return
+            c, s, r, _w = rows[-1]
+            after = (0, r, c, s)
+
+    # -- members, evidence, own vector ----------------------------------------------------------
+
+    def add_grant(self, space: bytes, member: bytes, key: bytes, creator: bytes, seq: int) -> None:
+        self._write(
+            "INSERT OR IGNORE INTO grants (space, member, key, creator, seq) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (space, member, key, creator, seq),
+        )
+
+    def grants(self, space: bytes) -> list[tuple[bytes, bytes, bytes, int]]:
+        rows = self._read("SELECT member, key, creator, seq FROM grants WHERE space=?", (space,))
+        return [(bytes(m), bytes(k), bytes(c), s) for m, k, c, s in rows]
+
+    def add_evidence(
+        self, space: bytes, creator: bytes, seq: int, kept_hash: bytes, other_wire: bytes
+    ) -> None:
+        self._write(
+            "INSERT OR IGNORE INTO evidence (space, creator, seq, kept_hash, other_wire) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (space, creator, seq, kept_hash, other_wire),
+        )
+
+    def evidence(self, space: bytes) -> list[tuple[bytes, int, bytes, bytes]]:
+        rows = self._read(
+            "SELECT creator, seq, kept_hash, other_wire FROM evidence WHERE space=?", (space,)
+        )
+        return [(bytes(c), s, bytes(h), bytes(w)) for c, s, h, w in rows]
+
+    def set_own_deps(self, space: bytes, deps: bytes) -> None:
+        self._write("INSERT OR REPLACE INTO own (space, deps) VALUES (?, ?)", (space, deps))
+
+    def own_deps(self, space: bytes) -> bytes | None:
+        rows = self._read("SELECT deps FROM own WHERE space=?", (space,))
+        return bytes(rows[0][0]) if rows else None
+
+    # -- engine state ---------------------------------------------------------------------------
+
+    def state_get(self, space: bytes, instance: str, key: bytes) -> bytes | None:
+        rows = self._read(
+            "SELECT value FROM state WHERE space=? AND instance=? AND key=?", (space, instance, key)
+        )
+        return bytes(rows[0][0]) if rows else None
+
+    def state_put(self, space: bytes, instance: str, key: bytes, value: bytes) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO state (space, instance, key, value) VALUES (?, ?, ?, ?)",
+            (space, instance, key, value),
+        )
+
+    def state_delete(self, space: bytes, instance: str, key: bytes) -> None:
+        self._write(
+            "DELETE FROM state WHERE space=? AND instance=? AND key=?", (space, instance, key)
+        )
+
+    def state_write(
+        self, puts: list[tuple[bytes, str, bytes, bytes]], deletes: list[tuple[bytes, str, bytes]]
+    ) -> None:
+        """Batched :meth:`state_put` and :meth:`state_delete` rows."""
+        self._require_txn()
+        try:
+            if puts:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO state (space, instance, key, value) "
+                    "VALUES (?, ?, ?, ?)",
+                    puts,
+                )
+            if deletes:
+                self._db.executemany(
+                    "DELETE FROM state WHERE space=? AND instance=? AND key=?", deletes
+                )
+        except sqlite3.Error as exc:
+            raise StorageError(f"store write failed: {exc}") from None
+
+    def state_scan(self, space: bytes, instance: str, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        if prefix:
+            upper = _successor(prefix)
+            if upper is None:  # the prefix is all 0xff bytes: no upper bound
+                rows = self._read(
+                    "SELECT key, value FROM state WHERE space=? AND instance=? AND key >= ? "
+                    "AND substr(key, 1, ?) = ? ORDER BY key",
+                    (space, instance, prefix, len(prefix), prefix),
+                )
+            else:
+                # Both bounds, so the index range holds exactly the prefix's keys.
+                rows = self._read(
+                    "SELECT key, value FROM state WHERE space=? AND instance=? AND key >= ? "
+                    "AND key < ? ORDER BY key",
+                    (space, instance, prefix, upper),
+                )
+        else:
+            rows = self._read(
+                "SELECT key, value FROM state WHERE space=? AND instance=? ORDER BY key",
+                (space, instance),
+            )
+        return [(bytes(k), bytes(v)) for k, v in rows]
+
+    def state_rows(self, space: bytes) -> list[tuple[str, bytes, bytes]]:
+        rows = self._read(
+            "SELECT instance, key, value FROM state WHERE space=? ORDER BY instance, key", (space,)
+        )
+        return [(i, bytes(k), bytes(v)) for i, k, v in rows]
+
+
+def _successor(prefix: bytes) -> bytes | None:
+    """The smallest byte string greater than every string starting with ``prefix``."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        return None
+    return trimmed[:-1] + bytes([trimmed[-1] + 1])
+
+
+class KVState:
+    """:class:`~p2pspace.core.engine.EngineState` of one engine instance of one space.
+
+    A bounded read cache plus write-back of changes: ``put``/``delete`` are buffered and written
+    by :meth:`flush`, which the owner calls before committing the transaction (one statement per
+    batch instead of one per command). After a rolled-back transaction the owner calls
+    :meth:`reset`, dropping values that were never committed.
+    """
+
+    __slots__ = ("_cache", "_dirty", "_instance", "_max", "_space", "_store")
+
+    def __init__(self, store: Store, space: bytes, instance: str, *, cache: int = 200_000) -> None:
+        self._store = store
+        self._space = space
+        self._instance = instance
+        self._cache: dict[bytes, bytes | None] = {}
+        self._dirty: dict[bytes, bytes | None] = {}
+        self._max = cache
+
+    def reset(self) -> None:
+        self._cache.clear()
+        self._dirty.clear()
+
+    def get(self, key: bytes) -> bytes | None:
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        value = self._store.state_get(self._space, self._instance, key)
+        if len(self._cache) >= self._max and not self._dirty:
+            self._cache.clear()
+        self._cache[key] = value
+        return value
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._cache[key] = value
+        self._dirty[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self._cache[key] = None
+        self._dirty[key] = None
+
+    def flush(self) -> None:
+        """Write buffered changes (inside the owner's transaction)."""
+        if not self._dirty:
+            return
+        puts = [
+            (self._space, self._instance, k, v) for k, v in self._dirty.items() if v is not None
+        ]
+        gone = [(self._space, self._instance, k) for k, v in self._dirty.items() if v is None]
+        self._store.state_write(puts, gone)
+        self._dirty.clear()
+        if len(self._cache) >= self._max:
+            self._cache.clear()
+
+    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        if self._dirty:
+            self.flush()
+        return iter(self._store.state_scan(self._space, self._instance, prefix))

@@ -1,0 +1,119 @@
+"""TLS 1.3 contexts with each endpoint's self-signed Ed25519 certificate.
+
+The certificate's key *is* the endpoint's identity key: a peer that presents a certificate is
+pinned by checking ``endpoint_id_of(certificate key)`` against the id it is expected to have.
+There is no certificate authority; chain and hostname checks are off and replaced by that pin.
+The certificate is made once per home folder (``tls.pem``, mode 0600) from ``identity.key``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import ssl
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
+from cryptography.x509.oid import NameOID
+
+from p2pspace.core.identity import Identity, endpoint_id_of
+from p2pspace.errors import AuthenticationError, StorageError
+
+CERT_FILE = "tls.pem"
+
+
+def make_certificate(identity: Identity) -> bytes:
+    """PEM of the private key followed by a self-signed certificate for it."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity.endpoint_id.hex())])
+    now = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(identity.private_key.public_key())
+        .serial_number(int.from_bytes(identity.endpoint_id[:8], "big") | 1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=365 * 100))
+        .sign(identity.private_key, algorithm=None)
+    )
+    key_pem = identity.private_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    return key_pem + certificate.public_bytes(Encoding.PEM)
+
+
+def certificate_file(home: Path, identity: Identity) -> Path:
+    """The home folder's key-and-certificate file, (re)made if missing or for another key."""
+    path = home / CERT_FILE
+    try:
+        if path.exists() and _pem_matches(path.read_bytes(), identity):
+            return path
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, make_certificate(identity))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc}") from None
+    return path
+
+
+def _pem_matches(pem: bytes, identity: Identity) -> bool:
+    try:
+        certificate = x509.load_pem_x509_certificate(pem)
+        return public_key_of(certificate.public_bytes(Encoding.DER)) == identity.public_key
+    except (ValueError, AuthenticationError):
+        return False
+
+
+def server_context(home: Path, identity: Identity) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.load_cert_chain(str(certificate_file(home, identity)))
+    return context
+
+
+def client_context(home: Path, identity: Identity) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    # No CA: the server's key is pinned to its endpoint id after the handshake instead.
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.load_cert_chain(str(certificate_file(home, identity)))
+    return context
+
+
+def public_key_of(der: bytes | None) -> bytes:
+    """The raw Ed25519 key of a DER certificate. AuthenticationError if it is not one."""
+    if not der:
+        raise AuthenticationError("peer presented no certificate")
+    try:
+        key = x509.load_der_x509_certificate(der).public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        raise AuthenticationError("peer certificate does not parse") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise AuthenticationError("peer certificate key is not Ed25519")
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def pinned_peer(der: bytes | None, expected: bytes | None) -> tuple[bytes, bytes]:
+    """``(endpoint id, key)`` of a peer's certificate, checked against ``expected`` if given."""
+    key = public_key_of(der)
+    peer = endpoint_id_of(key)
+    if expected is not None and peer != expected:
+        raise AuthenticationError(
+            f"peer presents key of endpoint {peer.hex()}, expected {expected.hex()}"
+        )
+    return peer, key
+
+
+__all__ = ["certificate_file", "client_context", "pinned_peer", "public_key_of", "server_context"]

@@ -1,0 +1,222 @@
+"""Authenticated connections over TCP + TLS 1.3 (trio edge).
+
+:func:`dial` and :func:`accept` turn a TCP stream into a :class:`Connection`: TLS with the
+endpoints' Ed25519 certificates, then the in-band handshake of :mod:`p2pspace.sync.handshake` (the
+listener pins nothing by certificate, so the dialler proves its key over a fresh nonce; the
+dialler pins the listener's certificate). Handshake frames are read exactly -- header, then
+payload -- so no byte of the session that follows is consumed here. Every failure is a typed
+error: :class:`~p2pspace.errors.TransportError` (network, TLS, timeout),
+:class:`~p2pspace.errors.AuthenticationError` (wrong key, bad proof),
+:class:`~p2pspace.errors.InvitationError` (a refused join) or another
+:class:`~p2pspace.errors.RemoteProtocolError` (malformed handshake).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from p2pspace.core.identity import Identity
+from p2pspace.errors import (
+    AuthenticationError,
+    ErrorCode,
+    FrameTooLargeError,
+    InvitationError,
+    P2PSpaceError,
+    RemoteProtocolError,
+    TransportError,
+)
+from p2pspace.node.tls import pinned_peer
+from p2pspace.sync import handshake
+from p2pspace.sync.framing import HEADER, frame
+from p2pspace.sync.handshake import Challenge, JoinRequest, Proof, Welcome
+from p2pspace.sync.messages import Error
+
+HANDSHAKE_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 5.0
+READ_SIZE = 64 * 1024
+_BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
+
+JoinHandler = Callable[[bytes, bytes, JoinRequest, bytes], bytes]
+"""``(peer id, peer key, request, nonce) -> genesis wire``; raises InvitationError to refuse."""
+
+JoinBuilder = Callable[[bytes, bytes], JoinRequest]
+"""``(server id, nonce) -> JoinRequest`` made by a joiner once it knows the connection nonce."""
+
+
+@dataclass(slots=True, kw_only=True)
+class Connection:
+    """One authenticated connection. ``dialed`` is True on the side that dialled."""
+
+    stream: trio.SSLStream[Any]
+    peer: bytes
+    peer_key: bytes
+    dialed: bool
+    address: tuple[str, int]
+    genesis: bytes = b""
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(*_BROKEN):
+            await self.stream.aclose()
+
+
+def _tune(stream: trio.SocketStream) -> None:
+    """Notice dead peers within seconds rather than hours."""
+    sock = stream.socket
+    stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 3)):
+        option = getattr(socket, name, None)
+        if option is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            stream.setsockopt(socket.IPPROTO_TCP, option, value)
+    user_timeout = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if user_timeout is not None:
+        stream.setsockopt(socket.IPPROTO_TCP, user_timeout, 20_000)
+
+
+async def _receive_exactly(stream: trio.SSLStream[Any], size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = await stream.receive_some(size - len(data))
+        if not chunk:
+            raise TransportError("connection closed during the handshake")
+        data += chunk
+    return bytes(data)
+
+
+async def _read(stream: trio.SSLStream[Any], expect: type[Any]) -> Any:
+    length = int.from_bytes(await _receive_exactly(stream, HEADER), "big")
+    if length > handshake.MAX_HANDSHAKE_FRAME:
+        raise FrameTooLargeError(f"handshake frame of {length} bytes")
+    return handshake.decode(await _receive_exactly(stream, length), expect)
+
+
+async def _write(stream: trio.SSLStream[Any], message: handshake.HandshakeMessage) -> None:
+    await stream.send_all(frame(handshake.encode(message)))
+
+
+async def _refuse(stream: trio.SSLStream[Any], code: ErrorCode, text: str) -> None:
+    with trio.move_on_after(1), contextlib.suppress(*_BROKEN):
+        await _write(stream, Error(code=int(code), message=text[:500]))
+
+
+def _translate(exc: BaseException, what: str) -> P2PSpaceError:
+    if isinstance(exc, P2PSpaceError):
+        return exc
+    if isinstance(exc, ssl.SSLError):
+        return TransportError(f"{what}: TLS failed: {exc.reason or exc}")
+    if isinstance(exc, OSError):
+        return TransportError(f"{what}: {exc.strerror or exc}")
+    return TransportError(f"{what}: connection broke")
+
+
+async def dial(
+    host: str,
+    port: int,
+    *,
+    identity: Identity,
+    context: ssl.SSLContext,
+    expected_peer: bytes | None = None,
+    join: JoinBuilder | None = None,
+) -> Connection:
+    """Connect, run TLS and the handshake. Raises as the module docstring says."""
+    what = f"{host}:{port}"
+    tcp: trio.SocketStream | None = None
+    stream: trio.SSLStream[Any] | None = None
+    try:
+        with trio.fail_after(CONNECT_TIMEOUT):
+            tcp = await trio.open_tcp_stream(host, port)
+        _tune(tcp)
+        stream = trio.SSLStream(tcp, context, server_side=False)
+        with trio.fail_after(HANDSHAKE_TIMEOUT):
+            await stream.do_handshake()
+            peer, key = pinned_peer(stream.getpeercert(binary_form=True), expected_peer)
+            challenge: Challenge = await _read(stream, Challenge)
+            if challenge.server != peer:
+                raise AuthenticationError("challenge names another endpoint")
+            if peer == identity.endpoint_id:
+                raise TransportError(f"{what} is this endpoint itself")
+            request = join(peer, challenge.nonce) if join is not None else None
+            await _write(stream, handshake.make_proof(identity, challenge, request))
+            welcome: Welcome = await _read(stream, Welcome)
+        return Connection(
+            stream=stream,
+            peer=peer,
+            peer_key=key,
+            dialed=True,
+            address=(host, port),
+            genesis=welcome.genesis,
+        )
+    except BaseException as exc:
+        if stream is not None:
+            await Connection(
+                stream=stream, peer=b"", peer_key=b"", dialed=True, address=(host, port)
+            ).aclose()
+        elif tcp is not None:
+            with trio.CancelScope(shield=True):
+                await tcp.aclose()
+        if isinstance(exc, trio.TooSlowError):
+            raise TransportError(f"{what}: timed out") from None
+        if isinstance(exc, (ssl.SSLError, OSError, trio.BrokenResourceError, P2PSpaceError)):
+            raise _translate(exc, what) from None
+        raise
+
+
+async def accept(
+    tcp: trio.SocketStream,
+    *,
+    identity: Identity,
+    context: ssl.SSLContext,
+    on_join: JoinHandler | None = None,
+) -> Connection:
+    """Serve the handshake on an accepted TCP stream. Closes the stream on failure."""
+    try:
+        peername = tcp.socket.getpeername()
+        address = (str(peername[0]), int(peername[1]))
+    except OSError:
+        address = ("?", 0)
+    what = f"{address[0]}:{address[1]}"
+    stream = trio.SSLStream(tcp, context, server_side=True)
+    try:
+        _tune(tcp)
+        with trio.fail_after(HANDSHAKE_TIMEOUT):
+            await stream.do_handshake()
+            nonce = os.urandom(handshake.NONCE_SIZE)
+            await _write(stream, Challenge(server=identity.endpoint_id, nonce=nonce))
+            try:
+                proof: Proof = await _read(stream, Proof)
+                peer = handshake.check_proof(proof, nonce=nonce, server=identity.endpoint_id)
+            except RemoteProtocolError as exc:
+                await _refuse(stream, exc.code, str(exc))
+                raise
+            genesis = b""
+            if proof.join is not None:
+                if on_join is None:
+                    raise InvitationError("this endpoint does not take invitations here")
+                try:
+                    genesis = on_join(peer, proof.key, proof.join, nonce)
+                except InvitationError as exc:
+                    await _refuse(stream, ErrorCode.INVITATION_REFUSED, str(exc))
+                    raise
+            await _write(stream, Welcome(genesis=genesis))
+        return Connection(
+            stream=stream, peer=peer, peer_key=proof.key, dialed=False, address=address
+        )
+    except BaseException as exc:
+        await Connection(
+            stream=stream, peer=b"", peer_key=b"", dialed=False, address=address
+        ).aclose()
+        if isinstance(exc, trio.TooSlowError):
+            raise TransportError(f"{what}: handshake timed out") from None
+        if isinstance(exc, (ssl.SSLError, OSError, trio.BrokenResourceError, P2PSpaceError)):
+            raise _translate(exc, what) from None
+        raise
+
+
+__all__ = ["Connection", "JoinBuilder", "JoinHandler", "accept", "dial"]

@@ -1,0 +1,229 @@
+"""An endpoint: one identity, one store, its replicas and its peer sessions (sans-IO).
+
+Theory of operation. The endpoint is the hub the simulator and the trio node both drive. It owns
+the replicas of every space in its store and the :class:`~p2pspace.sync.session.Session` of every
+connected peer. When a replica executes deltas -- created here or received from any session --
+the endpoint tells every session, which pushes them to its peer if the peer lacks them (that is
+how deltas relay across peers that are not directly connected). While any session is catching
+up a space, received deltas for that space are executed with ``defer`` so that concurrent
+histories merge in one undo/redo pass when the last catch-up ends.
+
+The endpoint never reads a clock: callers pass ``time`` (milliseconds) when creating deltas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from p2pspace.core.causal import Limits
+from p2pspace.core.delta import Command, Delta
+from p2pspace.core.identity import Identity, load_or_create_identity
+from p2pspace.core.replica import ReceiveResult, Replica
+from p2pspace.core.store import Store
+from p2pspace.errors import NotFoundError
+from p2pspace.sync.session import RecvState, Session
+
+
+class Endpoint:
+    """One endpoint's replicas and sessions. Single-threaded; every call is synchronous."""
+
+    def __init__(
+        self,
+        home: Path,
+        *,
+        seed: bytes | None = None,
+        durability: str = "full",
+        limits: Limits = Limits(),
+        name: str = "",
+    ) -> None:
+        self.home = home
+        self.name = name
+        self.identity: Identity = load_or_create_identity(home, seed=seed)
+        self.store = Store.open_in(home, durability=durability)
+        self.limits = limits
+        self.replicas: dict[bytes, Replica] = {}
+        self.sessions: list[Session] = []
+        self._catching_up: dict[bytes, int] = {}
+        # Per space not yet joined (no grant received): the peers trusted to sync it with us.
+        self.sponsors: dict[bytes, set[bytes]] = {}
+        for space_id, peer in self.store.sponsors():
+            self.sponsors.setdefault(space_id, set()).add(peer)
+        for space_id, _genesis in self.store.spaces():
+            self._adopt(Replica.open(self.store, self.identity, space_id, limits=limits))
+
+    @property
+    def endpoint_id(self) -> bytes:
+        return self.identity.endpoint_id
+
+    def close(self) -> None:
+        for session in list(self.sessions):
+            session.close()
+        self.sessions.clear()
+        self.store.close()
+
+    # -- spaces -------------------------------------------------------------------------------
+
+    def _adopt(self, replica: Replica) -> Replica:
+        self.replicas[replica.space_id] = replica
+        replica.listeners.append(self._on_executed)
+        return replica
+
+    def create_space(
+        self,
+        name: str,
+        *,
+        time: int,
+        engines: dict[str, str] | None = None,
+        nonce: bytes | None = None,
+    ) -> Replica:
+        replica = Replica.create_space(
+            self.store,
+            self.identity,
+            name=name,
+            time=time,
+            engines=engines,
+            member_name=self.name,
+            nonce=nonce,
+            limits=self.limits,
+        )
+        self._adopt(replica)
+        self._refresh_sessions()
+        return replica
+
+    def join_space(self, genesis_wire: bytes, *, sponsors: Iterable[bytes] = ()) -> Replica:
+        """Start replicating the space founded by ``genesis_wire`` (verified first).
+
+        Until the delta granting this endpoint membership arrives, the space is synced only
+        with its creator and ``sponsors`` (e.g. the inviter, authenticated by the transport):
+        anyone else could be a stranger who merely knows the space id.
+        """
+        replica = Replica.join(self.store, self.identity, genesis_wire, limits=self.limits)
+        trusted = {replica.genesis.creator, *sponsors} - {self.endpoint_id}
+        known = self.sponsors.setdefault(replica.space_id, set())
+        if trusted - known:
+            with self.store.transaction():
+                self.store.add_sponsors(replica.space_id, sorted(trusted - known))
+            known |= trusted
+        if replica.space_id in self.replicas:
+            self._refresh_sessions()
+            return self.replicas[replica.space_id]
+        self._adopt(replica)
+        self._refresh_sessions()
+        for session in self.sessions:
+            if session.peer in trusted:
+                # A sponsor may have offered the space before we held it; ask again.
+                session.ask_offers()
+        return replica
+
+    def replica(self, space_id: bytes) -> Replica:
+        try:
+            return self.replicas[space_id]
+        except KeyError:
+            raise NotFoundError(f"this endpoint has no space {space_id.hex()}") from None
+
+    def spaces_for(self, peer: bytes, peer_offered: Iterable[bytes] = ()) -> list[bytes]:
+        """Spaces this endpoint will sync with ``peer``.
+
+        Those where ``peer`` is a member; and, while this endpoint has not yet received the delta
+        granting its own membership (it holds little more than the genesis), those that ``peer``
+        offered first if ``peer`` is a sponsor of the join (the space's creator or the inviter):
+        the sponsor offered them because it counts this endpoint as a member. A stranger who
+        offers a space id gets nothing.
+        """
+        me = self.endpoint_id
+        offered = set(peer_offered)
+        return sorted(
+            sid
+            for sid, r in self.replicas.items()
+            if r.is_member(peer)
+            or (sid in offered and not r.is_member(me) and peer in self.sponsors.get(sid, ()))
+        )
+
+    # -- local changes ------------------------------------------------------------------------
+
+    def create(self, space_id: bytes, commands: Sequence[Command], *, time: int) -> Delta:
+        return self.create_many(space_id, [commands], time=time)[0]
+
+    def create_many(
+        self, space_id: bytes, batches: Sequence[Sequence[Command]], *, time: int
+    ) -> list[Delta]:
+        replica = self.replica(space_id)
+        members_before = len(replica.member_ids())
+        deltas = replica.create_many(batches, time=time)
+        if len(replica.member_ids()) != members_before:
+            # A member added here: sessions with that peer may now offer the space.
+            self._refresh_sessions()
+        return deltas
+
+    # -- sessions -----------------------------------------------------------------------------
+
+    def open_session(self, *, expected_peer: bytes | None = None, lossy: bool = False) -> Session:
+        session = Session(self, expected_peer=expected_peer, lossy=lossy)
+        self.sessions.append(session)
+        return session
+
+    def close_session(self, session: Session) -> None:
+        session.close()
+        if session in self.sessions:
+            self.sessions.remove(session)
+
+    def receive(self, replica: Replica, wires: Iterable[bytes]) -> ReceiveResult:
+        defer = self.catching_up(replica.space_id)
+        members_before = len(replica.member_ids())
+        result = replica.receive(wires, defer=defer)
+        if len(replica.member_ids()) != members_before:
+            self._refresh_sessions()
+        return result
+
+    def catch_up_started(self, space_id: bytes) -> None:
+        self._catching_up[space_id] = self._catching_up.get(space_id, 0) + 1
+
+    def catch_up_finished(self, space_id: bytes) -> None:
+        left = self._catching_up.get(space_id, 0) - 1
+        if left > 0:
+            self._catching_up[space_id] = left
+            return
+        self._catching_up.pop(space_id, None)
+        replica = self.replicas.get(space_id)
+        if replica is not None and replica.staged_count:
+            replica.release()
+
+    def catching_up(self, space_id: bytes) -> bool:
+        return self._catching_up.get(space_id, 0) > 0
+
+    def _on_executed(self, replica: Replica, executed: Sequence[tuple[Delta, bytes]]) -> None:
+        for session in self.sessions:
+            session.on_executed(replica, executed)
+
+    def _refresh_sessions(self) -> None:
+        for session in self.sessions:
+            session.refresh_spaces()
+
+    def tick(self) -> None:
+        """Periodic duties of every session, and fetches for deltas pending replicas lack."""
+        self.sessions = [s for s in self.sessions if not s.closed]
+        for session in self.sessions:
+            session.tick()
+        for space_id, replica in self.replicas.items():
+            missing = replica.missing()
+            if not missing:
+                continue
+            by_session: dict[int, list[tuple[bytes, int, int]]] = {}
+            candidates = [s for s in self.sessions if space_id in s.links]
+            if not candidates:
+                continue
+            # A catch-up stream under way will bring what its peer has: fetching that too
+            # would only get it twice (chunks end anywhere, so their unsigned tails wait a
+            # moment for the next chunk's signed delta).
+            streaming = [s for s in candidates if s.links[space_id].recv is RecvState.REQUESTED]
+            for i, (creator, first, last) in enumerate(missing):
+                if any(s.peer_has(space_id, creator, last) for s in streaming):
+                    continue
+                holders = [s for s in candidates if s.peer_has(space_id, creator, first)]
+                chosen = (holders or candidates)[i % len(holders or candidates)]
+                by_session.setdefault(id(chosen), []).append((creator, first, last))
+            for session in candidates:
+                ranges = by_session.get(id(session))
+                if ranges:
+                    session.send_fetch(space_id, ranges)

@@ -1,0 +1,38 @@
+"""``p2pspace bench`` W6 (thread load through the local API) in quick mode.
+
+Only the shape and sanity of the figures are checked, never the timings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from p2pspace.app import bench
+
+
+def test_w6_thread_load_quick(tmp_path: Path) -> None:
+    (result,) = bench.run(["W6"], quick=True, root=tmp_path)
+    quick = bench.QUICK["W6"]
+    assert result["workload"] == "W6"
+    # The API listed every thread and returned the whole big thread, nested.
+    assert result["posts"] == quick["posts"]
+    assert result["threads"] == quick["threads"]
+    assert result["thread_posts"] == quick["big"]
+    for key in (
+        "thread_list_ms",
+        "thread_ms",
+        "direct_thread_list_ms",
+        "direct_thread_ms",
+        "baseline_scan_list_ms",
+        "baseline_scan_thread_ms",
+        "baseline_http_ms",
+        "thread_list_bytes",
+        "thread_bytes",
+    ):
+        assert result[key] > 0, key
+    assert result["runs"] == 1
+    assert not list(tmp_path.iterdir())  # the temporary home is gone
+
+
+def test_w6_is_a_bench_workload() -> None:
+    assert "W6" in bench.WORKLOADS and "W6" in bench.RUNNERS and "W6" in bench.QUICK

@@ -1,0 +1,446 @@
+"""The web UI in a real browser: headless Chromium driven by Selenium, two nodes on loopback.
+
+Each node is a ``p2pspace run`` process (loopback only, no discovery); each gets its own browser.
+Chromium runs with everything that would phone home switched off and its own profile folder, so
+no traffic leaves loopback and nothing is downloaded. Every wait is an explicit WebDriverWait
+(or a bounded wait on process output); no sleeps. The tests skip when the system Chromium or
+chromedriver is missing.
+
+Set ``P2PSPACE_UI_SCREENSHOT=/path.png`` to keep a screenshot of the first node's page.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import WebDriverWait
+from starlette.applications import Starlette
+
+from p2pspace.app.web import CONTENT_SECURITY_POLICY, ui_routes
+from tests.app.test_cli_node import TIMEOUT, NodeProcess, cli, running
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+WAIT = 20.0  # seconds for any one thing to show up in a page
+
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-extensions",
+    "--disable-default-apps",
+    "--no-proxy-server",
+    "--no-pings",
+    "--disable-domain-reliability",
+    "--disable-client-side-phishing-detection",
+    "--disable-breakpad",
+    "--metrics-recording-only",
+    "--disable-features=NetworkTimeServiceQuerying,AutofillServerCommunication,"
+    "OptimizationHints,MediaRouter,Translate,SafeBrowsing",
+    # The backstop: every host name but the loopback one fails to resolve, so whatever Chromium
+    # still tries to reach by itself (sign-in, time and update checks) goes nowhere.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
+    "--window-size=1280,1000",
+]
+
+T = TypeVar("T")
+
+needs_browser = pytest.mark.skipif(
+    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+    reason=f"needs the system Chromium and chromedriver ({CHROMIUM}, {CHROMEDRIVER}): "
+    "apt-get install chromium chromium-driver",
+)
+
+
+# -- browsers ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def open_browser(tmp_path: Path) -> Iterator[Callable[[str], webdriver.Chrome]]:
+    """Start a headless Chromium (``name`` names its profile folder); all quit at the end."""
+    drivers: list[webdriver.Chrome] = []
+
+    def start(name: str) -> webdriver.Chrome:
+        options = Options()
+        options.binary_location = str(CHROMIUM)
+        for arg in CHROMIUM_ARGS:
+            options.add_argument(arg)
+        options.add_argument(f"--user-data-dir={tmp_path / ('chromium-' + name)}")
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        # Given a driver path, Selenium does not run Selenium Manager (which would download).
+        driver = webdriver.Chrome(
+            service=Service(executable_path=str(CHROMEDRIVER)), options=options
+        )
+        drivers.append(driver)
+        return driver
+
+    yield start
+    for driver in drivers:
+        driver.quit()
+
+
+def token_of(node: NodeProcess) -> str:
+    return (node.home / "api.token").read_text().strip()
+
+
+def page_url(node: NodeProcess, space: str) -> str:
+    return f"{node.api_url}/?token={token_of(node)}#space={space}"
+
+
+def wait_for(driver: WebDriver, what: str, condition: Callable[[WebDriver], T | None]) -> T:
+    """``condition``'s first truthy result within :data:`WAIT` seconds.
+
+    Elements go stale when a live update re-renders them; the condition is then tried again.
+    """
+    wait = WebDriverWait(driver, WAIT, ignored_exceptions=[StaleElementReferenceException])
+    found = wait.until(lambda d: condition(d) or None, message=f"waiting for {what}")
+    assert found is not None
+    return found
+
+
+def find(driver: WebDriver | WebElement, css: str) -> WebElement | None:
+    found = driver.find_elements(By.CSS_SELECTOR, css)
+    return found[0] if found else None
+
+
+def topic_item(driver: WebDriver, title: str) -> WebElement | None:
+    for item in driver.find_elements(By.CSS_SELECTOR, "#topic-list [data-testid=topic]"):
+        link = find(item, ".topic-title")
+        if link is not None and link.text == title:
+            return item
+    return None
+
+
+def topic_status(driver: WebDriver, title: str) -> str | None:
+    item = topic_item(driver, title)
+    status = find(item, "[data-testid=status]") if item is not None else None
+    return status.get_attribute("data-status") if status is not None else None
+
+
+def post_with_body(driver: WebDriver, body: str) -> WebElement | None:
+    """The thread's post (its ``li``) whose own body shows ``body``."""
+    for post in driver.find_elements(By.CSS_SELECTOR, "#thread [data-testid=post]"):
+        shown = find(post, ":scope > .card > [data-testid=body]")
+        if shown is not None and shown.text == body:
+            return post
+    return None
+
+
+def post_by_id(driver: WebDriver, post_id: str) -> WebElement | None:
+    return find(driver, f'#thread [data-post-id="{post_id}"]')
+
+
+def own_body(post: WebElement) -> str:
+    body = find(post, ":scope > .card > [data-testid=body]")
+    return body.text if body is not None else ""
+
+
+def actions(post: WebElement) -> list[str]:
+    buttons = post.find_elements(By.CSS_SELECTOR, ":scope > .card > .actions > button")
+    return [b.get_attribute("data-action") or "" for b in buttons]
+
+
+def click_action(driver: WebDriver, post_id: str, action: str) -> None:
+    def clicked(d: WebDriver) -> bool:
+        post = post_by_id(d, post_id)
+        button = find(post, f":scope > .card [data-action={action}]") if post else None
+        if button is None:
+            return False
+        button.click()
+        return True
+
+    wait_for(driver, f"the {action} button of {post_id}", clicked)
+
+
+def open_thread(driver: WebDriver, title: str) -> str:
+    """Open the thread ``title`` from the thread list; its topic id."""
+
+    def clicked(d: WebDriver) -> str | None:
+        item = topic_item(d, title)
+        if item is None:
+            return None
+        topic = item.get_attribute("data-topic-id")
+        link = find(item, ".topic-title")
+        assert link is not None
+        link.click()
+        return topic
+
+    topic = wait_for(driver, f"thread {title!r} in the list", clicked)
+    wait_for(driver, f"thread {title!r} open", lambda d: post_by_id(d, topic))
+    return topic
+
+
+def post_topic(driver: WebDriver, title: str, body: str) -> None:
+    form = wait_for(driver, "the new-topic form", lambda d: find(d, "#new-topic"))
+    field = find(form, "#topic-title")
+    assert field is not None
+    field.send_keys(title)
+    text = find(form, "#topic-body")
+    assert text is not None
+    text.send_keys(body)
+    button = find(form, "#post-topic")
+    assert button is not None
+    button.click()
+
+
+def submit_form(driver: WebDriver, post_id: str, kind: str, text: str, *, clear: bool) -> None:
+    """Type into the open reply or edit form of ``post_id`` and submit it."""
+    form = wait_for(
+        driver,
+        f"the {kind} form",
+        lambda d: find(d, f'[data-post-id="{post_id}"] > .form-slot [data-testid={kind}-form]'),
+    )
+    area = find(form, "textarea")
+    assert area is not None
+    if clear:
+        area.clear()
+    area.send_keys(text)
+    button = find(form, "button[type=submit]")
+    assert button is not None
+    button.click()
+    wait_for(driver, f"the {kind} form to close", lambda d: detached(form))
+
+
+def detached(element: WebElement) -> bool:
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    return False
+
+
+def undo_label(driver: WebDriver) -> str:
+    what = find(driver, "#undo-what")
+    return what.text if what is not None and undo_enabled(driver) else ""
+
+
+def undo_enabled(driver: WebDriver) -> bool:
+    button = find(driver, "#undo")
+    return button is not None and button.is_enabled()
+
+
+# -- the tests ----------------------------------------------------------------------------------
+
+
+@needs_browser
+def test_two_pages_follow_each_other_live(
+    tmp_path: Path, open_browser: Callable[[str], webdriver.Chrome]
+) -> None:
+    a_home, b_home = tmp_path / "a", tmp_path / "b"
+    cli(a_home, "init", "--name", "ann")
+    cli(b_home, "init", "--name", "bob")
+    b_id = cli(b_home, "id", "--hex").stdout.strip()
+    space = cli(a_home, "space", "create", "notes").stdout.strip()
+
+    with running(a_home, tmp_path / "a.log") as a:
+        with running(b_home, tmp_path / "b1.log"):
+            code = cli(a_home, "invite", "notes", "--ttl", "600").stdout.strip()
+            assert cli(b_home, "join", code, "--timeout", str(TIMEOUT)).stdout.strip() == space
+        # Bob's node is down: what Ann posts now stays pending.
+
+        ann = open_browser("ann")
+        ann.get(page_url(a, space))
+        wait_for(ann, "the space", lambda d: find(d, '#space-list a[aria-current="page"]'))
+        ann.execute_script("window.noReload = true")
+        post_topic(ann, "While bob is away", "see you later")
+        assert wait_for(ann, "pending", lambda d: topic_status(d, "While bob is away")) == "pending"
+        bob_row = f'#member-list [data-member-id="{b_id}"]'
+        wait_for(ann, "bob offline", lambda d: find(d, bob_row + '[data-online="no"]'))
+
+        with running(b_home, tmp_path / "b2.log") as b:
+            # Bob's node dials Ann's from its address book and catches up; Ann's page follows.
+            wait_for(
+                ann,
+                "delivered",
+                lambda d: topic_status(d, "While bob is away") == "delivered to 2 of 2",
+            )
+            wait_for(ann, "bob online", lambda d: find(d, bob_row + '[data-online="yes"]'))
+            wait_for(ann, "bob live", lambda d: find(d, bob_row + ' [data-sync="live"]'))
+
+            bob = open_browser("bob")
+            bob.get(page_url(b, space))
+            wait_for(bob, "the early topic", lambda d: topic_item(d, "While bob is away"))
+            bob.execute_script("window.noReload = true")
+
+            # A new topic shows up in Bob's open page, without a reload.
+            post_topic(ann, "Live one", "first words")
+            wait_for(bob, "the live topic", lambda d: topic_item(d, "Live one"))
+            topic = open_thread(bob, "Live one")
+            assert open_thread(ann, "Live one") == topic
+            root = post_by_id(bob, topic)
+            assert root is not None
+            assert actions(root) == ["reply"]  # not Bob's post: no edit, no delete
+            ann_root = post_by_id(ann, topic)
+            assert ann_root is not None
+            assert actions(ann_root) == ["reply", "edit", "delete"]
+
+            # Bob replies; Ann answers his reply (nested).
+            click_action(bob, topic, "reply")
+            submit_form(bob, topic, "reply", "hello from bob", clear=False)
+            bob_reply = wait_for(ann, "bob's reply", lambda d: post_with_body(d, "hello from bob"))
+            reply_id = bob_reply.get_attribute("data-post-id")
+            assert reply_id is not None and reply_id.startswith(topic + ".")
+            assert actions(bob_reply) == ["reply"]
+            click_action(ann, reply_id, "reply")
+            submit_form(ann, reply_id, "reply", "nested from ann", clear=False)
+            nested = wait_for(
+                bob,
+                "ann's nested reply",
+                lambda d: find(d, f'[data-post-id="{reply_id}"] > .replies > [data-testid=post]'),
+            )
+            nested_id = nested.get_attribute("data-post-id")
+            assert nested_id is not None
+            wait_for(bob, "the nested body", lambda d: own_body(nested) == "nested from ann")
+
+            # Bob starts a reply; Ann's edit arrives meanwhile; his draft stays.
+            click_action(bob, topic, "reply")
+            draft = wait_for(
+                bob, "bob's reply form", lambda d: find(d, f'[data-post-id="{topic}"] textarea')
+            )
+            draft.send_keys("a draft")
+            click_action(ann, topic, "edit")
+            submit_form(ann, topic, "edit", "edited words", clear=True)
+            wait_for(bob, "the edit", lambda d: own_body(root) == "edited words")
+            assert find(root, ":scope > .card [data-testid=edited]") is not None
+            assert draft.get_attribute("value") == "a draft"
+            assert draft == bob.switch_to.active_element
+
+            # Ann deletes her nested reply, then undoes that.
+            wait_for(ann, "undo enabled after the edit", undo_enabled)
+            click_action(ann, nested_id, "delete")
+            wait_for(bob, "the delete", lambda d: nested.get_attribute("data-deleted") == "yes")
+            assert own_body(nested) == "[deleted]"
+            wait_for(ann, "undo offered for the delete", lambda d: "delete" in undo_label(d))
+            undo = find(ann, "#undo")
+            assert undo is not None
+            undo.click()
+            wait_for(bob, "the undo", lambda d: own_body(nested) == "nested from ann")
+            wait_for(ann, "nothing left to undo", lambda d: not undo_enabled(d))
+            wait_for(
+                ann,
+                "the reply delivered",
+                lambda d: (
+                    (p := post_by_id(d, nested_id)) is not None
+                    and p.get_attribute("data-status") == "delivered to 2 of 2"
+                ),
+            )
+
+            # Phone width: one column, nothing wider than the screen.
+            bob.set_window_size(390, 844)
+            fits = "return document.documentElement.scrollWidth <= window.innerWidth"
+            wait_for(bob, "the page to fit a phone", lambda d: d.execute_script(fits))
+
+            assert bob.execute_script("return window.noReload") is True
+            assert ann.execute_script("return window.noReload") is True
+            for driver in (ann, bob):
+                # No script error, no Content-Security-Policy violation, no failed request.
+                logs: list[dict[str, str]] = driver.get_log("browser")  # type: ignore[no-untyped-call]
+                severe = [e for e in logs if e["level"] == "SEVERE"]
+                assert severe == []
+            shot = os.environ.get("P2PSPACE_UI_SCREENSHOT")
+            if shot:
+                ann.save_screenshot(shot)
+
+
+def test_page_needs_the_token_and_listens_on_loopback_only(tmp_path: Path) -> None:
+    home = tmp_path / "a"
+    cli(home, "init", "--name", "ann")
+    with running(home, tmp_path / "a.log") as node:
+        url = urlsplit(node.api_url)
+        assert url.hostname == "127.0.0.1" and url.port
+        token = (home / "api.token").read_text().strip()
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+        for path in ["/", "/ui/app.js", "/ui/app.css", f"/?token={token}x"]:
+            with pytest.raises(urllib.error.HTTPError) as caught:
+                opener.open(node.api_url + path, timeout=TIMEOUT)
+            assert caught.value.code == 401, path
+            assert json.loads(caught.value.read())["error"]
+            caught.value.close()
+
+        with opener.open(f"{node.api_url}/?token={token}", timeout=TIMEOUT) as response:
+            assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+            assert response.headers["Cache-Control"] == "no-store"
+            assert response.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+            page = response.read().decode()
+        assert f'src="/ui/app.js?token={html.escape(token)}"' in page
+        request = urllib.request.Request(
+            f"{node.api_url}/ui/app.js", headers={"Authorization": f"Bearer {token}"}
+        )
+        with opener.open(request, timeout=TIMEOUT) as response:
+            assert response.headers["Content-Type"].startswith("text/javascript")
+
+        # Bound to 127.0.0.1 alone: another loopback address of the same port is refused, and
+        # the kernel's table of listening sockets shows no other address for that port.
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.2", url.port), timeout=TIMEOUT).close()
+        listening = listening_addresses(url.port)
+        if listening is not None:
+            assert listening == {"127.0.0.1"}
+
+
+def listening_addresses(port: int) -> set[str] | None:
+    """The local addresses with a TCP socket listening on ``port`` (Linux), else None."""
+    found: set[str] = set()
+    for table, size in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            if size == 4:
+                return None
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, _, port_hex = local.partition(":")
+            if state == "0A" and int(port_hex, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)
+                # The kernel prints each 32-bit word in host (little-endian) order.
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                found.add(socket.inet_ntop(socket.AF_INET if size == 4 else socket.AF_INET6, words))
+    return found
+
+
+async def test_ui_routes_serve_listed_files_only() -> None:
+    transport = httpx.ASGITransport(app=Starlette(routes=ui_routes()))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        page = await client.get("/", params={"token": 'a"b<c>&d'})
+        assert page.status_code == 200
+        assert page.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+        assert page.headers["x-frame-options"] == "DENY"
+        # URL-quoted first: nothing of the token can close the attribute or open a tag.
+        assert 'src="/ui/app.js?token=a%22b%3Cc%3E%26d"' in page.text
+        for name, kind in [
+            ("app.js", "text/javascript"),
+            ("app.css", "text/css"),
+            ("icon.svg", "image/svg+xml"),
+        ]:
+            response = await client.get(f"/ui/{name}")
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith(kind)
+            assert response.headers["cache-control"] == "no-store"
+        for name in ["index.html", "..%2Fweb.py", "../web.py", "nope.js", "%2e%2e%2fapi.py"]:
+            assert (await client.get(f"/ui/{name}")).status_code == 404, name

@@ -1,0 +1,200 @@
+"""``p2pspace discuss`` and ``p2pspace open``: offline on the store, and through a running node.
+
+The commands run in this process (``cli.main``) except the node itself, a ``p2pspace run``
+subprocess; waits are on its output, bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from p2pspace.app import cli
+from tests.app.test_cli_node import TIMEOUT, running
+
+HEX16 = re.compile(r"^[0-9a-f]{16}$")
+
+
+class Cli:
+    """Runs ``p2pspace ... --home HOME`` in this process; output through ``capsys``."""
+
+    def __init__(self, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        self.home = home
+        self.capsys = capsys
+
+    def __call__(self, *args: str) -> str:
+        code = cli.main([*args, "--home", str(self.home)])
+        out, err = self.capsys.readouterr()
+        assert code == 0, f"{args}: {err}"
+        return out
+
+    def one(self, *args: str) -> str:
+        """The one line the command prints."""
+        lines = self(*args).splitlines()
+        assert len(lines) == 1, lines
+        return lines[0]
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self(*args, "--json"))
+
+    def fails(self, *args: str, match: str) -> str:
+        """Run a command that must fail with one ``p2pspace: error:`` line; that line."""
+        try:
+            code = cli.main([*args, "--home", str(self.home)])
+        except SystemExit as exc:  # a usage error exits from inside argparse
+            code = exc.code
+        assert code not in (0, None), args
+        out, err = self.capsys.readouterr()
+        lines = err.splitlines()
+        assert len(lines) == 1, err
+        assert lines[0].startswith("p2pspace: error: "), err
+        assert match in lines[0], err
+        assert out == ""
+        return lines[0]
+
+
+def shown(run: Cli, *args: str) -> list[tuple[int, str, str, str, str]]:
+    """``discuss show`` lines as (depth, id, author, status, text)."""
+    out = []
+    for line in run("discuss", "show", *args).splitlines():
+        match = re.fullmatch(r"( *)(\S+)  (\S+)  \[([^]]+)\]  (.*)", line)
+        assert match is not None, line
+        indent, post, author, status, text = match.groups()
+        out.append((len(indent) // 2, post, author, status, text))
+    return out
+
+
+def test_discuss_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = Cli(tmp_path / "a", capsys)
+    run("init", "--name", "ann")
+    space = run.one("space", "create", "talk")
+    run.one("space", "create", "plain", "--tool", "none")
+    assert run("discuss", "show", "talk") == "no topics yet\n"
+    assert run.json("discuss", "show", "talk") == {"threads": []}
+
+    topic = run.one("discuss", "post", "talk", "Lunch", "Where  shall\nwe go?")
+    assert HEX16.match(topic)
+    r1 = run.one("discuss", "reply", "talk", topic, "Noon")
+    r2 = run.one("discuss", "reply", space, r1, "1pm")
+    assert r1.startswith(topic + ".") and r2.startswith(topic + ".")
+    alone = "delivered to 1 of 1"
+    assert shown(run, "talk") == [
+        (0, topic, "ann", alone, "Lunch -- Where shall we go?"),
+        (1, r1, "ann", alone, "Noon"),
+        (2, r2, "ann", alone, "1pm"),
+    ]
+
+    assert run.one("discuss", "edit", "talk", topic, "Where?", "--title", "Lunch!") == topic
+    run.fails("discuss", "edit", "talk", r1, "x", "--title", "t", match="only a topic has a title")
+    assert run.one("discuss", "delete", "talk", r1) == r1
+    run.fails("discuss", "delete", "talk", r1, match="already deleted")
+    run.fails("discuss", "reply", "talk", r1, "late", match="was deleted")
+    assert shown(run, "talk", topic) == [
+        (0, topic, "ann", alone, "Lunch! -- Where? (edited)"),
+        (1, r1, "ann", alone, "[deleted]"),
+        (2, r2, "ann", alone, "1pm"),
+    ]
+    assert run.one("discuss", "undo", "talk") == r1
+    run.fails("discuss", "undo", "talk", match="nothing to undo")
+    assert shown(run, "talk")[1] == (1, r1, "ann", alone, "Noon")
+
+    thread = run.json("discuss", "show", "talk", topic)["thread"]
+    assert (thread["id"], thread["title"], thread["body"], thread["parent"]) == (
+        topic,
+        "Lunch!",
+        "Where?",
+        None,
+    )
+    assert thread["author_name"] == "ann" and thread["status"] == alone
+    assert thread["pending"] is False and (thread["delivered"], thread["members"]) == (1, 1)
+    [first] = thread["replies"]
+    assert (first["id"], first["parent"], first["body"], first["deleted"]) == (
+        r1,
+        topic,
+        "Noon",
+        False,
+    )
+    assert [r["id"] for r in first["replies"]] == [r2]
+
+    other = run.one("discuss", "post", "talk", "Second", "")
+    # Text from members is printed defanged: no terminal escapes, no bidirectional overrides.
+    odd = run.one("discuss", "post", "talk", "Red\x1b[31m", "a\u202eb\tc")
+    threads = run.json("discuss", "show", "talk")["threads"]
+    assert sorted(t["id"] for t in threads) == sorted([topic, other, odd])
+    titles = {t["id"]: t["title"] for t in threads}
+    assert titles[odd] == "Red\x1b[31m"  # --json has the text as it is
+    lines = shown(run, "talk")
+    assert (0, other, "ann", alone, "Second") in lines
+    assert (0, odd, "ann", alone, "Red\ufffd[31m -- a\ufffdb c") in lines
+
+    run.fails("discuss", "post", "nope", "t", "b", match="no space named 'nope'")
+    run.fails("discuss", "post", "plain", "t", "b", match="no discussion tool")
+    run.fails("discuss", "post", "talk", " ", "b", match="title must not be empty")
+    run.fails("discuss", "reply", "talk", "zzz", "b", match="not a post id")
+    run.fails("discuss", "reply", "talk", "0123456789abcdef", "b", match="no post")
+    run.fails("discuss", "show", "talk", "0123456789abcdef", match="no topic")
+    run.fails("discuss", "frobnicate", match="invalid choice")
+    run.fails("space", "create", "x", "--tool", "chess", match="invalid choice")
+    run.fails("open", match="no node is running")
+    assert len(run.json("discuss", "show", "talk")["threads"]) == 3
+
+
+def test_discuss_and_open_through_the_running_node(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "a"
+    run = Cli(home, capsys)
+    run("init", "--name", "ann")
+    space = run.one("space", "create", "talk")
+    topic = run.one("discuss", "post", "talk", "Offline", "first")
+
+    with running(home, tmp_path / "a.log") as node:
+        # Through the API: the store is locked by the node, so these could not work offline.
+        reply = run.one("discuss", "reply", "talk", topic, "online")
+        other = run.one("discuss", "post", "talk", "Online", "second")
+        assert run.one("discuss", "edit", "talk", reply, "online!") == reply
+        lines = shown(run, "talk")
+        alone = "delivered to 1 of 1"
+        assert (0, other, "ann", alone, "Online -- second") in lines
+        at = lines.index((0, topic, "ann", alone, "Offline -- first"))
+        assert lines[at + 1] == (1, reply, "ann", alone, "online! (edited)")
+        thread = run.json("discuss", "show", space, topic)["thread"]
+        assert [r["body"] for r in thread["replies"]] == ["online!"]
+        run.fails("discuss", "show", "talk", "0123456789abcdef", match="no topic")
+        run.fails("discuss", "undo", "nope", match="no space named 'nope'")
+        run.one("space", "create", "plain", "--tool", "none")
+        run.fails("discuss", "post", "plain", "t", "b", match="no discussion tool")
+
+        token = (home / "api.token").read_text().strip()
+        url = run.one("open", "--print-url")
+        assert url == f"{node.api_url}/?token={urllib.parse.quote(token, safe='')}"
+        assert run.one("open", "talk", "--print-url") == f"{url}#space={space}"
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(url, timeout=TIMEOUT) as page:
+            assert page.status == 200
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            opener.open(node.api_url + "/", timeout=TIMEOUT)
+        assert refused.value.code == 401
+        refused.value.close()
+
+        opened: list[str] = []
+        monkeypatch.setattr(cli.webbrowser, "open", lambda u: opened.append(u) or True)
+        assert run.one("open", space[:8]) == f"{url}#space={space}"
+        assert opened == [f"{url}#space={space}"]
+        # No browser to start: the URL is printed all the same, and the error says why.
+        monkeypatch.setattr(cli.webbrowser, "open", lambda u: False)
+        assert cli.main(["open", "--home", str(home)]) == 2
+        out, err = capsys.readouterr()
+        assert out == url + "\n" and "cannot start a web browser" in err
+
+        assert node.stop() == 0
+        assert "Traceback" not in node.stderr()
+    run.fails("open", "--print-url", match="no node is running")
+    assert len(run.json("discuss", "show", "talk")["threads"]) == 2

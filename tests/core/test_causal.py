@@ -1,0 +1,398 @@
+"""The causal buffer, driven through real replicas: any delivery order gives one total order."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from p2pspace.core.causal import Limits
+from p2pspace.core.delta import Delta, decode_delta, make_body
+from p2pspace.core.identity import Identity
+from p2pspace.core.replica import Replica
+from p2pspace.core.store import Store
+from p2pspace.engines import members, rdb
+from p2pspace.errors import (
+    BrokenChainError,
+    EquivocationError,
+    ForgedDeltaError,
+    RankError,
+    TooFarAheadError,
+)
+from p2pspace.testing import causality_violation
+from tests.conftest import wires_of
+
+IDS = [Identity.from_seed(f"seq-{i}".encode()) for i in range(4)]
+
+
+@dataclass(frozen=True)
+class History:
+    genesis: bytes
+    wires: tuple[bytes, ...]  # every non-genesis delta, in the reference log order
+    order_digest: str
+    state_digest: str
+    dump: list[dict[str, object]]
+
+
+def _exchange(dst: Replica, src: Replica) -> None:
+    result = dst.receive(wires_of(src))
+    assert not result.rejected
+
+
+def _build_history(folder: Path) -> History:
+    """Three creators making concurrent deltas while exchanging only part of what they have."""
+    stores = [Store(folder / f"h{i}.sqlite3", durability="normal") for i in range(3)]
+    try:
+        a = Replica.create_space(stores[0], IDS[0], name="h", time=1, nonce=b"\x04" * 16)
+        a.create(
+            [
+                members.add_command(member_id=i.endpoint_id, key=i.public_key, name=f"m{n}")
+                for n, i in enumerate(IDS[1:3], 1)
+            ]
+            + [rdb.create("t", f"r{k}", {"v": 0}) for k in range(3)],
+            time=2,
+        )
+        b = Replica.join(stores[1], IDS[1], a.genesis.wire())
+        c = Replica.join(stores[2], IDS[2], a.genesis.wire())
+        _exchange(b, a)
+        _exchange(c, a)
+        replicas = [a, b, c]
+        t = 10
+        for round_ in range(4):
+            for n, r in enumerate(replicas):
+                t += 1
+                k = (round_ + n) % 3
+                r.create([rdb.set_fields("t", f"r{k}", {"v": t, f"by{n}": round_})], time=t)
+                if (round_ + n) % 2 == 0:
+                    r.create(
+                        [
+                            rdb.create("t", f"x{n}-{round_}", {"n": n}),
+                            rdb.delete("t", f"r{(k + 1) % 3}"),
+                        ]
+                        if round_ == 3
+                        else [rdb.set_fields("t", f"r{(k + 1) % 3}", {"w": t})],
+                        time=t,
+                    )
+            if round_ == 1:
+                # A group commit: two unsigned deltas chained to a signed third.
+                c.create_many([[rdb.set_fields("t", "r0", {"chain": i})] for i in range(3)], time=t)
+            # A ring of partial exchanges, so every delta has cross-creator dependencies.
+            _exchange(replicas[(round_ + 1) % 3], replicas[round_ % 3])
+            _exchange(replicas[(round_ + 2) % 3], replicas[(round_ + 1) % 3])
+        for _ in range(2):
+            for dst in replicas:
+                for src in replicas:
+                    if dst is not src:
+                        _exchange(dst, src)
+        digests = {(r.order_digest(), r.state_digest()) for r in replicas}
+        assert len(digests) == 1
+        wires = wires_of(a)
+        assert wires[0] == a.genesis.wire()
+        return History(
+            genesis=wires[0],
+            wires=tuple(wires[1:]),
+            order_digest=a.order_digest(),
+            state_digest=a.state_digest(),
+            dump=a.dump_order(),
+        )
+    finally:
+        for s in stores:
+            s.close()
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> History:
+    return _build_history(tmp_path_factory.mktemp("history"))
+
+
+class _Fresh:
+    """A new, empty replica (of a non-member) of the history's space in its own folder."""
+
+    def __init__(self, genesis: bytes, limits: Limits = Limits()) -> None:
+        self._dir = tempfile.TemporaryDirectory()
+        self.store = Store(Path(self._dir.name) / "f.sqlite3", durability="normal")
+        self.replica = Replica.join(self.store, IDS[3], genesis, limits=limits)
+
+    def close(self) -> None:
+        self.store.close()
+        self._dir.cleanup()
+
+
+@pytest.fixture
+def fresh(history: History) -> Iterator[Callable[..., Replica]]:
+    made: list[_Fresh] = []
+
+    def make(limits: Limits = Limits()) -> Replica:
+        f = _Fresh(history.genesis, limits)
+        made.append(f)
+        return f.replica
+
+    yield make
+    for f in made:
+        f.close()
+
+
+def _assert_matches(replica: Replica, history: History) -> None:
+    assert replica.pending_count == 0
+    assert replica.staged_count == 0
+    assert replica.order_digest() == history.order_digest
+    assert replica.state_digest() == history.state_digest
+    assert replica.dump_order() == history.dump
+    assert causality_violation(replica.dump_order()) is None
+
+
+def test_history_shape(history: History) -> None:
+    """The history really has three creators, concurrency and an unsigned chain."""
+    deltas = [decode_delta(w) for w in history.wires]
+    assert len({d.creator for d in deltas}) == 3
+    assert sum(d.signature is None for d in deltas) == 2
+    ranks = [d.rank for d in deltas]
+    assert len(ranks) > len(set(ranks))  # concurrent deltas share ranks
+    assert len(deltas) >= 20
+
+
+@settings(max_examples=50, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_every_delivery_order_gives_the_same_order(history: History, data: st.DataObject) -> None:
+    wires = data.draw(st.permutations(history.wires), label="order")
+    sizes = data.draw(st.lists(st.integers(1, 6), min_size=len(wires), max_size=len(wires)))
+    f = _Fresh(history.genesis)
+    try:
+        replica = f.replica
+        executed = 0
+        i = 0
+        for size in sizes:
+            if i >= len(wires):
+                break
+            result = replica.receive(wires[i : i + size])
+            i += size
+            assert not result.rejected
+            assert result.duplicates == 0
+            executed += len(result.executed)
+            assert causality_violation(replica.dump_order()) is None
+        assert executed == len(history.wires)
+        _assert_matches(replica, history)
+    finally:
+        f.close()
+
+
+def test_reverse_order_one_by_one(history: History, fresh: Callable[..., Replica]) -> None:
+    replica = fresh()
+    for wire in reversed(history.wires[1:]):
+        result = replica.receive([wire])
+        assert not result.rejected and result.executed == ()
+    assert replica.pending_count == len(history.wires) - 1
+    result = replica.receive([history.wires[0]])
+    assert len(result.executed) == len(history.wires)
+    _assert_matches(replica, history)
+
+
+def test_duplicates_are_idempotent(history: History, fresh: Callable[..., Replica]) -> None:
+    replica = fresh()
+    wires = list(history.wires)
+    # Twice within one call, and a late delta twice while it is still pending.
+    first = replica.receive([wires[-1], wires[-1]])
+    assert first.duplicates == 1 and first.executed == ()
+    assert replica.pending_count == 1
+    result = replica.receive([w for w in wires for _ in range(2)])
+    # Every second copy, plus the first copy of the delta already pending.
+    assert result.duplicates == len(wires) + 1
+    assert len(result.executed) == len(wires)
+    assert not result.rejected
+    _assert_matches(replica, history)
+    again = replica.receive([*wires, history.genesis])
+    assert again.duplicates == len(wires) + 1
+    assert again.executed == () and not again.rejected
+    assert replica.stats.duplicates == 1 + (len(wires) + 1) + (len(wires) + 1)
+    _assert_matches(replica, history)
+
+
+def test_pending_bounded_by_count(history: History, fresh: Callable[..., Replica]) -> None:
+    replica = fresh(Limits(max_pending=4))
+    for wire in reversed(history.wires[1:]):
+        replica.receive([wire])
+        assert replica.pending_count <= 4
+    assert replica.buffer.dropped == len(history.wires) - 1 - 4
+    # Dropped deltas are simply delivered again later.
+    replica.receive(history.wires)
+    _assert_matches(replica, history)
+
+
+def test_pending_bounded_by_bytes(history: History, fresh: Callable[..., Replica]) -> None:
+    budget = 3 * max(len(w) for w in history.wires)
+    replica = fresh(Limits(max_pending_bytes=budget))
+    for wire in reversed(history.wires[1:]):
+        replica.receive([wire])
+        assert replica.buffer.pending_bytes <= budget
+    assert replica.buffer.dropped > 0
+    replica.receive(history.wires)
+    _assert_matches(replica, history)
+
+
+def test_too_far_ahead_refused(history: History, fresh: Callable[..., Replica]) -> None:
+    # (The gap must leave room for the history's 3-delta chain, delivered in order.)
+    replica = fresh(Limits(max_gap=3))
+    far = next(w for w in history.wires if decode_delta(w).seq >= 5)
+    result = replica.receive([far])
+    assert [type(r.error) for r in result.rejected] == [TooFarAheadError]
+    assert replica.pending_count == 0
+    for wire in history.wires:
+        assert not replica.receive([wire]).rejected
+    _assert_matches(replica, history)
+
+
+# -- unsigned chains (group commit) ---------------------------------------------------------------
+
+
+def _chain(a: Replica, n: int = 5) -> list[Delta]:
+    chain = a.create_many([[rdb.create("t", f"c{i}", {"i": i})] for i in range(n)], time=3)
+    assert [d.signature is None for d in chain] == [True] * (n - 1) + [False]
+    return chain
+
+
+def test_chain_signed_last(space_pair: tuple[Replica, Replica]) -> None:
+    a, b = space_pair
+    chain = _chain(a)
+    for d in chain[:-1]:
+        result = b.receive([d.wire()])
+        assert result.executed == () and not result.rejected
+    assert b.pending_count == 4
+    result = b.receive([chain[-1].wire()])
+    assert [d.id for d in result.executed] == [d.id for d in chain]
+    assert b.pending_count == 0
+    assert b.order_digest() == a.order_digest() and b.state_digest() == a.state_digest()
+
+
+def test_chain_signed_first(space_pair: tuple[Replica, Replica]) -> None:
+    a, b = space_pair
+    chain = _chain(a)
+    assert b.receive([chain[-1].wire()]).executed == ()
+    for d in chain[:-2]:
+        assert b.receive([d.wire()]).executed == ()
+    result = b.receive([chain[-2].wire()])
+    assert [d.id for d in result.executed] == [d.id for d in chain]
+    assert b.order_digest() == a.order_digest() and b.state_digest() == a.state_digest()
+
+
+def test_chain_signed_missing(space_pair: tuple[Replica, Replica]) -> None:
+    a, b = space_pair
+    chain = _chain(a)
+    before = dict(b.vector)
+    result = b.receive([d.wire() for d in chain[:-1]])
+    assert result.executed == () and not result.rejected
+    assert b.vector == before
+    assert b.pending_count == 4
+    # missing() names the chain from its first unauthenticated delta; a peer's fetch() extends
+    # each range to the next signed delta, so the answer carries the signed successor.
+    missing = b.missing()
+    assert [(c, lo) for c, lo, _hi in missing] == [(a.endpoint_id, before[a.endpoint_id] + 1)]
+    fetched = a.fetch(missing, max_count=16)
+    assert fetched[-1] == chain[-1].wire()
+    result = b.receive(fetched)
+    assert not result.rejected
+    assert [d.id for d in result.executed] == [d.id for d in chain]
+    assert b.missing() == []
+    assert b.order_digest() == a.order_digest() and b.state_digest() == a.state_digest()
+
+
+def test_forged_unsigned_delta_never_executes(space_pair: tuple[Replica, Replica]) -> None:
+    a, b = space_pair
+    chain = a.create_many([[rdb.create("t", "c", {"i": 0})], [rdb.delete("t", "c")]], time=3)
+    real = chain[0]
+    forged = make_body(
+        space=real.space,
+        creator=real.creator,
+        seq=real.seq,
+        rank=real.rank,
+        deps=dict(real.deps),
+        prev=real.prev,
+        time=real.time,
+        commands=[rdb.create("t", "c", {"i": "forged"})],
+    )
+    assert forged.signature is None and forged.hash != real.hash
+    result = b.receive([forged.wire(), chain[1].wire()])
+    assert result.executed == ()
+    assert b.rdb().get("t", "c") is None
+    assert b.pending_count >= 1
+    result = b.receive([real.wire()])
+    assert [d.id for d in result.executed] == [real.id, chain[1].id]
+    assert b.order_digest() == a.order_digest() and b.state_digest() == a.state_digest()
+    # The forgery never reached the log.
+    assert forged.wire() not in wires_of(b)
+
+
+# -- verification before storage -----------------------------------------------------------------
+
+
+def _next_delta(
+    sender: Replica,
+    *,
+    rank_offset: int = 0,
+    prev: bytes | None = None,
+    signer: Identity | None = None,
+    value: int = 1,
+) -> Delta:
+    """``sender``'s next delta, correct unless one field is spoiled on purpose."""
+    me = sender.endpoint_id
+    heads = sender.store.heads(sender.space_id)
+    seq, _rank, own_prev = heads.get(me, (0, 0, b""))
+    unsigned = make_body(
+        space=sender.space_id,
+        creator=me,
+        seq=seq + 1,
+        rank=max(r for _s, r, _h in heads.values()) + 1 + rank_offset,
+        deps={c: s for c, s in sender.vector.items() if c != me},
+        prev=own_prev if prev is None else prev,
+        time=5,
+        commands=[rdb.create("t", "v", {"v": value})],
+    )
+    return unsigned.with_signature((signer or sender.identity).sign(unsigned.body))
+
+
+def test_valid_next_delta_accepted(space_pair: tuple[Replica, Replica]) -> None:
+    a, b = space_pair
+    result = b.receive([_next_delta(a).wire()])
+    assert not result.rejected and len(result.executed) == 1
+
+
+@pytest.mark.parametrize(
+    ("spoil", "error"),
+    [
+        ({"rank_offset": 1}, RankError),
+        ({"prev": b"\x00" * 32}, BrokenChainError),
+        ({"signer": IDS[3]}, ForgedDeltaError),
+    ],
+    ids=["rank", "prev", "signature"],
+)
+def test_invalid_delta_rejected(
+    space_pair: tuple[Replica, Replica], spoil: dict[str, object], error: type[Exception]
+) -> None:
+    a, b = space_pair
+    before = (dict(b.vector), b.order_digest(), b.state_digest())
+    result = b.receive([_next_delta(a, **spoil).wire()])  # type: ignore[arg-type]
+    assert [type(r.error) for r in result.rejected] == [error]
+    assert result.executed == ()
+    assert (dict(b.vector), b.order_digest(), b.state_digest()) == before
+    assert b.pending_count == 0
+    # The genuine delta is still accepted afterwards.
+    result = b.receive([_next_delta(a).wire()])
+    assert not result.rejected and len(result.executed) == 1
+    assert b.rdb().get("t", "v") == {"v": 1}
+
+
+def test_equivocation_keeps_first_and_records_evidence(
+    space_pair: tuple[Replica, Replica],
+) -> None:
+    a, b = space_pair
+    first, second = _next_delta(a, value=1), _next_delta(a, value=2)
+    assert first.id == second.id and first.hash != second.hash
+    assert len(b.receive([first.wire()]).executed) == 1
+    result = b.receive([second.wire()])
+    assert [type(r.error) for r in result.rejected] == [EquivocationError]
+    assert b.rdb().get("t", "v") == {"v": 1}
+    assert b.store.evidence(b.space_id) == [(first.creator, first.seq, first.hash, second.wire())]

@@ -1,0 +1,168 @@
+"""examples/task_list.py (a second tool, public API only) and docs/writing-a-tool.md.
+
+The doc's code is not copied by hand: every ``python`` block in it must appear verbatim (up to
+indentation) in the example or in this file, both of which the suite runs.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from p2pspace.testing import Faults, SimNetwork
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "task_list.py"
+DOC = ROOT / "docs" / "writing-a-tool.md"
+
+example: dict[str, Any] = runpy.run_path(str(EXAMPLE))
+TaskList = example["TaskList"]
+
+
+def test_main_syncs_two_endpoints_and_resolves_the_conflict(tmp_path: Path) -> None:
+    result = example["main"](tmp_path)
+    milk, bins = result["tasks"]  # open tasks first
+    assert (milk.title, milk.done) == ("buy milk", False)
+    # Both assigned the milk concurrently, at the same rank: the creator id orders them, and
+    # the later assignment wins on both replicas.
+    later = max(result["alice"], result["bob"])
+    assert milk.assignee == later
+    # Different fields of the bins, changed concurrently: both changes stay.
+    assert (bins.title, bins.done, bins.assignee) == ("take out the bins", True, result["alice"])
+    assert result["delivered"] == [1, 2]
+    seen = result["seen_by_bob"]
+    assert seen[:2] == [("added", milk.id), ("added", bins.id)]
+    assert sorted(seen[2:]) == sorted(
+        [("assigned", milk.id), ("assigned", milk.id), ("done", bins.id), ("assigned", bins.id)]
+    )
+
+
+def test_the_example_runs_as_a_program() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLE)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["[ ] buy milk", "[x] take out the bins"]
+
+
+def test_the_example_stays_small() -> None:
+    assert len(EXAMPLE.read_text().splitlines()) < 150
+
+
+def test_bad_input_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    from p2pspace.errors import LocalProtocolError
+    from p2pspace.sync.endpoint import Endpoint
+
+    ep = Endpoint(tmp_path / "e", seed=b"e", durability="normal")
+    try:
+        replica = ep.create_space("s", time=1, engines={"tasks": "rdb"})
+        tasks = TaskList(replica, now=lambda: 5, commit=lambda c: replica.create(c, time=5))
+        task = tasks.add("  water the plants ")
+        assert tasks.get(task).title == "water the plants"
+        before = replica.state_digest()
+        for call, message in [
+            (lambda: tasks.add("   "), "title"),
+            (lambda: tasks.add("x" * 201), "title"),
+            (lambda: tasks.done("no-such-task"), "no task"),
+            (lambda: tasks.reopen("no-such-task"), "no task"),
+            (lambda: tasks.assign(task, b"\x01" * 16), "members"),
+        ]:
+            with pytest.raises(LocalProtocolError, match=message):
+                call()
+        assert replica.state_digest() == before
+        tasks.done(task)
+        tasks.reopen(task)
+        tasks.assign(task, ep.endpoint_id)
+        assert tasks.tasks()[0].assignee == ep.endpoint_id and not tasks.tasks()[0].done
+        with pytest.raises(LocalProtocolError, match="not an rdb instance"):
+            TaskList(replica, now=lambda: 5, commit=lambda c: replica.create(c, time=5),
+                     instance="nope")  # fmt: skip
+    finally:
+        ep.close()
+
+
+def test_task_list_converges_on_the_simulated_network(tmp_path: Path) -> None:
+    net = SimNetwork(tmp_path, endpoints=3, seed=5, faults=Faults.of(["drop", "crash"]))
+    try:
+        check_task_list_on(net, random.Random(5))
+    finally:
+        net.close()
+
+
+def check_task_list_on(net: SimNetwork, rng: random.Random) -> None:
+    def tool(i: int) -> Any:  # the simulator's space holds one rdb instance, "db"
+        ep = net.endpoint(i)
+        return TaskList(
+            net.replica(i),
+            instance="db",
+            now=lambda: net.now,
+            commit=lambda c: ep.create(net.space_id, c, time=net.now),
+        )
+
+    net.schedule_faults(over_ms=3_000)
+    for step in range(60):
+        net.run_for(50)
+        i = rng.randrange(3)
+        if net.nodes[i].endpoint is None or not net.replica(i).can_create():
+            continue  # down, or its membership has not reached it yet
+        tasks = tool(i)
+        known = tasks.tasks()
+        if not known or rng.random() < 0.3:
+            tasks.add(f"task {step}")
+        elif rng.random() < 0.3:
+            tasks.assign(rng.choice(known).id, rng.choice(net.replica(i).member_ids()))
+        else:
+            rng.choice([tasks.done, tasks.reopen])(rng.choice(known).id)
+    net.heal()
+    assert net.run_until_quiet()
+    assert net.check_convergence().converged
+    assert tool(0).tasks() == tool(1).tasks() == tool(2).tasks()
+    assert len(tool(0).tasks()) >= 5 and net.stats.crashes > 0
+
+
+# -- the doc ---------------------------------------------------------------------------------
+
+
+def code_blocks(markdown: str) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", markdown, flags=re.S | re.M)
+
+
+def appears_in(block: str, source: str) -> bool:
+    """``block`` is a run of ``source``'s lines, all indented by the same amount."""
+    want = block.rstrip("\n").split("\n")
+    lines = source.split("\n")
+    for start, line in enumerate(lines):
+        if line.strip() != want[0].strip() or not line.endswith(want[0]):
+            continue
+        indent = line[: len(line) - len(want[0])]
+        window = lines[start : start + len(want)]
+        if len(window) == len(want) and all(
+            (got == indent + w) if w else not got.strip()
+            for got, w in zip(window, want, strict=True)
+        ):
+            return True
+    return False
+
+
+def test_every_code_block_in_the_doc_is_code_the_suite_runs() -> None:
+    blocks = code_blocks(DOC.read_text())
+    assert len(blocks) >= 8
+    sources = EXAMPLE.read_text() + "\n" + Path(__file__).read_text()
+    missing = [b for b in blocks if not appears_in(b, sources)]
+    assert not missing, "doc code not found verbatim in the example or its test:\n" + "\n".join(
+        missing
+    )
+
+
+def test_the_doc_check_notices_edited_code() -> None:
+    source = EXAMPLE.read_text()
+    assert appears_in("def reopen(self, task_id: str) -> None:\n", source)
+    assert not appears_in("def reopen(self, task_id: str) -> bool:\n", source)
+    assert not appears_in("def reopen(self, task_id: str) -> None:\n    pass\n", source)
