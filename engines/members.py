@@ -1,185 +1,108 @@
-"""The built-in members engine: who belongs to a space, with which key, name and role.
+"""The built-in members engine: executes and undoes the commands that say who is in a space.
 
-Every space has one instance named ``members``. Its commands:
-
-* ``genesis {name, nonce, engines, member}`` -- only in a space's genesis delta: records the
-  space's name and engine instances (``{instance: kind}``) and makes ``member``
-  (``{id, key, name}``) the space's first manager.
-* ``add {id, key, name, role}`` -- adds (or re-adds, replacing name and role) a member.
-
-``id`` is the 16-byte endpoint id and must be derived from ``key`` (32-byte Ed25519 public key);
-roles are ``manager``, ``participant`` and ``guest``. The sequencer reads member grants straight
-from commands (:func:`member_grant`) so that it can check "creator is a member in the delta's
-causal past" before the delta executes.
+Theory of operation. The rules the core itself needs -- the commands, their validation, member
+grants, the state layout and the view that reads it -- live in :mod:`p2pspace.core.membership`
+(the causal buffer checks membership before anything executes, and the core may not depend on
+an engine implementation). This module is the engine: it writes that layout when a command
+executes, keeps the previous values as the undo record, and restores them byte for byte on
+undo. The public names of :mod:`p2pspace.core.membership` are re-exported here, so tools and
+tests can write ``members.add_command(...)``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
-from p2pspace.core import codec
-from p2pspace.core.delta import Command
+from p2pspace.core.delta import Command, DeltaId
 from p2pspace.core.engine import DeltaContext, Engine, EngineState
-from p2pspace.core.identity import endpoint_id_of
-from p2pspace.errors import CommandError, MalformedError, StorageError
+from p2pspace.core.engine_registry import register_engine
+from p2pspace.core.membership import (
+    ENGINE_NAME_MAX,
+    INSTANCE,
+    KIND,
+    MAX_ENGINES,
+    MAX_TEXT,
+    MEMBER_PREFIX,
+    ROLES,
+    SPACE_KEY,
+    Member,
+    MembersView,
+    SpaceInfo,
+    add_command,
+    encode_member,
+    encode_space,
+    genesis_command,
+    member_grant,
+    member_key,
+    validate_command,
+)
 
-INSTANCE = "members"
-ROLES = ("manager", "participant", "guest")
-SPACE_KEY = b"space"
-MEMBER_PREFIX = b"m/"
-MAX_TEXT = 200
-ENGINE_NAME_MAX = 64
-MAX_ENGINES = 32
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Member:
-    id: bytes
-    key: bytes
-    name: str
-    role: str
-    added_by: tuple[bytes, int]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SpaceInfo:
-    name: str
-    engines: dict[str, str]
-
-
-def _text(value: object, label: str, *, allow_empty: bool = True) -> str:
-    if type(value) is not str or len(value) > MAX_TEXT or (not allow_empty and not value):
-        raise CommandError(f"{label} must be a string of at most {MAX_TEXT} characters")
-    return value
-
-
-def _member_fields(args: dict[str, Any]) -> tuple[bytes, bytes, str]:
-    member_id, key = args.get("id"), args.get("key")
-    if type(key) is not bytes or len(key) != 32:
-        raise CommandError("member key must be a 32-byte Ed25519 public key")
-    if type(member_id) is not bytes or member_id != endpoint_id_of(key):
-        raise CommandError("member id must be the endpoint id of its key")
-    return member_id, key, _text(args.get("name"), "member name")
-
-
-def _check_map(args: object, keys: set[str]) -> dict[str, Any]:
-    if type(args) is not dict or set(args) != keys:
-        raise CommandError(f"arguments must be a map with exactly {sorted(keys)}")
-    return args
+__all__ = [
+    "ENGINE_NAME_MAX",
+    "INSTANCE",
+    "KIND",
+    "MAX_ENGINES",
+    "MAX_TEXT",
+    "MEMBER_PREFIX",
+    "ROLES",
+    "SPACE_KEY",
+    "Member",
+    "MembersEngine",
+    "MembersView",
+    "SpaceInfo",
+    "add_command",
+    "genesis_command",
+    "member_grant",
+    "member_key",
+    "validate_command",
+]
 
 
-def member_grant(command: Command) -> tuple[bytes, bytes] | None:
-    """``(member id, public key)`` if ``command`` (already validated) admits a member."""
-    if command.engine != INSTANCE:
-        return None
-    if command.name == "add":
-        return command.args["id"], command.args["key"]
-    if command.name == "genesis":
-        member = command.args["member"]
-        return member["id"], member["key"]
-    return None
-
-
-def genesis_command(
-    *,
-    name: str,
-    nonce: bytes,
-    engines: dict[str, str],
-    member_id: bytes,
-    key: bytes,
-    member_name: str,
-) -> Command:
-    return Command(
-        engine=INSTANCE,
-        name="genesis",
-        args={
-            "name": name,
-            "nonce": nonce,
-            "engines": engines,
-            "member": {"id": member_id, "key": key, "name": member_name},
-        },
-    )
-
-
-def add_command(*, member_id: bytes, key: bytes, name: str, role: str = "participant") -> Command:
-    return Command(
-        engine=INSTANCE,
-        name="add",
-        args={"id": member_id, "key": key, "name": name, "role": role},
-    )
-
-
+@register_engine
 class MembersEngine(Engine):
-    kind = "members"
+    kind = KIND
 
     def validate(self, command: Command) -> None:
-        if command.name == "genesis":
-            args = _check_map(command.args, {"name", "nonce", "engines", "member"})
-            _text(args["name"], "space name", allow_empty=False)
-            if type(args["nonce"]) is not bytes or len(args["nonce"]) != 16:
-                raise CommandError("genesis nonce must be 16 bytes")
-            engines = args["engines"]
-            if type(engines) is not dict or len(engines) > MAX_ENGINES:
-                raise CommandError("genesis engines must be a map of instance name to kind")
-            for instance, kind in engines.items():
-                if (
-                    type(instance) is not str
-                    or type(kind) is not str
-                    or not 0 < len(instance) <= ENGINE_NAME_MAX
-                    or instance == INSTANCE
-                ):
-                    raise CommandError(f"bad engine instance {instance!r}")
-            _member_fields(_check_map(args["member"], {"id", "key", "name"}))
-        elif command.name == "add":
-            args = _check_map(command.args, {"id", "key", "name", "role"})
-            _member_fields(args)
-            if args["role"] not in ROLES:
-                raise CommandError(f"role must be one of {ROLES}")
-        else:
-            raise CommandError(f"members has no command {command.name!r}")
+        validate_command(command)
 
     def execute(self, state: EngineState, command: Command, context: DeltaContext) -> Any:
         args = command.args
+        added_by = DeltaId(context.creator, context.seq)
         if command.name == "genesis":
             old_space = state.get(SPACE_KEY)
-            state.put(SPACE_KEY, codec.encode({"name": args["name"], "engines": args["engines"]}))
+            state.put(SPACE_KEY, encode_space(args["name"], args["engines"]))
             member = args["member"]
-            key = MEMBER_PREFIX + member["id"]
+            key = member_key(member["id"])
             old_member = state.get(key)
-            state.put(key, self._member_value(member, "manager", context))
+            state.put(
+                key,
+                encode_member(
+                    key=member["key"], name=member["name"], role="manager", added_by=added_by
+                ),
+            )
             return [old_space, old_member]
-        key = MEMBER_PREFIX + args["id"]
+        key = member_key(args["id"])
         old = state.get(key)
-        state.put(key, self._member_value(args, args["role"], context))
-        return [old]
-
-    @staticmethod
-    def _member_value(member: dict[str, Any], role: str, context: DeltaContext) -> bytes:
-        return codec.encode(
-            {
-                "key": member["key"],
-                "name": member["name"],
-                "role": role,
-                "added_by": [context.creator, context.seq],
-            }
+        state.put(
+            key,
+            encode_member(key=args["key"], name=args["name"], role=args["role"], added_by=added_by),
         )
+        return [old]
 
     def undo(self, state: EngineState, command: Command, undo_record: Any) -> None:
         args = command.args
         if command.name == "genesis":
             old_space, old_member = undo_record
             _restore(state, SPACE_KEY, old_space)
-            _restore(state, MEMBER_PREFIX + args["member"]["id"], old_member)
+            _restore(state, member_key(args["member"]["id"]), old_member)
             return
         (old,) = undo_record
-        _restore(state, MEMBER_PREFIX + args["id"], old)
+        _restore(state, member_key(args["id"]), old)
 
     def footprint(self, command: Command) -> frozenset[bytes] | None:
         if command.name == "genesis":
-            return frozenset({SPACE_KEY, MEMBER_PREFIX + command.args["member"]["id"]})
-        return frozenset({MEMBER_PREFIX + command.args["id"]})
+            return frozenset({SPACE_KEY, member_key(command.args["member"]["id"])})
+        return frozenset({member_key(command.args["id"])})
 
 
 def _restore(state: EngineState, key: bytes, old: bytes | None) -> None:
@@ -187,42 +110,3 @@ def _restore(state: EngineState, key: bytes, old: bytes | None) -> None:
         state.delete(key)
     else:
         state.put(key, old)
-
-
-class MembersView:
-    """Read access to a space's members state (inside or outside a transaction)."""
-
-    def __init__(self, state: EngineState) -> None:
-        self._state = state
-
-    def space(self) -> SpaceInfo | None:
-        raw = self._state.get(SPACE_KEY)
-        if raw is None:
-            return None
-        value = _decode_stored(raw)
-        return SpaceInfo(name=value["name"], engines=dict(value["engines"]))
-
-    def members(self) -> Iterator[Member]:
-        for key, raw in self._state.scan(MEMBER_PREFIX):
-            value = _decode_stored(raw)
-            creator, seq = value["added_by"]
-            yield Member(
-                id=key[len(MEMBER_PREFIX) :],
-                key=value["key"],
-                name=value["name"],
-                role=value["role"],
-                added_by=(creator, seq),
-            )
-
-    def get(self, member_id: bytes) -> Member | None:
-        for member in self.members():
-            if member.id == member_id:
-                return member
-        return None
-
-
-def _decode_stored(raw: bytes) -> Any:
-    try:
-        return codec.decode(raw)
-    except MalformedError as exc:
-        raise StorageError(f"corrupt members state: {exc}") from None

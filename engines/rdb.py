@@ -16,17 +16,23 @@ record is ``None`` and undo does nothing, so undo stays exact.
 State: one entry per record, key ``r/<table>\\0<record>``, value the canonical CBOR of
 ``[fields, deleted]`` (``[fields, deleted, owner]`` for an owned record). Undo records are
 ``[previous value or None]``, restored byte for byte.
+
+Reading: :func:`view` gives an :class:`RdbView` of one rdb instance of a replica.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from p2pspace.core import codec
 from p2pspace.core.delta import Command
 from p2pspace.core.engine import DeltaContext, Engine, EngineState
-from p2pspace.errors import CommandError, MalformedError, StorageError
+from p2pspace.core.engine_registry import register_engine
+from p2pspace.errors import CommandError, LocalProtocolError, MalformedError, StorageError
+
+if TYPE_CHECKING:
+    from p2pspace.core.replica import Replica
 
 RECORD_PREFIX = b"r/"
 MAX_TABLE = 64
@@ -52,6 +58,7 @@ def _name(value: object, label: str, limit: int) -> str:
     return value
 
 
+@register_engine
 class RdbEngine(Engine):
     kind = "rdb"
 
@@ -161,6 +168,16 @@ class RdbView:
         for key, _raw in self._state.scan(RECORD_PREFIX):
             names.add(key[len(RECORD_PREFIX) :].split(b"\0", 1)[0].decode())
         return sorted(names)
+
+
+def view(replica: Replica, instance: str = "db") -> RdbView:
+    """Read access to rdb instance ``instance`` of ``replica``'s space.
+
+    Raises :class:`LocalProtocolError` if the space has no such instance or it is not an rdb.
+    """
+    if replica.engine_kinds.get(instance) != RdbEngine.kind:
+        raise LocalProtocolError(f"{instance!r} is not an rdb instance of this space")
+    return RdbView(replica.state(instance))
 
 
 def create(

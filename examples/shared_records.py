@@ -11,14 +11,14 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from p2pspace import open_endpoint
 from p2pspace.engines import members, rdb
-from p2pspace.sync.endpoint import Endpoint
 from p2pspace.testing.loopback import connect, pump
 
 
 def main(root: Path) -> dict[str, object]:
-    alice = Endpoint(root / "alice", name="alice")
-    bob = Endpoint(root / "bob", name="bob")
+    alice = open_endpoint(root / "alice", name="alice")
+    bob = open_endpoint(root / "bob", name="bob")
     try:
         space = alice.create_space("groceries", time=1)
         alice.create(
@@ -43,8 +43,8 @@ def main(root: Path) -> dict[str, object]:
         )
 
         pump([connect(alice, bob)])  # reconnect: both execute both edits in the same order
-        a_view = alice.replica(space.space_id).rdb()
-        b_view = bob.replica(space.space_id).rdb()
+        a_view = rdb.view(alice.replica(space.space_id))
+        b_view = rdb.view(bob.replica(space.space_id))
         assert a_view.get("list", "milk") == b_view.get("list", "milk")
         return {
             "milk": a_view.get("list", "milk"),

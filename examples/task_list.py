@@ -11,11 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from p2pspace.core.delta import Command, Delta
-from p2pspace.core.replica import Replica
+from p2pspace import Command, Delta, Endpoint, LocalProtocolError, Replica, open_endpoint
 from p2pspace.engines import members, rdb
-from p2pspace.errors import LocalProtocolError
-from p2pspace.sync.endpoint import Endpoint
 from p2pspace.testing.loopback import connect, pump
 
 INSTANCE = "tasks"  # the rdb instance this tool keeps its records in
@@ -40,7 +37,7 @@ class TaskList:
         self, replica: Replica, *, commit: Commit, now: Callable[[], int], instance: str = INSTANCE
     ) -> None:
         self.replica, self.instance, self._commit, self._now = replica, instance, commit, now
-        self.view = replica.rdb(instance)  # LocalProtocolError if the space has no such rdb
+        self.view = rdb.view(replica, instance)  # LocalProtocolError if the space has no such rdb
 
     def _rev(self) -> list[Any]:
         me = self.replica.endpoint_id  # the change goes into this endpoint's next delta
@@ -101,7 +98,8 @@ class TaskList:
 
 
 def main(root: Path) -> dict[str, Any]:
-    alice, bob = Endpoint(root / "alice", name="alice"), Endpoint(root / "bob", name="bob")
+    alice = open_endpoint(root / "alice", name="alice")
+    bob = open_endpoint(root / "bob", name="bob")
     try:
         space = alice.create_space("chores", time=1, engines={INSTANCE: "rdb"}).space_id
         bob_id, key = bob.endpoint_id, bob.identity.public_key
@@ -127,7 +125,7 @@ def main(root: Path) -> dict[str, Any]:
         milk, bins = a.add("buy milk"), a.add("take out the bins")
         delivered = [a.delivered(milk, {})]  # no acknowledgements yet: only alice has it
         sync()  # what bob acknowledged is on alice's session (a node keeps it: Node.acked)
-        delivered.append(a.delivered(milk, {bob_id: link.a.links[space].acked}))
+        delivered.append(a.delivered(milk, {bob_id: link.a.acked(space)}))
         # Concurrent (no pump between): both assign the milk, one field: the later in the total
         # order wins; alice marks the bins done while bob assigns them: both changes stay.
         a.assign(milk, alice.endpoint_id)

@@ -1,4 +1,8 @@
-"""Shared fixtures: identities, stores and replicas in temporary folders."""
+"""Shared fixtures: identities, stores and replicas in temporary folders.
+
+Importing ``p2pspace.engines`` registers the built-in engines, so every test opens replicas
+with them available (as the node does).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from p2pspace.core.identity import Identity
 from p2pspace.core.replica import Replica
 from p2pspace.core.store import Store
 from p2pspace.engines import members
+from tests.helpers.replicas import wires_of
 
 
 @pytest.fixture
@@ -48,8 +53,3 @@ def space_pair(
     result = b.receive(wires_of(a))
     assert not result.rejected
     return a, b
-
-
-def wires_of(replica: Replica) -> list[bytes]:
-    """Every executed delta of ``replica`` in log order, as stored."""
-    return [wire for _c, _s, _r, wire in replica.store.iter_log(replica.space_id)]

@@ -248,7 +248,7 @@ class Discussion:
     # -- reading ------------------------------------------------------------------------------
 
     def _view(self) -> rdb.RdbView:
-        return self.replica.rdb(self.instance)
+        return rdb.view(self.replica, self.instance)
 
     def _fields(self, post_id: str) -> dict[str, Any] | None:
         _check_id(post_id)

@@ -22,24 +22,33 @@ from pathlib import Path
 
 import trio
 
+from p2pspace.app.api import serve_api
 from p2pspace.core.identity import short_id
 from p2pspace.errors import LocalProtocolError
-from p2pspace.node.node import Node, open_node
+from p2pspace.node.config import NodeConfig
+from p2pspace.node.node import Node
+from p2pspace.node.runtime import open_node
 from p2pspace.tools.discussion import Discussion
 
 NAMES = ("ann", "bob", "cy")
 SETTLE_TIMEOUT = 60.0
 
 
-def _open(home: Path, name: str) -> contextlib.AbstractAsyncContextManager[Node]:
-    return open_node(
-        home,
-        listen=("127.0.0.1", 0),
-        interfaces=["127.0.0.1"],
-        api=("127.0.0.1", 0),
-        discovery=True,
-        name=name,
-    )
+@contextlib.asynccontextmanager
+async def _open(home: Path, name: str) -> AsyncIterator[Node]:
+    """A node on loopback with its local API (and web UI) beside it."""
+    async with (
+        open_node(
+            home,
+            NodeConfig(
+                listen=("127.0.0.1", 0), interfaces=("127.0.0.1",), discovery=True, name=name
+            ),
+        ) as node,
+        trio.open_nursery() as nursery,
+    ):
+        await nursery.start(serve_api, node, "127.0.0.1", 0)
+        yield node
+        nursery.cancel_scope.cancel()
 
 
 def ui_url(node: Node, space: bytes) -> str:
@@ -70,8 +79,8 @@ def state_line(node: Node, space: bytes) -> str:
     replica = node.replica(space)
     peers = []
     for member in node.presence(space):
-        if not member["me"]:
-            peers.append(f"{member['name']}:{member['sync']}")
+        if not member.me and member.sync is not None:
+            peers.append(f"{member.name}:{member.sync.value}")
     return (
         f"{node.name:>4} {short_id(node.endpoint_id)}  {replica.executed_count():3d} deltas, "
         f"{replica.stats.undone} undone / {replica.stats.redone} redone, "

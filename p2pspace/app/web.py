@@ -1,14 +1,14 @@
 """The browser UI of the local API: one page and its static assets.
 
 Theory of operation. ``GET /`` answers the single page (``webui/index.html``); ``GET /ui/<name>``
-answers its script, style sheet and icon. The API mounts these routes behind its token check, so
-every request -- assets included -- must carry the token. A browser sends no ``Authorization``
-header when it loads ``<script>`` or ``<link>``, so the page is opened as ``/?token=TOKEN`` and
-this module writes that same token into the page's asset URLs. The script then reads the token
-from its own URL and sends it as a header on every fetch, and as ``?token=`` on the event
-stream (EventSource cannot set headers).
+answers its script, style sheet and icon. The API serves these routes behind its token guard
+(:mod:`p2pspace.app.api.auth`), so every request -- assets included -- must carry the token. A
+browser sends no ``Authorization`` header when it loads ``<script>`` or ``<link>``, so the page
+is opened as ``/?token=TOKEN`` and this module writes that same token into the page's asset
+URLs. The script then reads the token from its own URL and sends it as a header on every fetch,
+and as ``?token=`` on the event stream (EventSource cannot set headers).
 
-Assets are read with :mod:`importlib.resources` from the package folder ``p2pspace/web``
+Assets are read with :mod:`importlib.resources` from the package folder ``p2pspace/app/webui``
 (package data) and served from an allow-list of names: no part of a request path reaches the
 file system. Every response is ``Cache-Control: no-store`` -- the URLs carry the token, which has
 no business in a disk cache. The page's Content-Security-Policy allows scripts, styles, images

@@ -7,7 +7,7 @@ Theory of operation. A replica *accepts* a delta once it is
    previous delta, already accepted);
 2. **authentic** -- its signature verifies against the creator's key, or, when unsigned, the
    ``prev`` hashes of the creator's following deltas chain it to one whose signature verifies
-   (group commit signs once per batch; chains are at most :data:`MAX_CHAIN` long);
+   (the rules are in :mod:`p2pspace.core.authenticity`);
 3. **valid in its causal past** -- ``prev`` equals the hash of the creator's accepted previous
    delta; ``rank`` is 1 + the highest rank among its dependency heads (the creator's previous
    delta and every diff entry; entries not in the diff are heads of the previous delta, whose
@@ -30,15 +30,14 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
+from p2pspace.core.authenticity import MAX_CHAIN, chains_to, check_signature, signature_verifies
 from p2pspace.core.delta import Delta, DeltaId
-from p2pspace.core.identity import verify_signature
-from p2pspace.engines.members import INSTANCE as MEMBERS_INSTANCE
-from p2pspace.engines.members import member_grant
+from p2pspace.core.membership import INSTANCE as MEMBERS_INSTANCE
+from p2pspace.core.membership import Membership, member_grant
 from p2pspace.errors import (
-    AuthenticationError,
     BrokenChainError,
     EquivocationError,
     ForgedDeltaError,
@@ -49,8 +48,6 @@ from p2pspace.errors import (
     TooFarAheadError,
     WrongSpaceError,
 )
-
-MAX_CHAIN = 1024
 
 
 class Head(NamedTuple):
@@ -93,18 +90,6 @@ class Evidence:
     delta_id: DeltaId
     kept_hash: bytes
     other_wire: bytes
-
-
-@dataclass(slots=True, kw_only=True)
-class Membership:
-    """Member keys and the ids of the deltas that granted membership."""
-
-    keys: dict[bytes, bytes] = field(default_factory=dict)
-    grants: dict[bytes, list[DeltaId]] = field(default_factory=dict)
-
-    def add(self, member: bytes, key: bytes, granted_by: DeltaId) -> None:
-        self.keys.setdefault(member, key)
-        self.grants.setdefault(member, []).append(granted_by)
 
 
 class CausalBuffer:
@@ -222,12 +207,8 @@ class CausalBuffer:
                     self._verify(entry, key)  # raises ForgedDeltaError; nothing is kept then
             else:
                 successor = self._pending.get(DeltaId(delta.creator, delta.seq + 1))
-                if (
-                    successor is not None
-                    and successor.authentic
-                    and successor.delta.prev == delta.hash
-                ):
-                    entry.authentic = True
+                if successor is not None and successor.authentic:
+                    entry.authentic = chains_to(delta, successor.delta)
         self._pending[did] = entry
         self._pending_bytes += len(wire)
         if entry.authentic:
@@ -239,9 +220,9 @@ class CausalBuffer:
 
     def _can_authenticate_now(self, delta: Delta) -> bool:
         if delta.signature is not None:
-            return self._signature_ok(delta)
+            return signature_verifies(self.membership.keys.get(delta.creator), delta)
         successor = self._pending.get(DeltaId(delta.creator, delta.seq + 1))
-        return successor is not None and successor.authentic and successor.delta.prev == delta.hash
+        return successor is not None and successor.authentic and chains_to(delta, successor.delta)
 
     def take_accepted(self) -> list[tuple[Delta, bytes]]:
         """Deltas accepted since the last call, in causal (acceptance) order."""
@@ -276,18 +257,8 @@ class CausalBuffer:
         info = self._accepted_info.get(DeltaId(creator, seq))
         return info if info is not None else self._lookup(creator, seq)
 
-    def _signature_ok(self, delta: Delta) -> bool:
-        key = self.membership.keys.get(delta.creator)
-        if key is None or delta.signature is None:
-            return False
-        try:
-            verify_signature(key, delta.signature, delta.body)
-        except AuthenticationError:
-            return False
-        return True
-
     def _conflict(self, delta: Delta, wire: bytes, kept_hash: bytes, *, authentic: bool) -> None:
-        if authentic or self._signature_ok(delta):
+        if authentic or signature_verifies(self.membership.keys.get(delta.creator), delta):
             self.evidence.append(Evidence(delta_id=delta.id, kept_hash=kept_hash, other_wire=wire))
             raise EquivocationError(
                 f"a different delta {delta.id} was already seen; kept the first"
@@ -424,12 +395,7 @@ class CausalBuffer:
         raise NotMemberError("the creator is not a member in the delta's causal past")
 
     def _verify(self, entry: _Pending, key: bytes) -> None:
-        delta = entry.delta
-        assert delta.signature is not None
-        try:
-            verify_signature(key, delta.signature, delta.body)
-        except AuthenticationError:
-            raise ForgedDeltaError(f"signature of {delta.id} does not verify") from None
+        check_signature(key, entry.delta)  # raises ForgedDeltaError; the entry stays unproven
         entry.authentic = True
 
     def _propagate(self, entry: _Pending) -> list[DeltaId]:
@@ -442,10 +408,10 @@ class CausalBuffer:
         for _ in range(MAX_CHAIN):
             prev_id = DeltaId(current.delta.creator, current.delta.seq - 1)
             prev = self._pending.get(prev_id)
-            if prev is None or prev.authentic or prev.delta.signature is not None:
-                break  # a signed delta is authenticated by its own signature only
-            if prev.delta.hash != current.delta.prev:
-                break  # the held predecessor is not the one signed for; it stays unauthenticated
+            if prev is None or prev.authentic or not chains_to(prev.delta, current.delta):
+                # A signed predecessor is authenticated by its own signature only; an unsigned
+                # one whose hash is not the one signed for stays unauthenticated.
+                break
             prev.authentic = True
             if prev_id in self._auth_waiting:
                 self._auth_waiting.discard(prev_id)

@@ -82,7 +82,7 @@ def _check_seq(value: object, label: str) -> int:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Delta:
-    """A decoded, structurally valid delta. Authenticity is checked by the sequencer."""
+    """A decoded, structurally valid delta. Authenticity is checked by the causal buffer."""
 
     space: bytes
     creator: bytes

@@ -16,7 +16,6 @@ import functools
 import hashlib
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -25,12 +24,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from p2pspace.errors import AuthenticationError, LocalProtocolError, StorageError
+from p2pspace.errors import AuthenticationError, LocalProtocolError
 
 ENDPOINT_ID_SIZE = 16
 PUBLIC_KEY_SIZE = 32
 SIGNATURE_SIZE = 64
-KEY_FILE = "identity.key"
 
 
 def endpoint_id_of(public_key: bytes) -> bytes:
@@ -115,35 +113,3 @@ class Identity:
         from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
 
         return self.private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-
-
-def load_or_create_identity(home: Path, *, seed: bytes | None = None) -> Identity:
-    """The identity kept in ``home``; created (mode 0600) if the folder has none yet.
-
-    ``seed`` makes a newly created key deterministic (simulations); it is ignored when a key
-    already exists. Raises :class:`StorageError` if the key file is unreadable or corrupt.
-    """
-    home.mkdir(parents=True, exist_ok=True)
-    path = home / KEY_FILE
-    if path.exists():
-        try:
-            raw = path.read_bytes()
-        except OSError as exc:
-            raise StorageError(f"cannot read {path}: {exc}") from None
-        if len(raw) != 32:
-            raise StorageError(f"{path} is not a 32-byte Ed25519 key")
-        return Identity.from_private_bytes(raw)
-    identity = Identity.from_seed(seed) if seed is not None else Identity.generate()
-    tmp = path.with_suffix(".tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, identity.private_bytes())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise StorageError(f"cannot write {path}: {exc}") from None
-    return identity

@@ -25,7 +25,6 @@ from typing import Any
 
 from p2pspace.errors import LocalProtocolError, StorageError
 
-STORE_FILE = "store.sqlite3"
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -98,11 +97,6 @@ class Store:
                 raise StorageError(f"{path}: unsupported schema version {row[0]}")
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open store {path}: {exc}") from None
-
-    @classmethod
-    def open_in(cls, home: Path, *, durability: str = "full") -> Store:
-        home.mkdir(parents=True, exist_ok=True)
-        return cls(home / STORE_FILE, durability=durability)
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):

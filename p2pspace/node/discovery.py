@@ -6,6 +6,11 @@ sockets to exactly those addresses; nothing is sent elsewhere). zeroconf runs it
 its browser callbacks only hand the service name to trio (``trio.from_thread.run_sync`` onto a
 bounded channel); resolving, registering and closing run in worker threads via
 ``trio.to_thread``. Peers appear as :class:`Sighting` events and disappear as ``gone`` events.
+
+The node uses any discovery through :class:`PeerDiscovery` -- what it needs of
+:class:`Discovery`: ``run`` started with ``nursery.start``, the ``peers`` seen now and the
+``events`` stream of sightings -- so tests can hand it a
+:class:`p2pspace.testing.FakeDiscovery` instead of mDNS.
 """
 
 from __future__ import annotations
@@ -14,9 +19,9 @@ import contextlib
 import ipaddress
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 from zeroconf import Error as ZeroconfError
@@ -40,6 +45,25 @@ class Sighting:
     addresses: tuple[tuple[str, int], ...]
     version: int
     gone: bool = False
+
+
+class PeerDiscovery(Protocol):
+    """What a node uses of a discovery service."""
+
+    @property
+    def peers(self) -> Mapping[bytes, Sighting]:
+        """Peers present now, by endpoint id."""
+        ...
+
+    @property
+    def events(self) -> trio.MemoryReceiveChannel[Sighting]:
+        """Sightings as they happen (a peer appeared or changed, or went: ``gone``)."""
+        ...
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Advertise and watch until cancelled; ``started`` once running. Never raises for an
+        unavailable network (it logs and keeps quiet instead)."""
+        ...
 
 
 def service_name(endpoint: bytes) -> str:
@@ -228,4 +252,4 @@ def local_addresses() -> list[str]:
     return sorted(found, key=lambda a: (ipaddress.ip_address(a).is_loopback, a))
 
 
-__all__ = ["SERVICE_TYPE", "Discovery", "Sighting", "local_addresses"]
+__all__ = ["SERVICE_TYPE", "Discovery", "PeerDiscovery", "Sighting", "local_addresses"]

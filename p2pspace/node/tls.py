@@ -9,7 +9,6 @@ The certificate is made once per home folder (``tls.pem``, mode 0600) from ``ide
 from __future__ import annotations
 
 import datetime
-import os
 import ssl
 from pathlib import Path
 
@@ -26,8 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from p2pspace.core.identity import Identity, endpoint_id_of
 from p2pspace.errors import AuthenticationError, StorageError
-
-CERT_FILE = "tls.pem"
+from p2pspace.node.home import certificate_path, write_private
 
 
 def make_certificate(identity: Identity) -> bytes:
@@ -50,20 +48,13 @@ def make_certificate(identity: Identity) -> bytes:
 
 def certificate_file(home: Path, identity: Identity) -> Path:
     """The home folder's key-and-certificate file, (re)made if missing or for another key."""
-    path = home / CERT_FILE
+    path = certificate_path(home)
     try:
         if path.exists() and _pem_matches(path.read_bytes(), identity):
             return path
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, make_certificate(identity))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
     except OSError as exc:
-        raise StorageError(f"cannot write {path}: {exc}") from None
+        raise StorageError(f"cannot read {path}: {exc}") from None
+    write_private(path, make_certificate(identity), sync=True)
     return path
 
 

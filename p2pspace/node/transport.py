@@ -1,11 +1,12 @@
-"""Authenticated connections over TCP + TLS 1.3 (trio edge).
+"""Authenticated connections: TLS 1.3 and the key proof over any byte stream (trio edge).
 
-:func:`dial` and :func:`accept` turn a TCP stream into a :class:`Connection`: TLS with the
-endpoints' Ed25519 certificates, then the in-band handshake of :mod:`p2pspace.sync.handshake` (the
-listener pins nothing by certificate, so the dialler proves its key over a fresh nonce; the
-dialler pins the listener's certificate). Handshake frames are read exactly -- header, then
-payload -- so no byte of the session that follows is consumed here. Every failure is a typed
-error: :class:`~p2pspace.errors.TransportError` (network, TLS, timeout),
+:func:`dial` and :func:`accept` turn a stream from a :class:`~p2pspace.node.network.Network`
+(TCP by default) into a :class:`Connection`: TLS with the endpoints' Ed25519 certificates, then
+the in-band handshake of :mod:`p2pspace.sync.handshake` (the listener pins nothing by
+certificate, so the dialler proves its key over a fresh nonce; the dialler pins the listener's
+certificate). Handshake frames are read exactly -- header, then payload -- so no byte of the
+session that follows is consumed here. Every failure is a typed error:
+:class:`~p2pspace.errors.TransportError` (network, TLS, timeout),
 :class:`~p2pspace.errors.AuthenticationError` (wrong key, bad proof),
 :class:`~p2pspace.errors.InvitationError` (a refused join) or another
 :class:`~p2pspace.errors.RemoteProtocolError` (malformed handshake).
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +33,7 @@ from p2pspace.errors import (
     RemoteProtocolError,
     TransportError,
 )
+from p2pspace.node.network import TCP, Network
 from p2pspace.node.tls import pinned_peer
 from p2pspace.sync import handshake
 from p2pspace.sync.framing import HEADER, frame
@@ -41,7 +42,6 @@ from p2pspace.sync.messages import Error
 
 HANDSHAKE_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 5.0
-READ_SIZE = 64 * 1024
 _BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
 
 JoinHandler = Callable[[bytes, bytes, JoinRequest, bytes], bytes]
@@ -55,7 +55,7 @@ JoinBuilder = Callable[[bytes, bytes], JoinRequest]
 class Connection:
     """One authenticated connection. ``dialed`` is True on the side that dialled."""
 
-    stream: trio.SSLStream[Any]
+    stream: trio.SSLStream[trio.abc.Stream]
     peer: bytes
     peer_key: bytes
     dialed: bool
@@ -67,20 +67,7 @@ class Connection:
             await self.stream.aclose()
 
 
-def _tune(stream: trio.SocketStream) -> None:
-    """Notice dead peers within seconds rather than hours."""
-    sock = stream.socket
-    stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for name, value in (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 3)):
-        option = getattr(socket, name, None)
-        if option is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            stream.setsockopt(socket.IPPROTO_TCP, option, value)
-    user_timeout = getattr(socket, "TCP_USER_TIMEOUT", None)
-    if user_timeout is not None:
-        stream.setsockopt(socket.IPPROTO_TCP, user_timeout, 20_000)
-
-
-async def _receive_exactly(stream: trio.SSLStream[Any], size: int) -> bytes:
+async def _receive_exactly(stream: trio.abc.Stream, size: int) -> bytes:
     data = bytearray()
     while len(data) < size:
         chunk = await stream.receive_some(size - len(data))
@@ -90,18 +77,18 @@ async def _receive_exactly(stream: trio.SSLStream[Any], size: int) -> bytes:
     return bytes(data)
 
 
-async def _read(stream: trio.SSLStream[Any], expect: type[Any]) -> Any:
+async def _read(stream: trio.abc.Stream, expect: type[Any]) -> Any:
     length = int.from_bytes(await _receive_exactly(stream, HEADER), "big")
     if length > handshake.MAX_HANDSHAKE_FRAME:
         raise FrameTooLargeError(f"handshake frame of {length} bytes")
     return handshake.decode(await _receive_exactly(stream, length), expect)
 
 
-async def _write(stream: trio.SSLStream[Any], message: handshake.HandshakeMessage) -> None:
+async def _write(stream: trio.abc.Stream, message: handshake.HandshakeMessage) -> None:
     await stream.send_all(frame(handshake.encode(message)))
 
 
-async def _refuse(stream: trio.SSLStream[Any], code: ErrorCode, text: str) -> None:
+async def _refuse(stream: trio.abc.Stream, code: ErrorCode, text: str) -> None:
     with trio.move_on_after(1), contextlib.suppress(*_BROKEN):
         await _write(stream, Error(code=int(code), message=text[:500]))
 
@@ -124,16 +111,18 @@ async def dial(
     context: ssl.SSLContext,
     expected_peer: bytes | None = None,
     join: JoinBuilder | None = None,
+    network: Network = TCP,
 ) -> Connection:
-    """Connect, run TLS and the handshake. Raises as the module docstring says."""
+    """Connect over ``network``, run TLS and the handshake. Raises as the module docstring
+    says (a refused invitation: InvitationError; any other failure of the peer: a
+    RemoteProtocolError; of the network: TransportError)."""
     what = f"{host}:{port}"
-    tcp: trio.SocketStream | None = None
-    stream: trio.SSLStream[Any] | None = None
+    raw: trio.abc.Stream | None = None
+    stream: trio.SSLStream[trio.abc.Stream] | None = None
     try:
         with trio.fail_after(CONNECT_TIMEOUT):
-            tcp = await trio.open_tcp_stream(host, port)
-        _tune(tcp)
-        stream = trio.SSLStream(tcp, context, server_side=False)
+            raw = await network.connect(host, port)
+        stream = trio.SSLStream(raw, context, server_side=False)
         with trio.fail_after(HANDSHAKE_TIMEOUT):
             await stream.do_handshake()
             peer, key = pinned_peer(stream.getpeercert(binary_form=True), expected_peer)
@@ -158,9 +147,9 @@ async def dial(
             await Connection(
                 stream=stream, peer=b"", peer_key=b"", dialed=True, address=(host, port)
             ).aclose()
-        elif tcp is not None:
+        elif raw is not None:
             with trio.CancelScope(shield=True):
-                await tcp.aclose()
+                await trio.aclose_forcefully(raw)
         if isinstance(exc, trio.TooSlowError):
             raise TransportError(f"{what}: timed out") from None
         if isinstance(exc, (ssl.SSLError, OSError, trio.BrokenResourceError, P2PSpaceError)):
@@ -169,22 +158,18 @@ async def dial(
 
 
 async def accept(
-    tcp: trio.SocketStream,
+    raw: trio.abc.Stream,
     *,
+    address: tuple[str, int],
     identity: Identity,
     context: ssl.SSLContext,
     on_join: JoinHandler | None = None,
 ) -> Connection:
-    """Serve the handshake on an accepted TCP stream. Closes the stream on failure."""
-    try:
-        peername = tcp.socket.getpeername()
-        address = (str(peername[0]), int(peername[1]))
-    except OSError:
-        address = ("?", 0)
+    """Serve the handshake on an accepted stream that came from ``address``. Closes the
+    stream on failure; raises as the module docstring says."""
     what = f"{address[0]}:{address[1]}"
-    stream = trio.SSLStream(tcp, context, server_side=True)
+    stream = trio.SSLStream(raw, context, server_side=True)
     try:
-        _tune(tcp)
         with trio.fail_after(HANDSHAKE_TIMEOUT):
             await stream.do_handshake()
             nonce = os.urandom(handshake.NONCE_SIZE)

@@ -2,11 +2,20 @@
 
 Theory of operation. The endpoint is the hub the simulator and the trio node both drive. It owns
 the replicas of every space in its store and the :class:`~p2pspace.sync.session.Session` of every
-connected peer. When a replica executes deltas -- created here or received from any session --
-the endpoint tells every session, which pushes them to its peer if the peer lacks them (that is
-how deltas relay across peers that are not directly connected). While any session is catching
-up a space, received deltas for that space are executed with ``defer`` so that concurrent
-histories merge in one undo/redo pass when the last catch-up ends.
+connected peer, and it is the one place where what a session received is applied:
+:meth:`Endpoint.receive_data` feeds a session, pulls its events, applies each
+:class:`~p2pspace.sync.session.DeltasReceived` to its replica and tells the session what it saw.
+
+When a replica executes deltas -- created here, received from any session, or released from the
+stage -- the endpoint hands them to every session (:meth:`Session.push`), which sends them to its
+peer if the peer lacks them (that is how deltas relay across peers that are not directly
+connected). While an event is being applied the hand-out waits until the session that delivered
+the deltas has recorded what its peer has, so nothing is echoed back to its sender.
+
+While any session still expects a catch-up stream for a space, received deltas for that space are
+executed with ``defer`` so that concurrent histories merge in one undo/redo pass; the stage is
+released by the next :meth:`Endpoint.receive_data` or :meth:`Endpoint.tick` after the last
+catch-up ends -- never from a connection's teardown.
 
 The endpoint never reads a clock: callers pass ``time`` (milliseconds) when creating deltas.
 """
@@ -14,37 +23,33 @@ The endpoint never reads a clock: callers pass ``time`` (milliseconds) when crea
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 from p2pspace.core.causal import Limits
 from p2pspace.core.delta import Command, Delta
-from p2pspace.core.identity import Identity, load_or_create_identity
+from p2pspace.core.identity import Identity
 from p2pspace.core.replica import ReceiveResult, Replica
 from p2pspace.core.store import Store
 from p2pspace.errors import NotFoundError
-from p2pspace.sync.session import RecvState, Session
+from p2pspace.sync.session import Session
 
 
 class Endpoint:
     """One endpoint's replicas and sessions. Single-threaded; every call is synchronous."""
 
     def __init__(
-        self,
-        home: Path,
-        *,
-        seed: bytes | None = None,
-        durability: str = "full",
-        limits: Limits = Limits(),
-        name: str = "",
+        self, identity: Identity, store: Store, *, limits: Limits = Limits(), name: str = ""
     ) -> None:
-        self.home = home
+        """Load every replica in ``store`` for ``identity`` (the endpoint owns the store from
+        now on and closes it in :meth:`close`). :func:`p2pspace.node.home.open_endpoint`
+        opens one kept in a home folder."""
         self.name = name
-        self.identity: Identity = load_or_create_identity(home, seed=seed)
-        self.store = Store.open_in(home, durability=durability)
+        self.identity = identity
+        self.store = store
         self.limits = limits
         self.replicas: dict[bytes, Replica] = {}
         self.sessions: list[Session] = []
-        self._catching_up: dict[bytes, int] = {}
+        self._executed: list[tuple[bytes, Sequence[tuple[Delta, bytes]]]] = []
+        self._applying = 0  # > 0 while received deltas are being applied
         # Per space not yet joined (no grant received): the peers trusted to sync it with us.
         self.sponsors: dict[bytes, set[bytes]] = {}
         for space_id, peer in self.store.sponsors():
@@ -168,7 +173,25 @@ class Endpoint:
         if session in self.sessions:
             self.sessions.remove(session)
 
+    def receive_data(self, session: Session, data: bytes) -> None:
+        """Bytes ``session``'s peer sent: let the session handle them and apply what it
+        received. Raises what the session raises (:class:`RemoteProtocolError`: the peer
+        misbehaved; the session has failed and queued an Error frame) and
+        :class:`StorageError` if the store failed."""
+        session.receive_data(data)
+        self._applying += 1
+        try:
+            while (event := session.next_event()) is not None:
+                result = self.receive(event.replica, event.wires)
+                session.deltas_applied(event, result)
+                self._hand_out()
+        finally:
+            self._applying -= 1
+            self._hand_out()
+        self.release_ready()
+
     def receive(self, replica: Replica, wires: Iterable[bytes]) -> ReceiveResult:
+        """Offer received deltas to ``replica`` (staged while a catch-up for its space runs)."""
         defer = self.catching_up(replica.space_id)
         members_before = len(replica.member_ids())
         result = replica.receive(wires, defer=defer)
@@ -176,25 +199,26 @@ class Endpoint:
             self._refresh_sessions()
         return result
 
-    def catch_up_started(self, space_id: bytes) -> None:
-        self._catching_up[space_id] = self._catching_up.get(space_id, 0) + 1
-
-    def catch_up_finished(self, space_id: bytes) -> None:
-        left = self._catching_up.get(space_id, 0) - 1
-        if left > 0:
-            self._catching_up[space_id] = left
-            return
-        self._catching_up.pop(space_id, None)
-        replica = self.replicas.get(space_id)
-        if replica is not None and replica.staged_count:
-            replica.release()
-
     def catching_up(self, space_id: bytes) -> bool:
-        return self._catching_up.get(space_id, 0) > 0
+        """True while some session still expects a catch-up stream for the space."""
+        return any(s.holds_merges(space_id) for s in self.sessions)
+
+    def release_ready(self) -> None:
+        """Merge staged deltas of spaces no catch-up holds back any more."""
+        for space_id, replica in self.replicas.items():
+            if replica.staged_count and not self.catching_up(space_id):
+                replica.release()
 
     def _on_executed(self, replica: Replica, executed: Sequence[tuple[Delta, bytes]]) -> None:
-        for session in self.sessions:
-            session.on_executed(replica, executed)
+        self._executed.append((replica.space_id, executed))
+        if not self._applying:
+            self._hand_out()
+
+    def _hand_out(self) -> None:
+        while self._executed:
+            space_id, executed = self._executed.pop(0)
+            for session in self.sessions:
+                session.push(space_id, executed)
 
     def _refresh_sessions(self) -> None:
         for session in self.sessions:
@@ -210,13 +234,13 @@ class Endpoint:
             if not missing:
                 continue
             by_session: dict[int, list[tuple[bytes, int, int]]] = {}
-            candidates = [s for s in self.sessions if space_id in s.links]
+            candidates = [s for s in self.sessions if s.syncs(space_id)]
             if not candidates:
                 continue
             # A catch-up stream under way will bring what its peer has: fetching that too
             # would only get it twice (chunks end anywhere, so their unsigned tails wait a
             # moment for the next chunk's signed delta).
-            streaming = [s for s in candidates if s.links[space_id].recv is RecvState.REQUESTED]
+            streaming = [s for s in candidates if s.receiving_catch_up(space_id)]
             for i, (creator, first, last) in enumerate(missing):
                 if any(s.peer_has(space_id, creator, last) for s in streaming):
                     continue
@@ -227,3 +251,4 @@ class Endpoint:
                 ranges = by_session.get(id(session))
                 if ranges:
                     session.send_fetch(space_id, ranges)
+        self.release_ready()

@@ -1,8 +1,10 @@
 """Length-prefixed frames: a 4-byte big-endian length, then that many payload bytes.
 
-:class:`FrameDecoder` keeps at most one incomplete frame between calls: every complete frame in
-the bytes fed is returned at once, so memory per call is bounded by what the driver reads per call
-(transports read bounded chunks) plus one frame. A declared length above ``max_frame`` raises
+:class:`FrameDecoder` keeps the bytes fed and parses them either all at once (:meth:`feed`,
+every complete frame) or one frame at a time (:meth:`append` then :meth:`next_frame`, the
+session's pull). Its driver drains every complete frame after each read, so memory is bounded by
+what the driver reads per call (transports read bounded chunks) plus one frame. A declared length
+above ``max_frame`` raises
 :class:`~p2pspace.errors.FrameTooLargeError` before any of that frame is buffered.
 """
 
@@ -35,25 +37,36 @@ class FrameDecoder:
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return the payloads of every frame now complete."""
-        self._buffer += data
+        self.append(data)
         out: list[bytes] = []
-        while True:
-            if self._need is None:
-                if len(self._buffer) < HEADER:
-                    return out
-                length = int.from_bytes(self._buffer[:HEADER], "big")
-                if length > self.max_frame:
-                    self._buffer.clear()
-                    raise FrameTooLargeError(
-                        f"frame of {length} bytes exceeds the maximum of {self.max_frame}"
-                    )
-                del self._buffer[:HEADER]
-                self._need = length
-            if len(self._buffer) < self._need:
-                return out
-            out.append(bytes(self._buffer[: self._need]))
-            del self._buffer[: self._need]
-            self._need = None
+        while (payload := self.next_frame()) is not None:
+            out.append(payload)
+        return out
+
+    def append(self, data: bytes) -> None:
+        """Add received bytes without parsing them (:meth:`next_frame` does, one at a time)."""
+        self._buffer += data
+
+    def next_frame(self) -> bytes | None:
+        """The payload of the next complete frame, or None until more bytes arrive. Raises
+        :class:`FrameTooLargeError` on a declared length over the maximum."""
+        if self._need is None:
+            if len(self._buffer) < HEADER:
+                return None
+            length = int.from_bytes(self._buffer[:HEADER], "big")
+            if length > self.max_frame:
+                self._buffer.clear()
+                raise FrameTooLargeError(
+                    f"frame of {length} bytes exceeds the maximum of {self.max_frame}"
+                )
+            del self._buffer[:HEADER]
+            self._need = length
+        if len(self._buffer) < self._need:
+            return None
+        payload = bytes(self._buffer[: self._need])
+        del self._buffer[: self._need]
+        self._need = None
+        return payload
 
     @property
     def mid_frame(self) -> bool:

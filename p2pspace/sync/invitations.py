@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from p2pspace.core import codec
 from p2pspace.core.delta import SPACE_ID_SIZE
 from p2pspace.core.identity import ENDPOINT_ID_SIZE
+from p2pspace.core.membership import ROLES
 from p2pspace.core.store import Store
-from p2pspace.engines.members import ROLES
 from p2pspace.errors import InvitationError, LocalProtocolError, MalformedError
 
 PREFIX = "p2ps1-"

@@ -7,7 +7,8 @@ executes deltas, ``error`` if its store failed. Each (space, peer) pair moves th
 connection ends; a connection that ends in a protocol error leaves ``error`` until the next
 dial. Both are tables (:data:`PROCESSOR_TRANSITIONS`, :data:`PEER_TRANSITIONS`); an input a
 table does not allow is a bug: :class:`~p2pspace.errors.LocalProtocolError`, and the machine
-moves to ``error``. The node feeds inputs; the API reads states.
+moves to ``error``; ``reset`` (allowed everywhere) starts a peer's machine afresh. The node
+feeds inputs; the API reads states.
 """
 
 from __future__ import annotations
@@ -53,9 +54,11 @@ class PeerInput(enum.Enum):
     BEHIND = "behind"  # a new revision exchange started on a live connection
     CLOSED = "closed"  # connection ended (or the attempt failed)
     FAILED = "failed"  # connection ended with a protocol error
+    RESET = "reset"  # start afresh from disconnected (after the driver hit a gap in the table)
 
 
 PEER_TRANSITIONS: dict[tuple[PeerState, PeerInput], PeerState] = {
+    **{(state, PeerInput.RESET): PeerState.DISCONNECTED for state in PeerState},
     (PeerState.DISCONNECTED, PeerInput.DIAL): PeerState.CONNECTING,
     (PeerState.DISCONNECTED, PeerInput.OPENED): PeerState.CATCHING_UP,
     (PeerState.DISCONNECTED, PeerInput.CLOSED): PeerState.DISCONNECTED,

@@ -16,10 +16,13 @@ from p2pspace.sync.session import Session
 
 @dataclass(slots=True)
 class Link:
-    """A connected pair of sessions and the bytes that crossed it."""
+    """A connected pair of sessions (``a`` runs on endpoint ``ea``, ``b`` on ``eb``) and the
+    bytes that crossed it."""
 
     a: Session
     b: Session
+    ea: Endpoint
+    eb: Endpoint
     bytes_a_to_b: int = 0
     bytes_b_to_a: int = 0
 
@@ -28,7 +31,7 @@ def connect(a: Endpoint, b: Endpoint) -> Link:
     """Open a session on each endpoint for the other (peer ids known, as after TLS)."""
     sa = a.open_session(expected_peer=b.endpoint_id)
     sb = b.open_session(expected_peer=a.endpoint_id)
-    return Link(a=sa, b=sb)
+    return Link(a=sa, b=sb, ea=a, eb=b)
 
 
 def pump(links: Iterable[Link], *, max_rounds: int = 1_000_000, chunk: int = 1 << 20) -> int:
@@ -41,12 +44,12 @@ def pump(links: Iterable[Link], *, max_rounds: int = 1_000_000, chunk: int = 1 <
             if data:
                 moved = True
                 link.bytes_a_to_b += len(data)
-                link.b.receive_data(data)
+                link.eb.receive_data(link.b, data)
             data = link.b.data_to_send(chunk)
             if data:
                 moved = True
                 link.bytes_b_to_a += len(data)
-                link.a.receive_data(data)
+                link.ea.receive_data(link.a, data)
         if not moved:
             return rounds
     raise RuntimeError(f"links still busy after {max_rounds} rounds")

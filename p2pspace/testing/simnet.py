@@ -35,6 +35,7 @@ from p2pspace.core.replica import Replica
 from p2pspace.engines import members as members_engine
 from p2pspace.engines import rdb
 from p2pspace.errors import RemoteProtocolError
+from p2pspace.node.home import open_endpoint
 from p2pspace.sync.endpoint import Endpoint
 from p2pspace.sync.session import Session
 
@@ -128,7 +129,7 @@ class SimNetwork:
         self.nodes: list[SimEndpoint] = []
         for i in range(endpoints):
             home = root / f"endpoint-{i}"
-            ep = Endpoint(
+            ep = open_endpoint(
                 home, seed=f"sim-{seed}-{i}".encode(), durability=durability, name=f"e{i}"
             )
             self.nodes.append(SimEndpoint(index=i, home=home, endpoint=ep))
@@ -248,8 +249,10 @@ class SimNetwork:
             if conn is None or to not in conn.sessions:
                 return
             session = conn.sessions[to]
+            endpoint = self.nodes[to].endpoint
+            assert endpoint is not None  # a crash closes its connections first
             try:
-                session.receive_data(data)
+                endpoint.receive_data(session, data)
             except RemoteProtocolError as exc:
                 self.protocol_errors.append(f"endpoint {to}: {type(exc).__name__}: {exc}")
             self._flush(to)
@@ -332,7 +335,7 @@ class SimNetwork:
         node = self.nodes[i]
         if node.endpoint is not None:
             return
-        node.endpoint = Endpoint(node.home, durability=self._durability, name=f"e{i}")
+        node.endpoint = open_endpoint(node.home, durability=self._durability, name=f"e{i}")
         self._watch(node)
 
     def partition(self, duration: int) -> None:

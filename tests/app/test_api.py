@@ -2,46 +2,55 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
+import logging
 import os
+import re
 import stat
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import subprocess
+import sys
+import tomllib
+from collections.abc import AsyncIterator, Sequence
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
-import h11
 import httpx
 import pytest
 import trio
 import trio.testing
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 
-from p2pspace.app import api as api_module
-from p2pspace.app.api import loopback_host, serve_api
-from p2pspace.errors import LocalProtocolError
-from p2pspace.node.node import Node, open_node
+from p2pspace.app.api import (
+    ROUTES_GROUP,
+    ApiConfig,
+    RouteContext,
+    RouteProvider,
+    discussion_routes,
+    loopback_host,
+    serve_api,
+)
+from p2pspace.app.api.http import STATUS_OF_ERROR, HTTPError, json_response, status_of
+from p2pspace.app.api.registry import installed_route_providers, load_route_providers
+from p2pspace.errors import (
+    ConflictError,
+    InvitationError,
+    LocalProtocolError,
+    NotFoundError,
+    P2PSpaceError,
+    StorageError,
+    TransportError,
+)
+from p2pspace.node import home as home_folder
+from p2pspace.node.node import Node
+from p2pspace.node.runtime import open_node
+from tests.helpers.api_client import NODE_CONFIG, TIMEOUT, EventClient, api_node, client_of
 
-TIMEOUT = 20
-LOOPBACK = ("127.0.0.1", 0)
-
-
-@asynccontextmanager
-async def api_node(home: Path, **kw: Any) -> AsyncIterator[Node]:
-    options: dict[str, Any] = {"listen": LOOPBACK, "discovery": False, "api": LOOPBACK}
-    options.update(kw)
-    async with open_node(home, **options) as node:
-        yield node
-
-
-@asynccontextmanager
-async def client_of(node: Node, *, token: str | None = "") -> AsyncIterator[httpx.AsyncClient]:
-    """A client for the node's API; ``token=""`` means the node's own, None means none."""
-    assert node.api_url is not None
-    headers = {}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token or node.api_token}"
-    async with httpx.AsyncClient(base_url=node.api_url, headers=headers, timeout=TIMEOUT) as c:
-        yield c
+MAX_BODY = ApiConfig().max_body
 
 
 @pytest.fixture
@@ -94,7 +103,7 @@ async def test_token_file_and_api_json(tmp_path: Path) -> None:
 
 
 async def test_an_explicit_token_is_used_as_given(tmp_path: Path) -> None:
-    async with api_node(tmp_path / "a", api_token="s3cret") as node:
+    async with api_node(tmp_path / "a", token="s3cret") as node:
         assert node.api_token == "s3cret"
         assert not (tmp_path / "a" / "api.token").exists()
         async with client_of(node, token="s3cret") as client:
@@ -106,15 +115,22 @@ async def test_non_loopback_hosts_are_refused(tmp_path: Path) -> None:
     assert loopback_host("::1") == "::1"
     assert loopback_host("[::1]") == "::1"
     assert loopback_host("127.0.0.2") == "127.0.0.2"
-    async with open_node(tmp_path / "a", listen=None, discovery=False, api=None) as node:
+    async with open_node(tmp_path / "a", dataclasses.replace(NODE_CONFIG, listen=None)) as node:
         for host in ("0.0.0.0", "::", "192.168.1.10", "10.0.0.1", "example.com", ""):
             with pytest.raises(LocalProtocolError, match="loopback"):
                 await serve_api(node, host, 0)
         assert node.api_url is None
     with pytest.raises(LocalProtocolError, match="loopback"):
-        async with open_node(tmp_path / "b", listen=None, discovery=False, api=("0.0.0.0", 0)):
+        async with api_node(tmp_path / "b", host="0.0.0.0"):
             pass  # pragma: no cover
     assert not (tmp_path / "b" / "api.json").exists()
+
+
+def test_the_token_the_client_reads_is_the_one_the_server_keeps(tmp_path: Path) -> None:
+    assert home_folder.info_path(tmp_path) == tmp_path / home_folder.INFO_FILE
+    assert home_folder.read_token(tmp_path) is None
+    token = home_folder.load_or_create_token(tmp_path)
+    assert home_folder.read_token(tmp_path) == token == home_folder.load_or_create_token(tmp_path)
 
 
 # -- routes -------------------------------------------------------------------------------------
@@ -187,7 +203,7 @@ async def test_invitation_and_join_through_the_api(tmp_path: Path) -> None:
         # The code was for one use only: the inviter refuses it (403).
         reused = await cc.post("/api/join", json={"code": code, "timeout_s": TIMEOUT})
         assert reused.status_code == 403, reused.text
-        assert c.spaces() == [] or not c.spaces()[0]["member"]
+        assert c.spaces() == [] or not c.spaces()[0].member
 
         put = await cb.put(f"/api/spaces/{space}/rdb/t/r", json={"fields": {"from": "b"}})
         assert put.status_code == 200
@@ -196,7 +212,7 @@ async def test_invitation_and_join_through_the_api(tmp_path: Path) -> None:
 
 
 async def test_an_unreachable_inviter_is_502(tmp_path: Path) -> None:
-    async with open_node(tmp_path / "a", listen=LOOPBACK, discovery=False, api=None) as a:
+    async with open_node(tmp_path / "a", NODE_CONFIG) as a:
         code = a.invite(a.create_space("s").space_id)
     # The inviter has stopped: nothing listens at the address in the code any more.
     async with api_node(tmp_path / "b") as b, client_of(b) as client:
@@ -282,10 +298,10 @@ async def test_request_bodies_are_bounded(node: Node) -> None:
     node.create_space("s")
     path = "/api/spaces/s/rdb/t/r"
     with trio.fail_after(TIMEOUT):
-        declared = await _raw_put(node, path, f"Content-Length: {api_module.MAX_BODY + 1}\r\n", [])
+        declared = await _raw_put(node, path, f"Content-Length: {MAX_BODY + 1}\r\n", [])
         assert declared.startswith(b"HTTP/1.1 413")
         # Chunked, no declared length: counted while read.
-        half = api_module.MAX_BODY // 2
+        half = MAX_BODY // 2
         chunk = f"{half:x}\r\n".encode() + b" " * half + b"\r\n"
         streamed = await _raw_put(node, path, "Transfer-Encoding: chunked\r\n", [chunk] * 3)
         assert streamed.startswith(b"HTTP/1.1 413")
@@ -293,63 +309,6 @@ async def test_request_bodies_are_bounded(node: Node) -> None:
 
 
 # -- server-sent events -------------------------------------------------------------------------
-
-
-class EventClient:
-    """A minimal HTTP/1.1 client (h11 over a trio stream) reading ``/api/events`` line by line.
-
-    h11 checks the framing, so a stream that breaks off instead of ending is an error here.
-    """
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.conn = h11.Connection(h11.CLIENT)
-        self.buffer = b""
-        self.ended = False
-
-    @classmethod
-    async def open(cls, node: Node, *, query: str = "") -> tuple[EventClient, h11.Response]:
-        assert node.api_url is not None and node.api_token is not None
-        host, port = node.api_url.removeprefix("http://").rsplit(":", 1)
-        client = cls(await trio.open_tcp_stream(host, int(port)))
-        headers = [("Host", host), ("Authorization", f"Bearer {node.api_token}")]
-        request = h11.Request(method="GET", target="/api/events" + query, headers=headers)
-        await client.stream.send_all(
-            client.conn.send(request) + client.conn.send(h11.EndOfMessage())
-        )
-        response = await client._next()
-        assert isinstance(response, h11.Response)
-        return client, response
-
-    async def _next(self) -> Any:
-        while True:
-            event = self.conn.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            self.conn.receive_data(await self.stream.receive_some(65536))
-
-    async def line(self) -> str | None:
-        """The next line of the body; None once the response has ended properly."""
-        while b"\n" not in self.buffer:
-            if self.ended:
-                return None
-            event = await self._next()
-            if isinstance(event, h11.Data):
-                self.buffer += bytes(event.data)
-            elif isinstance(event, h11.EndOfMessage):
-                self.ended = True
-        line, self.buffer = self.buffer.split(b"\n", 1)
-        return line.decode()
-
-    async def data(self) -> dict[str, Any]:
-        while (line := await self.line()) is not None:
-            if line.startswith("data: "):
-                event: dict[str, Any] = json.loads(line[len("data: ") :])
-                return event
-        raise AssertionError("the event stream ended")
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
 
 
 async def test_events_stream_delivers_an_rdb_set(node: Node, client: httpx.AsyncClient) -> None:
@@ -366,23 +325,49 @@ async def test_events_stream_delivers_an_rdb_set(node: Node, client: httpx.Async
                 event = await events.data()
             assert event["space"] == space.hex() and event["count"] == 1
             assert event["creators"] == [node.endpoint_id.hex()]
-            assert node.statistics()["subscribers"] == 1
+            assert node.statistics().subscribers == 1
         finally:
             await events.aclose()
         # The client hung up: the server notices and drops the subscription.
-        await node.wait_until(lambda: node.statistics()["subscribers"] == 0)
+        await node.wait_until(lambda: node.statistics().subscribers == 0)
 
 
-async def test_events_stream_sends_keepalives(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(api_module, "KEEPALIVE_SECONDS", 0.05)
+async def test_events_stream_sends_keepalives(tmp_path: Path) -> None:
+    config = ApiConfig(keepalive_seconds=0.05)
     with trio.fail_after(TIMEOUT):
-        events, response = await EventClient.open(node)
-        try:
-            assert response.status_code == 200
-            while await events.line() != ": keepalive":
-                pass
-        finally:
-            await events.aclose()
+        async with api_node(tmp_path / "a", config=config) as node:
+            events, response = await EventClient.open(node)
+            try:
+                assert response.status_code == 200
+                while await events.line() != ": keepalive":
+                    pass
+            finally:
+                await events.aclose()
+
+
+async def test_an_events_client_that_falls_behind_is_dropped(tmp_path: Path) -> None:
+    config = ApiConfig(event_queue=4)
+    with trio.fail_after(TIMEOUT):
+        async with api_node(tmp_path / "a", config=config, durability="normal") as node:
+            space = node.create_space("s").space_id
+            events, response = await EventClient.open(node)
+            try:
+                assert response.status_code == 200
+                assert node.statistics().subscribers == 1
+                # Far more events at once than the stream may queue: the node drops it...
+                for i in range(3 * config.event_queue):
+                    node.rdb_set(space, "t", f"r{i}", {"i": i})
+                assert node.statistics().subscribers == 0
+                # ...and the stream ends properly after what it had queued.
+                seen = 0
+                while (line := await events.line()) is not None:
+                    seen += line.startswith("data: ")
+                # (one more than the queue if the stream was already waiting for the first)
+                assert config.event_queue <= seen <= config.event_queue + 1
+            finally:
+                await events.aclose()
+            async with client_of(node) as client:  # the API serves on
+                assert (await client.get("/api/status")).status_code == 200
 
 
 async def test_streams_and_polls_end_cleanly_when_the_node_stops(tmp_path: Path) -> None:
@@ -419,3 +404,206 @@ async def test_streams_and_polls_end_cleanly_when_the_node_stops(tmp_path: Path)
             # Leaving the block stops the node; both requests must end, not hang or break.
     assert sorted(ended) == ["events", "poll 404"]
     assert not (tmp_path / "a" / "api.json").exists()
+
+
+# -- serving next to a node -----------------------------------------------------------------------
+
+
+async def test_the_api_is_started_and_stopped_by_its_caller(tmp_path: Path) -> None:
+    home = tmp_path / "a"
+    async with open_node(home, NODE_CONFIG) as node:
+        assert node.api_url is None and not (home / "api.json").exists()
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(serve_api, node, "localhost", 0, "tok")
+            assert url == node.api_url and node.api_token == "tok"
+            assert json.loads((home / "api.json").read_text())["url"] == url
+            async with client_of(node) as client:
+                assert (await client.get("/api/status")).json()["api"] == url
+            nursery.cancel_scope.cancel()
+        # The API has stopped; the node runs on without it.
+        assert node.api_url is None and not (home / "api.json").exists()
+        assert node.status().api is None
+        node.create_space("still here")
+
+
+async def test_a_taken_port_is_a_transport_error_and_leaves_nothing(tmp_path: Path) -> None:
+    async with api_node(tmp_path / "a") as first:
+        assert first.api_url is not None
+        port = int(first.api_url.rsplit(":", 1)[1])
+        async with open_node(tmp_path / "b", NODE_CONFIG) as second:
+            with pytest.raises(TransportError, match="cannot serve the API"):
+                await serve_api(second, "127.0.0.1", port, "tok")
+            assert second.api_url is None
+    assert not (tmp_path / "b" / "api.json").exists()
+
+
+def test_api_config_refuses_limits_that_are_not_positive() -> None:
+    assert ApiConfig().max_body == 1024 * 1024
+    cases: list[tuple[str, Any]] = [("max_body", 0), ("keepalive_seconds", -1.0), ("backlog", True)]
+    for name, value in cases:
+        with pytest.raises(LocalProtocolError, match=name):
+            ApiConfig(**{name: value})
+
+
+def test_statuses_follow_the_error_types() -> None:
+    class Gone(NotFoundError):
+        pass
+
+    assert status_of(NotFoundError("x")) == 404
+    assert status_of(Gone("x")) == 404  # a subclass gets its parent's status
+    assert status_of(ConflictError("x")) == 409
+    assert status_of(LocalProtocolError("x")) == 400
+    assert status_of(InvitationError("x")) == 403
+    assert status_of(StorageError("x")) == 400  # not listed: the default
+    assert status_of(P2PSpaceError("x")) == 400
+    assert all(issubclass(kind, P2PSpaceError) for kind in STATUS_OF_ERROR)
+
+
+# -- tool routes ----------------------------------------------------------------------------------
+
+
+def greeting_routes(context: RouteContext) -> Sequence[BaseRoute]:
+    """A second tool's routes, as a provider declares them."""
+
+    async def hello(request: Request) -> Response:
+        space = context.space(request)
+        body = await context.body(request)
+        if body.get("refuse"):
+            raise ConflictError("refused by the tool")
+        if body.get("teapot"):
+            raise HTTPError(418, "a teapot")
+        return json_response({"space": space.hex(), "hello": body.get("name", "you")})
+
+    return [Route("/api/spaces/{space}/greeting", hello, methods=["POST"])]
+
+
+def test_tool_routes_come_from_the_entry_point_group() -> None:
+    # Declared in pyproject.toml; the api package names no tool.
+    [declared] = [p for p in entry_points(group=ROUTES_GROUP) if p.name == "discussion"]
+    assert declared.value == "p2pspace.app.api.discussion_routes:routes"
+    assert installed_route_providers()["discussion"] is discussion_routes.routes
+
+
+async def test_a_route_provider_given_explicitly_is_served(tmp_path: Path) -> None:
+    providers = {"greeting": greeting_routes}
+    async with api_node(tmp_path / "a", route_providers=providers) as node:
+        space = node.create_space("s").space_id.hex()
+        async with client_of(node) as client, client_of(node, token=None) as anonymous:
+            hello = await client.post("/api/spaces/s/greeting", json={"name": "ann"})
+            assert hello.status_code == 200 and hello.json() == {"space": space, "hello": "ann"}
+            # The tool's routes are behind the same token and the same error mapping.
+            refused = await anonymous.post("/api/spaces/s/greeting", json={})
+            assert refused.status_code == 401
+            for body, status in [({"refuse": True}, 409), ({"teapot": True}, 418)]:
+                answer = await client.post("/api/spaces/s/greeting", json=body)
+                assert answer.status_code == status and answer.json()["error"]
+            missing = await client.post("/api/spaces/nope/greeting", json={})
+            assert missing.status_code == 404 and "no space" in missing.json()["error"]
+            # Explicit providers replace the installed ones: no discussion routes here.
+            topics = await client.get("/api/spaces/s/discussion/topics")
+            assert topics.status_code == 404
+            assert (await client.get("/api/status")).status_code == 200
+
+
+async def test_route_providers_that_cannot_be_served_are_refused(tmp_path: Path) -> None:
+    async def answer(request: Request) -> Response:
+        return json_response({})  # pragma: no cover - never served
+
+    def taken(path: str, method: str) -> RouteProvider:
+        return lambda context: [Route(path, answer, methods=[method])]
+
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"mine": taken("/api/status", "GET")}, "'mine' and 'node' both answer GET /api/status"),
+        ({"mine": taken("/", "GET")}, "'ui' and 'mine'"),
+        ({"a": taken("/api/x", "PUT"), "b": taken("/api/x", "PUT")}, "'b' and 'a'"),
+        ({"node": greeting_routes}, "reserved"),
+        ({"junk": lambda context: ["/api/x"]}, "gave str, not a route"),
+        ({"boom": lambda context: 1 / 0}, "'boom' failed: ZeroDivisionError"),
+    ]
+    async with open_node(tmp_path / "a", NODE_CONFIG) as node:
+        for providers, match in cases:
+            with pytest.raises(LocalProtocolError, match=match):
+                await serve_api(node, "127.0.0.1", 0, "tok", route_providers=providers)
+            assert node.api_url is None
+            assert not (tmp_path / "a" / "api.json").exists()
+        # Different methods on one path are not a collision.
+        providers = {"mine": taken("/api/status", "POST")}
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                functools.partial(serve_api, node, "127.0.0.1", 0, "t", route_providers=providers)
+            )
+            nursery.cancel_scope.cancel()
+
+
+def test_broken_route_entry_points_are_left_out_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def point(name: str, value: str) -> EntryPoint:
+        return EntryPoint(name=name, value=value, group=ROUTES_GROUP)
+
+    good = point("discussion", "p2pspace.app.api.discussion_routes:routes")
+    broken = [
+        point("gone", "p2pspace.no_such_module:routes"),
+        point("bad", "p2pspace.app.api.discussion_routes:nothing"),
+        point("flat", "p2pspace.app.api.registry:ROUTES_GROUP"),
+        point("discussion", "tests.app.test_api:greeting_routes"),  # the name is taken
+    ]
+    with caplog.at_level(logging.ERROR, logger="p2pspace.app.api"):
+        providers = load_route_providers([*broken, good])
+    assert providers == {"discussion": discussion_routes.routes}
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    for name in ("'gone'", "'bad'", "'flat'", "'discussion'"):
+        assert f"API routes {name}" in logged
+    assert "greeting_routes" in logged and "taken" in logged
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "local-api.md"
+PYPROJECT = DOC.parents[1] / "pyproject.toml"
+
+
+def doc_blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", DOC.read_text("utf-8"), re.DOTALL)
+
+
+async def test_the_documented_route_provider_is_served(tmp_path: Path) -> None:
+    [block] = doc_blocks("python")
+    namespace: dict[str, Any] = {}
+    exec(compile(block, str(DOC), "exec"), namespace)
+    providers = {"counts": namespace["routes"]}
+    async with api_node(tmp_path / "a", route_providers=providers) as node, client_of(node) as c:
+        space = node.create_space("s").space_id
+        assert (await c.get("/api/spaces/s/counts/t")).json() == {"table": "t", "count": 0}
+        node.rdb_set(space, "t", "a", {"x": 1})
+        node.rdb_set(space, "t", "b", {"x": 2})
+        counted = await c.get("/api/spaces/s/counts/t", params={"wait": "5"})
+        assert counted.json() == {"table": "t", "count": 2}
+        assert (await c.get("/api/spaces/nope/counts/t")).status_code == 404
+    # The declaration the page shows is the one p2pspace makes.
+    [declaration] = doc_blocks("toml")
+    declared = tomllib.loads(PYPROJECT.read_text("utf-8"))["project"]["entry-points"]
+    assert tomllib.loads(declaration)["project"]["entry-points"] == {
+        ROUTES_GROUP: declared[ROUTES_GROUP]
+    }
+
+
+LAZY_PROBE = """
+import json, sys
+import p2pspace.node.home
+first = sorted(m for m in sys.modules if m.split(".")[0] in ("trio", "hypercorn", "starlette"))
+import p2pspace.app.api
+from p2pspace.app.api.registry import installed_route_providers
+before = "p2pspace.app.api.discussion_routes" in sys.modules
+installed_route_providers()
+after = "p2pspace.app.api.discussion_routes" in sys.modules
+print(json.dumps({"first": first, "before": before, "after": after}))
+"""
+
+
+def test_tool_routes_load_only_when_a_server_starts() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", LAZY_PROBE], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    # The files the command line reads need no server library; importing the api package
+    # loads no tool's routes until a server collects them.
+    assert json.loads(proc.stdout) == {"first": [], "before": False, "after": True}

@@ -16,7 +16,7 @@ import trio
 from p2pspace.errors import LocalProtocolError
 from p2pspace.node.node import Node
 from p2pspace.tools.discussion import Discussion
-from tests.app.test_api import TIMEOUT, EventClient, api_node, client_of
+from tests.helpers.api_client import TIMEOUT, EventClient, api_node, client_of
 
 Json = dict[str, Any]
 
@@ -99,7 +99,7 @@ ROUTES = [
 async def test_every_route_needs_the_token(tmp_path: Path) -> None:
     async with api_node(tmp_path / "a", name="ann") as node:
         node.create_space("talk")
-        topic = tool(node, node.spaces()[0]["id"]).post("kept", "")
+        topic = tool(node, node.spaces()[0].id.hex()).post("kept", "")
         async with client_of(node, token=None) as anonymous, client_of(node, token="wrong") as bad:
             for method, path in ROUTES:
                 for client in (anonymous, bad):
@@ -110,7 +110,7 @@ async def test_every_route_needs_the_token(tmp_path: Path) -> None:
             # ``?token=`` works where a client cannot set a header (a browser opening the UI).
             listed = await anonymous.get(ROUTES[0][1], params={"token": node.api_token})
             assert listed.status_code == 200 and len(listed.json()["topics"]) == 1
-        assert [t.post.id for t in tool(node, node.spaces()[0]["id"]).topics()] == [topic]
+        assert [t.post.id for t in tool(node, node.spaces()[0].id.hex()).topics()] == [topic]
 
 
 # -- two nodes ----------------------------------------------------------------------------------

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from p2pspace.app import bench
+from p2pspace.app.bench import suite
 
 
 def test_w4_latency_quick(tmp_path: Path) -> None:
-    (result,) = bench.run(["W4"], quick=True, root=tmp_path)
-    quick = bench.QUICK["W4"]
+    (result,) = suite.run(["W4"], quick=True, root=tmp_path)
+    quick = suite.QUICK["W4"]
     assert result["workload"] == "W4"
     assert result["deltas"] == quick["deltas"]
     # Every delta executed on both other nodes: two samples each.
@@ -38,9 +38,9 @@ def test_w4_latency_quick(tmp_path: Path) -> None:
 
 
 def test_w5_network_catch_up_quick(tmp_path: Path) -> None:
-    (result,) = bench.run(["W5"], quick=True, root=tmp_path)
+    (result,) = suite.run(["W5"], quick=True, root=tmp_path)
     assert result["workload"] == "W5"
-    assert result["deltas"] == bench.QUICK["W5"]["deltas"]
+    assert result["deltas"] == suite.QUICK["W5"]["deltas"]
     # B has everything A has, each missing delta arrived at least once.
     assert result["converged"] is True
     assert result["deltas_received"] >= result["deltas"]

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from p2pspace.app.cli import main
-from p2pspace.testing import causality_violation
+from p2pspace.app.cli.parser import FAULTS_HELP
+from p2pspace.testing import FAULT_KINDS, causality_violation
 
 
 def test_demo_once_runs_three_nodes_and_converges() -> None:
@@ -76,6 +77,11 @@ def test_bad_arguments_exit_nonzero_without_traceback() -> None:
     assert proc.returncode == 2
     assert "unknown fault kind" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_simulate_help_names_every_fault_kind() -> None:
+    # The parser does not import the simulator to build its help, so it keeps its own text.
+    assert FAULTS_HELP.split(",") == list(FAULT_KINDS)
 
 
 def test_bench_quick_json(capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,13 +11,14 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
+import webbrowser
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from p2pspace.app import cli
-from tests.app.test_cli_node import TIMEOUT, running
+from tests.helpers.cli_node import TIMEOUT, running
 
 HEX16 = re.compile(r"^[0-9a-f]{16}$")
 
@@ -185,11 +186,11 @@ def test_discuss_and_open_through_the_running_node(
         refused.value.close()
 
         opened: list[str] = []
-        monkeypatch.setattr(cli.webbrowser, "open", lambda u: opened.append(u) or True)
+        monkeypatch.setattr(webbrowser, "open", lambda u: opened.append(u) or True)
         assert run.one("open", space[:8]) == f"{url}#space={space}"
         assert opened == [f"{url}#space={space}"]
         # No browser to start: the URL is printed all the same, and the error says why.
-        monkeypatch.setattr(cli.webbrowser, "open", lambda u: False)
+        monkeypatch.setattr(webbrowser, "open", lambda u: False)
         assert cli.main(["open", "--home", str(home)]) == 2
         out, err = capsys.readouterr()
         assert out == url + "\n" and "cannot start a web browser" in err

@@ -6,19 +6,14 @@ Waits are on process output, long-polls and the event stream, each with a bounde
 from __future__ import annotations
 
 import json
-import queue
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-TIMEOUT = 30
-NODE_ARGS = ["--listen", "127.0.0.1:0", "--api", "127.0.0.1:0", "--no-discovery"]
+from tests.helpers.cli_node import TIMEOUT, NodeProcess, running
 
 
 def cli(home: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
@@ -44,70 +39,6 @@ def fails(home: Path, *args: str, match: str) -> str:
     assert match in lines[0], proc.stderr
     assert proc.stdout == ""
     return lines[0]
-
-
-class NodeProcess:
-    """``p2pspace run`` in a subprocess; stdout lines are read by a thread into a queue."""
-
-    def __init__(self, home: Path, log: Path) -> None:
-        self.home = home
-        self.log = log
-        self._log = log.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "p2pspace", "run", "--home", str(home), *NODE_ARGS],
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        assert self.proc.stdout is not None
-        threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
-        self.info = self._announcement()
-
-    def _read(self, stream: IO[str]) -> None:
-        for line in stream:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def _announcement(self) -> dict[str, str]:
-        """The ``endpoint``, ``listen`` and ``api`` lines printed at start."""
-        info: dict[str, str] = {}
-        deadline = time.monotonic() + TIMEOUT
-        while "api" not in info:
-            line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            assert line is not None, f"the node exited: {self.stderr()}"
-            key, _, value = line.partition(" ")
-            info[key] = value
-        return info
-
-    @property
-    def api_url(self) -> str:
-        return self.info["api"]
-
-    def stderr(self) -> str:
-        return self.log.read_text()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            code = self.proc.wait(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        self._log.close()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return code
-
-
-@contextmanager
-def running(home: Path, log: Path) -> Iterator[NodeProcess]:
-    node = NodeProcess(home, log)
-    try:
-        yield node
-    finally:
-        node.stop()
 
 
 def status_of(home: Path) -> dict[str, Any]:

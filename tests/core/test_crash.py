@@ -16,9 +16,9 @@ from p2pspace.core.identity import Identity
 from p2pspace.core.replica import Replica
 from p2pspace.core.store import Store
 from p2pspace.engines import rdb
-from p2pspace.sync.endpoint import Endpoint
+from p2pspace.node.home import open_endpoint
 from p2pspace.testing import Faults, SimNetwork, causality_violation
-from tests.conftest import wires_of
+from tests.helpers.replicas import wires_of
 
 # The child commits deltas as fast as it can (single deltas and group commits with unsigned
 # chains) and reports the executed count after every commit returned.
@@ -26,10 +26,10 @@ CHILD = """
 import sys
 from pathlib import Path
 
-from p2pspace.sync.endpoint import Endpoint
+from p2pspace.node.home import open_endpoint
 from p2pspace.engines import rdb
 
-endpoint = Endpoint(Path(sys.argv[1]), seed=b"crash-child", durability="full")
+endpoint = open_endpoint(Path(sys.argv[1]), seed=b"crash-child", durability="full")
 replica = endpoint.create_space("crash", time=0, nonce=bytes(16))
 i = 0
 while True:
@@ -99,7 +99,7 @@ def test_kill_9_keeps_every_committed_delta(
     home = tmp_path / "child"
     reported = _run_and_kill(home, commits)
 
-    endpoint = Endpoint(home, durability="full")
+    endpoint = open_endpoint(home, durability="full")
     try:
         (replica,) = endpoint.replicas.values()
         creator = replica.genesis.creator
@@ -131,7 +131,7 @@ def test_kill_9_keeps_every_committed_delta(
         assert len(result.executed) == 4
         assert fresh.order_digest() == replica.order_digest()
         assert fresh.state_digest() == replica.state_digest()
-        assert fresh.rdb().get("t", "after-crash") == {"ok": True, "n": 2}
+        assert rdb.view(fresh).get("t", "after-crash") == {"ok": True, "n": 2}
     finally:
         endpoint.close()
 

@@ -36,6 +36,7 @@ from p2pspace.errors import (
     TooFarAheadError,
     WrongSpaceError,
 )
+from p2pspace.node.home import open_endpoint
 from p2pspace.sync.endpoint import Endpoint
 from p2pspace.sync.framing import MAX_FRAME, FrameDecoder, frame
 from p2pspace.sync.messages import (
@@ -48,7 +49,7 @@ from p2pspace.sync.messages import (
     encode_message,
 )
 from p2pspace.sync.session import Session, State
-from tests.conftest import wires_of
+from tests.helpers.replicas import wires_of
 
 Snapshot = tuple[str, str, dict[bytes, int]]
 
@@ -124,7 +125,7 @@ def test_builders_make_acceptable_deltas(pair: tuple[Replica, Replica, Identity,
     assert not result.rejected
     assert [d.id for d in result.executed] == [DeltaId(b_id.endpoint_id, 1)]
     assert snapshot(a) != before
-    assert a.rdb().get("t", "r1") == {"v": 1}
+    assert rdb.view(a).get("t", "r1") == {"v": 1}
 
 
 # -- malformed bytes -------------------------------------------------------------------------
@@ -332,7 +333,7 @@ def test_equivocation_keeps_the_first_and_records_evidence(
     assert isinstance(error, EquivocationError)
     assert error.code == ErrorCode.EQUIVOCATION
     assert snapshot(a) == before
-    assert a.rdb().get("t", "x") == {"v": "first"}
+    assert rdb.view(a).get("t", "x") == {"v": "first"}
     evidence = a.store.evidence(a.space_id)
     assert len(evidence) == 1
     creator, seq, kept_hash, other_wire = evidence[0]
@@ -709,7 +710,7 @@ def test_fuzzed_wires_never_raise_and_never_change_state_invalidly(
     result = a.receive([b1.wire(), b2.wire()])
     assert not result.rejected
     assert a.vector[b_id.endpoint_id] == 2
-    assert a.rdb().get("t", "x") == {"v": 2}
+    assert rdb.view(a).get("t", "x") == {"v": 2}
 
 
 # -- sessions --------------------------------------------------------------------------------
@@ -718,8 +719,8 @@ def test_fuzzed_wires_never_raise_and_never_change_state_invalidly(
 @pytest.fixture
 def endpoints(tmp_path: Path) -> Iterator[tuple[Endpoint, Endpoint, Replica]]:
     """Endpoints ``x`` (space creator) and ``y`` (member, synced), and x's replica."""
-    x = Endpoint(tmp_path / "x", seed=b"hostile-x", durability="normal", name="x")
-    y = Endpoint(tmp_path / "y", seed=b"hostile-y", durability="normal", name="y")
+    x = open_endpoint(tmp_path / "x", seed=b"hostile-x", durability="normal", name="x")
+    y = open_endpoint(tmp_path / "y", seed=b"hostile-y", durability="normal", name="y")
     replica = x.create_space("s", time=1, nonce=b"\0" * 16)
     x.create(
         replica.space_id,
@@ -732,15 +733,15 @@ def endpoints(tmp_path: Path) -> Iterator[tuple[Endpoint, Endpoint, Replica]]:
     y.close()
 
 
-def pump(a: Session, b: Session) -> None:
+def pump(x: Endpoint, a: Session, y: Endpoint, b: Session) -> None:
     for _ in range(100):
         out_a, out_b = a.data_to_send(), b.data_to_send()
         if not out_a and not out_b:
             return
         if out_b:
-            a.receive_data(out_b)
+            x.receive_data(a, out_b)
         if out_a:
-            b.receive_data(out_a)
+            y.receive_data(b, out_a)
     raise AssertionError("sessions did not go quiet")
 
 
@@ -821,7 +822,7 @@ def test_session_refuses_hostile_input(
     session = x.open_session(expected_peer=y.endpoint_id)
     before = snapshot(replica)
     with pytest.raises(error_type) as info:
-        session.receive_data(data)
+        x.receive_data(session, data)
     assert info.value.code == code, case
     assert session.state is State.ERROR
     assert session.error is info.value
@@ -831,8 +832,8 @@ def test_session_refuses_hostile_input(
     assert session.state is State.CLOSED
     assert session.data_to_send() == b""
     # Further input is ignored, not processed.
-    session.receive_data(
-        frame(encode_message(Hello(endpoint=y.endpoint_id, spaces=(), reply=False)))
+    x.receive_data(
+        session, frame(encode_message(Hello(endpoint=y.endpoint_id, spaces=(), reply=False)))
     )
     assert session.data_to_send() == b""
     assert snapshot(replica) == before
@@ -845,17 +846,17 @@ def test_session_hostile_delta_after_handshake(
     x, y, replica = endpoints
     sx = x.open_session(expected_peer=y.endpoint_id)
     sy = y.open_session(expected_peer=x.endpoint_id)
-    pump(sx, sy)
+    pump(x, sx, y, sy)
     assert sx.state is State.OPEN and sy.state is State.OPEN
-    assert replica.space_id in sx.links
+    assert sx.syncs(replica.space_id)
     y_replica = y.replica(replica.space_id)
     assert y_replica.vector == replica.vector
     # y sends a delta signed with someone else's key.
     forged = first_of_b(replica, y.identity, signer=identities[4])
     before = snapshot(replica)
     with pytest.raises(ForgedDeltaError):
-        sx.receive_data(
-            frame(encode_message(Deltas(space=replica.space_id, wires=(forged.wire(),))))
+        x.receive_data(
+            sx, frame(encode_message(Deltas(space=replica.space_id, wires=(forged.wire(),))))
         )
     assert sx.state is State.ERROR
     assert error_frame(sx).code == ErrorCode.BAD_SIGNATURE
@@ -869,14 +870,14 @@ def test_session_tolerates_equivocation_but_records_it(
     x, y, replica = endpoints
     sx = x.open_session(expected_peer=y.endpoint_id)
     sy = y.open_session(expected_peer=x.endpoint_id)
-    pump(sx, sy)
+    pump(x, sx, y, sy)
     kept = y.create(replica.space_id, [rdb.create("t", "r", {"v": "kept"})], time=3)
-    pump(sx, sy)
-    assert replica.rdb().get("t", "r") == {"v": "kept"}
+    pump(x, sx, y, sy)
+    assert rdb.view(replica).get("t", "r") == {"v": "kept"}
     other = first_of_b(replica, y.identity, commands=[rdb.create("t", "r", {"v": "other"})])
     assert other.id == kept.id
     before = snapshot(replica)
-    sx.receive_data(frame(encode_message(Deltas(space=replica.space_id, wires=(other.wire(),)))))
+    x.receive_data(sx, frame(encode_message(Deltas(space=replica.space_id, wires=(other.wire(),)))))
     assert sx.state is State.OPEN
     assert snapshot(replica) == before
     assert replica.store.evidence(replica.space_id)
@@ -888,10 +889,10 @@ def test_session_deltas_for_an_unsynced_space(
     x, y, _replica = endpoints
     sx = x.open_session(expected_peer=y.endpoint_id)
     sy = y.open_session(expected_peer=x.endpoint_id)
-    pump(sx, sy)
+    pump(x, sx, y, sy)
     other_space = hashlib.sha256(b"elsewhere").digest()[:16]
     with pytest.raises(RemoteProtocolError) as info:
-        sx.receive_data(frame(encode_message(Deltas(space=other_space, wires=(b"\x80",)))))
+        x.receive_data(sx, frame(encode_message(Deltas(space=other_space, wires=(b"\x80",)))))
     assert info.value.code == ErrorCode.UNEXPECTED_MESSAGE
     assert error_frame(sx).code == ErrorCode.UNEXPECTED_MESSAGE
 
@@ -912,7 +913,7 @@ def test_fetch_spam_does_not_grow_the_outbox_without_bound(
     )
     sx = x.open_session(expected_peer=y.endpoint_id)
     sy = y.open_session(expected_peer=x.endpoint_id)
-    pump(sx, sy)
+    pump(x, sx, y, sy)
     assert sx.state is State.OPEN
     spam = frame(
         encode_message(
@@ -922,10 +923,10 @@ def test_fetch_spam_does_not_grow_the_outbox_without_bound(
     bound = 2 * MAX_FRAME
     for _ in range(12):
         try:
-            sx.receive_data(spam)
+            x.receive_data(sx, spam)
         except RemoteProtocolError:
             break  # refusing the abuse is fine too
-        assert sx._outbox_bytes <= bound
+        assert sx.queued_bytes <= bound
 
 
 @settings(
@@ -943,7 +944,7 @@ def test_session_fuzz_only_raises_remote_protocol_errors(
     session = x.open_session(expected_peer=y.endpoint_id)
     before = snapshot(replica)
     try:
-        session.receive_data(data)
+        x.receive_data(session, data)
     except RemoteProtocolError as exc:
         assert session.state is State.ERROR
         assert error_frame(session).code == exc.code

@@ -1,10 +1,8 @@
-"""Endpoint identity: key file, endpoint ids, human form, signatures."""
+"""Endpoint identity: endpoint ids, human form, signatures (key files: tests/node/test_home.py)."""
 
 from __future__ import annotations
 
 import hashlib
-import stat
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -12,49 +10,16 @@ from hypothesis import strategies as st
 
 from p2pspace.core.identity import (
     ENDPOINT_ID_SIZE,
-    KEY_FILE,
     Identity,
     endpoint_id_of,
     format_endpoint_id,
-    load_or_create_identity,
     parse_endpoint_id,
     short_id,
     verify_signature,
 )
-from p2pspace.errors import AuthenticationError, LocalProtocolError, StorageError
+from p2pspace.errors import AuthenticationError, LocalProtocolError
 
 HYPOTHESIS = settings(max_examples=200, deadline=None, derandomize=True, database=None)
-
-
-def test_key_file_created_0600_and_reloaded_the_same(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    first = load_or_create_identity(home)
-    key_file = home / KEY_FILE
-    assert key_file.is_file()
-    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-    assert key_file.read_bytes() == first.private_bytes()
-    assert len(first.private_bytes()) == 32
-    assert not (home / "identity.tmp").exists()
-
-    again = load_or_create_identity(home)
-    assert again.public_key == first.public_key
-    assert again.endpoint_id == first.endpoint_id
-    assert again.private_bytes() == first.private_bytes()
-
-
-def test_seed_is_deterministic_and_ignored_once_a_key_exists(tmp_path: Path) -> None:
-    a = load_or_create_identity(tmp_path / "a", seed=b"s1")
-    b = load_or_create_identity(tmp_path / "b", seed=b"s1")
-    assert a.endpoint_id == b.endpoint_id == Identity.from_seed(b"s1").endpoint_id
-    reloaded = load_or_create_identity(tmp_path / "a", seed=b"other")
-    assert reloaded.endpoint_id == a.endpoint_id
-    assert Identity.from_seed(b"s2").endpoint_id != a.endpoint_id
-
-
-def test_generated_identities_differ(tmp_path: Path) -> None:
-    a = load_or_create_identity(tmp_path / "a")
-    b = load_or_create_identity(tmp_path / "b")
-    assert a.endpoint_id != b.endpoint_id
 
 
 def test_endpoint_id_is_sha256_prefix_of_raw_public_key() -> None:
@@ -70,24 +35,6 @@ def test_endpoint_id_is_sha256_prefix_of_raw_public_key() -> None:
 def test_endpoint_id_of_refuses_wrong_key_size(size: int) -> None:
     with pytest.raises(LocalProtocolError):
         endpoint_id_of(b"\x01" * size)
-
-
-@pytest.mark.parametrize("raw", [b"", b"\x00" * 31, b"\x00" * 33, b"\x00" * 64])
-def test_corrupt_key_file_is_storage_error(tmp_path: Path, raw: bytes) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / KEY_FILE).write_bytes(raw)
-    with pytest.raises(StorageError):
-        load_or_create_identity(home)
-    # The corrupt file is left alone, never silently replaced with a new identity.
-    assert (home / KEY_FILE).read_bytes() == raw
-
-
-def test_unreadable_key_file_is_storage_error(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    (home / KEY_FILE).mkdir(parents=True)  # a folder where the key file should be
-    with pytest.raises(StorageError):
-        load_or_create_identity(home)
 
 
 @HYPOTHESIS

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pspace.core.store import SCHEMA_VERSION, STORE_FILE, KVState, Store
+from p2pspace.core.store import SCHEMA_VERSION, KVState, Store
 from p2pspace.errors import LocalProtocolError, StorageError
 
 SPACE = b"S" * 16
@@ -76,16 +76,6 @@ def test_schema_created(tmp_path: Path) -> None:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     finally:
         db.close()
-
-
-def test_open_in_creates_home(tmp_path: Path) -> None:
-    home = tmp_path / "a" / "b"
-    store = Store.open_in(home, durability="normal")
-    try:
-        assert store.path == home / STORE_FILE
-        assert (home / STORE_FILE).exists()
-    finally:
-        store.close()
 
 
 def test_bad_durability_refused(tmp_path: Path) -> None:

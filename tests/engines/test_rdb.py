@@ -27,7 +27,7 @@ from p2pspace.core.store import KVState, Store
 from p2pspace.engines import rdb
 from p2pspace.engines.rdb import RdbEngine, RdbView, record_key
 from p2pspace.errors import CommandError, LocalProtocolError, StorageError
-from tests.conftest import wires_of
+from tests.helpers.replicas import wires_of
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def craft(sender: Replica, commands: list[Command], *, time: int = 9) -> Delta:
 
 
 def test_create_set_delete(replica: Replica) -> None:
-    view = replica.rdb()
+    view = rdb.view(replica)
     replica.create([rdb.create("t", "r1", {"a": 1, "b": "x"})], time=2)
     assert view.get("t", "r1") == {"a": 1, "b": "x"}
     assert _last_undo(replica) == [[None]]
@@ -87,7 +87,7 @@ def test_create_set_delete(replica: Replica) -> None:
 
 
 def test_noops_are_recorded(replica: Replica) -> None:
-    view = replica.rdb()
+    view = rdb.view(replica)
     state = replica.state("db")
     # set / delete on a missing record
     replica.create([rdb.set_fields("t", "ghost", {"a": 1})], time=2)
@@ -131,7 +131,7 @@ def test_several_commands_in_one_delta(replica: Replica) -> None:
     undo = _last_undo(replica)
     assert len(undo) == 4
     assert undo[0] == [None] and undo[3] is None
-    view = replica.rdb()
+    view = rdb.view(replica)
     assert list(view.records("t")) == [("a", {"n": 2})]
     assert view.tables() == ["t", "u"]
 
@@ -148,7 +148,7 @@ def test_records_and_tables_views(replica: Replica) -> None:
         time=2,
     )
     replica.create([rdb.delete("t", "c")], time=3)
-    view = replica.rdb()
+    view = rdb.view(replica)
     # "tt" must not leak into "t" although its key starts with the same bytes
     assert list(view.records("t")) == [("a", {"v": 1}), ("b", {"v": 2})]
     assert list(view.records("tt")) == [("a", {"v": 9})]
@@ -166,10 +166,12 @@ def test_other_instance(make_store: Callable[[str], Store], identities: list[Ide
         nonce=b"\x02" * 16,
     )
     replica.create([rdb.create("t", "r", {"v": 1}, instance="notes")], time=2)
-    assert replica.rdb("notes").get("t", "r") == {"v": 1}
-    assert replica.rdb("db").get("t", "r") is None
+    assert rdb.view(replica, "notes").get("t", "r") == {"v": 1}
+    assert rdb.view(replica, "db").get("t", "r") is None
     with pytest.raises(LocalProtocolError):
-        replica.rdb("members")
+        rdb.view(replica, "members")  # an instance, but not of the rdb kind
+    with pytest.raises(LocalProtocolError):
+        rdb.view(replica, "nothere")
     with pytest.raises(LocalProtocolError):
         replica.create([rdb.create("t", "r", {"v": 1}, instance="nothere")], time=3)
 
@@ -187,7 +189,7 @@ def test_later_set_wins_on_every_replica(space_pair: tuple[Replica, Replica]) ->
     assert a.order_digest() == b.order_digest()
     # da and db are concurrent with equal rank: the creator id breaks the tie, db2 is last.
     assert da.rank == db.rank
-    assert a.rdb().get("t", "r") is None
+    assert rdb.view(a).get("t", "r") is None
     raw = a.state("db").get(record_key("t", "r"))
     assert raw is not None
     fields, deleted = codec.decode(raw)
@@ -201,7 +203,7 @@ def test_corrupt_record_is_storage_error(replica: Replica) -> None:
         replica.state("db").put(record_key("t", "r"), b"\xff\xff")
         replica.state("db").flush()
     with pytest.raises(StorageError):
-        replica.rdb().get("t", "r")
+        rdb.view(replica).get("t", "r")
 
 
 # -- validation -----------------------------------------------------------------------------------
@@ -277,7 +279,7 @@ def test_valid_crafted_delta_is_accepted(space_pair: tuple[Replica, Replica]) ->
     result = b.receive([craft(a, [rdb.create("t", "r", {"v": 1})]).wire()])
     assert not result.rejected
     assert len(result.executed) == 1
-    assert b.rdb().get("t", "r") == {"v": 1}
+    assert rdb.view(b).get("t", "r") == {"v": 1}
 
 
 # -- undo exactness -----------------------------------------------------------------------------

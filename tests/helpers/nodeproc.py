@@ -47,7 +47,9 @@ from typing import IO, Any
 import trio
 
 from p2pspace.errors import LocalProtocolError, P2PSpaceError
-from p2pspace.node.node import Node, open_node, parse_hostport
+from p2pspace.node.config import NodeConfig, parse_hostport
+from p2pspace.node.node import Node
+from p2pspace.node.runtime import open_node
 from p2pspace.sync.invitations import join_address
 
 SCRIPT = Path(__file__).resolve()
@@ -131,7 +133,7 @@ async def handle(node: Node, command: dict[str, Any]) -> dict[str, Any]:
             "staged": replica.staged_count,
         }
     if op == "status":
-        return dict(node.status())
+        return node.status().to_json()
     raise LocalProtocolError(f"unknown op {op!r}")
 
 
@@ -166,15 +168,14 @@ def _listen_address(text: str) -> tuple[str, int]:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    async with open_node(
-        Path(args.home),
+    config = NodeConfig(
         listen=_listen_address(args.listen),
-        interfaces=args.interface,
-        peers=[parse_hostport(p) for p in args.peer],
+        interfaces=tuple(args.interface),
+        peers=tuple(parse_hostport(p) for p in args.peer),
         discovery=args.discovery,
-        api=None,
         name=args.name,
-    ) as node:
+    )
+    async with open_node(Path(args.home), config) as node:
         host, port = node.listen_addresses[0]
         emit({"ready": True, "id": node.endpoint_id.hex(), "listen": join_address(host, port)})
         async for line in stdin_lines():

@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
 import trio
 
 from p2pspace.errors import LocalProtocolError, TransportError
-from p2pspace.node.node import Node, open_node, parse_hostport
+from p2pspace.node.config import NodeConfig, parse_hostport
+from p2pspace.node.node import Node
 from p2pspace.sync.syncstate import PeerState
-
-TIMEOUT = 20
-
-
-@asynccontextmanager
-async def node_at(home: Path, name: str, **kw: object) -> AsyncIterator[Node]:
-    options: dict[str, object] = {"listen": ("127.0.0.1", 0), "discovery": False, "api": None}
-    options.update(kw)
-    async with open_node(home, name=name, **options) as node:  # type: ignore[arg-type]
-        yield node
-
-
-def address(node: Node) -> tuple[str, int]:
-    return node.listen_addresses[0]
+from tests.helpers.nodes import TIMEOUT, address, node_at
 
 
 async def shared_pair(stack: AsyncExitStack, tmp: Path) -> tuple[Node, Node, bytes]:
@@ -41,7 +28,7 @@ async def test_join_then_edits_flow_both_ways_and_states_go_live(tmp_path: Path)
     async with AsyncExitStack() as stack:
         a, b, space = await shared_pair(stack, tmp_path)
         assert b.replica(space).can_create()
-        members = {m["name"]: m["role"] for m in a.space_info(space)["members"]}
+        members = {m.name: m.role for m in a.space_info(space).members}
         assert members == {"ann": "manager", "bob": "participant"}
         a.rdb_set(space, "t", "x", {"v": 1})
         b.rdb_set(space, "t", "y", {"v": 2})
@@ -57,8 +44,9 @@ async def test_join_then_edits_flow_both_ways_and_states_go_live(tmp_path: Path)
             timeout=TIMEOUT,
         )
         status = b.status()
-        (peer,) = status["peers"]
-        assert peer["connected"] and peer["spaces"] == {space.hex(): "live"}
+        (peer,) = status.peers
+        assert peer.connected and peer.spaces == {space: PeerState.LIVE}
+        assert status.to_json()["peers"][0]["spaces"] == {space.hex(): "live"}
 
 
 async def test_simultaneous_dials_keep_one_connection(tmp_path: Path) -> None:
@@ -117,7 +105,7 @@ async def test_static_peer_is_dialled_and_self_is_skipped(tmp_path: Path) -> Non
         a.rdb_set(space, "t", "x", {"v": 1})
         await a.wait_until(lambda: b.rdb_get(space, "t", "x") != {}, timeout=TIMEOUT)
         session = c.connections[a.endpoint_id].session
-        assert session.links == {} and session.stats.deltas_received == 0
+        assert session.linked_spaces() == () and session.stats.deltas_received == 0
         assert space not in c.endpoint.replicas
 
 
@@ -156,3 +144,25 @@ def test_parse_hostport() -> None:
     for bad in ("nohost", "h:0", "h:99999", ":80", "h:x"):
         with pytest.raises(LocalProtocolError):
             parse_hostport(bad)
+
+
+def test_node_config_refuses_knobs_that_make_no_sense() -> None:
+    config = NodeConfig(peers=[("h", 1)], interfaces=["127.0.0.1"])  # type: ignore[arg-type]
+    assert config.peers == (("h", 1),) and config.interfaces == ("127.0.0.1",)
+    with pytest.raises(TypeError):
+        config.space_engines["db"] = "other"  # type: ignore[index]
+    bad: list[dict[str, object]] = [
+        {"listen": ("h", 70000)},
+        {"peers": (("h", 0),)},
+        {"durability": "sometimes"},
+        {"space_engines": {}},
+        {"stall_timeout": 0},
+        {"tick_seconds": float("nan")},
+        {"backoff_min": 5.0, "backoff_max": 1.0},
+        {"dial_grace": -1},
+        {"max_inbound": 0},
+        {"event_queue": 1.5},
+    ]
+    for knobs in bad:
+        with pytest.raises(LocalProtocolError):
+            NodeConfig(**knobs)  # type: ignore[arg-type]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import random
-import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -28,15 +27,17 @@ from typing import Any
 import pytest
 import trio
 
-import p2pspace.node.node
 from p2pspace.core import codec
 from p2pspace.core.identity import Identity
 from p2pspace.errors import AuthenticationError, ErrorCode, InvitationError
-from p2pspace.node.node import Node, PeerConnection, open_node
-from p2pspace.node.tls import client_context, make_certificate, server_context
+from p2pspace.node.clock import SYSTEM_CLOCK, Clock
+from p2pspace.node.connections import PeerConnection
+from p2pspace.node.events import ConnectionRefused, NodeEvent, PeerDisconnected
+from p2pspace.node.home import open_endpoint
+from p2pspace.node.node import Node
+from p2pspace.node.tls import client_context, server_context
 from p2pspace.node.transport import dial
 from p2pspace.sync import handshake, invitations
-from p2pspace.sync.endpoint import Endpoint
 from p2pspace.sync.framing import MAX_FRAME, FrameDecoder, frame
 from p2pspace.sync.handshake import Challenge, JoinRequest, Proof, Welcome
 from p2pspace.sync.messages import (
@@ -53,11 +54,11 @@ from p2pspace.sync.messages import (
     decode_message,
     encode_message,
 )
+from p2pspace.testing import ManualClock
+from tests.helpers.nodes import TIMEOUT, attacker_context, node_at
 
-TIMEOUT = 30.0
 STALL = 0.5
-LOOPBACK = ("127.0.0.1", 0)
-Events = trio.MemoryReceiveChannel[dict[str, Any]]
+Events = trio.MemoryReceiveChannel[NodeEvent]
 
 # -- the honest pair -----------------------------------------------------------------------------
 
@@ -69,6 +70,7 @@ class Pair:
     space: bytes
     link: PeerConnection  # A's connection to B: no attack may replace or break it
     tmp: Path
+    clock: ManualClock  # A's wall clock
     rounds: int = 0
     _identities: Iterator[int] = dataclasses.field(default_factory=count)
 
@@ -82,8 +84,10 @@ class Pair:
         return self.a.listen_addresses[0]
 
 
-def _node(home: Path, name: str, **options: Any) -> contextlib.AbstractAsyncContextManager[Node]:
-    return open_node(home, listen=LOOPBACK, discovery=False, api=None, name=name, **options)
+def _node(
+    home: Path, name: str, *, clock: Clock = SYSTEM_CLOCK, **options: Any
+) -> contextlib.AbstractAsyncContextManager[Node]:
+    return node_at(home, name, clock=clock, **options)
 
 
 @pytest.fixture
@@ -91,15 +95,17 @@ async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
     # Seeds chosen so that B's id is larger than A's: after the join, B's dialler then waits for
     # the join's connection instead of racing it with a second one, so A-B is one connection
     # from start to end and the test can insist it is never replaced.
+    clock = ManualClock(ms=SYSTEM_CLOCK.now_ms())
     async with (
-        _node(tmp_path / "a", "ann", seed=b"hostile-a", stall_timeout=STALL) as a,
+        _node(tmp_path / "a", "ann", seed=b"hostile-a", stall_timeout=STALL, clock=clock) as a,
         _node(tmp_path / "b", "bob", seed=b"hostile-b") as b,
     ):
         assert b.endpoint_id > a.endpoint_id
         space = a.create_space("shared").space_id
         await b.join(a.invite(space), timeout=TIMEOUT)
         await a.wait_until(lambda: b.endpoint_id in a.connections, timeout=TIMEOUT)
-        pair = Pair(a=a, b=b, space=space, link=a.connections[b.endpoint_id], tmp=tmp_path)
+        link = a.connections[b.endpoint_id]
+        pair = Pair(a=a, b=b, space=space, link=link, tmp=tmp_path, clock=clock)
         await assert_serving(pair, refused=0)
         yield pair
 
@@ -123,16 +129,6 @@ async def assert_serving(pair: Pair, *, refused: int) -> None:
 
 
 # -- a hand-driven TLS client -------------------------------------------------------------------
-
-
-def attacker_context(tmp: Path, identity: Identity) -> ssl.SSLContext:
-    pem = tmp / f"attacker-{identity.endpoint_id.hex()}.pem"
-    pem.write_bytes(make_certificate(identity))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    context.load_cert_chain(str(pem))
-    return context
 
 
 class WireClient:
@@ -229,20 +225,22 @@ async def connect_to(
             await stream.aclose()
 
 
-async def next_event(events: Events, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+async def closed_event(events: Events, peer: bytes) -> PeerDisconnected:
+    """The next event saying ``peer``'s connection closed."""
     with trio.fail_after(TIMEOUT):
         async for event in events:
-            if predicate(event):
+            if isinstance(event, PeerDisconnected) and event.peer == peer:
                 return event
     raise AssertionError("the node's event stream ended")
 
 
-def closed_event(peer: bytes) -> Callable[[dict[str, Any]], bool]:
-    return lambda e: e["type"] == "peer" and e["peer"] == peer.hex() and not e["connected"]
-
-
-def refused_event(e: dict[str, Any]) -> bool:
-    return bool(e["type"] == "refused")
+async def refused_event(events: Events) -> ConnectionRefused:
+    """The next event saying a connection was refused."""
+    with trio.fail_after(TIMEOUT):
+        async for event in events:
+            if isinstance(event, ConnectionRefused):
+                return event
+    raise AssertionError("the node's event stream ended")
 
 
 def only_error(messages: list[Message]) -> Error:
@@ -276,8 +274,8 @@ async def test_raw_tcp_without_tls_is_refused(pair: Pair, junk: bytes) -> None:
                             break
                     except trio.BrokenResourceError:
                         break
-        event = await next_event(events, refused_event)
-    assert event["error"].startswith("TransportError"), event
+        event = await refused_event(events)
+    assert event.error.startswith("TransportError"), event
     await assert_serving(pair, refused=1)
 
 
@@ -322,9 +320,9 @@ async def test_bad_frame_after_handshake_is_refused(pair: Pair, attack: str) -> 
             assert await client.hello() == ()
             await client.send(data)
             error = only_error(await client.until_closed())
-        event = await next_event(events, closed_event(attacker.endpoint_id))
+        event = await closed_event(events, attacker.endpoint_id)
     assert error.code == code, error
-    assert event["error"] and error.message in event["error"]
+    assert event.error and error.message in event.error
     assert attacker.endpoint_id not in pair.a.connections
     await assert_serving(pair, refused=1)
 
@@ -355,10 +353,10 @@ async def test_partial_frame_then_stall_is_dropped(pair: Pair, sent: int) -> Non
         with a.subscribe() as events:
             started = trio.current_time()
             await client.send(data[:sent])
-            event = await next_event(events, closed_event(attacker.endpoint_id))
+            event = await closed_event(events, attacker.endpoint_id)
             waited = trio.current_time() - started
         assert await client.until_closed() == []
-    assert event["error"] == f"peer stalled mid-frame for {STALL:g} s"
+    assert event.error == f"peer stalled mid-frame for {STALL:g} s"
     assert waited >= STALL
     assert attacker.endpoint_id not in a.connections
     await assert_serving(pair, refused=1)
@@ -383,9 +381,9 @@ async def test_a_frame_trickled_a_byte_at_a_time_is_dropped(pair: Pair) -> None:
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(trickle)
-                event = await next_event(events, closed_event(attacker.endpoint_id))
+                event = await closed_event(events, attacker.endpoint_id)
                 nursery.cancel_scope.cancel()
-    assert event["error"] == f"peer stalled mid-frame for {STALL:g} s"
+    assert event.error == f"peer stalled mid-frame for {STALL:g} s"
     assert attacker.endpoint_id not in a.connections
     await assert_serving(pair, refused=1)
 
@@ -453,10 +451,10 @@ async def test_bad_proof_is_refused(pair: Pair, attack: str) -> None:
             await client.read_challenge()
             await client.send_handshake(make(client, pair))
             error = only_error(await client.until_closed())
-        event = await next_event(events, refused_event)
+        event = await refused_event(events)
     assert error.code == ErrorCode.BAD_SIGNATURE
     assert reason in error.message
-    assert event["error"].startswith("AuthenticationError: ") and reason in event["error"]
+    assert event.error.startswith("AuthenticationError: ") and reason in event.error
     await assert_serving(pair, refused=1)
 
 
@@ -541,7 +539,7 @@ async def test_non_member_learns_nothing_about_a_space(
         )
         assert await client.hello() == ()  # A's answer offers nothing
         await a.wait_until(lambda: attacker.endpoint_id in a.connections, timeout=TIMEOUT)
-        assert a.connections[attacker.endpoint_id].session.links == {}
+        assert a.connections[attacker.endpoint_id].session.linked_spaces() == ()
         assert (pair.space, attacker.endpoint_id) not in a.peer_sync
         await client.send_message(ask(pair))
         error = only_error(await client.until_closed())
@@ -562,7 +560,7 @@ async def test_non_member_learns_nothing_from_a_joiner_awaiting_its_grant(
     for i in range(5):
         a.rdb_set(space, "secrets", f"s{i}", {"text": f"private {i}"})
     history = [wire for _c, _s, _r, wire in a.replica(space).store.iter_log(space)]
-    endpoint = Endpoint(tmp_path / "j", seed=b"hostile-j")
+    endpoint = open_endpoint(tmp_path / "j", seed=b"hostile-j")
     try:
         replica = endpoint.join_space(a.replica(space).genesis.wire())
         assert not replica.receive(history[1:]).rejected
@@ -652,14 +650,11 @@ async def test_reused_invitation_is_refused(pair: Pair, tmp_path: Path) -> None:
     await assert_serving(pair, refused=1)
 
 
-async def test_expired_invitation_is_refused(
-    pair: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_expired_invitation_is_refused(pair: Pair, tmp_path: Path) -> None:
     a, space = pair.a, pair.space
     code = a.invite(space, ttl_ms=1)
     invitation = invitations.decode_code(code)
-    later = invitation.expires + 3_600_000
-    monkeypatch.setattr(p2pspace.node.node, "now_ms", lambda: later)  # an hour past expiry
+    pair.clock.advance(3_600_000)  # A's clock: an hour past expiry
 
     # The inviter checks expiry itself (a joiner need not be honest about its clock): redeem the
     # code by hand, skipping the joiner-side check.
@@ -687,8 +682,8 @@ async def test_expired_invitation_is_refused(
     assert not a.replica(space).is_member(joiner.endpoint_id)
     await assert_serving(pair, refused=1)
 
-    # A joining node refuses an expired code before it dials.
-    async with _node(tmp_path / "d", "dee") as d:
+    # A joining node refuses an expired code before it dials (by its own clock).
+    async with _node(tmp_path / "d", "dee", clock=pair.clock) as d:
         assert await join_refused(d, code) == "invitation has expired"
     await assert_serving(pair, refused=1)
 
@@ -774,7 +769,7 @@ async def test_joiner_refuses_a_welcome_for_another_space_and_keeps_nothing(
         invitation=bytes(16),
         secret=bytes(16),
         role="participant",
-        expires=p2pspace.node.node.now_ms() + 3_600_000,
+        expires=SYSTEM_CLOCK.now_ms() + 3_600_000,
     ).encode()
     async with trio.open_nursery() as nursery, _node(tmp_path / "d", "dee") as d:
         await nursery.start(serve_one)

@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import trio
 
-from p2pspace.node.node import Node, open_node
+from p2pspace.node.node import Node
+from tests.helpers.nodes import TIMEOUT, node_at
 
-TIMEOUT = 30
 
-
-def _open(home: Path, name: str) -> object:
-    return open_node(
-        home,
-        listen=("127.0.0.1", 0),
-        interfaces=["127.0.0.1"],
-        discovery=True,
-        api=None,
-        name=name,
-    )
+def _open(home: Path, name: str) -> contextlib.AbstractAsyncContextManager[Node]:
+    return node_at(home, name, interfaces=("127.0.0.1",), discovery=True)
 
 
 def _same(nodes: list[Node], space: bytes) -> bool:
@@ -36,12 +29,12 @@ async def _converged(nodes: list[Node], space: bytes) -> None:
 async def test_three_nodes_discover_edit_concurrently_and_converge(tmp_path: Path) -> None:
     rng = random.Random(5)
     async with AsyncExitStack() as stack:
-        a: Node = await stack.enter_async_context(_open(tmp_path / "a", "ann"))  # type: ignore[arg-type]
-        b: Node = await stack.enter_async_context(_open(tmp_path / "b", "bob"))  # type: ignore[arg-type]
+        a: Node = await stack.enter_async_context(_open(tmp_path / "a", "ann"))
+        b: Node = await stack.enter_async_context(_open(tmp_path / "b", "bob"))
         space = a.create_space("lan").space_id
         await b.join(a.invite(space), timeout=TIMEOUT)
         c_stack = AsyncExitStack()
-        c: Node = await c_stack.enter_async_context(_open(tmp_path / "c", "cy"))  # type: ignore[arg-type]
+        c: Node = await c_stack.enter_async_context(_open(tmp_path / "c", "cy"))
         try:
             await c.join(a.invite(space), timeout=TIMEOUT)
             nodes = [a, b, c]
@@ -86,7 +79,7 @@ async def test_three_nodes_discover_edit_concurrently_and_converge(tmp_path: Pat
         total = sum(a.replica(space).vector.values())
 
         # C comes back on the same home and catches up exactly what it lacks.
-        async with _open(tmp_path / "c", "cy") as c2:  # type: ignore[attr-defined]
+        async with _open(tmp_path / "c", "cy") as c2:
             await _converged([a, b, c2], space)
             assert sum(c2.replica(space).vector.values()) == total
             await a.wait_until(lambda: len(c2.connections) == 2, timeout=TIMEOUT)

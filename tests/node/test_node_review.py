@@ -17,7 +17,9 @@ import trio
 from p2pspace.core.identity import Identity
 from p2pspace.engines import members as members_engine
 from p2pspace.engines import rdb
-from p2pspace.node import node as node_module
+from p2pspace.node.dialer import peer_key
+from p2pspace.node.events import DiscussionChanged, NodeEvent, PostStatusesChanged
+from p2pspace.node.home import MAX_BOOK, open_endpoint
 from p2pspace.node.node import Node
 from p2pspace.sync import handshake
 from p2pspace.sync.endpoint import Endpoint
@@ -26,16 +28,12 @@ from p2pspace.sync.handshake import Challenge, Welcome
 from p2pspace.sync.messages import Ack, Fetch, Hello, encode_message
 from p2pspace.sync.syncstate import PeerState
 from p2pspace.tools.discussion import INSTANCE, TOPICS
-from tests.node.test_node import node_at
-from tests.node.test_node_hostile import attacker_context
-
-TIMEOUT = 20.0
-LOOPBACK = ("127.0.0.1", 0)
+from tests.helpers.nodes import TIMEOUT, attacker_context, node_at
 
 
 def sans_io_pair(tmp: Path) -> tuple[Endpoint, Identity, bytes]:
     """Endpoint A with a space in which a second identity B is a member."""
-    a = Endpoint(tmp / "a", seed=b"review-a", name="ann")
+    a = open_endpoint(tmp / "a", seed=b"review-a", name="ann")
     b = Identity.from_seed(b"review-b")
     space = a.create_space("s", time=1, engines={"db": "rdb"}).space_id
     a.create(
@@ -49,10 +47,11 @@ def sans_io_pair(tmp: Path) -> tuple[Endpoint, Identity, bytes]:
 def open_link(a: Endpoint, b: Identity, space: bytes):  # type: ignore[no-untyped-def]
     session = a.open_session(expected_peer=b.endpoint_id)
     session.data_to_send()
-    session.receive_data(
-        frame(encode_message(Hello(endpoint=b.endpoint_id, spaces=(space,), reply=False)))
+    a.receive_data(
+        session,
+        frame(encode_message(Hello(endpoint=b.endpoint_id, spaces=(space,), reply=False))),
     )
-    assert space in session.links
+    assert session.syncs(space)
     return session
 
 
@@ -69,7 +68,7 @@ def test_fetch_answer_of_large_deltas_fits_in_frames(tmp_path: Path) -> None:
     me = a.endpoint_id
     # What an honest peer's Endpoint.tick sends when it misses a run of A's deltas.
     fetch = frame(encode_message(Fetch(space=space, ranges=((me, 1, 81),))))
-    session.receive_data(fetch)
+    a.receive_data(session, fetch)
     out = session.data_to_send(max_bytes=1 << 40)
     assert out
 
@@ -166,11 +165,12 @@ async def _stranger(tmp: Path, address: tuple[str, int], n: int) -> trio.SSLStre
     return stream  # authenticated; shares no space; now just sits there
 
 
-async def test_idle_strangers_cannot_lock_members_out(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(node_module, "MAX_INBOUND", 4)  # 256 in production: same attack, scaled
-    async with node_at(tmp_path / "a", "ann") as a, node_at(tmp_path / "b", "bob") as b:
+async def test_idle_strangers_cannot_lock_members_out(tmp_path: Path) -> None:
+    # 256 in production: the same attack, scaled.
+    async with (
+        node_at(tmp_path / "a", "ann", max_inbound=4) as a,
+        node_at(tmp_path / "b", "bob") as b,
+    ):
         space = a.create_space("s").space_id
         # Strangers (throwaway keys, one signature each) authenticate and then just sit there:
         # they share no space, yet nothing ever closes their connections.
@@ -183,24 +183,25 @@ async def test_idle_strangers_cannot_lock_members_out(
                     await s.aclose()
 
 
-# -- 4. A stale (space, peer) machine + a dial attempt raise LocalProtocolError in _dialer --------
+# -- 4. A stale (space, peer) machine + a dial attempt raise LocalProtocolError in the dialler ---
 
 
 async def test_dial_with_a_stale_live_state_does_not_crash_the_node(tmp_path: Path) -> None:
     # The state arises on a joiner whose connection to its (non-creator) inviter ended before
-    # the delta that makes the inviter a member arrived: _serve_connection only resets machines
-    # of spaces where the peer is a member *now*, so (space, inviter) stays CATCHING_UP/LIVE.
+    # the delta that makes the inviter a member arrived: a connection's teardown only resets
+    # machines of spaces where the peer is a member *now*, so (space, inviter) stays
+    # CATCHING_UP/LIVE.
     # When the inviter later becomes a known member (learned from the creator), the dialler
     # feeds DIAL, which the table does not allow in CATCHING_UP/LIVE.
     try:
         async with node_at(tmp_path / "a", "ann") as a, node_at(tmp_path / "b", "bob") as b:
             space = a.create_space("s").space_id
             await b.join(a.invite(space), timeout=TIMEOUT)
-            b._drop_target(f"peer:{a.endpoint_id.hex()}")
+            b.dialer.drop_target(peer_key(a.endpoint_id))
             b.connections[a.endpoint_id].scope.cancel()
             await b.wait_until(lambda: a.endpoint_id not in b.connections, timeout=TIMEOUT)
             b.peer_sync[(space, a.endpoint_id)].state = PeerState.LIVE  # the stale state
-            b._ensure_target("again", [a.listen_addresses[0]], a.endpoint_id)
+            b.dialer.ensure_target("again", [a.listen_addresses[0]], a.endpoint_id)
             await b.wait_until(lambda: a.endpoint_id in b.connections, timeout=TIMEOUT)
     except trio.TooSlowError:
         raise
@@ -260,7 +261,6 @@ async def test_a_malformed_post_does_not_break_the_discussion(tmp_path: Path) ->
 def test_acks_with_made_up_creators_stay_bounded(tmp_path: Path) -> None:
     a, b, space = sans_io_pair(tmp_path)
     session = open_link(a, b, space)
-    link = session.links[space]
     for n in range(20):
         vector = tuple(
             (
@@ -269,11 +269,11 @@ def test_acks_with_made_up_creators_stay_bounded(tmp_path: Path) -> None:
             )
             for k in range(4096)
         )
-        session.receive_data(frame(encode_message(Ack(space=space, vector=vector))))
+        a.receive_data(session, frame(encode_message(Ack(space=space, vector=vector))))
         session.data_to_send(max_bytes=1 << 40)
     # 81,920 made-up creators are now in link.acked and link.known (and, in the node, in
     # Node._acks, re-encoded and written to the store on every tick).
-    assert len(link.acked) <= 4096 + len(a.replica(space).vector)
+    assert len(session.acked(space)) <= 4096 + len(a.replica(space).vector)
 
 
 # -- 7. mDNS sightings create dial targets (and dialler tasks) without bound ----------------------
@@ -286,14 +286,14 @@ async def test_mdns_sightings_do_not_grow_dial_targets_without_bound(tmp_path: P
         # Anyone on the LAN can announce services; each unique id makes a target and a task
         # that re-dials the announced host:port forever (backoff capped at 10 s).
         for n in range(1000):
-            a._on_sighting(
+            a.dialer.on_sighting(
                 Sighting(
                     endpoint=(10**6 + n).to_bytes(16, "big"),
                     addresses=(("127.0.0.1", 9),),
                     version=1,
                 )
             )
-        assert len(a.targets) <= node_module.MAX_BOOK
+        assert len(a.targets) <= MAX_BOOK
 
 
 async def test_a_spoofed_sighting_does_not_replace_a_members_address(tmp_path: Path) -> None:
@@ -302,10 +302,12 @@ async def test_a_spoofed_sighting_does_not_replace_a_members_address(tmp_path: P
     async with node_at(tmp_path / "a", "ann") as a, node_at(tmp_path / "b", "bob") as b:
         space = a.create_space("s").space_id
         await b.join(a.invite(space), timeout=TIMEOUT)
-        key = f"peer:{a.endpoint_id.hex()}"
+        key = peer_key(a.endpoint_id)
         good = list(b.targets[key].addresses)
         # An mDNS announcement naming A's id with a bogus address (anyone can send one).
-        b._on_sighting(Sighting(endpoint=a.endpoint_id, addresses=(("127.0.0.1", 9),), version=1))
+        b.dialer.on_sighting(
+            Sighting(endpoint=a.endpoint_id, addresses=(("127.0.0.1", 9),), version=1)
+        )
         assert any(addr in b.targets[key].addresses for addr in good)
 
 
@@ -320,15 +322,15 @@ async def test_discussion_events_keep_their_shape(tmp_path: Path) -> None:
         assert tool is not None
         with a.subscribe() as events:
             topic = tool.post("hello", "")
-            seen: list[dict[str, Any]] = []
+            seen: list[NodeEvent] = []
             with trio.fail_after(TIMEOUT):
                 async for event in events:
-                    if event["type"] == "discussion":
+                    if isinstance(event, DiscussionChanged):
                         seen.append(event)
-                    if event["type"] == "status":
+                    if isinstance(event, PostStatusesChanged):
                         break
-            assert topic
+            assert topic and seen
             for event in seen:
                 # ChangeEvent.to_json: every discussion event names its post and topic, and
                 # "by" is the post's creator -- here it is the acknowledging peer, no post.
-                assert {"post", "topic"} <= set(event), event
+                assert {"post", "topic"} <= set(event.to_json()), event

@@ -55,9 +55,9 @@ class SimForum:
 
         def acks() -> dict[bytes, dict[bytes, int]]:
             return {
-                s.peer: dict(s.links[space].acked)
+                s.peer: dict(s.acked(space))
                 for s in endpoint.sessions
-                if s.peer is not None and space in s.links
+                if s.peer is not None and s.syncs(space)
             }
 
         return Discussion(

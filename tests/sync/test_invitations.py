@@ -9,6 +9,7 @@ import pytest
 from p2pspace.core.identity import Identity
 from p2pspace.core.store import Store
 from p2pspace.errors import InvitationError, LocalProtocolError, MalformedError
+from p2pspace.node.home import open_store
 from p2pspace.sync import invitations
 
 INVITER = Identity.from_seed(b"inviter").endpoint_id
@@ -20,7 +21,7 @@ NONCE = b"n" * 32
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
-    s = Store.open_in(tmp_path)
+    s = open_store(tmp_path)
     yield s  # type: ignore[misc]
     s.close()
 

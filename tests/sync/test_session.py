@@ -13,10 +13,12 @@ from p2pspace.core.identity import Identity
 from p2pspace.core.replica import Replica
 from p2pspace.engines import members, rdb
 from p2pspace.errors import ResourceLimitError
+from p2pspace.node.home import open_endpoint
 from p2pspace.sync.endpoint import Endpoint
 from p2pspace.sync.framing import FrameDecoder, frame
 from p2pspace.sync.messages import Deltas, Error, Fetch, Hello, decode_message, encode_message
-from p2pspace.sync.session import MAX_OUTBOX, SendState, State
+from p2pspace.sync.outbox import MAX_OUTBOX
+from p2pspace.sync.session import SendState, State
 from p2pspace.testing.loopback import Link, connect, pump
 
 
@@ -26,7 +28,7 @@ class Net:
         self.endpoints: list[Endpoint] = []
 
     def endpoint(self, name: str) -> Endpoint:
-        ep = Endpoint(self.root / name, seed=name.encode(), durability="normal", name=name)
+        ep = open_endpoint(self.root / name, seed=name.encode(), durability="normal", name=name)
         self.endpoints.append(ep)
         return ep
 
@@ -105,7 +107,7 @@ def test_live_deltas_relay_through_a_peer(net: Net) -> None:
     pump(links)
     for ep in (b, c):
         same(a.replica(sid), ep.replica(sid))
-    assert a.replica(sid).rdb().get("t", "x") is not None
+    assert rdb.view(a.replica(sid)).get("t", "x") is not None
 
 
 def test_joiner_and_member_sync_without_pinning(net: Net) -> None:
@@ -114,8 +116,8 @@ def test_joiner_and_member_sync_without_pinning(net: Net) -> None:
     disconnect(a, m)
     # Neither side pins the other (a server that cannot check the client certificate).
     sj, sm = j.open_session(), m.open_session()
-    pump([Link(a=sj, b=sm)])
-    assert sid in sj.links and sid in sm.links
+    pump([Link(a=sj, b=sm, ea=j, eb=m)])
+    assert sj.syncs(sid) and sm.syncs(sid)
     same(j.replica(sid), m.replica(sid))
     assert j.replica(sid).can_create()
 
@@ -127,9 +129,9 @@ def test_a_stranger_flooding_hellos_is_cut_off(net: Net) -> None:
     hello = frame(encode_message(Hello(endpoint=stranger, spaces=(), reply=False)))
     with pytest.raises(ResourceLimitError):
         for _ in range(40):
-            session.receive_data(hello * 20_000)  # and never reads the answers
+            v.receive_data(session, hello * 20_000)  # and never reads the answers
     assert session.state is State.ERROR
-    assert session.links == {}
+    assert session.linked_spaces() == ()
     out = session.data_to_send()
     payloads = FrameDecoder().feed(out)
     assert len(payloads) == 1
@@ -144,8 +146,9 @@ def test_slow_reader_gets_a_lazy_stream_not_a_growing_queue(net: Net) -> None:
     big = "x" * 4000
     for i in range(1500):  # about 6 MB of live deltas while b does not read
         a.create(sid, [rdb.create("t", f"r{i}", {"v": big})], time=6)
-        assert link.a._outbox_bytes <= MAX_OUTBOX
-    assert link.a.links[sid].send is SendState.STREAMING
+        assert link.a.queued_bytes <= MAX_OUTBOX
+    view = link.a.link(sid)
+    assert view is not None and view.send is SendState.STREAMING
     pump([link])
     same(a.replica(sid), b.replica(sid))
     assert link.a.state is State.OPEN
@@ -172,13 +175,13 @@ def test_a_bad_delta_parked_by_one_peer_does_not_cut_another(net: Net) -> None:
     bad = bad.with_signature(m.identity.sign(bad.body))
     to_m = connect(v, m)
     pump([to_m])
-    to_m.a.receive_data(frame(encode_message(Deltas(space=sid, wires=(bad.wire(),)))))
+    to_m.ea.receive_data(to_m.a, frame(encode_message(Deltas(space=sid, wires=(bad.wire(),)))))
     assert v.replica(sid).pending_count == 1
     to_h = connect(v, h)
     pump([to_h])  # h delivers ``fresh``; the parked delta is now refused with a RankError
     assert to_h.a.state is State.OPEN and to_h.a.error is None
     assert v.replica(sid).pending_count == 0
-    assert v.replica(sid).rdb().get("t", "evil") is None
+    assert rdb.view(v.replica(sid)).get("t", "evil") is None
     same(v.replica(sid), h.replica(sid))
 
 
@@ -221,7 +224,7 @@ def test_a_huge_local_batch_streams_instead_of_cutting_live_peers(net: Net) -> N
     pump([link])
     big = "y" * 2000
     a.create_many(sid, [[rdb.create("t", f"r{i}", {"v": big})] for i in range(5000)], time=3)
-    assert link.a._outbox_bytes <= MAX_OUTBOX
+    assert link.a.queued_bytes <= MAX_OUTBOX
     pump([link])
     assert link.a.state is State.OPEN and link.b.state is State.OPEN
     same(a.replica(sid), b.replica(sid))
@@ -267,11 +270,11 @@ def test_a_forged_copy_parked_by_one_peer_does_not_blame_the_honest_one(net: Net
     ).with_signature(b"\x01" * 64)
     to_e = connect(r, e)
     pump([to_e])
-    to_e.a.receive_data(frame(encode_message(Deltas(space=sid, wires=(forged.wire(),)))))
+    to_e.ea.receive_data(to_e.a, frame(encode_message(Deltas(space=sid, wires=(forged.wire(),)))))
     to_m = connect(r, m)
     pump([to_m])
     assert to_m.a.state is State.OPEN and to_m.a.error is None
-    assert r.replica(sid).rdb().get("t", "cx") == {"v": 1}
+    assert rdb.view(r.replica(sid)).get("t", "cx") == {"v": 1}
 
 
 def test_hellos_naming_unknown_spaces_cost_nothing(net: Net) -> None:
@@ -281,8 +284,8 @@ def test_hellos_naming_unknown_spaces_cost_nothing(net: Net) -> None:
     for n in range(200):
         spaces = tuple(n.to_bytes(2, "big") + k.to_bytes(2, "big") + bytes(12) for k in range(1000))
         hello = Hello(endpoint=stranger, spaces=spaces, reply=True)
-        session.receive_data(frame(encode_message(hello)))
-    assert session._peer_spaces == ()
+        v.receive_data(session, frame(encode_message(hello)))
+    assert session.link(_sid) is None and session.linked_spaces() == ()
     assert session.state is State.OPEN
 
 
@@ -296,7 +299,7 @@ def test_a_peer_that_fetches_without_reading_is_cut_off_cleanly(net: Net) -> Non
     ask = frame(encode_message(Fetch(space=sid, ranges=((a.endpoint_id, 1, 4000),))))
     with pytest.raises(ResourceLimitError):
         for _ in range(10):
-            link.a.receive_data(ask)  # b never reads the answers
+            link.ea.receive_data(link.a, ask)  # b never reads the answers
     assert link.a.state is State.ERROR
     a.tick()  # no RuntimeError from sessions torn down mid-iteration
-    assert link.a._outbox_bytes < 1024
+    assert link.a.queued_bytes < 1024

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from p2pspace.engines import members, rdb
+from p2pspace.node.home import open_endpoint
 from p2pspace.sync.endpoint import Endpoint
 from p2pspace.testing import causality_violation
 from p2pspace.testing.loopback import Link, connect, pump
@@ -49,7 +50,7 @@ class ThreeEndpoints(RuleBasedStateMachine):
         self.clock = 2
 
     def _open(self, i: int) -> Endpoint:
-        return Endpoint(
+        return open_endpoint(
             self.root / f"e{i}", seed=f"st-{i}".encode(), durability="normal", name=f"e{i}"
         )
 
@@ -89,10 +90,10 @@ class ThreeEndpoints(RuleBasedStateMachine):
     def deliver_some(self, data: st.DataObject, forward: bool, size: int) -> None:
         pair = data.draw(st.sampled_from(sorted(self.links)))
         link = self.links[pair]
-        src, dst = (link.a, link.b) if forward else (link.b, link.a)
+        src, dst, endpoint = (link.a, link.b, link.eb) if forward else (link.b, link.a, link.ea)
         chunk = src.data_to_send(size)
         if chunk:
-            dst.receive_data(chunk)
+            endpoint.receive_data(dst, chunk)
 
     @rule(i=st.integers(0, 2))
     def tick(self, i: int) -> None:

@@ -24,6 +24,7 @@ from p2pspace.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
+from p2pspace.node.home import open_endpoint
 from p2pspace.sync.endpoint import Endpoint
 from p2pspace.testing.loopback import Link, connect, pump
 from p2pspace.tools.discussion import (
@@ -54,9 +55,9 @@ class Clock:
 def session_acks(endpoint: Endpoint, space: bytes) -> dict[bytes, dict[bytes, int]]:
     """What each connected peer acknowledged for ``space`` (what a node keeps, in miniature)."""
     return {
-        s.peer: dict(s.links[space].acked)
+        s.peer: dict(s.acked(space))
         for s in endpoint.sessions
-        if s.peer is not None and space in s.links
+        if s.peer is not None and s.syncs(space)
     }
 
 
@@ -73,7 +74,7 @@ class Member:
 
     @property
     def view(self) -> rdb.RdbView:
-        return self.replica.rdb(INSTANCE)
+        return rdb.view(self.replica, INSTANCE)
 
 
 @dataclass
@@ -106,7 +107,9 @@ class Forum:
 def make_forum(root: Path, names: list[str], opened: list[Endpoint]) -> Forum:
     """Endpoints (appended to ``opened``, for closing) sharing a space with the discussion."""
     clock = Clock()
-    endpoints = [Endpoint(root / n, seed=n.encode(), name=n, durability="normal") for n in names]
+    endpoints = [
+        open_endpoint(root / n, seed=n.encode(), name=n, durability="normal") for n in names
+    ]
     opened.extend(endpoints)
     first = endpoints[0]
     replica = first.create_space("forum", time=1, engines=ENGINES, nonce=b"\x07" * 16)
@@ -606,7 +609,7 @@ def test_limits_are_inclusive(solo: Forum) -> None:
 
 
 def test_a_space_without_the_tool_is_refused(tmp_path: Path) -> None:
-    ep = Endpoint(tmp_path / "x", seed=b"x", durability="normal")
+    ep = open_endpoint(tmp_path / "x", seed=b"x", durability="normal")
     try:
         replica = ep.create_space("plain", time=1, engines={"db": "rdb"})
         with pytest.raises(LocalProtocolError, match="no discussion tool"):

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from p2pspace.node.home import open_endpoint
 from p2pspace.testing import Faults, SimNetwork
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,9 +59,8 @@ def test_the_example_stays_small() -> None:
 
 def test_bad_input_is_refused_and_changes_nothing(tmp_path: Path) -> None:
     from p2pspace.errors import LocalProtocolError
-    from p2pspace.sync.endpoint import Endpoint
 
-    ep = Endpoint(tmp_path / "e", seed=b"e", durability="normal")
+    ep = open_endpoint(tmp_path / "e", seed=b"e", durability="normal")
     try:
         replica = ep.create_space("s", time=1, engines={"tasks": "rdb"})
         tasks = TaskList(replica, now=lambda: 5, commit=lambda c: replica.create(c, time=5))
@@ -125,6 +125,30 @@ def check_task_list_on(net: SimNetwork, rng: random.Random) -> None:
     assert net.check_convergence().converged
     assert tool(0).tasks() == tool(1).tasks() == tool(2).tasks()
     assert len(tool(0).tasks()) >= 5 and net.stats.crashes > 0
+
+
+def test_the_commands_the_tool_makes_keep_the_engine_contract(tmp_path: Path) -> None:
+    from p2pspace.engines import rdb
+    from p2pspace.testing import check_engine
+
+    made: list[Any] = []  # every command the tool commits
+    ep = open_endpoint(tmp_path / "e", seed=b"e", durability="normal")
+    try:
+        replica = ep.create_space("s", time=1, engines={"tasks": "rdb"})
+        commit = lambda c: (made.extend(c), replica.create(c, time=5))[1]  # noqa: E731
+        tasks = TaskList(replica, now=lambda: 5, commit=commit)
+        milk = tasks.add("buy milk")
+        tasks.assign(milk, ep.endpoint_id)
+        tasks.done(milk)
+        tasks.reopen(tasks.add("take out the bins"))
+    finally:
+        ep.close()
+    report = check_engine(
+        rdb.RdbEngine(),
+        [*made, rdb.set_fields("tasks", "no-such-task", {"done": True})],  # a recorded no-op
+        invalid=[rdb.set_fields("tasks", milk, {}), rdb.create("tasks", "", {"title": "x"})],
+    )
+    assert report.changes > 0 and report.no_ops > 0  # both kinds of execution were checked
 
 
 # -- the doc ---------------------------------------------------------------------------------

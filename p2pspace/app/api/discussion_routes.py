@@ -1,0 +1,105 @@
+"""The discussion tool's routes, under ``/api/spaces/{space}/discussion/``.
+
+Theory of operation. A route provider (see :mod:`p2pspace.app.api.registry`), declared in
+``pyproject.toml`` under the ``p2pspace.api_routes`` entry-point group; the api package itself
+does not name it. Reads answer the tool's JSON forms (``to_json()`` of its views); writes answer
+the id of the post they made or changed. Text is checked and trimmed by the tool
+(:class:`~p2pspace.tools.discussion.Discussion`), which raises the errors the app maps to
+statuses: an unknown topic or post is 404, a change to someone else's post 403, a change that
+conflicts with the post's state (already deleted, nothing to undo) 409, and a space without the
+tool 400.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from p2pspace.app.api.http import json_response, string_field
+from p2pspace.errors import LocalProtocolError
+
+if TYPE_CHECKING:
+    from p2pspace.app.api.context import RouteContext
+    from p2pspace.tools.discussion import Discussion
+
+PREFIX = "/api/spaces/{space}/discussion"
+POST = PREFIX + "/posts/{post}"
+
+
+class DiscussionRoutes:
+    """The discussion tool's routes, bound to one :class:`RouteContext`."""
+
+    def __init__(self, context: RouteContext) -> None:
+        self.context = context
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route(PREFIX + "/topics", self.list_topics, methods=["GET"]),
+            Route(PREFIX + "/topics", self.create_topic, methods=["POST"]),
+            Route(PREFIX + "/threads/{topic}", self.get_thread, methods=["GET"]),
+            Route(POST, self.get_post, methods=["GET"]),
+            Route(POST, self.edit_post, methods=["PUT"]),
+            Route(POST, self.delete_post, methods=["DELETE"]),
+            Route(POST + "/replies", self.create_reply, methods=["POST"]),
+            Route(PREFIX + "/undo", self.undo, methods=["POST"]),
+            Route(PREFIX + "/last-change", self.get_last_change, methods=["GET"]),
+        ]
+
+    def _tool(self, request: Request) -> Discussion:
+        tool = self.context.node.discussion(self.context.space(request))
+        if tool is None:  # pragma: no cover - required=True raises instead
+            raise LocalProtocolError("this space has no discussion tool")
+        return tool
+
+    async def list_topics(self, request: Request) -> Response:
+        topics = self._tool(request).topics()
+        return json_response({"topics": [t.to_json() for t in topics]})
+
+    async def create_topic(self, request: Request) -> Response:
+        body = await self.context.body(request)
+        title, text = string_field(body, "title"), string_field(body, "body", default="")
+        return json_response({"id": self._tool(request).post(title, text)}, 201)
+
+    async def get_thread(self, request: Request) -> Response:
+        thread = self._tool(request).thread(request.path_params["topic"])
+        return json_response({"thread": thread.to_json()})
+
+    async def get_post(self, request: Request) -> Response:
+        post = self._tool(request).get(request.path_params["post"])
+        return json_response({"post": post.to_json()})
+
+    async def create_reply(self, request: Request) -> Response:
+        body = await self.context.body(request)
+        text = string_field(body, "body")
+        reply = self._tool(request).reply(request.path_params["post"], text)
+        return json_response({"id": reply}, 201)
+
+    async def edit_post(self, request: Request) -> Response:
+        body = await self.context.body(request)
+        text = string_field(body, "body")
+        title = None if body.get("title") is None else string_field(body, "title")
+        post = request.path_params["post"]
+        self._tool(request).edit(post, text, title)
+        return json_response({"id": post})
+
+    async def delete_post(self, request: Request) -> Response:
+        post = request.path_params["post"]
+        self._tool(request).delete(post)
+        return json_response({"id": post})
+
+    async def undo(self, request: Request) -> Response:
+        return json_response({"id": self._tool(request).undo_last()})
+
+    async def get_last_change(self, request: Request) -> Response:
+        return json_response({"change": self._tool(request).last_change()})
+
+
+def routes(context: RouteContext) -> list[BaseRoute]:
+    """The route provider named by the ``discussion`` entry point."""
+    return DiscussionRoutes(context).routes()
+
+
+__all__ = ["DiscussionRoutes", "routes"]

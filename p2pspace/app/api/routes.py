@@ -1,0 +1,151 @@
+"""The node's own routes: status, spaces, invitations, joins, rdb records, presence, events.
+
+Theory of operation. Each handler reads the request, calls one :class:`Node` method and answers
+its JSON; failures are raised and mapped to statuses by the app
+(:data:`~p2pspace.app.api.http.EXCEPTION_HANDLERS`). ``{space}`` in a path is a space id, id
+prefix or name. Two kinds of request may last: a join (up to its ``timeout_s``) and a read with
+``?wait=SECONDS`` (a long-poll: it answers as soon as what it reads exists, or with what there is
+when the wait is over). Both end early, answering, when the API stops.
+
+Tools' routes are not here: each tool declares its own (see :mod:`p2pspace.app.api.registry`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import trio
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from p2pspace.app.api.events import EventStream
+from p2pspace.app.api.http import HTTPError, json_response, seconds_field, text_field
+from p2pspace.app.space_tools import DEFAULT_TOOL, SPACE_TOOLS
+
+if TYPE_CHECKING:
+    from p2pspace.app.api.context import RouteContext
+    from p2pspace.core.delta import Delta
+
+SPACE = "/api/spaces/{space}"
+RECORD = SPACE + "/rdb/{table}/{record:path}"
+
+
+def delta_json(delta: Delta) -> dict[str, Any]:
+    """What a write answers: the id and hash of the delta that made it."""
+    return {"creator": delta.creator.hex(), "seq": delta.seq, "hash": delta.hash.hex()}
+
+
+class NodeRoutes:
+    """The node's routes, bound to one :class:`RouteContext`."""
+
+    def __init__(self, context: RouteContext) -> None:
+        self.context = context
+        self.node = context.node
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/api/status", self.get_status, methods=["GET"]),
+            Route("/api/spaces", self.list_spaces, methods=["GET"]),
+            Route("/api/spaces", self.create_space, methods=["POST"]),
+            Route(SPACE, self.get_space, methods=["GET"]),
+            Route(SPACE + "/invitations", self.create_invitation, methods=["POST"]),
+            Route("/api/join", self.join, methods=["POST"]),
+            Route(SPACE + "/rdb/{table}", self.get_table, methods=["GET"]),
+            Route(RECORD, self.get_record, methods=["GET"]),
+            Route(RECORD, self.put_record, methods=["PUT"]),
+            Route(RECORD, self.delete_record, methods=["DELETE"]),
+            Route(SPACE + "/presence", self.get_presence, methods=["GET"]),
+            Route("/api/events", EventStream(self.context), methods=["GET"]),
+        ]
+
+    async def get_status(self, request: Request) -> Response:
+        return json_response(self.node.status())
+
+    async def list_spaces(self, request: Request) -> Response:
+        return json_response(self.node.spaces())
+
+    async def create_space(self, request: Request) -> Response:
+        body = await self.context.body(request)
+        name = text_field(body, "name")
+        tool = text_field(body, "tool", default=DEFAULT_TOOL)
+        if tool not in SPACE_TOOLS:
+            raise HTTPError(400, f"'tool' must be one of {', '.join(SPACE_TOOLS)}")
+        replica = self.node.create_space(name, engines=SPACE_TOOLS[tool])
+        return json_response(self.node.space_info(replica.space_id), 201)
+
+    async def get_space(self, request: Request) -> Response:
+        return json_response(self.node.space_info(self.context.space(request)))
+
+    async def create_invitation(self, request: Request) -> Response:
+        body = await self.context.body(request)
+        space = self.context.space(request)
+        role = text_field(body, "role", default="participant")
+        ttl = seconds_field(body, "ttl_s")
+        if ttl is None:
+            code = self.node.invite(space, role=role)
+        else:
+            code = self.node.invite(space, role=role, ttl_ms=max(1, round(ttl * 1000)))
+        return json_response({"code": code, "space": space.hex()}, 201)
+
+    async def join(self, request: Request) -> Response:
+        body = await self.context.body(request)
+        code = text_field(body, "code")
+        config = self.context.config
+        timeout = seconds_field(body, "timeout_s")
+        timeout = config.max_wait if timeout is None else min(timeout, config.max_join_wait)
+        with self.context.stopper.cancellable() as scope:
+            try:
+                space = await self.node.join(code, timeout=timeout)
+            except trio.TooSlowError:
+                raise HTTPError(
+                    504,
+                    f"the join did not finish within {timeout:g} s "
+                    "(is the inviter's node running and reachable?)",
+                ) from None
+        if scope.cancelled_caught:
+            raise HTTPError(503, "the node stopped before the join finished")
+        return json_response({"space": space.hex()})
+
+    async def get_table(self, request: Request) -> Response:
+        space, table = self.context.space(request), request.path_params["table"]
+        await self.context.wait(request, lambda: bool(self.node.rdb_get(space, table)))
+        records = self.node.rdb_get(space, table)
+        return json_response({"space": space.hex(), "table": table, "records": records})
+
+    async def get_record(self, request: Request) -> Response:
+        space = self.context.space(request)
+        table, record = request.path_params["table"], request.path_params["record"]
+        await self.context.wait(request, lambda: bool(self.node.rdb_get(space, table, record)))
+        found = self.node.rdb_get(space, table, record)
+        if record not in found:
+            raise HTTPError(404, f"no record {table}/{record} in space {space.hex()}")
+        body = {"space": space.hex(), "table": table, "record": record, "fields": found[record]}
+        return json_response(body)
+
+    async def put_record(self, request: Request) -> Response:
+        body = await self.context.body(request)
+        space = self.context.space(request)
+        fields = body.get("fields")
+        if not isinstance(fields, dict):
+            raise HTTPError(400, "'fields' must be a JSON object of field values")
+        table, record = request.path_params["table"], request.path_params["record"]
+        delta = self.node.rdb_set(space, table, record, fields)
+        return json_response({"delta": delta_json(delta)})
+
+    async def delete_record(self, request: Request) -> Response:
+        space = self.context.space(request)
+        table, record = request.path_params["table"], request.path_params["record"]
+        delta = self.node.rdb_delete(space, table, record)
+        return json_response({"delta": delta_json(delta)})
+
+    async def get_presence(self, request: Request) -> Response:
+        return json_response({"members": self.node.presence(self.context.space(request))})
+
+
+def node_routes(context: RouteContext) -> list[BaseRoute]:
+    """The node's routes (a route provider, like each tool's, but always served)."""
+    return NodeRoutes(context).routes()
+
+
+__all__ = ["NodeRoutes", "delta_json", "node_routes"]

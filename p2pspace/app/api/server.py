@@ -1,0 +1,188 @@
+"""Serving the API: a loopback-only socket, hypercorn on trio, and ``home/api.json``.
+
+Theory of operation. :func:`serve_api` is a trio service (``await nursery.start(serve_api,
+node, host, port, token)``): it binds the socket itself -- so a refused host or a taken port
+fails before anything is written, with our own error types -- writes ``home/api.json``
+(``{"url", "pid"}``, mode 0600) naming where it serves, starts hypercorn on that socket, and only
+then reports the URL (``task_status.started``) and sets ``node.api_url``. Connections made
+before hypercorn accepts wait in the listen backlog.
+
+The API is for programs of the same user on the same machine: it binds loopback addresses only
+(:func:`loopback_host`) and every request must carry the token (:mod:`p2pspace.app.api.auth`).
+
+Shutdown. Hypercorn runs in a shielded scope so that when the caller's nursery is cancelled the
+API ends its long-lived responses properly first: the stopper cancels event streams and
+long-polls, which answer with what they have, then the server stops -- within
+``ApiConfig.shutdown_grace`` seconds, whatever the clients do. ``api.json`` is removed last, and
+only if it still names this server (another node may have taken the home over since).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from starlette.applications import Starlette
+from starlette.types import ASGIApp
+
+from p2pspace.app.api.auth import TokenGuard
+from p2pspace.app.api.context import DEFAULT_CONFIG, ApiConfig, RouteContext
+from p2pspace.app.api.http import EXCEPTION_HANDLERS
+from p2pspace.app.api.registry import RouteProvider, collect_routes, installed_route_providers
+from p2pspace.errors import LocalProtocolError, StorageError, TransportError
+from p2pspace.node.home import info_path, load_or_create_token, write_private
+from p2pspace.sync.invitations import join_address
+
+if TYPE_CHECKING:
+    from hypercorn.typing import Framework
+
+    from p2pspace.node.node import Node
+
+log = logging.getLogger("p2pspace.app.api")
+
+
+def loopback_host(host: str) -> str:
+    """``host`` if it is a loopback address (``localhost`` means 127.0.0.1; ``[::1]`` is ::1).
+
+    Raises :class:`LocalProtocolError` otherwise: the API must not be reachable from the network.
+    """
+    text = host.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    if text.lower() == "localhost":
+        return "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        address = None
+    if address is None or not address.is_loopback:
+        raise LocalProtocolError(
+            f"the API serves loopback addresses only (127.0.0.1, ::1), not {host!r}"
+        )
+    return str(address)
+
+
+def build_app(context: RouteContext, token: str, providers: Mapping[str, RouteProvider]) -> ASGIApp:
+    """The whole API as one ASGI app: every route, the error mapping, the token guard outside.
+
+    Raises :class:`LocalProtocolError` for providers whose routes collide or are not routes.
+    """
+    app = Starlette(
+        routes=collect_routes(context, providers),
+        exception_handlers=dict(EXCEPTION_HANDLERS),
+    )
+    return TokenGuard(app, token)
+
+
+async def serve_api(
+    node: Node,
+    host: str,
+    port: int,
+    token: str | None = None,
+    *,
+    config: ApiConfig = DEFAULT_CONFIG,
+    route_providers: Mapping[str, RouteProvider] | None = None,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the node's HTTP API on ``host:port`` (loopback only; port 0: any) until cancelled.
+
+    ``token``: the one requests must carry (None: the one in ``home/api.token``, created if
+    missing). ``route_providers``: the tools' routes by name (None: every provider installed
+    under the ``p2pspace.api_routes`` entry-point group). Once serving, it has written
+    ``home/api.json``, set ``node.api_url`` and ``node.api_token`` and given
+    ``task_status.started`` the URL; when it stops it clears ``node.api_url`` and removes
+    ``api.json``.
+
+    Raises :class:`LocalProtocolError` for a host that is not a loopback address, an empty
+    token, or route providers whose routes collide or are not routes (misuse, or tools that do
+    not fit together); :class:`TransportError` if the port cannot be bound;
+    :class:`StorageError` if the home folder cannot be written. Nothing is left behind when it
+    raises.
+    """
+    bind_host = loopback_host(host)
+    if token is None:
+        token = load_or_create_token(node.home)
+    elif not token:
+        raise LocalProtocolError("the API token must not be empty")
+    providers = installed_route_providers() if route_providers is None else route_providers
+    context = RouteContext(node=node, config=config)
+    app = build_app(context, token, providers)
+    listener = _bind(bind_host, port, backlog=config.backlog)
+    url = f"http://{join_address(bind_host, listener.getsockname()[1])}"
+    info = info_path(node.home)
+    try:
+        write_private(info, json.dumps({"url": url, "pid": os.getpid()}) + "\n")
+    except StorageError:
+        listener.close()
+        raise
+    hypercorn_config = Config()
+    hypercorn_config.bind = [f"fd://{listener.detach()}"]  # hypercorn adopts (and closes) it
+    hypercorn_config.accesslog = None
+    hypercorn_config.errorlog = logging.getLogger("p2pspace.app.api.server")
+    hypercorn_config.graceful_timeout = config.shutdown_grace / 2
+    hypercorn_config.include_server_header = False
+    shutdown = trio.Event()
+    server_scope = trio.CancelScope(shield=True)
+
+    async def run_server(*, task_status: trio.TaskStatus[list[str]]) -> None:
+        with server_scope:
+            await serve(
+                cast("Framework", app),
+                hypercorn_config,
+                shutdown_trigger=shutdown.wait,
+                task_status=task_status,
+            )
+
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_server)
+            node.api_url = url
+            node.api_token = token
+            log.info("API at %s", url)
+            try:
+                task_status.started(url)
+                await trio.sleep_forever()
+            finally:
+                node.api_url = None
+                context.stopper.stop()
+                shutdown.set()
+                # Shielded: the server finishes its responses, but within the grace period.
+                server_scope.deadline = trio.current_time() + config.shutdown_grace
+    finally:
+        _remove_info(info, url)
+
+
+def _bind(host: str, port: int, *, backlog: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise TransportError(
+            f"cannot serve the API on {host}:{port}: {exc.strerror or exc}"
+        ) from None
+    return sock
+
+
+def _remove_info(path: Path, url: str) -> None:
+    # Only remove the file this server wrote (another node may since have taken the home over).
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        if json.loads(path.read_text("utf-8")).get("url") == url:
+            path.unlink()
+
+
+__all__ = ["build_app", "loopback_host", "serve_api"]

@@ -1,0 +1,22 @@
+"""``p2pspace bench``: the workloads of the performance issues, each with a same-run baseline.
+
+* **W1 local commit**, **W2 catch-up**, **W3 concurrent merge** -- one process, no network
+  (:mod:`~p2pspace.app.bench.local`).
+* **W4 latency**, **W5 network catch-up** -- trio nodes over TLS on loopback
+  (:mod:`~p2pspace.app.bench.network`).
+* **W6 thread load** -- a large discussion read through the local HTTP API
+  (:mod:`~p2pspace.app.bench.api`).
+* **W7 CLI latency** -- whole ``p2pspace`` processes against a running node
+  (:mod:`~p2pspace.app.bench.cli`).
+
+:mod:`~p2pspace.app.bench.suite` runs them (``run``, ``QUICK`` sizes) and
+:mod:`~p2pspace.app.bench.report` merges repeated runs into medians and prints them. Every
+workload runs in a fresh temporary folder on the local disk with ``durability="full"``.
+
+This package's ``__init__`` holds only the workload names: the command line's parser imports it,
+and must not pay for the workloads themselves.
+"""
+
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")
+
+__all__ = ["WORKLOADS"]

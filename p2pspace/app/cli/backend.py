@@ -1,0 +1,73 @@
+"""What an endpoint command needs from the endpoint, whoever serves it, and how it fails.
+
+Two implementations: :class:`~p2pspace.app.cli.http_backend.HttpBackend` (a running node's local
+API; standard library only, the fast path) and
+:class:`~p2pspace.app.cli.offline_backend.OfflineBackend` (the store itself, through a
+temporary node). :func:`~p2pspace.app.cli.choose_backend.connect` picks one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class CliError(Exception):
+    """Something the user can fix; printed as one ``p2pspace: error:`` line."""
+
+
+class ApiError(CliError):
+    """The node's API answered with an error status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Backend(Protocol):
+    """What the endpoint commands need; served by the running node's API or offline.
+
+    Every method raises :class:`CliError` (or a :class:`~p2pspace.errors.P2PSpaceError`) for
+    something the user can fix: an unknown space, a malformed value, a refused command.
+    """
+
+    online: bool
+
+    def status(self) -> dict[str, Any]: ...
+
+    def spaces(self) -> list[dict[str, Any]]: ...
+
+    def create_space(self, name: str, tool: str) -> dict[str, Any]: ...
+
+    def invite(self, space: str, role: str, ttl_s: float | None) -> str: ...
+
+    def join(self, code: str, timeout: float) -> str: ...
+
+    def rdb_set(self, space: str, table: str, record: str, fields: dict[str, Any]) -> None: ...
+
+    def rdb_delete(self, space: str, table: str, record: str) -> None: ...
+
+    def rdb_get(
+        self, space: str, table: str, record: str | None, wait: float | None
+    ) -> dict[str, Any]: ...
+
+    def discuss_post(self, space: str, title: str, body: str) -> str: ...
+
+    def discuss_reply(self, space: str, post: str, body: str) -> str: ...
+
+    def discuss_edit(self, space: str, post: str, body: str, title: str | None) -> str: ...
+
+    def discuss_delete(self, space: str, post: str) -> str: ...
+
+    def discuss_undo(self, space: str) -> str: ...
+
+    def discuss_threads(self, space: str, topic: str | None) -> list[dict[str, Any]]:
+        """``Post.to_json()`` of one thread, or of every thread (newest activity first)."""
+        ...
+
+    def web_ui_url(self, space: str | None) -> str:
+        """The web UI's address with the token, opened on ``space`` if given; the UI is
+        served by the running node, so offline this raises :class:`CliError`."""
+        ...
+
+
+__all__ = ["ApiError", "Backend", "CliError"]

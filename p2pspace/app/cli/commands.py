@@ -1,0 +1,276 @@
+"""One function per ``p2pspace`` command: arguments in, output printed, exit status returned.
+
+The endpoint commands reach the endpoint through :func:`~p2pspace.app.cli.choose_backend.connect`
+and print with :mod:`~p2pspace.app.cli.rendering`; a command that talks to a running node
+imports nothing else. Everything heavy -- the demo, the simulator, the bench, the identity
+(cryptography), the foreground node (trio) -- is imported inside the one command that needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from p2pspace.app.cli.backend import CliError
+from p2pspace.app.cli.choose_backend import connect
+from p2pspace.app.cli.rendering import format_status, format_thread, format_value
+
+
+def parse_field(text: str) -> tuple[str, Any]:
+    """``FIELD=VALUE``: VALUE as JSON when it is valid JSON, else as the text itself.
+
+    Raises :class:`CliError` when there is no ``=`` or no field name.
+    """
+    name, sep, raw = text.partition("=")
+    if not sep or not name:
+        raise CliError(f"expected FIELD=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        value = raw
+    return name, value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# -- programs: no endpoint needed ---------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import trio
+
+    from p2pspace.app.demo import run as demo_run
+
+    def out(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        return trio.run(
+            functools.partial(demo_run, once=args.once, seed=args.seed, home=args.keep, out=out)
+        )
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
+        return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from p2pspace.testing.simnet import run_simulation
+
+    with tempfile.TemporaryDirectory(prefix="p2pspace-sim-") as tmp:
+        report = run_simulation(
+            Path(tmp),
+            endpoints=args.endpoints,
+            deltas=args.deltas,
+            seed=args.seed,
+            faults=args.faults,
+            topology=args.topology,
+            dump_logs=args.dump_logs,
+        )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "converged": report.converged,
+                    "deltas": report.deltas,
+                    "undone": report.undone,
+                    "redone": report.redone,
+                    "seconds": round(report.seconds, 3),
+                    "endpoints": list(report.endpoints),
+                }
+            )
+        )
+    else:
+        state = "converged" if report.converged else "DID NOT CONVERGE"
+        print(
+            f"seed {args.seed}: {args.endpoints} endpoints, {report.deltas} deltas, "
+            f"faults {','.join(args.faults) or 'none'}: {state} in {report.seconds:.2f} s "
+            f"({report.undone} undone, {report.redone} redone)"
+        )
+        for reason in report.reasons:
+            print(f"  {reason}")
+    return 0 if report.converged else 1
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from p2pspace.app.bench.report import format_table, to_json_lines
+    from p2pspace.app.bench.suite import run
+
+    results = run(args.workload, quick=args.quick, repeat=args.repeat)
+    print(to_json_lines(results) if args.json else format_table(results))
+    return 0
+
+
+PROGRAMS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "demo": cmd_demo,
+    "simulate": cmd_simulate,
+    "bench": cmd_bench,
+}
+
+
+# -- the endpoint: its identity and the foreground node -----------------------------------------
+
+
+def cmd_init(args: argparse.Namespace, home: Path) -> int:
+    from p2pspace.core.identity import format_endpoint_id
+    from p2pspace.errors import LocalProtocolError
+    from p2pspace.node.home import home_lock, open_endpoint, write_config
+
+    try:
+        with home_lock(home):
+            endpoint = open_endpoint(home, name=args.name or "")
+            try:
+                endpoint_id = endpoint.endpoint_id
+            finally:
+                endpoint.close()
+            if args.name is not None:
+                write_config(home, name=args.name)
+    except LocalProtocolError as exc:
+        raise CliError(str(exc)) from None
+    print(format_endpoint_id(endpoint_id))
+    return 0
+
+
+def cmd_id(args: argparse.Namespace, home: Path) -> int:
+    from p2pspace.app.cli.offline_backend import require_endpoint
+    from p2pspace.core.identity import format_endpoint_id
+    from p2pspace.node.home import load_or_create_identity
+
+    endpoint_id = load_or_create_identity(require_endpoint(home)).endpoint_id
+    print(endpoint_id.hex() if args.hex else format_endpoint_id(endpoint_id))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, home: Path) -> int:
+    from p2pspace.app.cli.offline_backend import require_endpoint
+    from p2pspace.app.cli.run_node import run_node
+
+    run_node(
+        require_endpoint(home),
+        listen=args.listen,
+        interfaces=args.interface,
+        peers=args.peer,
+        api=args.api,
+        discovery=not args.no_discovery,
+    )
+    return 0
+
+
+# -- the endpoint through a backend (the running node, else the store) --------------------------
+
+
+def cmd_space(args: argparse.Namespace, home: Path) -> int:
+    backend = connect(home)
+    if args.space_command == "create":
+        print(backend.create_space(args.name, args.tool)["id"])
+        return 0
+    spaces = backend.spaces()
+    if args.json:
+        print(json.dumps(spaces, indent=2))
+        return 0
+    for info in spaces:
+        print(
+            f"{info['id']}  {info['name'] or '-'}  {len(info['members'])} member(s), "
+            f"{info['executed']} deltas{'' if info['member'] else '  (joining)'}"
+        )
+    return 0
+
+
+def cmd_invite(args: argparse.Namespace, home: Path) -> int:
+    print(connect(home).invite(args.space, args.role, args.ttl))
+    return 0
+
+
+def cmd_join(args: argparse.Namespace, home: Path) -> int:
+    print(connect(home).join(args.code, args.timeout))
+    return 0
+
+
+def cmd_rdb(args: argparse.Namespace, home: Path) -> int:
+    if args.rdb_command == "set":
+        fields = dict(parse_field(item) for item in args.fields)
+        connect(home).rdb_set(args.space, args.table, args.record, fields)
+        return 0
+    if args.rdb_command == "delete":
+        connect(home).rdb_delete(args.space, args.table, args.record)
+        return 0
+    found = connect(home).rdb_get(args.space, args.table, args.record, args.wait)
+    if args.json:
+        print(json.dumps(found, indent=2, sort_keys=True))
+    elif args.record is not None:
+        for name, value in sorted(found.items()):
+            print(f"{name}={format_value(value)}")
+    else:
+        for record, fields in found.items():
+            shown = " ".join(f"{k}={format_value(v)}" for k, v in sorted(fields.items()))
+            print(f"{record}  {shown}")
+    return 0
+
+
+def cmd_discuss(args: argparse.Namespace, home: Path) -> int:
+    backend = connect(home)
+    command = args.discuss_command
+    if command == "show":
+        threads = backend.discuss_threads(args.space, args.topic)
+        if args.json:
+            shown: object = {"thread": threads[0]} if args.topic else {"threads": threads}
+            print(json.dumps(shown, indent=2))
+        elif threads:
+            print("\n".join(line for thread in threads for line in format_thread(thread)))
+        else:
+            print("no topics yet")
+        return 0
+    if command == "post":
+        print(backend.discuss_post(args.space, args.title, args.body))
+    elif command == "reply":
+        print(backend.discuss_reply(args.space, args.post, args.body))
+    elif command == "edit":
+        print(backend.discuss_edit(args.space, args.post, args.body, args.title))
+    elif command == "delete":
+        print(backend.discuss_delete(args.space, args.post))
+    else:
+        print(backend.discuss_undo(args.space))
+    return 0
+
+
+def cmd_open(args: argparse.Namespace, home: Path) -> int:
+    import webbrowser
+
+    url = connect(home).web_ui_url(args.space)
+    print(url, flush=True)
+    if not args.print_url and not webbrowser.open(url):
+        raise CliError("cannot start a web browser here; open the URL above by hand")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, home: Path) -> int:
+    backend = connect(home)
+    status = backend.status()
+    if args.json:
+        status["online"] = backend.online
+        print(json.dumps(status, indent=2))
+        return 0
+    print(format_status(status, online=backend.online))
+    return 0
+
+
+ENDPOINT_COMMANDS: dict[str, Callable[[argparse.Namespace, Path], int]] = {
+    "init": cmd_init,
+    "id": cmd_id,
+    "run": cmd_run,
+    "space": cmd_space,
+    "invite": cmd_invite,
+    "join": cmd_join,
+    "rdb": cmd_rdb,
+    "discuss": cmd_discuss,
+    "status": cmd_status,
+    "open": cmd_open,
+}
+
+__all__ = ["ENDPOINT_COMMANDS", "PROGRAMS", "parse_field"]

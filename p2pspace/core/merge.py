@@ -1,0 +1,205 @@
+"""Where the total order is executed: undo, execute and redo, one transaction per batch.
+
+Theory of operation. Every replica executes every accepted delta in one total order, by order
+key ``(block, rank, creator, seq)``; the executed log is kept sorted by that key in the store.
+:meth:`TotalOrder.commit` takes a batch of accepted deltas sorted by key:
+
+* if the batch sorts after the log's last key, its deltas are simply executed and appended;
+* otherwise the replica *merges*: it undoes the executed suffix after the batch's first key
+  (latest first, with the undo records stored when each delta executed), then executes the
+  newcomers and the undone deltas together in key order, storing fresh undo records.
+
+One commit is one store transaction covering the log, the undo records, the member grants, the
+equivocation evidence, the own dependency vector (for local deltas) and the engine state, so a
+crash at any instant leaves a state equal to replaying the committed log. On any failure the
+transaction rolls back and :class:`~p2pspace.errors.StorageError` is raised: the caller must
+then rebuild everything it keeps in memory from the unchanged store.
+
+Engines see one command at a time through :class:`~p2pspace.core.engine.Engine`; undo records
+never leave this endpoint, so they are stored in the local (non-canonical) encoding.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from p2pspace.core import codec
+from p2pspace.core.causal import Evidence, Head
+from p2pspace.core.delta import Delta, OrderKey, decode_delta
+from p2pspace.core.engine import DeltaContext, Engine
+from p2pspace.core.membership import INSTANCE as MEMBERS_INSTANCE
+from p2pspace.core.membership import member_grant
+from p2pspace.core.store import KVState, Store
+from p2pspace.errors import StorageError
+
+
+@dataclass(slots=True, kw_only=True)
+class Entry:
+    """One delta as the merge places it: ``new`` deltas are inserted, others were undone."""
+
+    delta: Delta
+    wire: bytes
+    key: OrderKey
+    new: bool = True
+
+    @classmethod
+    def of(cls, delta: Delta, wire: bytes) -> Entry:
+        return cls(delta=delta, wire=wire, key=delta.order_key)
+
+
+@dataclass(slots=True, kw_only=True)
+class Frontier:
+    """What has executed: each creator's last delta, the vector, the top rank, the last key."""
+
+    heads: dict[bytes, Head]
+    vector: dict[bytes, int]
+    max_rank: int
+    last_key: OrderKey | None
+
+    @classmethod
+    def load(cls, store: Store, space_id: bytes) -> Frontier:
+        heads = {c: Head(*v) for c, v in store.heads(space_id).items()}
+        return cls(
+            heads=heads,
+            vector={c: h.seq for c, h in heads.items()},
+            max_rank=max((h.rank for h in heads.values()), default=0),
+            last_key=store.last_key(space_id),
+        )
+
+    def appends(self, key: OrderKey) -> bool:
+        """True if a delta with order key ``key`` would sort after the whole log."""
+        return self.last_key is None or key > self.last_key
+
+    def advance(self, executed: Sequence[Entry]) -> None:
+        """Record newly executed deltas (committed, in key order)."""
+        for entry in executed:
+            d = entry.delta
+            self.vector[d.creator] = d.seq
+            self.heads[d.creator] = Head(d.seq, d.rank, d.hash)
+            if d.rank > self.max_rank:
+                self.max_rank = d.rank
+        if executed and self.appends(executed[-1].key):
+            self.last_key = executed[-1].key
+
+
+class TotalOrder:
+    """Executes one space's accepted deltas at their order positions."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        space_id: bytes,
+        engines: Mapping[str, Engine],
+        states: Mapping[str, KVState],
+    ) -> None:
+        self.store = store
+        self.space_id = space_id
+        self.engines = engines
+        self.states = states
+
+    def commit(
+        self,
+        new: Sequence[Entry],
+        *,
+        frontier: Frontier,
+        evidence: Sequence[Evidence] = (),
+        own_deps: dict[bytes, int] | None = None,
+    ) -> list[Entry]:
+        """Execute ``new`` (sorted by key) in one transaction and advance ``frontier``.
+
+        ``own_deps`` is given for local deltas: it is stored with them, and the commit is
+        synced to disk. Returns the already-executed entries that were undone and redone, in
+        key order. Raises :class:`StorageError` if the store or an engine fails; nothing is
+        committed then, and the engine states' caches must be reset by the caller.
+        """
+        store = self.store
+        space = self.space_id
+        undone: list[Entry] = []
+        try:
+            with store.transaction(sync=own_deps is not None):
+                if new:
+                    if not frontier.appends(new[0].key):
+                        undone = self._undo_suffix(new[0].key)
+                    self._execute_in_order(new, undone)
+                for state in self.states.values():
+                    state.flush()
+                for ev in evidence:
+                    store.add_evidence(
+                        space, ev.delta_id.creator, ev.delta_id.seq, ev.kept_hash, ev.other_wire
+                    )
+                if own_deps is not None:
+                    store.set_own_deps(space, codec.encode_trusted(own_deps))
+        except StorageError:
+            raise
+        except Exception as exc:
+            # An undecodable stored delta or an engine failing on a validated command: the
+            # transaction rolled back.
+            raise StorageError(f"execution failed and was rolled back: {exc!r}") from exc
+        frontier.advance(new)
+        return undone
+
+    def _undo_suffix(self, first: OrderKey) -> list[Entry]:
+        """Undo every executed delta after ``first``, latest first; return them in key order."""
+        undone: list[Entry] = []
+        for _c, _s, _r, _h, wire, undo in self.store.suffix_desc(self.space_id, first):
+            delta = decode_delta(wire)
+            self.undo(delta, undo)
+            undone.append(Entry(delta=delta, wire=wire, key=delta.order_key, new=False))
+        undone.reverse()
+        return undone
+
+    def _execute_in_order(self, new: Sequence[Entry], undone: list[Entry]) -> None:
+        store = self.store
+        space = self.space_id
+        inserts = []
+        redo_undos = []
+        ordered = heapq.merge(undone, new, key=lambda e: e.key) if undone else new
+        execute = self.execute
+        for item in ordered:
+            d = item.delta
+            undo_blob = execute(d)
+            if not item.new:
+                redo_undos.append((undo_blob, space, d.creator, d.seq))
+                continue
+            inserts.append(
+                (
+                    space,
+                    d.creator,
+                    d.seq,
+                    d.rank,
+                    d.hash,
+                    int(d.signature is not None),
+                    item.wire,
+                    undo_blob,
+                )
+            )
+            for command in d.commands:
+                if command.engine != MEMBERS_INSTANCE:
+                    continue
+                grant = member_grant(command)
+                if grant is not None:
+                    store.add_grant(space, grant[0], grant[1], d.creator, d.seq)
+        store.insert_deltas(inserts)
+        if redo_undos:
+            store.set_undos(redo_undos)
+
+    def execute(self, delta: Delta) -> bytes:
+        """Run ``delta``'s commands; return the encoded undo records (inside a transaction)."""
+        context = DeltaContext(self.space_id, delta.creator, delta.seq, delta.time)
+        engines, states = self.engines, self.states
+        records = [engines[c.engine].execute(states[c.engine], c, context) for c in delta.commands]
+        # Undo records stay on this endpoint (never hashed or compared): no canonical form needed.
+        return codec.encode_local(records)
+
+    def undo(self, delta: Delta, undo_blob: bytes | None) -> None:
+        """Reverse ``delta`` with its stored undo records (inside a transaction)."""
+        if undo_blob is None:
+            raise StorageError(f"no undo record for {delta.id}")
+        records = codec.decode_stored(undo_blob)
+        if type(records) is not list or len(records) != len(delta.commands):
+            raise StorageError(f"undo record of {delta.id} does not match its commands")
+        for command, record in zip(reversed(delta.commands), reversed(records), strict=True):
+            self.engines[command.engine].undo(self.states[command.engine], command, record)

@@ -1,0 +1,277 @@
+"""One live connection per peer pair, and the two tasks that move its bytes.
+
+Theory of operation. An authenticated :class:`~p2pspace.node.transport.Connection` is
+*registered* (:meth:`Connections.register`) before anything awaits, so no second dial can slip
+in between. When a second authenticated connection to the same peer appears, both ends keep the
+one dialled by the endpoint with the smaller id (or, if the same side dialled both, the newer
+one): simultaneous dials resolve the same way on both ends without a word exchanged
+(:meth:`Connections.prefer`). The losing connection winds down on its own.
+
+Per connection there is one reader task (bytes into the sans-IO session through
+``endpoint.receive_data``) and one writer task (bytes the session produces, written with the
+stream's backpressure: the session makes catch-up chunks lazily, so a slow reader makes it
+produce less instead of queueing more). Any change -- a local delta, received deltas, a tick --
+*kicks* every writer (:meth:`Connections.kick`). A frame must be complete within
+``stall_timeout`` of its first byte, whether the peer then sends nothing or trickles a byte at a
+time; a stalled connection is dropped and counted as refused, as is one whose peer broke the
+protocol (after the session's Error frame went out, within a second).
+
+Whatever goes wrong on one connection -- a protocol error, a store failure while streaming, a
+bug -- ends that connection, logged, never the node. The session is read only through its query
+methods (links, linked spaces, stats, closed, mid_frame, error).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import trio
+
+from p2pspace.core.identity import short_id
+from p2pspace.errors import RemoteProtocolError, StorageError
+from p2pspace.node.changes import ChangeFeed
+from p2pspace.node.config import NodeConfig
+from p2pspace.node.events import PeerConnected, PeerDisconnected
+from p2pspace.node.peer_states import PeerStates
+from p2pspace.node.spaces import SpaceBook
+from p2pspace.node.transport import Connection
+from p2pspace.sync.endpoint import Endpoint
+from p2pspace.sync.session import Session
+
+log = logging.getLogger("p2pspace.node")
+ERROR_FLUSH_SECONDS = 1.0  # how long the Error frame of a refused peer may take to go out
+
+
+@dataclass(slots=True, kw_only=True, eq=False)
+class PeerConnection:
+    """A live, authenticated connection and the session running on it."""
+
+    conn: Connection
+    session: Session
+    scope: trio.CancelScope
+    opened: float  # trio.current_time() when registered
+    wake: trio.Event = field(default_factory=trio.Event)
+    error: str = ""
+    replaced: bool = False
+    writer_done: trio.Event = field(default_factory=trio.Event)
+    spaces: set[bytes] = field(default_factory=set)  # spaces this connection has synced
+    # Accepted, and counting against the inbound cap until the peer proves a member.
+    inbound_slot: bool = False
+
+    @property
+    def peer(self) -> bytes:
+        return self.conn.peer
+
+
+class Connections:
+    """The node's live connections, by peer."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        config: NodeConfig,
+        changes: ChangeFeed,
+        peer_states: PeerStates,
+        spaces: SpaceBook,
+    ) -> None:
+        self.by_peer: dict[bytes, PeerConnection] = {}
+        self.refused = 0  # connections refused or dropped for misbehaving
+        self._endpoint = endpoint
+        self._config = config
+        self._changes = changes
+        self._peer_states = peer_states
+        self._spaces = spaces
+
+    def __iter__(self) -> Iterator[PeerConnection]:
+        return iter(list(self.by_peer.values()))
+
+    def count_refusal(self) -> None:
+        self.refused += 1
+
+    def kick(self) -> None:
+        """Wake every writer: the sessions may have bytes to send."""
+        for peer in self.by_peer.values():
+            peer.wake.set()
+
+    # -- one connection per pair ----------------------------------------------------------------
+
+    def prefer(self, new: Connection, old: Connection) -> bool:
+        """True if ``new`` should replace ``old`` (the same answer on both ends)."""
+        me, peer = self._endpoint.endpoint_id, new.peer
+        preferred = min(me, peer)
+        new_dialer = me if new.dialed else peer
+        old_dialer = me if old.dialed else peer
+        if new_dialer != old_dialer:
+            return new_dialer == preferred
+        return True  # same dialer: the newer connection replaces a stale one
+
+    def register(self, conn: Connection) -> PeerConnection | None:
+        """Make ``conn`` the peer's connection, or return None if the existing one is preferred
+        (the caller closes ``conn``). Synchronous, so no dial can slip in between."""
+        existing = self.by_peer.get(conn.peer)
+        if existing is not None:
+            if not self.prefer(conn, existing.conn):
+                log.debug("dropping duplicate connection to %s", short_id(conn.peer))
+                return None
+            # The old connection winds down on its own; its session and ours may overlap
+            # briefly, which the protocol tolerates (deltas already known are not resent).
+            existing.replaced = True
+            existing.scope.cancel()
+        session = self._endpoint.open_session(expected_peer=conn.peer)
+        peer = PeerConnection(
+            conn=conn, session=session, scope=trio.CancelScope(), opened=trio.current_time()
+        )
+        self.by_peer[conn.peer] = peer
+        log.info(
+            "connected to %s at %s:%d (%s)",
+            short_id(conn.peer),
+            conn.address[0],
+            conn.address[1],
+            "dialled" if conn.dialed else "accepted",
+        )
+        self._changes.announce(PeerConnected(peer=conn.peer))
+        return peer
+
+    async def run(self, conn: Connection) -> None:
+        """Register ``conn`` and run the protocol on it until it ends. Never raises
+        P2PSpaceError (a failure ends the connection and is logged)."""
+        peer = self.register(conn)
+        if peer is None:
+            await conn.aclose()
+            return
+        await self.serve(peer)
+
+    async def serve(self, peer: PeerConnection) -> None:
+        """Run the protocol on a registered connection until it ends, then tear it down."""
+        conn = peer.conn
+        try:
+            with peer.scope:
+                try:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._reader, peer, nursery.cancel_scope)
+                        nursery.start_soon(self._writer, peer, nursery.cancel_scope)
+                except Exception as exc:
+                    log.exception("connection to %s failed", short_id(conn.peer))
+                    peer.error = peer.error or f"internal error: {type(exc).__name__}: {exc}"
+                    self.refused += 1
+        finally:
+            self._ended(peer)
+            await conn.aclose()
+
+    def _ended(self, peer: PeerConnection) -> None:
+        conn, session = peer.conn, peer.session
+        error = peer.error or (str(session.error) if session.error else "")
+        self._endpoint.close_session(session)
+        if self.by_peer.get(conn.peer) is peer:
+            del self.by_peer[conn.peer]
+        if peer.replaced:
+            log.info("connection to %s replaced by a newer one", short_id(conn.peer))
+            self._changes.announce()
+            return
+        closing = set(self._spaces.shared_with(conn.peer)) | peer.spaces
+        self._peer_states.connection_ended(
+            closing, conn.peer, error=error, failed=session.error is not None
+        )
+        if error:
+            log.warning("connection to %s closed: %s", short_id(conn.peer), error)
+        else:
+            log.info("connection to %s closed", short_id(conn.peer))
+        self._changes.announce(PeerDisconnected(peer=conn.peer, error=error))
+
+    # -- observing sessions ---------------------------------------------------------------------
+
+    def observe(self, peer: PeerConnection) -> None:
+        """Bring the peer's sync states up to what its session shows."""
+        links = peer.session.links()
+        for link in links:
+            peer.spaces.add(link.space)
+        self._peer_states.observe(peer.peer, links)
+        if peer.inbound_slot and (links or self._spaces.shared_with(peer.peer)):
+            # A member: its connection no longer counts against the strangers' cap.
+            peer.inbound_slot = False
+
+    def observe_all(self) -> None:
+        for peer in self:
+            self.observe(peer)
+
+    # -- the two tasks --------------------------------------------------------------------------
+
+    async def _reader(self, peer: PeerConnection, done: trio.CancelScope) -> None:
+        session, stream = peer.session, peer.conn.stream
+        stall = self._config.stall_timeout
+        read_size = self._config.read_size
+        frame_deadline = math.inf
+        try:
+            while not session.closed:
+                if session.mid_frame:
+                    # A frame must be complete within stall_timeout of its first byte: a peer
+                    # trickling a byte at a time is as stuck as one sending nothing.
+                    if frame_deadline == math.inf:
+                        frame_deadline = trio.current_time() + stall
+                    with trio.move_on_at(frame_deadline) as waited:
+                        data = await stream.receive_some(read_size)
+                    if waited.cancelled_caught:
+                        peer.error = f"peer stalled mid-frame for {stall:g} s"
+                        self.refused += 1
+                        break
+                else:
+                    frame_deadline = math.inf
+                    data = await stream.receive_some(read_size)
+                if not data:
+                    break
+                frames_before = session.stats.frames_received
+                try:
+                    self._endpoint.receive_data(session, bytes(data))
+                except RemoteProtocolError as exc:
+                    peer.error = f"{type(exc).__name__}: {exc}"
+                    self.refused += 1
+                    # The session queued an Error frame: let the writer send it (it stops once
+                    # the session has nothing left), then close -- bounded, should the peer not
+                    # read.
+                    peer.wake.set()
+                    with trio.move_on_after(ERROR_FLUSH_SECONDS):
+                        await peer.writer_done.wait()
+                    break
+                except StorageError as exc:
+                    peer.error = f"store failed: {exc}"
+                    for space in session.linked_spaces():
+                        self._spaces.failed(space, str(exc))
+                    break
+                if session.stats.frames_received != frames_before:
+                    frame_deadline = math.inf  # progress: the next partial frame gets a fresh one
+                self.observe(peer)
+                self.kick()
+                self._changes.announce()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            peer.error = peer.error or f"connection broke: {exc}"
+        except trio.TooSlowError:
+            pass
+        finally:
+            done.cancel()
+
+    async def _writer(self, peer: PeerConnection, done: trio.CancelScope) -> None:
+        session, stream = peer.session, peer.conn.stream
+        try:
+            while True:
+                peer.wake = trio.Event()
+                data = session.data_to_send()
+                if data:
+                    await stream.send_all(data)
+                    self._changes.announce()
+                    continue
+                if session.closed:
+                    self._changes.announce()
+                    break
+                await peer.wake.wait()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            peer.error = peer.error or f"connection broke: {exc}"
+        finally:
+            peer.writer_done.set()
+            done.cancel()
+
+
+__all__ = ["Connections", "PeerConnection"]

@@ -1,0 +1,292 @@
+"""An endpoint's home folder: every file name in it, and the one way private files are written.
+
+Theory of operation. One folder holds everything an endpoint keeps (``~/.local/share/p2pspace``
+unless told otherwise):
+
+=================  ==========================================================================
+``identity.key``   the raw 32-byte Ed25519 private key (mode 0600); the endpoint's identity
+``store.sqlite3``  the SQLite store of every replica (plus its WAL files)
+``tls.pem``        the TLS key and self-signed certificate made from the identity key (0600)
+``config.json``    settings kept between runs (the display name)
+``peers.json``     the address book: peers dialled successfully before
+``node.lock``      held (``flock``) by the one process using the store
+``api.token``      the local API's token (0600), kept across restarts
+``api.json``       where the running node's API listens (``{"url", "pid"}``), while it runs
+=================  ==========================================================================
+
+Every private file is written by :func:`write_private`: a temporary file renamed over the old
+one, mode 0600 whatever the umask, so a crash leaves the old file or the new one, never half of
+either. This module imports only the standard library at import time (the command line reads
+``api.json`` and ``api.token`` through it without loading the engine); what needs the core
+(identity, store, endpoint) is imported where it is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from p2pspace.errors import LocalProtocolError, P2PSpaceError, StorageError
+
+if TYPE_CHECKING:
+    from p2pspace.core.causal import Limits
+    from p2pspace.core.identity import Identity
+    from p2pspace.core.store import Store
+    from p2pspace.sync.endpoint import Endpoint
+
+KEY_FILE = "identity.key"
+STORE_FILE = "store.sqlite3"
+CERT_FILE = "tls.pem"
+CONFIG_FILE = "config.json"
+PEERS_FILE = "peers.json"
+LOCK_FILE = "node.lock"
+TOKEN_FILE = "api.token"
+INFO_FILE = "api.json"
+MAX_BOOK = 256  # peers kept in the address book
+
+log = logging.getLogger("p2pspace.node")
+
+
+def write_private(path: Path, data: bytes | str, *, sync: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically, readable by this user only (mode 0600).
+
+    ``sync`` also flushes the file to disk before it replaces the old one (keys).
+    Raises :class:`StorageError` if the folder or the file cannot be written.
+    """
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, raw)
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        # os.open's mode is filtered by the umask and ignored for an existing file.
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc}") from None
+
+
+# -- identity, store, endpoint ----------------------------------------------------------------
+
+
+def is_initialized(home: Path) -> bool:
+    """True if ``home`` holds an identity (``p2pspace init`` or a node ran there)."""
+    return (home / KEY_FILE).exists()
+
+
+def load_or_create_identity(home: Path, *, seed: bytes | None = None) -> Identity:
+    """The identity kept in ``home``; created (mode 0600) if the folder has none yet.
+
+    ``seed`` makes a newly created key deterministic (simulations); it is ignored when a key
+    already exists. Raises :class:`StorageError` if the key file is unreadable or corrupt.
+    """
+    from p2pspace.core.identity import Identity
+
+    path = home / KEY_FILE
+    if path.exists():
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise StorageError(f"cannot read {path}: {exc}") from None
+        if len(raw) != 32:
+            raise StorageError(f"{path} is not a 32-byte Ed25519 key")
+        return Identity.from_private_bytes(raw)
+    identity = Identity.from_seed(seed) if seed is not None else Identity.generate()
+    write_private(path, identity.private_bytes(), sync=True)
+    return identity
+
+
+def open_store(home: Path, *, durability: str = "full") -> Store:
+    """The home's SQLite store (created with the folder if missing)."""
+    from p2pspace.core.store import Store
+
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create {home}: {exc}") from None
+    return Store(home / STORE_FILE, durability=durability)
+
+
+def open_endpoint(
+    home: Path,
+    *,
+    seed: bytes | None = None,
+    durability: str = "full",
+    limits: Limits | None = None,
+    name: str = "",
+) -> Endpoint:
+    """The endpoint kept in ``home``: its identity (created if new) and store, every replica
+    loaded. The caller closes it (:meth:`Endpoint.close`). Raises :class:`StorageError`."""
+    from p2pspace.core.causal import Limits
+    from p2pspace.sync.endpoint import Endpoint
+
+    identity = load_or_create_identity(home, seed=seed)
+    store = open_store(home, durability=durability)
+    try:
+        return Endpoint(identity, store, limits=limits or Limits(), name=name)
+    except BaseException:
+        store.close()
+        raise
+
+
+def certificate_path(home: Path) -> Path:
+    return home / CERT_FILE
+
+
+# -- settings and the address book -----------------------------------------------------------
+
+
+def read_config(home: Path) -> dict[str, Any]:
+    path = home / CONFIG_FILE
+    try:
+        value = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"cannot read {path}: {exc}") from None
+    return value if isinstance(value, dict) else {}
+
+
+def write_config(home: Path, **values: Any) -> None:
+    config = read_config(home)
+    config.update(values)
+    write_private(home / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True))
+
+
+def read_address_book(home: Path) -> dict[bytes, list[tuple[str, int]]]:
+    """Peers this endpoint dialled successfully before: endpoint id -> addresses."""
+    from p2pspace.sync import invitations
+
+    path = home / PEERS_FILE
+    try:
+        raw = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable %s: %s", path, exc)
+        return {}
+    book: dict[bytes, list[tuple[str, int]]] = {}
+    if not isinstance(raw, dict):
+        return book
+    for key, addresses in list(raw.items())[:MAX_BOOK]:
+        try:
+            peer = bytes.fromhex(key)
+            parsed = [invitations.split_address(a) for a in addresses][: invitations.MAX_ADDRESSES]
+        except (ValueError, TypeError, P2PSpaceError):
+            continue
+        if len(peer) == 16 and parsed:
+            book[peer] = parsed
+    return book
+
+
+def write_address_book(home: Path, book: dict[bytes, list[tuple[str, int]]]) -> None:
+    """Keep the address book; a failure is logged (it is only a cache of addresses)."""
+    from p2pspace.sync import invitations
+
+    data = {
+        peer.hex(): [invitations.join_address(h, p) for h, p in addresses]
+        for peer, addresses in list(book.items())[-MAX_BOOK:]
+    }
+    try:
+        write_private(home / PEERS_FILE, json.dumps(data, indent=1, sort_keys=True))
+    except StorageError as exc:
+        log.warning("%s", exc)
+
+
+@contextlib.contextmanager
+def home_lock(home: Path) -> Iterator[None]:
+    """Exclusive use of a home folder's store by one process (a node or an offline command).
+
+    Raises :class:`LocalProtocolError` if another process holds it.
+    """
+    path = home / LOCK_FILE
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StorageError(f"cannot open {path}: {exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LocalProtocolError(
+                f"another p2pspace process is using {home} (is a node running there?)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+# -- the local API's files ----------------------------------------------------------------------
+
+
+def read_token(home: Path) -> str | None:
+    """The token in ``home/api.token``, or None if there is none (never creates one)."""
+    try:
+        return (home / TOKEN_FILE).read_text("ascii").strip() or None
+    except (OSError, ValueError):
+        return None
+
+
+def load_or_create_token(home: Path) -> str:
+    """The API token kept in ``home/api.token``; created (mode 0600) if missing or empty.
+
+    Raises :class:`StorageError` if the file cannot be read or written.
+    """
+    path = home / TOKEN_FILE
+    try:
+        token = path.read_text("ascii").strip()
+    except FileNotFoundError:
+        token = ""
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"cannot read {path}: {exc}") from None
+    if token:
+        return token
+    token = secrets.token_urlsafe(32)
+    write_private(path, token + "\n")
+    return token
+
+
+def info_path(home: Path) -> Path:
+    """Where a running node says where its API listens."""
+    return home / INFO_FILE
+
+
+__all__ = [
+    "CERT_FILE",
+    "CONFIG_FILE",
+    "INFO_FILE",
+    "KEY_FILE",
+    "LOCK_FILE",
+    "PEERS_FILE",
+    "STORE_FILE",
+    "TOKEN_FILE",
+    "certificate_path",
+    "home_lock",
+    "info_path",
+    "is_initialized",
+    "load_or_create_identity",
+    "load_or_create_token",
+    "open_endpoint",
+    "open_store",
+    "read_address_book",
+    "read_config",
+    "read_token",
+    "write_address_book",
+    "write_config",
+    "write_private",
+]

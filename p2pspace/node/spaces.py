@@ -1,0 +1,177 @@
+"""The spaces a node holds: their processors, their tools, and whom they make us talk to.
+
+Theory of operation. Every replica the endpoint holds is *watched* once: its processor machine
+(:class:`~p2pspace.sync.syncstate.ProcessorMachine`) moves to ``ready``, and a listener turns
+what it executes into :class:`~p2pspace.node.events.DeltasExecuted` events (plus the discussion
+tool's post events, for spaces that hold it). A store failure while writing a space moves its
+processor to ``error`` (:meth:`SpaceBook.failed`).
+
+Membership decides the network: a peer is *wanted* -- dialled, kept, told about -- only while it
+shares a space with this endpoint or sponsors a join of ours (:meth:`SpaceBook.wants`); anyone
+else is a stranger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from p2pspace.core.delta import Delta
+from p2pspace.core.replica import Replica
+from p2pspace.errors import LocalProtocolError, NotFoundError
+from p2pspace.node.acks import AckBook
+from p2pspace.node.changes import ChangeFeed
+from p2pspace.node.clock import Clock
+from p2pspace.node.events import DeltasExecuted, DiscussionChanged, ProcessorChanged, SpaceAdded
+from p2pspace.sync.endpoint import Endpoint
+from p2pspace.sync.syncstate import ProcessorInput, ProcessorMachine, ProcessorState
+from p2pspace.tools.discussion import Discussion, has_discussion
+
+Commit = Callable[[bytes, Sequence[Any]], Delta]
+
+
+def space_name(replica: Replica) -> str:
+    """The space's display name ("" before its genesis names one)."""
+    info = replica.members().space()
+    return info.name if info is not None else ""
+
+
+class SpaceBook:
+    """The endpoint's spaces as the node sees them. Every method runs on the trio thread."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        changes: ChangeFeed,
+        clock: Clock,
+        acks: AckBook,
+        commit: Commit,
+        engines: Mapping[str, str],
+    ) -> None:
+        self.endpoint = endpoint
+        self.processors: dict[bytes, ProcessorMachine] = {}
+        self._changes = changes
+        self._clock = clock
+        self._acks = acks
+        self._commit = commit
+        self._engines = engines
+        self._discussions: dict[bytes, Discussion] = {}
+        for replica in list(endpoint.replicas.values()):
+            self.watch(replica)
+
+    # -- watching -----------------------------------------------------------------------------
+
+    def watch(self, replica: Replica) -> None:
+        """Start reporting what ``replica`` executes (once per replica)."""
+        machine = self.processors.setdefault(replica.space_id, ProcessorMachine())
+        if machine.state is ProcessorState.LOADING:
+            machine.feed(ProcessorInput.LOADED)
+        space = replica.space_id
+
+        def on_executed(_replica: Replica, executed: Sequence[tuple[Delta, bytes]]) -> None:
+            creators = frozenset(d.creator for d, _w in executed)
+            self._changes.announce(
+                DeltasExecuted(space=space, count=len(executed), creators=creators)
+            )
+            discussion = self.discussion(space, required=False)
+            if discussion is not None:
+                for change in discussion.events(d for d, _w in executed):
+                    self._changes.announce(DiscussionChanged(space=space, change=change))
+
+        replica.listeners.append(on_executed)
+
+    def added(self, replica: Replica) -> None:
+        """A space created or joined here: watch it and announce it."""
+        self.watch(replica)
+        self._changes.announce(SpaceAdded(space=replica.space_id, name=space_name(replica)))
+
+    def failed(self, space: bytes, error: str) -> None:
+        """The store failed while writing ``space``: its processor moves to ``error``."""
+        machine = self.processors.setdefault(space, ProcessorMachine())
+        machine.feed(ProcessorInput.FAILED, error)
+        self._changes.announce(ProcessorChanged(space=space, state=machine.state))
+
+    def processor_state(self, space: bytes) -> str:
+        machine = self.processors.get(space)
+        return machine.state.value if machine is not None else ProcessorState.LOADING.value
+
+    # -- finding and making -------------------------------------------------------------------
+
+    def resolve(self, text: str) -> bytes:
+        """A space named by hex id, unique id prefix (at least 4 characters) or unique name.
+
+        Raises :class:`NotFoundError` if none matches, :class:`LocalProtocolError` if several do.
+        """
+        text = text.strip()
+        lowered = text.lower()
+        replicas = self.endpoint.replicas
+        by_id = [s for s in replicas if s.hex() == lowered]
+        if by_id:
+            return by_id[0]
+        matches = [s for s, r in replicas.items() if space_name(r) == text]
+        if len(lowered) >= 4:
+            matches += [s for s in replicas if s.hex().startswith(lowered)]
+        matches = sorted(set(matches))
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise NotFoundError(f"no space named {text!r} here (see: p2pspace space list)")
+        raise LocalProtocolError(f"{text!r} names several spaces; use the space id")
+
+    def create(self, name: str, *, engines: Mapping[str, str] | None = None) -> Replica:
+        """A new space made here, holding ``engines`` (default: the node's ``space_engines``)."""
+        chosen = dict(self._engines if engines is None else engines)
+        replica = self.endpoint.create_space(name, time=self._clock.now_ms(), engines=chosen)
+        self.added(replica)
+        return replica
+
+    def writable(self, space: bytes) -> Replica:
+        """The replica of ``space`` if this endpoint may write to it.
+
+        Raises :class:`NotFoundError` for an unknown space and :class:`LocalProtocolError` while
+        this endpoint is not (yet) a member.
+        """
+        replica = self.endpoint.replica(space)
+        if not replica.can_create():
+            raise LocalProtocolError(
+                "this endpoint is not (yet) a member of the space; wait for the join to finish"
+            )
+        return replica
+
+    def discussion(self, space: bytes, *, required: bool = True) -> Discussion | None:
+        """The space's discussion tool; None (or, if ``required``, LocalProtocolError) when the
+        space has none."""
+        tool = self._discussions.get(space)
+        if tool is not None:
+            return tool
+        replica = self.endpoint.replica(space)
+        if not has_discussion(replica):
+            if required:
+                raise LocalProtocolError("this space has no discussion tool")
+            return None
+        tool = Discussion(
+            replica,
+            commit=lambda commands: self._commit(space, commands),
+            now=self._clock.now_ms,
+            acks=lambda: self._acks.acked(space),
+        )
+        self._discussions[space] = tool
+        return tool
+
+    # -- whom the spaces make us talk to ------------------------------------------------------
+
+    def shared_with(self, peer: bytes) -> list[bytes]:
+        """The spaces ``peer`` is a member of here."""
+        return [s for s, r in self.endpoint.replicas.items() if r.is_member(peer)]
+
+    def wants(self, peer: bytes) -> bool:
+        """True if ``peer`` shares a space with us or sponsors a join of ours."""
+        if peer == self.endpoint.endpoint_id:
+            return False
+        return bool(self.shared_with(peer)) or any(
+            peer in sponsors for sponsors in self.endpoint.sponsors.values()
+        )
+
+
+__all__ = ["Commit", "SpaceBook", "space_name"]
