@@ -9,18 +9,15 @@ catches an upward import and a cycle.
 
 from __future__ import annotations
 
-import ast
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-# Source folders and the package each installs as (pyproject maps engines/ and tools/).
-SOURCES = {"p2pspace": ROOT / "p2pspace", "p2pspace.engines": ROOT / "engines",
-           "p2pspace.tools": ROOT / "tools"}  # fmt: skip
+from tests.helpers import TIMEOUT
+from tests.helpers.source_tree import imports_of, modules_in, product_sources
+
+SOURCES = product_sources()
 
 LAYERS = ["errors", "core", "engines", "tools", "sync", "node", "testing", "app"]
 ALLOWED: dict[str, set[str]] = {
@@ -39,13 +36,6 @@ PURE = {"errors", "core", "sync"}
 IO_LIBRARIES = {"trio", "socket", "ssl", "zeroconf", "asyncio", "selectors"}
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Import:
-    module: str  # the importing module
-    target: str  # what it imports (a module of ours, or a top-level library name)
-    line: int
-
-
 def layer_of(module: str) -> str:
     parts = module.split(".")
     if parts[0] != "p2pspace":
@@ -55,51 +45,6 @@ def layer_of(module: str) -> str:
     if parts[1] in LAYERS:
         return parts[1]
     raise ValueError(f"{module} is in no layer (add it to a layer package)")
-
-
-def modules_in(sources: dict[str, Path]) -> dict[str, Path]:
-    """Every module of ours: dotted name -> file."""
-    found: dict[str, Path] = {}
-    for package, folder in sources.items():
-        for path in sorted(folder.rglob("*.py")):
-            if "__pycache__" in path.parts:
-                continue
-            rel = path.relative_to(folder).with_suffix("").parts
-            if rel[-1] == "__init__":
-                rel = rel[:-1]
-            found[".".join((package, *rel))] = path
-    return found
-
-
-def imports_of(module: str, path: Path, known: set[str]) -> Iterator[Import]:
-    """Every import statement in the file, wherever it sits, resolved to our modules."""
-    is_package = path.name == "__init__.py"
-    base = module.split(".") if is_package else module.split(".")[:-1]
-    for node in ast.walk(ast.parse(path.read_text("utf-8"), str(path))):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                yield Import(module=module, target=_ours(alias.name, known), line=node.lineno)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                source = ".".join([*base[: len(base) - node.level + 1], node.module or ""])
-                source = source.rstrip(".")
-            else:
-                source = node.module or ""
-            for alias in node.names:
-                # ``from p2pspace.core import codec`` imports the module p2pspace.core.codec.
-                candidate = f"{source}.{alias.name}"
-                target = candidate if candidate in known else _ours(source, known)
-                yield Import(module=module, target=target, line=node.lineno)
-
-
-def _ours(name: str, known: set[str]) -> str:
-    """The longest module of ours that ``name`` names, or its top-level library name."""
-    parts = name.split(".")
-    for end in range(len(parts), 0, -1):
-        candidate = ".".join(parts[:end])
-        if candidate in known:
-            return candidate
-    return parts[0]
 
 
 def check_tree(sources: dict[str, Path]) -> list[str]:
@@ -198,7 +143,7 @@ def _probe(modules: list[str]) -> dict[str, list[str]]:
         [sys.executable, "-I", "-c", PROBE, json.dumps(modules), json.dumps(sorted(IO_LIBRARIES))],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=TIMEOUT,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr

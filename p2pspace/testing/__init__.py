@@ -1,4 +1,10 @@
-"""Fakes that ship with p2pspace: the simulated network, usable by applications' tests too.
+"""Fakes that ship with p2pspace, for its own tests and for applications' and tools' tests.
+
+What this layer decides: how p2pspace runs without a real network -- the seeded simulated
+network with faults (:mod:`.simnet`), in-process session links (:mod:`.loopback`), an in-process
+network and a hand-driven discovery for real nodes (:mod:`.memory_network`,
+:mod:`.fake_discovery`, :mod:`.nodes`) -- and what every engine must satisfy
+(:func:`check_engine`, :mod:`.engine_contract`). It may import every layer but the app.
 
 The node fakes -- :class:`MemoryNetwork`, :class:`FakeDiscovery`, :func:`open_test_node`,
 :class:`ManualClock` -- load on first use, so importing this package does not pull in trio.

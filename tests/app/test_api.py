@@ -48,7 +48,8 @@ from p2pspace.errors import (
 from p2pspace.node import home as home_folder
 from p2pspace.node.node import Node
 from p2pspace.node.runtime import open_node
-from tests.helpers.api_client import NODE_CONFIG, TIMEOUT, EventClient, api_node, client_of
+from tests.helpers import TIMEOUT
+from tests.helpers.api_client import NODE_CONFIG, EventClient, api_node, client_of
 
 MAX_BODY = ApiConfig().max_body
 
@@ -172,14 +173,16 @@ async def test_spaces_records_and_long_polls(node: Node, client: httpx.AsyncClie
     results: list[httpx.Response] = []
 
     async def poll() -> None:
-        results.append(await client.get("/api/spaces/notes/rdb/t/later", params={"wait": "20"}))
+        results.append(
+            await client.get("/api/spaces/notes/rdb/t/later", params={"wait": str(TIMEOUT)})
+        )
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(poll)
         await trio.testing.wait_all_tasks_blocked()
         node.rdb_set(node.resolve_space(space), "t", "later", {"v": 7})
     assert results[0].status_code == 200 and results[0].json()["fields"] == {"v": 7}
-    assert (await client.get("/api/spaces/notes/rdb/t", params={"wait": "5"})).is_success
+    assert (await client.get("/api/spaces/notes/rdb/t", params={"wait": str(TIMEOUT)})).is_success
 
 
 async def test_invitation_and_join_through_the_api(tmp_path: Path) -> None:
@@ -394,7 +397,8 @@ async def test_streams_and_polls_end_cleanly_when_the_node_stops(tmp_path: Path)
             async def poll() -> None:
                 r = await client.get(
                     f"{node.api_url}/api/spaces/s/rdb/t/r",
-                    params={"wait": "60", "token": node.api_token},
+                    # Longer than this test's own bound: only the node stopping ends it.
+                    params={"wait": str(2 * TIMEOUT), "token": node.api_token},
                 )
                 ended.append(f"poll {r.status_code}")
 
@@ -575,7 +579,7 @@ async def test_the_documented_route_provider_is_served(tmp_path: Path) -> None:
         assert (await c.get("/api/spaces/s/counts/t")).json() == {"table": "t", "count": 0}
         node.rdb_set(space, "t", "a", {"x": 1})
         node.rdb_set(space, "t", "b", {"x": 2})
-        counted = await c.get("/api/spaces/s/counts/t", params={"wait": "5"})
+        counted = await c.get("/api/spaces/s/counts/t", params={"wait": str(TIMEOUT)})
         assert counted.json() == {"table": "t", "count": 2}
         assert (await c.get("/api/spaces/nope/counts/t")).status_code == 404
     # The declaration the page shows is the one p2pspace makes.
@@ -601,7 +605,11 @@ print(json.dumps({"first": first, "before": before, "after": after}))
 
 def test_tool_routes_load_only_when_a_server_starts() -> None:
     proc = subprocess.run(
-        [sys.executable, "-c", LAZY_PROBE], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", LAZY_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     # The files the command line reads need no server library; importing the api package

@@ -16,7 +16,8 @@ import trio
 from p2pspace.errors import LocalProtocolError
 from p2pspace.node.node import Node
 from p2pspace.tools.discussion import Discussion
-from tests.helpers.api_client import TIMEOUT, EventClient, api_node, client_of
+from tests.helpers import TIMEOUT
+from tests.helpers.api_client import EventClient, api_node, client_of
 
 Json = dict[str, Any]
 

@@ -35,11 +35,11 @@ from selenium.webdriver.support.ui import WebDriverWait
 from starlette.applications import Starlette
 
 from p2pspace.app.web import CONTENT_SECURITY_POLICY, ui_routes
-from tests.app.test_cli_node import TIMEOUT, NodeProcess, cli, running
+from tests.helpers import TIMEOUT
+from tests.helpers.cli_node import NodeProcess, cli, running
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-WAIT = 20.0  # seconds for any one thing to show up in a page
 
 CHROMIUM_ARGS = [
     "--headless=new",
@@ -112,11 +112,11 @@ def page_url(node: NodeProcess, space: str) -> str:
 
 
 def wait_for(driver: WebDriver, what: str, condition: Callable[[WebDriver], T | None]) -> T:
-    """``condition``'s first truthy result within :data:`WAIT` seconds.
+    """``condition``'s first truthy result within :data:`TIMEOUT` seconds.
 
     Elements go stale when a live update re-renders them; the condition is then tried again.
     """
-    wait = WebDriverWait(driver, WAIT, ignored_exceptions=[StaleElementReferenceException])
+    wait = WebDriverWait(driver, TIMEOUT, ignored_exceptions=[StaleElementReferenceException])
     found = wait.until(lambda d: condition(d) or None, message=f"waiting for {what}")
     assert found is not None
     return found

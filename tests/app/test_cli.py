@@ -12,6 +12,7 @@ import pytest
 from p2pspace.app.cli import main
 from p2pspace.app.cli.parser import FAULTS_HELP
 from p2pspace.testing import FAULT_KINDS, causality_violation
+from tests.helpers import TIMEOUT
 
 
 def test_demo_once_runs_three_nodes_and_converges() -> None:
@@ -19,7 +20,7 @@ def test_demo_once_runs_three_nodes_and_converges() -> None:
         [sys.executable, "-m", "p2pspace", "demo", "--once", "--seed", "3"],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=4 * TIMEOUT,  # three nodes start, converge and stop, each a wait of its own
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
@@ -71,7 +72,7 @@ def test_bad_arguments_exit_nonzero_without_traceback() -> None:
         [sys.executable, "-m", "p2pspace", "simulate", "--faults", "bogus"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=TIMEOUT,
         check=False,
     )
     assert proc.returncode == 2

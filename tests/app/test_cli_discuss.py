@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from p2pspace.app import cli
-from tests.helpers.cli_node import TIMEOUT, running
+from tests.helpers import TIMEOUT
+from tests.helpers.cli_node import running
 
 HEX16 = re.compile(r"^[0-9a-f]{16}$")
 

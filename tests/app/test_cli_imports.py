@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.helpers import TIMEOUT
+
 HEAVY = ["trio", "hypercorn", "starlette", "h11", "cryptography", "cbor2", "sqlite3", "zeroconf"]
 OURS_HEAVY = [
     "p2pspace.app.api",
@@ -53,7 +55,7 @@ def _probe(setup: str) -> dict[str, list[str]]:
         [sys.executable, "-I", "-c", PROBE, json.dumps(HEAVY), json.dumps(OURS_HEAVY), setup],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=TIMEOUT,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr

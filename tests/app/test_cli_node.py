@@ -6,72 +6,10 @@ Waits are on process output, long-polls and the event stream, each with a bounde
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
-from typing import Any
 
-from tests.helpers.cli_node import TIMEOUT, NodeProcess, running
-
-
-def cli(home: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "p2pspace", *args, "--home", str(home)],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT + 30,
-        check=False,
-    )
-    if ok:
-        assert proc.returncode == 0, f"{args}: {proc.stderr}"
-    return proc
-
-
-def fails(home: Path, *args: str, match: str) -> str:
-    """Run a command that must fail with one ``p2pspace: error:`` line; that line."""
-    proc = cli(home, *args, ok=False)
-    assert proc.returncode != 0, args
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("p2pspace: error: "), proc.stderr
-    assert match in lines[0], proc.stderr
-    assert proc.stdout == ""
-    return lines[0]
-
-
-def status_of(home: Path) -> dict[str, Any]:
-    status: dict[str, Any] = json.loads(cli(home, "status", "--json").stdout)
-    return status
-
-
-def peer_live(status: dict[str, Any], peer: str, space: str) -> bool:
-    return any(
-        p["id"] == peer and p["connected"] and p["spaces"].get(space) == "live"
-        for p in status["peers"]
-    )
-
-
-def wait_live(node: NodeProcess, peer: str, space: str) -> dict[str, Any]:
-    """``status --json`` of ``node`` once it shows ``peer`` live in ``space``.
-
-    Subscribes to the node's event stream first, so a change after the status check is seen.
-    """
-    token = (node.home / "api.token").read_text().strip()
-    request = urllib.request.Request(f"{node.api_url}/api/events?token={token}")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + TIMEOUT
-    with opener.open(request, timeout=TIMEOUT) as events:
-        while True:
-            status = status_of(node.home)
-            if peer_live(status, peer, space):
-                return status
-            # Until the next event (keepalive comments come every 15 s; the deadline holds).
-            while True:
-                assert time.monotonic() < deadline, status
-                if events.readline().startswith(b"data: "):
-                    break
+from tests.helpers import TIMEOUT
+from tests.helpers.cli_node import cli, fails, running, status_of, wait_live
 
 
 def test_offline_commands_work_on_the_store(tmp_path: Path) -> None:
@@ -128,7 +66,7 @@ def test_two_nodes_invite_join_and_share_records(tmp_path: Path) -> None:
         assert code.startswith("p2ps1-")
         assert cli(b_home, "join", code, "--timeout", str(TIMEOUT)).stdout.strip() == space
         cli(b_home, "rdb", "set", "notes", "t", "r2", 'y="hello"', "z=true", "n=2.5")
-        got = cli(a_home, "rdb", "get", "notes", "t", "r2", "--wait", "20", "--json")
+        got = cli(a_home, "rdb", "get", "notes", "t", "r2", "--wait", str(TIMEOUT), "--json")
         assert json.loads(got.stdout) == {"y": "hello", "z": True, "n": 2.5}
 
         a_status = wait_live(a, b_id, space)

@@ -29,6 +29,7 @@ from p2pspace.engines import members
 from p2pspace.engines.members import MembersEngine
 from p2pspace.engines.rdb import RdbEngine
 from p2pspace.errors import CommandError, LocalProtocolError
+from tests.helpers import TIMEOUT
 from tests.helpers.replicas import assert_same, wires_of
 
 
@@ -208,7 +209,7 @@ def test_a_process_that_never_imports_the_engines_finds_them_installed(tmp_path:
         [sys.executable, "-I", "-c", PROBE, str(tmp_path / "s.sqlite3")],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=TIMEOUT,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr

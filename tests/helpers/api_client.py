@@ -19,8 +19,8 @@ from p2pspace.app.api.context import DEFAULT_CONFIG
 from p2pspace.node.config import NodeConfig
 from p2pspace.node.node import Node
 from p2pspace.node.runtime import open_node
+from tests.helpers import TIMEOUT
 
-TIMEOUT = 20
 LOOPBACK = ("127.0.0.1", 0)
 # The API is started next to the node, as a program does, not by open_node.
 NODE_CONFIG = NodeConfig(listen=LOOPBACK, discovery=False)

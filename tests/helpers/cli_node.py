@@ -1,23 +1,69 @@
-"""``p2pspace run`` in a subprocess, for the command-line tests: started, read, stopped.
+"""``p2pspace`` commands in subprocesses, for the command-line tests: one-shot commands, and
+``p2pspace run`` started, read and stopped.
 
-Its stdout lines are read by a thread into a queue; every wait on them is bounded by
-``TIMEOUT``. The node listens on loopback only, with no discovery.
+A running node's stdout lines are read by a thread into a queue; every wait on a process, on
+those lines or on the node's API is bounded by ``TIMEOUT``. The node listens on loopback only,
+with no discovery.
 """
 
 from __future__ import annotations
 
+import json
 import queue
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-TIMEOUT = 30
+from tests.helpers import TIMEOUT
+
 NODE_ARGS = ["--listen", "127.0.0.1:0", "--api", "127.0.0.1:0", "--no-discovery"]
+
+
+def cli(home: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    """``p2pspace ARGS --home HOME`` in a subprocess; with ``ok``, it must exit 0."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "p2pspace", *args, "--home", str(home)],
+        capture_output=True,
+        text=True,
+        # A command may itself wait up to TIMEOUT (``join --timeout``), after starting up.
+        timeout=2 * TIMEOUT,
+        check=False,
+    )
+    if ok:
+        assert proc.returncode == 0, f"{args}: {proc.stderr}"
+    return proc
+
+
+def fails(home: Path, *args: str, match: str) -> str:
+    """Run a command that must fail with one ``p2pspace: error:`` line; that line."""
+    proc = cli(home, *args, ok=False)
+    assert proc.returncode != 0, args
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("p2pspace: error: "), proc.stderr
+    assert match in lines[0], proc.stderr
+    assert proc.stdout == ""
+    return lines[0]
+
+
+def status_of(home: Path) -> dict[str, Any]:
+    """``p2pspace status --json`` of ``home``."""
+    status: dict[str, Any] = json.loads(cli(home, "status", "--json").stdout)
+    return status
+
+
+def peer_live(status: dict[str, Any], peer: str, space: str) -> bool:
+    """Whether ``status`` shows ``peer`` connected and live in ``space``."""
+    return any(
+        p["id"] == peer and p["connected"] and p["spaces"].get(space) == "live"
+        for p in status["peers"]
+    )
 
 
 class NodeProcess:
@@ -77,8 +123,30 @@ class NodeProcess:
 
 @contextmanager
 def running(home: Path, log: Path) -> Iterator[NodeProcess]:
+    """A :class:`NodeProcess` on ``home`` (stderr to ``log``), stopped when the block ends."""
     node = NodeProcess(home, log)
     try:
         yield node
     finally:
         node.stop()
+
+
+def wait_live(node: NodeProcess, peer: str, space: str) -> dict[str, Any]:
+    """``status --json`` of ``node`` once it shows ``peer`` live in ``space``.
+
+    Subscribes to the node's event stream first, so a change after the status check is seen.
+    """
+    token = (node.home / "api.token").read_text().strip()
+    request = urllib.request.Request(f"{node.api_url}/api/events?token={token}")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + TIMEOUT
+    with opener.open(request, timeout=TIMEOUT) as events:
+        while True:
+            status = status_of(node.home)
+            if peer_live(status, peer, space):
+                return status
+            # Until the next event (keepalive comments come every 15 s; the deadline holds).
+            while True:
+                assert time.monotonic() < deadline, status
+                if events.readline().startswith(b"data: "):
+                    break

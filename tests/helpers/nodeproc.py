@@ -1,210 +1,25 @@
-"""One p2pspace node in its own process, driven by JSON lines (for crash and network tests).
+"""The test side of ``node_script.py``: a node in a process of its own, driven by JSON lines.
 
-Run as a script::
-
-    python tests/helpers/nodeproc.py --home H --listen HOST:PORT \\
-        [--interface ADDR]... [--peer HOST:PORT]... [--discovery] [--name NAME]
-
-It prints ``{"ready": true, "id": HEX, "listen": "HOST:PORT"}`` once the node listens, then reads
-one JSON command per line on stdin and answers each with one JSON line on stdout (flushed):
-
-* ``{"op": "create", "name": N}`` -> ``{"space": HEX}``
-* ``{"op": "invite", "space": S}`` -> ``{"code": CODE}``
-* ``{"op": "join", "code": CODE, "timeout": SECONDS}`` -> ``{"space": HEX}``
-* ``{"op": "set", "space": S, "table": T, "record": R, "fields": {...}}`` -> ``{"ok": true}``
-* ``{"op": "storm", "space": S, "count": N, "prefix": P, "table": T}``: writes records
-  ``P-000000`` ... one delta each, printing ``{"acked": i}`` after the i-th (from 0) returned --
-  it is durable then (the store commits with ``synchronous=FULL``) -- and finally
-  ``{"ok": true, "count": N}``
-* ``{"op": "wait", "timeout": SECONDS, ...}`` waits until every condition given holds:
-  ``"space"`` with ``"records": N`` (table ``T`` has at least N records) and/or ``"vector":
-  {creator hex: seq}`` (executed at least that, nothing pending or staged); ``"discovered": N``
-  (peers seen by mDNS); ``"connected": N`` (authenticated connections) -> ``{"ok": true}``
-* ``{"op": "get", "space": S, "table": T}`` -> ``{"records": {record: fields}}``
-* ``{"op": "digest", "space": S}`` -> order and state digests, executed vector and counts
-* ``{"op": "status"}`` -> ``Node.status()``
-
-A command that fails answers ``{"error": "Type: message"}``; the node keeps running. End of
-stdin closes the node cleanly. ``S`` is a space id, id prefix or name; ``T`` defaults to ``t``.
-
-The test side is :class:`NodeProcess`, which starts the script (optionally under a command
-prefix such as ``ip netns exec NS``) and exchanges lines with bounded waits.
+:class:`NodeProcess` starts the script (optionally under a command prefix such as ``ip netns
+exec NS``), sends it commands and reads its answers, every read bounded by ``TIMEOUT``. The
+commands and answers are listed in ``node_script.py``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
-import logging
-import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import trio
 
-from p2pspace.errors import LocalProtocolError, P2PSpaceError
-from p2pspace.node.config import NodeConfig, parse_hostport
-from p2pspace.node.node import Node
-from p2pspace.node.runtime import open_node
-from p2pspace.sync.invitations import join_address
+from tests.helpers import TIMEOUT
 
-SCRIPT = Path(__file__).resolve()
-DEFAULT_TABLE = "t"
-READY_TIMEOUT = 30.0
-COMMAND_TIMEOUT = 30.0
-MAX_LINE = 1 << 20
-
-
-# -- the child process ----------------------------------------------------------------------------
-
-
-def emit(value: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(value, sort_keys=True) + "\n")
-    sys.stdout.flush()
-
-
-async def stdin_lines() -> AsyncIterator[str]:
-    """Lines of stdin, without blocking the trio thread."""
-    stream = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
-    buffer = b""
-    async with stream:
-        while True:
-            data = await stream.receive_some(65536)
-            if not data:
-                return
-            buffer += data
-            if len(buffer) > MAX_LINE:
-                raise SystemExit("nodeproc: command line too long")
-            while b"\n" in buffer:
-                line, buffer = buffer.split(b"\n", 1)
-                if line.strip():
-                    yield line.decode("utf-8")
-
-
-def _space(node: Node, command: dict[str, Any]) -> bytes:
-    if "space" not in command:
-        raise LocalProtocolError(f"{command.get('op')!r} needs a space")
-    return node.resolve_space(str(command["space"]))
-
-
-async def handle(node: Node, command: dict[str, Any]) -> dict[str, Any]:
-    op = command.get("op")
-    table = str(command.get("table", DEFAULT_TABLE))
-    if op == "create":
-        return {"space": node.create_space(str(command["name"])).space_id.hex()}
-    if op == "invite":
-        return {"code": node.invite(_space(node, command))}
-    if op == "join":
-        joined = await node.join(command["code"], timeout=float(command.get("timeout", 30)))
-        return {"space": joined.hex()}
-    if op == "set":
-        node.rdb_set(_space(node, command), table, str(command["record"]), dict(command["fields"]))
-        return {"ok": True}
-    if op == "storm":
-        space = _space(node, command)
-        count, prefix = int(command["count"]), str(command.get("prefix", "r"))
-        for i in range(count):
-            node.rdb_set(space, table, f"{prefix}-{i:06d}", {"i": i, "by": node.name})
-            emit({"acked": i})
-            await trio.lowlevel.checkpoint()  # let the node push and receive between writes
-        return {"ok": True, "count": count}
-    if op == "wait":
-        wanted = _space(node, command) if "space" in command else None
-        timeout = float(command.get("timeout", COMMAND_TIMEOUT))
-        try:
-            await node.wait_until(lambda: _holds(node, command, wanted, table), timeout=timeout)
-        except trio.TooSlowError:
-            return {"error": f"timed out after {timeout:g} s waiting for {command}"}
-        return {"ok": True}
-    if op == "get":
-        return {"records": node.rdb_get(_space(node, command), table)}
-    if op == "digest":
-        replica = node.replica(_space(node, command))
-        return {
-            "order": replica.order_digest(),
-            "state": replica.state_digest(),
-            "executed": replica.executed_count(),
-            "vector": {c.hex(): s for c, s in sorted(replica.vector.items())},
-            "pending": replica.pending_count,
-            "staged": replica.staged_count,
-        }
-    if op == "status":
-        return node.status().to_json()
-    raise LocalProtocolError(f"unknown op {op!r}")
-
-
-def _holds(node: Node, command: dict[str, Any], space: bytes | None, table: str) -> bool:
-    if "discovered" in command:
-        seen = node.discovery.peers if node.discovery is not None else {}
-        if len(seen) < int(command["discovered"]):
-            return False
-    if "connected" in command and len(node.connections) < int(command["connected"]):
-        return False
-    if space is None:
-        return True
-    if "records" in command and len(node.rdb_get(space, table)) < int(command["records"]):
-        return False
-    if "vector" in command:
-        replica = node.replica(space)
-        vector = replica.vector
-        if replica.pending_count or replica.staged_count:
-            return False
-        for creator, seq in command["vector"].items():
-            if vector.get(bytes.fromhex(creator), 0) < int(seq):
-                return False
-    return True
-
-
-def _listen_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` where, unlike a peer address, port 0 (any free port) is allowed."""
-    host, _sep, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise SystemExit(f"nodeproc: --listen wants HOST:PORT, not {text!r}")
-    return host.strip("[]"), int(port)
-
-
-async def serve(args: argparse.Namespace) -> None:
-    config = NodeConfig(
-        listen=_listen_address(args.listen),
-        interfaces=tuple(args.interface),
-        peers=tuple(parse_hostport(p) for p in args.peer),
-        discovery=args.discovery,
-        name=args.name,
-    )
-    async with open_node(Path(args.home), config) as node:
-        host, port = node.listen_addresses[0]
-        emit({"ready": True, "id": node.endpoint_id.hex(), "listen": join_address(host, port)})
-        async for line in stdin_lines():
-            try:
-                command = json.loads(line)
-                if not isinstance(command, dict):
-                    raise ValueError("a command is a JSON object")
-                answer = await handle(node, command)
-            except (P2PSpaceError, trio.TooSlowError, KeyError, ValueError, TypeError) as exc:
-                answer = {"error": f"{type(exc).__name__}: {exc}"}
-            emit(answer)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--home", required=True)
-    parser.add_argument("--listen", required=True, help="HOST:PORT (port 0: any)")
-    parser.add_argument("--interface", action="append", default=[], help="mDNS address")
-    parser.add_argument("--peer", action="append", default=[], help="HOST:PORT to keep dialling")
-    parser.add_argument("--discovery", action="store_true", help="run mDNS discovery")
-    parser.add_argument("--name", default="")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
-    )
-    trio.run(serve, args)
-
-
-# -- the test side --------------------------------------------------------------------------------
+SCRIPT = Path(__file__).resolve().with_name("node_script.py")
 
 
 class NodeProcessError(Exception):
@@ -212,7 +27,7 @@ class NodeProcessError(Exception):
 
 
 class NodeProcess:
-    """A running nodeproc child: send commands, read answers, kill it. Use :meth:`start`."""
+    """A running node_script.py child: send commands, read answers, kill it. Use :meth:`start`."""
 
     def __init__(self, process: trio.Process, log: IO[bytes], log_path: Path) -> None:
         self.process = process
@@ -237,7 +52,7 @@ class NodeProcess:
     ) -> NodeProcess:
         """Start a child and wait for its ready line. ``prefix``: e.g. ``ip netns exec NS``."""
         argv = [*prefix, sys.executable, str(SCRIPT), "--home", str(home), "--listen", listen]
-        argv += ["--name", name]
+        argv += ["--name", name, "--timeout", str(TIMEOUT)]
         for address in interfaces:
             argv += ["--interface", address]
         for peer in peers:
@@ -256,7 +71,7 @@ class NodeProcess:
             raise
         node = cls(process, log, log_path)
         try:
-            ready = await node.read(timeout=READY_TIMEOUT)
+            ready = await node.read()
             if ready.get("ready") is not True:
                 raise NodeProcessError(f"unexpected first line {ready}")
         except BaseException:
@@ -276,7 +91,7 @@ class NodeProcess:
         line = json.dumps({"op": op, **args}) + "\n"
         await self.process.stdin.send_all(line.encode())
 
-    async def read(self, *, timeout: float = COMMAND_TIMEOUT) -> dict[str, Any]:
+    async def read(self, *, timeout: float = TIMEOUT) -> dict[str, Any]:
         """The next JSON line. NodeProcessError at end of output; TooSlowError on timeout."""
         line = await self._line(timeout)
         if line is None:
@@ -300,14 +115,14 @@ class NodeProcess:
         line, self._buffer = self._buffer.split(b"\n", 1)
         return line.decode("utf-8")
 
-    async def drain(self, *, timeout: float = COMMAND_TIMEOUT) -> list[dict[str, Any]]:
+    async def drain(self, *, timeout: float = TIMEOUT) -> list[dict[str, Any]]:
         """Every complete line left until the child's output ends (after it exited)."""
         out: list[dict[str, Any]] = []
         while (line := await self._line(timeout)) is not None:
             out.append(json.loads(line))
         return out
 
-    async def answer(self, *, timeout: float = COMMAND_TIMEOUT) -> dict[str, Any]:
+    async def answer(self, *, timeout: float = TIMEOUT) -> dict[str, Any]:
         """The answer to the oldest command sent, skipping a storm's ``acked`` lines.
 
         Raises NodeProcessError if the child answered with an error.
@@ -320,15 +135,16 @@ class NodeProcess:
 
     async def call(self, op: str, **args: Any) -> dict[str, Any]:
         """Send one command and return its answer (see :meth:`answer`). A ``timeout`` in
-        ``args`` goes to the child (``wait``, ``join``); the read allows ten seconds more."""
+        ``args`` goes to the child (``wait``, ``join``); the read allows TIMEOUT more, for the
+        answer to come back once the child's own wait has ended."""
         await self.send(op, **args)
-        return await self.answer(timeout=float(args.get("timeout", COMMAND_TIMEOUT)) + 10)
+        return await self.answer(timeout=float(args.get("timeout", TIMEOUT)) + TIMEOUT)
 
     def kill(self) -> None:
         """SIGKILL: no cleanup of any kind in the child."""
         self.process.kill()
 
-    async def aclose(self, *, timeout: float = 10.0) -> None:
+    async def aclose(self, *, timeout: float = TIMEOUT) -> None:
         """Close stdin (the child shuts down cleanly), then wait; kill it if it lingers."""
         try:
             with trio.CancelScope(shield=True):
@@ -356,14 +172,10 @@ def union(vectors: Sequence[dict[str, int]]) -> dict[str, int]:
 
 
 async def converge(
-    nodes: Sequence[NodeProcess], space: str, *, timeout: float = COMMAND_TIMEOUT
+    nodes: Sequence[NodeProcess], space: str, *, timeout: float = TIMEOUT
 ) -> list[dict[str, Any]]:
     """Wait until every node has executed whatever any of them had; return their digests."""
     target = union([(await n.call("digest", space=space))["vector"] for n in nodes])
     for node in nodes:
         await node.call("wait", space=space, vector=target, timeout=timeout)
     return [await n.call("digest", space=space) for n in nodes]
-
-
-if __name__ == "__main__":
-    main()

@@ -15,7 +15,6 @@ from p2pspace.node.node import Node
 from p2pspace.node.runtime import open_node
 from p2pspace.node.tls import make_certificate
 
-TIMEOUT = 30.0  # the bound of every wait on a node in the node tests
 LOOPBACK = ("127.0.0.1", 0)
 
 
@@ -50,4 +49,4 @@ def attacker_context(tmp: Path, identity: Identity) -> ssl.SSLContext:
     return context
 
 
-__all__ = ["LOOPBACK", "TIMEOUT", "address", "attacker_context", "loopback_config", "node_at"]
+__all__ = ["LOOPBACK", "address", "attacker_context", "loopback_config", "node_at"]

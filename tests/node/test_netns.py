@@ -4,7 +4,7 @@ The fixture builds, and always tears down, one namespace holding a bridge and th
 namespaces, each joined to the bridge by a veth pair created directly between the two namespaces
 (nothing is created in, or moved through, the host's own network namespace). The hosts use
 addresses of ``SUBNET``, a private /24 that exists only inside these namespaces. Each host runs a
-node process (``tests/helpers/nodeproc.py`` under ``ip netns exec``) listening on its address,
+node process (``tests/helpers/node_script.py`` under ``ip netns exec``) listening on its address,
 with mDNS bound to that address only.
 
 The nodes find each other by mDNS, share a space by invite/join, write, then one host is cut off
@@ -26,18 +26,20 @@ import pytest
 import trio
 
 from p2pspace.sync import invitations
+from tests.helpers import TIMEOUT
 from tests.helpers.nodeproc import NodeProcess, converge
 
 SUBNET = "10.199.7"  # used only inside the namespaces made here
 PORT = 7455
 HOSTS = 3
 NAMES = ["ann", "bob", "cy"]
-TIMEOUT = 30.0
 
 
 def ip(*args: str) -> str:
     """Run ``ip ARGS``; RuntimeError with its message if it fails."""
-    proc = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10, check=False)
+    proc = subprocess.run(
+        ["ip", *args], capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"ip {' '.join(args)}: {proc.stderr.strip() or proc.returncode}")
     return proc.stdout

@@ -13,7 +13,8 @@ from p2pspace.errors import LocalProtocolError, TransportError
 from p2pspace.node.config import NodeConfig, parse_hostport
 from p2pspace.node.node import Node
 from p2pspace.sync.syncstate import PeerState
-from tests.helpers.nodes import TIMEOUT, address, node_at
+from tests.helpers import TIMEOUT
+from tests.helpers.nodes import address, node_at
 
 
 async def shared_pair(stack: AsyncExitStack, tmp: Path) -> tuple[Node, Node, bytes]:

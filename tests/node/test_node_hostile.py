@@ -55,7 +55,8 @@ from p2pspace.sync.messages import (
     encode_message,
 )
 from p2pspace.testing import ManualClock
-from tests.helpers.nodes import TIMEOUT, attacker_context, node_at
+from tests.helpers import TIMEOUT
+from tests.helpers.nodes import attacker_context, node_at
 
 STALL = 0.5
 Events = trio.MemoryReceiveChannel[NodeEvent]

@@ -35,7 +35,9 @@ from p2pspace.sync.syncstate import PeerState
 from p2pspace.testing import FakeDiscovery, MemoryNetwork, open_test_node
 from tests.helpers.nodes import attacker_context
 
-TIMEOUT = 600.0  # virtual seconds: generous, it costs nothing
+# The bound of every wait here, in virtual seconds of the autojump clock -- not a wall-clock
+# wait (not tests.helpers.TIMEOUT): generous, since virtual time costs nothing.
+VIRTUAL_TIMEOUT = 600.0
 PORT = 7455
 BASE = NodeConfig(listen=("0.0.0.0", PORT), discovery=False, durability="normal", jitter_seed=7)
 
@@ -54,7 +56,7 @@ async def shared_pair(
         open_test_node(tmp / "b", network=network, config=config(name="bob", **knobs))
     )
     space = a.create_space("s").space_id
-    await b.join(a.invite(space), timeout=TIMEOUT)
+    await b.join(a.invite(space), timeout=VIRTUAL_TIMEOUT)
     return a, b, space
 
 
@@ -120,7 +122,7 @@ Events = trio.MemoryReceiveChannel[NodeEvent]
 async def closings(events: Events, *peers: bytes) -> dict[bytes, PeerDisconnected]:
     """The events saying each of ``peers``' connections closed, in whatever order they come."""
     found: dict[bytes, PeerDisconnected] = {}
-    with trio.fail_after(TIMEOUT):
+    with trio.fail_after(VIRTUAL_TIMEOUT):
         async for event in events:
             if isinstance(event, PeerDisconnected) and event.peer in peers:
                 found[event.peer] = event
@@ -143,7 +145,7 @@ async def test_dial_backoff_grows_to_its_cap_and_resets_after_a_connection(
     target = ("10.0.9.1", PORT)  # nothing listens there yet: every dial is refused
     knobs = config(name="ann", peers=(target,), backoff_min=0.1, backoff_max=10.0)
     async with open_test_node(tmp_path / "a", network=network, config=knobs) as a:
-        await a.wait_until(lambda: len(network.attempts_to(target)) >= 14, timeout=TIMEOUT)
+        await a.wait_until(lambda: len(network.attempts_to(target)) >= 14, timeout=VIRTUAL_TIMEOUT)
         times = [attempt.at for attempt in network.attempts_to(target)]
         assert {attempt.outcome for attempt in network.attempts_to(target)} == {"refused"}
         start = times[0]
@@ -158,13 +160,13 @@ async def test_dial_backoff_grows_to_its_cap_and_resets_after_a_connection(
         async with open_test_node(
             tmp_path / "b", network=network, config=config(name="bob", listen=target)
         ) as b:
-            await a.wait_until(lambda: b.endpoint_id in a.connections, timeout=TIMEOUT)
+            await a.wait_until(lambda: b.endpoint_id in a.connections, timeout=VIRTUAL_TIMEOUT)
             b_id = b.endpoint_id
-        await a.wait_until(lambda: b_id not in a.connections, timeout=TIMEOUT)
+        await a.wait_until(lambda: b_id not in a.connections, timeout=VIRTUAL_TIMEOUT)
         left = trio.current_time()
         await a.wait_until(
             lambda: len([t for t in network.attempts_to(target) if t.at >= left]) >= 3,
-            timeout=TIMEOUT,
+            timeout=VIRTUAL_TIMEOUT,
         )
         again = [t.at for t in network.attempts_to(target) if t.at >= left]
         assert again[2] - left <= 0.1 + 0.2  # the first two delays after a reset
@@ -194,7 +196,7 @@ async def test_a_member_seen_by_discovery_is_dialled_and_a_stranger_is_not(
         a.commit(space, [add])
         seen.announce(c.endpoint_id, c.listen_addresses)
         seen.announce(b.endpoint_id, b.listen_addresses)
-        await a.wait_until(lambda: b.endpoint_id in a.connections, timeout=TIMEOUT)
+        await a.wait_until(lambda: b.endpoint_id in a.connections, timeout=VIRTUAL_TIMEOUT)
         assert a.connections[b.endpoint_id].conn.dialed
         # Anyone can announce anything: a stranger does not become a dial target.
         assert peer_key(c.endpoint_id) not in a.targets
@@ -203,7 +205,7 @@ async def test_a_member_seen_by_discovery_is_dialled_and_a_stranger_is_not(
         # A member that goes quiet on discovery stays a target (it may only be partitioned).
         with a.subscribe() as events:
             seen.withdraw(b.endpoint_id)
-            with trio.fail_after(TIMEOUT):
+            with trio.fail_after(VIRTUAL_TIMEOUT):
                 async for event in events:
                     if isinstance(event, PeerSighted) and event.peer == b.endpoint_id:
                         break
@@ -226,7 +228,7 @@ async def test_a_peer_stalled_mid_frame_is_dropped_at_the_stall_timeout(
     ):
         me = peer.identity.endpoint_id
         assert await peer.frame() is not None  # the node's Hello
-        await a.wait_until(lambda: me in a.connections, timeout=TIMEOUT)
+        await a.wait_until(lambda: me in a.connections, timeout=VIRTUAL_TIMEOUT)
         hello = frame(encode_message(Hello(endpoint=me, spaces=(), reply=False)))
         with a.subscribe() as events:
             await peer.stream.send_all(hello[:5])  # a header and one byte, then nothing
@@ -280,7 +282,7 @@ async def test_the_periodic_ack_keeps_a_quiet_connection_live(
                 and a.peer_states.state(space, b.endpoint_id) is PeerState.LIVE
                 and b.peer_states.state(space, a.endpoint_id) is PeerState.LIVE
             ),
-            timeout=TIMEOUT,
+            timeout=VIRTUAL_TIMEOUT,
         )
         link = a.connections[b.endpoint_id]
         frames = link.session.stats.frames_received
@@ -310,13 +312,13 @@ async def test_a_join_over_the_memory_network_catches_up_and_goes_live(
         space = a.create_space("s").space_id
         for i in range(50):
             a.rdb_set(space, "t", f"r{i}", {"v": i})
-        assert await b.join(a.invite(space), timeout=TIMEOUT) == space
+        assert await b.join(a.invite(space), timeout=VIRTUAL_TIMEOUT) == space
         assert b.replica(space).can_create()
         assert len(b.rdb_get(space, "t")) == 50
         assert b.peer_states.state(space, a.endpoint_id) is PeerState.LIVE
         assert {m.name for m in a.space_info(space).members} == {"ann", "bob"}
         b.rdb_set(space, "t", "from-b", {"v": "b"})
-        await a.wait_until(lambda: bool(a.rdb_get(space, "t", "from-b")), timeout=TIMEOUT)
+        await a.wait_until(lambda: bool(a.rdb_get(space, "t", "from-b")), timeout=VIRTUAL_TIMEOUT)
 
 
 async def test_a_partition_holds_bytes_back_until_it_heals(
@@ -341,7 +343,7 @@ async def test_a_partition_holds_bytes_back_until_it_heals(
         network.heal(*hosts)
         await a.wait_until(
             lambda: a.replica(space).order_digest() == b.replica(space).order_digest(),
-            timeout=TIMEOUT,
+            timeout=VIRTUAL_TIMEOUT,
         )
         assert a.rdb_get(space, "t", "x") == b.rdb_get(space, "t", "x")
         assert a.connections[b.endpoint_id] is link  # the same connection carried on

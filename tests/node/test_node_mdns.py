@@ -10,7 +10,8 @@ from pathlib import Path
 import trio
 
 from p2pspace.node.node import Node
-from tests.helpers.nodes import TIMEOUT, node_at
+from tests.helpers import TIMEOUT
+from tests.helpers.nodes import node_at
 
 
 def _open(home: Path, name: str) -> contextlib.AbstractAsyncContextManager[Node]:

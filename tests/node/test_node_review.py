@@ -17,6 +17,7 @@ import trio
 from p2pspace.core.identity import Identity
 from p2pspace.engines import members as members_engine
 from p2pspace.engines import rdb
+from p2pspace.node.config import NodeConfig
 from p2pspace.node.dialer import peer_key
 from p2pspace.node.events import DiscussionChanged, NodeEvent, PostStatusesChanged
 from p2pspace.node.home import MAX_BOOK, open_endpoint
@@ -28,7 +29,8 @@ from p2pspace.sync.handshake import Challenge, Welcome
 from p2pspace.sync.messages import Ack, Fetch, Hello, encode_message
 from p2pspace.sync.syncstate import PeerState
 from p2pspace.tools.discussion import INSTANCE, TOPICS
-from tests.helpers.nodes import TIMEOUT, attacker_context, node_at
+from tests.helpers import TIMEOUT
+from tests.helpers.nodes import attacker_context, node_at
 
 
 def sans_io_pair(tmp: Path) -> tuple[Endpoint, Identity, bytes]:
@@ -102,6 +104,8 @@ async def test_a_members_fetch_does_not_crash_the_node(tmp_path: Path) -> None:
             link = b.connections[a.endpoint_id]
             link.session.send_fetch(space, [(a.endpoint_id, 1, 80)])
             link.wake.set()
+            # A window for a crash to show, not a wait for something due: the fixed node
+            # neither crashes nor drops B, so the window always runs out.
             with trio.move_on_after(5):
                 await b.wait_until(lambda: bool(crashed) or a.endpoint_id not in b.connections)
         nursery.cancel_scope.cancel()
@@ -137,7 +141,9 @@ async def test_join_over_an_existing_connection_dialled_by_the_inviter(tmp_path:
         assert i.connections[j.endpoint_id].conn.dialed  # the I-J connection was dialled by I
         space = c.create_space("s").space_id
         await i.join(c.invite(space), timeout=TIMEOUT)
-        await j.join(i.invite(space), timeout=8)
+        # Within the stranger grace: after it, J would drop the I-J connection (it shares no
+        # space with I yet) and a new one would carry the offer, hiding the bug.
+        await j.join(i.invite(space), timeout=0.8 * NodeConfig().stranger_grace)
         assert j.replica(space).can_create()
 
 

@@ -18,7 +18,7 @@ from p2pspace.errors import (
 )
 from p2pspace.sync.framing import HEADER, MAX_FRAME, FrameDecoder, frame
 from p2pspace.sync.messages import Message, decode_message, encode_message
-from tests.sync.test_messages import messages
+from tests.helpers.strategies import messages
 
 HYPOTHESIS = settings(max_examples=100, deadline=None, derandomize=True, database=None)
 

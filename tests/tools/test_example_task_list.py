@@ -18,6 +18,7 @@ import pytest
 
 from p2pspace.node.home import open_endpoint
 from p2pspace.testing import Faults, SimNetwork
+from tests.helpers import TIMEOUT
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "task_list.py"
@@ -47,7 +48,7 @@ def test_main_syncs_two_endpoints_and_resolves_the_conflict(tmp_path: Path) -> N
 
 def test_the_example_runs_as_a_program() -> None:
     proc = subprocess.run(
-        [sys.executable, str(EXAMPLE)], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, str(EXAMPLE)], capture_output=True, text=True, timeout=TIMEOUT, check=False
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["[ ] buy milk", "[x] take out the bins"]

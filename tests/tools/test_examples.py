@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.helpers import TIMEOUT
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
@@ -24,7 +26,7 @@ def test_shared_records_runs_as_a_program() -> None:
         [sys.executable, str(EXAMPLES / "shared_records.py")],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=TIMEOUT,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
