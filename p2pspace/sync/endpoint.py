@@ -14,8 +14,9 @@ the deltas has recorded what its peer has, so nothing is echoed back to its send
 
 While any session still expects a catch-up stream for a space, received deltas for that space are
 executed with ``defer`` so that concurrent histories merge in one undo/redo pass; the stage is
-released by the next :meth:`Endpoint.receive_data` or :meth:`Endpoint.tick` after the last
-catch-up ends -- never from a connection's teardown.
+released when the last catch-up's ``Synced`` has been received (before the session acknowledges
+it), when the session holding it back fails, or by the next :meth:`Endpoint.tick` -- never from a
+connection's teardown.
 
 The endpoint never reads a clock: callers pass ``time`` (milliseconds) when creating deltas.
 """
@@ -29,8 +30,8 @@ from p2pspace.core.delta import Command, Delta
 from p2pspace.core.identity import Identity
 from p2pspace.core.replica import ReceiveResult, Replica
 from p2pspace.core.store import Store
-from p2pspace.errors import NotFoundError
-from p2pspace.sync.session import Session
+from p2pspace.errors import NotFoundError, RemoteProtocolError
+from p2pspace.sync.session import DeltasReceived, Session
 
 
 class Endpoint:
@@ -181,13 +182,25 @@ class Endpoint:
         session.receive_data(data)
         self._applying += 1
         try:
-            while (event := session.next_event()) is not None:
-                result = self.receive(event.replica, event.wires)
-                session.deltas_applied(event, result)
+            try:
+                while (event := session.next_event()) is not None:
+                    if isinstance(event, DeltasReceived):
+                        result = self.receive(event.replica, event.wires)
+                        session.deltas_applied(event, result)
+                    else:
+                        # The merge the finished stream held back runs before the session
+                        # answers its Synced, so that the Ack covers it.
+                        self.release_ready()
+                        self._hand_out()
+                        session.catch_up_ended(event)
+                    self._hand_out()
+            finally:
+                self._applying -= 1
                 self._hand_out()
-        finally:
-            self._applying -= 1
-            self._hand_out()
+        except RemoteProtocolError:
+            # The session failed and holds no catch-up back any more: merge what it held.
+            self.release_ready()
+            raise
         self.release_ready()
 
     def receive(self, replica: Replica, wires: Iterable[bytes]) -> ReceiveResult:

@@ -6,8 +6,11 @@ feeds it with :meth:`Session.receive_data` and then pulls :meth:`Session.next_ev
 returns ``None``. Most frames are handled inside the session (they only change its own state and
 queue answers); a ``Deltas`` frame is returned as a :class:`DeltasReceived` event, because
 applying it changes a replica: the endpoint applies it and tells the session what it saw with
-:meth:`Session.deltas_applied` before pulling the next event. Nothing calls back into a session
-while it handles a frame, and nothing a session does applies deltas or merges.
+:meth:`Session.deltas_applied` before pulling the next event. A ``Synced`` frame is returned as a
+:class:`CatchUpEnded` event: the endpoint merges what the finished stream held back, then lets
+the session answer with :meth:`Session.catch_up_ended` (its Ack then covers the merge). Nothing
+calls back into a session while it handles a frame, and nothing a session does applies deltas or
+merges.
 
 Bytes for the peer come from :meth:`Session.data_to_send` (catch-up chunks are produced lazily
 here, so a slow peer exerts backpressure instead of growing a queue). :meth:`Session.tick` is
@@ -137,6 +140,18 @@ class DeltasReceived:
     wires: tuple[bytes, ...]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CatchUpEnded:
+    """The peer's catch-up stream for ``space`` is complete (its Synced arrived, bringing us up
+    to ``vector``): merge what waited for it, then call :meth:`Session.catch_up_ended`."""
+
+    space: bytes
+    vector: tuple[tuple[bytes, int], ...]
+
+
+Event = DeltasReceived | CatchUpEnded
+
+
 @dataclass(slots=True, kw_only=True)
 class _Offers:
     """The spaces each side named in its Hellos, and the ticks spent waiting for them."""
@@ -170,7 +185,7 @@ class Session:
         self._decoder = FrameDecoder(max_frame=max_frame)
         self._outbox = Outbox(self.stats, max_frame=max_frame)
         self._offers = _Offers()
-        self._waiting: DeltasReceived | None = None  # returned, not yet applied
+        self._waiting: Event | None = None  # returned, not yet answered
         self._send_hello(reply=False)
 
     # -- state machine ------------------------------------------------------------------------
@@ -295,6 +310,22 @@ class Session:
             self._send_hello(reply=False)
             self._update_links()
 
+    def catch_up_ended(self, event: CatchUpEnded) -> None:
+        """The endpoint merged what ``event``'s stream held back (unless another catch-up still
+        holds it): acknowledge, and on a lossy link ask again for what the stream lost."""
+        if self._waiting is not event:
+            raise LocalProtocolError("catch_up_ended() for an event that is not pending")
+        self._waiting = None
+        link = self._links.get(event.space)
+        if link is None:
+            return
+        accepted = link.replica.accepted_vector()
+        if self.lossy and any(accepted.get(c, 0) < s for c, s in event.vector):
+            # Part of the stream was lost in transit: ask again from where we are.
+            self._request(event.space, link)
+        self._send(Ack(space=event.space, vector=vector_of(link.replica.vector)))
+        link.received_since_ack = False
+
     def deltas_applied(self, event: DeltasReceived, result: ReceiveResult) -> None:
         """The endpoint applied ``event``'s deltas with ``result``. Raises the first rejection
         that proves the peer sent something invalid (the session has then failed, with an
@@ -323,16 +354,16 @@ class Session:
         self.stats.bytes_received += len(data)
         self._decoder.append(data)
 
-    def next_event(self) -> DeltasReceived | None:
+    def next_event(self) -> Event | None:
         """Handle buffered frames up to the next one the endpoint must apply; None when every
         complete frame is handled (or the session closed).
 
         Protocol violations queue an Error frame, move the session to ERROR, keep the error
         in :attr:`error` and raise it. Raises :class:`LocalProtocolError` if the previous
-        event was not answered with :meth:`deltas_applied`.
+        event was not answered (:meth:`deltas_applied`, :meth:`catch_up_ended`).
         """
         if self._waiting is not None:
-            raise LocalProtocolError("deltas_applied() must answer the previous event first")
+            raise LocalProtocolError("the previous event must be answered first")
         try:
             while not self.closed:
                 payload = self._decoder.next_frame()
@@ -357,7 +388,7 @@ class Session:
         self.state = TRANSITIONS[(self.state, Input.PROTOCOL_ERROR)]
         self._links.clear()
 
-    def _receive_payload(self, payload: bytes) -> DeltasReceived | None:
+    def _receive_payload(self, payload: bytes) -> Event | None:
         self.stats.frames_received += 1
         if self._outbox.bytes > MAX_OUTBOX:
             # Every frame may ask for an answer; a peer that keeps asking without reading the
@@ -445,18 +476,13 @@ class Session:
         link.ticks_requested = 0
         return DeltasReceived(space=message.space, replica=link.replica, wires=message.wires)
 
-    def _on_synced(self, message: Synced) -> None:
+    def _on_synced(self, message: Synced) -> CatchUpEnded | None:
         link = self._link_for(message.space)
         if link is None:
-            return
+            return None
         _merge(link.acked, _members_only(link.replica, dict(message.vector)))
         link.feed_recv(RecvInput.SYNCED)
-        accepted = link.replica.accepted_vector()
-        if self.lossy and any(accepted.get(c, 0) < s for c, s in message.vector):
-            # Part of the stream was lost in transit: ask again from where we are.
-            self._request(message.space, link)
-        self._send(Ack(space=message.space, vector=vector_of(link.replica.vector)))
-        link.received_since_ack = False
+        return CatchUpEnded(space=message.space, vector=message.vector)
 
     def _on_ack(self, message: Ack) -> None:
         link = self._link_for(message.space)
@@ -547,7 +573,7 @@ def _merge(into: dict[bytes, int], other: dict[bytes, int]) -> None:
             into[key] = value
 
 
-_HANDLERS: dict[type, Callable[[Session, Any], DeltasReceived | None]] = {
+_HANDLERS: dict[type, Callable[[Session, Any], Event | None]] = {
     Hello: Session._on_hello,
     Revision: Session._on_revision,
     Deltas: Session._on_deltas,
@@ -558,7 +584,9 @@ _HANDLERS: dict[type, Callable[[Session, Any], DeltasReceived | None]] = {
 }
 
 __all__ = [
+    "CatchUpEnded",
     "DeltasReceived",
+    "Event",
     "LinkView",
     "RecvState",
     "SendState",
