@@ -13,37 +13,48 @@ from __future__ import annotations
 
 from typing import Any
 
+from p2pspace.core import codec
 from p2pspace.core.delta import Command, DeltaId
 from p2pspace.core.engine import DeltaContext, Engine, EngineState
 from p2pspace.core.engine_registry import register_engine
 from p2pspace.core.membership import (
+    DEFAULT_QUOTA,
     ENGINE_NAME_MAX,
     INSTANCE,
     KIND,
     MAX_ENGINES,
     MAX_TEXT,
     MEMBER_PREFIX,
+    QUOTA_KEY,
     ROLES,
     SPACE_KEY,
     Member,
     MembersView,
     SpaceInfo,
     add_command,
+    authorize,
     encode_member,
+    encode_member_record,
     encode_space,
     genesis_command,
     member_grant,
     member_key,
+    next_member,
+    quota_command,
+    remove_command,
+    role_command,
     validate_command,
 )
 
 __all__ = [
+    "DEFAULT_QUOTA",
     "ENGINE_NAME_MAX",
     "INSTANCE",
     "KIND",
     "MAX_ENGINES",
     "MAX_TEXT",
     "MEMBER_PREFIX",
+    "QUOTA_KEY",
     "ROLES",
     "SPACE_KEY",
     "Member",
@@ -51,9 +62,13 @@ __all__ = [
     "MembersView",
     "SpaceInfo",
     "add_command",
+    "authorize",
     "genesis_command",
     "member_grant",
     "member_key",
+    "quota_command",
+    "remove_command",
+    "role_command",
     "validate_command",
 ]
 
@@ -81,12 +96,15 @@ class MembersEngine(Engine):
                 ),
             )
             return [old_space, old_member]
+        if command.name == "quota":
+            old = state.get(QUOTA_KEY)
+            state.put(QUOTA_KEY, codec.encode(args["bytes"]))
+            return [old]
         key = member_key(args["id"])
         old = state.get(key)
-        state.put(
-            key,
-            encode_member(key=args["key"], name=args["name"], role=args["role"], added_by=added_by),
-        )
+        new = next_member(MembersView(state).get(args["id"]), command, added_by)
+        if new is not None:
+            state.put(key, encode_member_record(new))
         return [old]
 
     def undo(self, state: EngineState, command: Command, undo_record: Any) -> None:
@@ -97,11 +115,13 @@ class MembersEngine(Engine):
             _restore(state, member_key(args["member"]["id"]), old_member)
             return
         (old,) = undo_record
-        _restore(state, member_key(args["id"]), old)
+        _restore(state, QUOTA_KEY if command.name == "quota" else member_key(args["id"]), old)
 
     def footprint(self, command: Command) -> frozenset[bytes] | None:
         if command.name == "genesis":
             return frozenset({SPACE_KEY, member_key(command.args["member"]["id"])})
+        if command.name == "quota":
+            return frozenset({QUOTA_KEY})
         return frozenset({member_key(command.args["id"])})
 
 

@@ -38,6 +38,8 @@ class ErrorCode(enum.IntEnum):
     LIMIT_EXCEEDED = 14
     INTERNAL = 15
     INVITATION_REFUSED = 16
+    NOT_AUTHORIZED = 17
+    QUOTA_EXCEEDED = 18
 
 
 class P2PSpaceError(Exception):
@@ -65,9 +67,17 @@ class StorageError(P2PSpaceError):
 
 
 class RemoteProtocolError(P2PSpaceError):
-    """A peer sent something invalid. ``code`` is the wire error code to report back."""
+    """A peer sent something invalid. ``code`` is the wire error code to report back.
+
+    ``blames_sender`` says whose fault it is: True when the bytes themselves prove the peer
+    that sent them misbehaved (malformed, forged); False for an authentic delta that breaks a
+    rule of the space -- its *creator* is at fault, and the peer that relayed it may simply
+    have decided differently (an older release, or not yet holding what we hold), so the
+    session with that peer stays open.
+    """
 
     code: ErrorCode = ErrorCode.MALFORMED
+    blames_sender: bool = True
 
     def __init__(self, message: str, *, code: ErrorCode | None = None) -> None:
         super().__init__(message)
@@ -119,6 +129,22 @@ class NotMemberError(InvalidDeltaError):
     """The creator is not a member of the space in the delta's causal past."""
 
     code = ErrorCode.NOT_MEMBER
+    blames_sender = False
+
+
+class NotAuthorizedError(InvalidDeltaError):
+    """The creator's role in the delta's causal past does not allow one of its commands
+    (a guest writing, a participant managing members, the last manager leaving)."""
+
+    code = ErrorCode.NOT_AUTHORIZED
+    blames_sender = False
+
+
+class QuotaExceededError(InvalidDeltaError, ResourceLimitError):
+    """The creator's deltas in this space exceed the per-member quota in its causal past."""
+
+    code = ErrorCode.QUOTA_EXCEEDED
+    blames_sender = False
 
 
 class CommandError(InvalidDeltaError):
@@ -134,15 +160,18 @@ class WrongSpaceError(InvalidDeltaError):
 
 
 class EquivocationError(InvalidDeltaError):
-    """A second, different delta with an id already seen. The first is kept; evidence stored."""
+    """A second, different delta with an id already seen; evidence is stored and one copy,
+    chosen by the same rule everywhere, is kept."""
 
     code = ErrorCode.EQUIVOCATION
+    blames_sender = False
 
 
 class TooFarAheadError(InvalidDeltaError, ResourceLimitError):
     """The delta depends on deltas too far beyond the local replica to buffer."""
 
     code = ErrorCode.TOO_FAR_AHEAD
+    blames_sender = False
 
 
 class FrameTooLargeError(ResourceLimitError):

@@ -13,19 +13,38 @@ Commands:
 * ``genesis {name, nonce, engines, member}`` -- only in a space's genesis delta: records the
   space's name and engine instances (``{instance: kind}``) and makes ``member``
   (``{id, key, name}``) the space's first manager.
-* ``add {id, key, name, role}`` -- adds (or re-adds, replacing name and role) a member.
+* ``add {id, key, name, role}`` -- admits an endpoint that is not a current member (a new one,
+  or one removed earlier: re-admission); no effect on a current member.
+* ``remove {id}`` -- removes a current member (its record stays, marked removed, so its old
+  deltas keep their author's name); a member removing itself is leaving.
+* ``role {id, role}`` -- changes a current member's role.
+* ``quota {bytes}`` -- the space's per-member quota: the most delta body bytes one member may
+  create in the space (default :data:`DEFAULT_QUOTA`).
 
 ``id`` is the 16-byte endpoint id and must be derived from ``key`` (32-byte Ed25519 public key);
 roles are :data:`ROLES`. State: key :data:`SPACE_KEY` holds ``{name, engines}``; key
-``m/<id>`` (:func:`member_key`) holds ``{key, name, role, added_by: [creator, seq]}``, both in
+``m/<id>`` (:func:`member_key`) holds ``{key, name, role, added_by: [creator, seq]}`` plus
+``removed_by: [creator, seq]`` once removed; key :data:`QUOTA_KEY` holds the quota; all in
 canonical CBOR.
+
+Who may do what (DESIGN §8) is :func:`authorize`, one pure function over a :class:`RoleSource`.
+It is asked twice with the same rules: before storage, over the membership that the delta's
+causal past builds (:class:`MemberTable`, replayed by :mod:`p2pspace.core.authority`), and at
+execution, over the members state at the delta's place in the total order (:class:`MembersView`).
+A delta is allowed or refused whole:
+
+* the creator must be a current member;
+* a **guest** may only leave; a **participant** may also run every command of the space's other
+  engines; a **manager** may also add and remove members, change roles and set the quota;
+* no delta may leave the space without a manager (the last manager cannot leave, be removed or
+  be demoted).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 from p2pspace.core import codec
 from p2pspace.core.delta import Command, DeltaId
@@ -37,7 +56,16 @@ INSTANCE = "members"
 KIND = "members"
 ROLES = ("manager", "participant", "guest")
 SPACE_KEY = b"space"
+QUOTA_KEY = b"quota"
 MEMBER_PREFIX = b"m/"
+DEFAULT_QUOTA = 256 * 1024 * 1024
+MAX_QUOTA = 2**40
+MANAGING = frozenset({"add", "remove", "role", "quota"})
+
+# Why a delta is refused (before storage) or a no-op (at execution).
+NOT_A_MEMBER = "not a member"
+NOT_ALLOWED = "not allowed for this role"
+LAST_MANAGER = "would leave the space without a manager"
 MAX_TEXT = 200
 ENGINE_NAME_MAX = 64
 MAX_ENGINES = 32
@@ -50,6 +78,11 @@ class Member:
     name: str
     role: str
     added_by: tuple[bytes, int]
+    removed_by: tuple[bytes, int] | None = None
+
+    @property
+    def current(self) -> bool:
+        return self.removed_by is None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,6 +139,18 @@ def add_command(*, member_id: bytes, key: bytes, name: str, role: str = "partici
     )
 
 
+def remove_command(member_id: bytes) -> Command:
+    return Command(engine=INSTANCE, name="remove", args={"id": member_id})
+
+
+def role_command(member_id: bytes, role: str) -> Command:
+    return Command(engine=INSTANCE, name="role", args={"id": member_id, "role": role})
+
+
+def quota_command(limit: int) -> Command:
+    return Command(engine=INSTANCE, name="quota", args={"bytes": limit})
+
+
 def validate_command(command: Command) -> None:
     """Check the shape and types of a members command (state-independent).
 
@@ -133,6 +178,17 @@ def validate_command(command: Command) -> None:
         _member_fields(args)
         if args["role"] not in ROLES:
             raise CommandError(f"role must be one of {ROLES}")
+    elif command.name == "remove":
+        _member_id(_check_map(command.args, {"id"})["id"])
+    elif command.name == "role":
+        args = _check_map(command.args, {"id", "role"})
+        _member_id(args["id"])
+        if args["role"] not in ROLES:
+            raise CommandError(f"role must be one of {ROLES}")
+    elif command.name == "quota":
+        limit = _check_map(command.args, {"bytes"})["bytes"]
+        if type(limit) is not int or not 0 < limit <= MAX_QUOTA:
+            raise CommandError(f"quota must be an integer of bytes in 1..{MAX_QUOTA}")
     else:
         raise CommandError(f"members has no command {command.name!r}")
 
@@ -153,10 +209,150 @@ def encode_space(name: str, engines: dict[str, str]) -> bytes:
     return codec.encode({"name": name, "engines": engines})
 
 
-def encode_member(*, key: bytes, name: str, role: str, added_by: DeltaId) -> bytes:
-    return codec.encode(
-        {"key": key, "name": name, "role": role, "added_by": [added_by.creator, added_by.seq]}
+def encode_member(
+    *,
+    key: bytes,
+    name: str,
+    role: str,
+    added_by: tuple[bytes, int],
+    removed_by: tuple[bytes, int] | None = None,
+) -> bytes:
+    value: dict[str, Any] = {
+        "key": key,
+        "name": name,
+        "role": role,
+        "added_by": [added_by[0], added_by[1]],
+    }
+    if removed_by is not None:
+        value["removed_by"] = [removed_by[0], removed_by[1]]
+    return codec.encode(value)
+
+
+def encode_member_record(member: Member) -> bytes:
+    return encode_member(
+        key=member.key,
+        name=member.name,
+        role=member.role,
+        added_by=member.added_by,
+        removed_by=member.removed_by,
     )
+
+
+def next_member(old: Member | None, command: Command, by: tuple[bytes, int]) -> Member | None:
+    """The member record ``command`` (an authorised add, remove or role) leaves, or None when
+    it changes nothing. The one statement of what these commands do to a member; the engine
+    and :class:`MemberTable` both apply it."""
+    args = command.args
+    if command.name == "add":
+        if old is not None and old.current:
+            return None
+        return Member(
+            id=args["id"], key=args["key"], name=args["name"], role=args["role"], added_by=by
+        )
+    if old is None or not old.current:
+        return None
+    if command.name == "remove":
+        return replace(old, removed_by=by)
+    if command.name == "role":
+        return None if old.role == args["role"] else replace(old, role=args["role"])
+    return None
+
+
+class RoleSource(Protocol):
+    """Membership at one point: the current role of an endpoint, None if not a member."""
+
+    def role_of(self, member_id: bytes) -> str | None: ...
+
+    def managers(self) -> set[bytes]: ...
+
+
+def authorize(creator: bytes, commands: Sequence[Command], roles: RoleSource) -> str | None:
+    """Why ``creator`` may not create a delta of ``commands`` given ``roles``, or None if it
+    may. Pure and deterministic: every replica decides the same on the same membership."""
+    role = roles.role_of(creator)
+    if role is None:
+        return NOT_A_MEMBER
+    managing = False
+    for command in commands:
+        if command.engine != INSTANCE:
+            if role == "guest":
+                return NOT_ALLOWED
+            continue
+        managing = True
+        leaving = command.name == "remove" and command.args["id"] == creator
+        if role != "manager" and not leaving:
+            return NOT_ALLOWED
+    if managing and not _managers_after(commands, roles):
+        return LAST_MANAGER
+    return None
+
+
+def _managers_after(commands: Sequence[Command], roles: RoleSource) -> set[bytes]:
+    """The managers left once ``commands`` (members commands among them) have run."""
+    managers = roles.managers()
+    for command in commands:
+        if command.engine != INSTANCE or command.name in ("genesis", "quota"):
+            continue
+        target: bytes = command.args["id"]
+        if command.name == "remove":
+            managers.discard(target)
+        elif command.name == "role":
+            if command.args["role"] != "manager":
+                managers.discard(target)
+            elif roles.role_of(target) is not None:
+                managers.add(target)
+        elif command.args["role"] == "manager" and roles.role_of(target) is None:
+            managers.add(target)  # an add of an endpoint that is not a current member
+    return managers
+
+
+@dataclass(slots=True)
+class MemberTable:
+    """Membership as an in-memory table, built by applying members deltas one by one: the
+    membership a delta's causal past covers (see :mod:`p2pspace.core.authority`)."""
+
+    members: dict[bytes, Member] = field(default_factory=dict)
+    quota: int = DEFAULT_QUOTA
+
+    def role_of(self, member_id: bytes) -> str | None:
+        member = self.members.get(member_id)
+        return member.role if member is not None and member.current else None
+
+    def managers(self) -> set[bytes]:
+        return {m.id for m in self.members.values() if m.current and m.role == "manager"}
+
+    def copy(self) -> MemberTable:
+        return MemberTable(members=dict(self.members), quota=self.quota)
+
+    def apply(self, creator: bytes, seq: int, commands: Sequence[Command]) -> bool:
+        """Apply one delta's members commands if :func:`authorize` allows them; False (and
+        nothing changed) if not."""
+        if not any(c.engine == INSTANCE for c in commands):
+            return True
+        genesis = [c for c in commands if c.engine == INSTANCE and c.name == "genesis"]
+        if genesis:
+            member = genesis[0].args["member"]
+            self.members[member["id"]] = Member(
+                id=member["id"],
+                key=member["key"],
+                name=member["name"],
+                role="manager",
+                added_by=(creator, seq),
+            )
+            return True
+        if authorize(creator, commands, self) is not None:
+            return False
+        for command in commands:
+            if command.engine != INSTANCE:
+                continue
+            if command.name == "quota":
+                self.quota = command.args["bytes"]
+                continue
+            target = command.args["id"]
+            new = next_member(self.members.get(target), command, (creator, seq))
+            if new is not None:
+                self.members[target] = new
+        return True
 
 
 class MembersView:
@@ -176,27 +372,56 @@ class MembersView:
         return SpaceInfo(name=value["name"], engines=dict(value["engines"]))
 
     def members(self) -> Iterator[Member]:
+        """Current members (not removed), in id order."""
+        for member in self.everyone():
+            if member.current:
+                yield member
+
+    def everyone(self) -> Iterator[Member]:
+        """Every endpoint ever admitted, removed ones included, in id order."""
         for key, raw in self._state.scan(MEMBER_PREFIX):
-            value = _decode_stored(raw)
-            creator, seq = value["added_by"]
-            yield Member(
-                id=key[len(MEMBER_PREFIX) :],
-                key=value["key"],
-                name=value["name"],
-                role=value["role"],
-                added_by=(creator, seq),
-            )
+            yield _member_of(key[len(MEMBER_PREFIX) :], raw)
 
     def get(self, member_id: bytes) -> Member | None:
-        for member in self.members():
-            if member.id == member_id:
-                return member
-        return None
+        """The record of ``member_id`` (current or removed), or None."""
+        raw = self._state.get(member_key(member_id))
+        return None if raw is None else _member_of(member_id, raw)
+
+    def role_of(self, member_id: bytes) -> str | None:
+        member = self.get(member_id)
+        return member.role if member is not None and member.current else None
+
+    def managers(self) -> set[bytes]:
+        return {m.id for m in self.members() if m.role == "manager"}
+
+    def quota(self) -> int:
+        raw = self._state.get(QUOTA_KEY)
+        return DEFAULT_QUOTA if raw is None else int(_decode_stored(raw))
+
+
+def _member_of(member_id: bytes, raw: bytes) -> Member:
+    value = _decode_stored(raw)
+    creator, seq = value["added_by"]
+    removed = value.get("removed_by")
+    return Member(
+        id=member_id,
+        key=value["key"],
+        name=value["name"],
+        role=value["role"],
+        added_by=(creator, seq),
+        removed_by=None if removed is None else (removed[0], removed[1]),
+    )
 
 
 def _text(value: object, label: str, *, allow_empty: bool = True) -> str:
     if type(value) is not str or len(value) > MAX_TEXT or (not allow_empty and not value):
         raise CommandError(f"{label} must be a string of at most {MAX_TEXT} characters")
+    return value
+
+
+def _member_id(value: object) -> bytes:
+    if type(value) is not bytes or len(value) != 16:
+        raise CommandError("member id must be a 16-byte endpoint id")
     return value
 
 

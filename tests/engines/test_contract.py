@@ -45,12 +45,18 @@ MEMBERS_VALID = [
     _genesis("chores", b"\x01" * 16, {"db": "rdb"}),
     _genesis("renamed", b"\x02" * 16, {"db": "rdb", "tasks": "rdb"}),
     _add(BOB, "bob"),
-    _add(BOB, "bobby", "guest"),  # re-adds bob: replaces name and role
+    _add(BOB, "bobby", "guest"),  # bob is a current member: no effect
     _add(CAROL, "carol", "manager"),
-    _add(ALICE, "alice again"),  # the genesis member, re-added
+    members.role_command(BOB.endpoint_id, "manager"),
+    members.remove_command(BOB.endpoint_id),
+    _add(BOB, "bob again"),  # re-admission after a removal
+    members.quota_command(1024),
 ]
 MEMBERS_INVALID = [
-    Command(engine="members", name="remove", args={"id": BOB.endpoint_id}),
+    Command(engine="members", name="remove", args={"id": BOB.endpoint_id, "x": 1}),
+    Command(engine="members", name="role", args={"id": BOB.endpoint_id, "role": "owner"}),
+    Command(engine="members", name="quota", args={"bytes": 0}),
+    Command(engine="members", name="expel", args={"id": BOB.endpoint_id}),
     Command(engine="members", name="add", args=[BOB.endpoint_id]),
     members.add_command(member_id=CAROL.endpoint_id, key=BOB.public_key, name="x"),
     _add(BOB, "bob", "owner"),

@@ -68,8 +68,8 @@ def test_add_member_and_re_add(
             role="participant",
             added_by=(ida.endpoint_id, 2),
         )
-    # b (a participant) adds c as a guest; a re-adds b as a manager with a new name.
-    d1 = b.create(
+    # a (the manager) adds c as a guest and promotes b; b (a participant) may do neither.
+    d1 = a.create(
         [
             members.add_command(
                 member_id=idc.endpoint_id, key=idc.public_key, name="c", role="guest"
@@ -77,16 +77,8 @@ def test_add_member_and_re_add(
         ],
         time=3,
     )
-    d2 = a.create(
-        [
-            members.add_command(
-                member_id=idb.endpoint_id, key=idb.public_key, name="Bee", role="manager"
-            )
-        ],
-        time=3,
-    )
-    a.receive([d1.wire()])
-    b.receive([d2.wire()])
+    d2 = a.create([members.role_command(idb.endpoint_id, "manager")], time=3)
+    b.receive([d1.wire(), d2.wire()])
     for replica in (a, b):
         view = replica.members()
         assert view.get(idc.endpoint_id) == Member(
@@ -94,14 +86,14 @@ def test_add_member_and_re_add(
             key=idc.public_key,
             name="c",
             role="guest",
-            added_by=(idb.endpoint_id, 1),
+            added_by=(ida.endpoint_id, 3),
         )
         assert view.get(idb.endpoint_id) == Member(
             id=idb.endpoint_id,
             key=idb.public_key,
-            name="Bee",
+            name="b",
             role="manager",
-            added_by=(ida.endpoint_id, 3),
+            added_by=(ida.endpoint_id, 2),
         )
         assert sorted(m.id for m in view.members()) == sorted(
             i.endpoint_id for i in (ida, idb, idc)
