@@ -11,8 +11,8 @@ Theory of operation. A replica *accepts* a delta once it is
 3. **valid in its causal past** -- ``prev`` equals the hash of the creator's accepted previous
    delta; ``rank`` is 1 + the highest rank among its dependency heads (the creator's previous
    delta and every diff entry; entries not in the diff are heads of the previous delta, whose
-   ranks are lower); and, for a creator's first delta, a member grant for the creator is in the
-   delta's dependencies.
+   ranks are lower); and the creator's role in the membership its causal past builds allows
+   every command, within the space's quota (:mod:`p2pspace.core.authority`).
 
 Deltas that are not yet ready wait in the *pending* set, bounded in count and bytes: over the
 bound the oldest pending deltas are dropped (they are fetched again later, never a crash). Each
@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from p2pspace.core.authenticity import MAX_CHAIN, chains_to, check_signature, signature_verifies
+from p2pspace.core.authority import Authority
 from p2pspace.core.delta import Delta, DeltaId
 from p2pspace.core.membership import INSTANCE as MEMBERS_INSTANCE
 from p2pspace.core.membership import Membership, member_grant
@@ -72,6 +73,7 @@ class _Pending:
     wire: bytes
     authentic: bool = False
     blocker: DeltaId | None = None
+    unsupported: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,12 +103,14 @@ class CausalBuffer:
         space: bytes,
         heads: dict[bytes, Head],
         membership: Membership,
+        authority: Authority,
         lookup: Callable[[bytes, int], tuple[int, bytes] | None],
         limits: Limits = Limits(),
     ) -> None:
         self.space = space
         self.heads = heads
         self.membership = membership
+        self.authority = authority
         self.limits = limits
         self._lookup = lookup
         self._pending: dict[DeltaId, _Pending] = {}
@@ -117,6 +121,7 @@ class CausalBuffer:
         self._accepted_info: dict[DeltaId, tuple[int, bytes]] = {}
         self.rejections: list[Rejection] = []
         self.evidence: list[Evidence] = []
+        self.newly_void: set[DeltaId] = set()
         self.dropped = 0
 
     # -- queries ----------------------------------------------------------------------------
@@ -155,8 +160,13 @@ class CausalBuffer:
 
     # -- input ------------------------------------------------------------------------------
 
-    def offer(self, delta: Delta, wire: bytes, *, authentic: bool = False) -> bool:
+    def offer(
+        self, delta: Delta, wire: bytes, *, authentic: bool = False, unsupported: bool = False
+    ) -> bool:
         """Add a received delta. Returns False for a duplicate of one already seen.
+
+        ``unsupported``: this release cannot validate its commands (a newer release made it);
+        it is judged on its creator's membership alone, kept, relayed and never executed.
 
         Raises :class:`InvalidDeltaError` subclasses when the delta is refused at once (wrong
         space, too far ahead, equivocation, conflicting copy); nothing is changed then.
@@ -188,17 +198,17 @@ class CausalBuffer:
         if authentic and self._blocker(delta) is None:
             # Fast path (in-order streams): ready and authentic, so accepted without queuing.
             try:
-                self._check_member(delta)
                 self._check_causal_past(delta)
+                void = self.authority.check(delta, unsupported=unsupported)
             except InvalidDeltaError as exc:
                 self.rejections.append(Rejection(delta_id=did, error=exc, delta_hash=delta.hash))
                 return True
             woken: deque[DeltaId] = deque()
-            self._accept(delta, wire, did, woken)
+            self._accept(delta, wire, did, woken, void=void, unsupported=unsupported)
             if woken:
                 self._process(woken)
             return True
-        entry = _Pending(delta=delta, wire=wire, authentic=authentic)
+        entry = _Pending(delta=delta, wire=wire, authentic=authentic, unsupported=unsupported)
         work: deque[DeltaId] = deque([did])
         if not authentic:
             if delta.signature is not None:
@@ -242,6 +252,7 @@ class CausalBuffer:
         """Record a delta this endpoint created (already authentic and valid). Pending deltas
         it unblocks are processed; any accepted go to :meth:`take_accepted`."""
         self.heads[delta.creator] = Head(delta.seq, delta.rank, delta.hash)
+        self.newly_void |= self.authority.accept(delta, void=False)
         work: deque[DeltaId] = deque()
         if any(c.engine == MEMBERS_INSTANCE for c in delta.commands):
             work.extend(self._grant(delta))
@@ -337,23 +348,43 @@ class CausalBuffer:
                 self._wait(entry, did, blocker)
                 continue
             try:
-                self._check_member(delta)
+                key = self.membership.keys.get(delta.creator)
+                if key is None:
+                    # No grant of this creator is accepted although its dependencies are:
+                    # none is in its causal past, so it is not a member there.
+                    raise NotMemberError("the creator is not a member in the delta's causal past")
                 if not entry.authentic:
                     if delta.signature is None:
                         # Authenticated later, when a signed successor chains back to it.
                         self._auth_waiting.add(did)
                         continue
-                    self._verify(entry, self.membership.keys[delta.creator])
+                    self._verify(entry, key)
                     work.extend(self._propagate(entry))
                 self._check_causal_past(delta)
+                void = self.authority.check(delta, unsupported=entry.unsupported)
             except InvalidDeltaError as exc:
                 self._reject(did, exc)
                 continue
             self._remove(did)
-            self._accept(delta, entry.wire, did, work)
+            self._accept(delta, entry.wire, did, work, void=void, unsupported=entry.unsupported)
 
-    def _accept(self, delta: Delta, wire: bytes, did: DeltaId, work: deque[DeltaId]) -> None:
+    def _accept(
+        self,
+        delta: Delta,
+        wire: bytes,
+        did: DeltaId,
+        work: deque[DeltaId],
+        *,
+        void: bool = False,
+        unsupported: bool = False,
+    ) -> None:
         self.heads[delta.creator] = Head(delta.seq, delta.rank, delta.hash)
+        self.newly_void |= self.authority.accept(delta, void=void, unsupported=unsupported)
+        if unsupported:
+            self._accepted.append((delta, wire))
+            self._accepted_info[did] = (delta.rank, delta.hash)
+            work.extend(self._wake(did))
+            return
         self._accepted.append((delta, wire))
         self._accepted_info[did] = (delta.rank, delta.hash)
         work.extend(self._grant(delta))
@@ -384,15 +415,6 @@ class CausalBuffer:
                         continue
                     woken.extend(self._propagate(entry))
         return woken
-
-    def _check_member(self, delta: Delta) -> None:
-        if delta.seq > 1:
-            return  # the creator's first delta passed this check, and grants are never revoked
-        deps = dict(delta.deps)
-        for creator, seq in self.membership.grants.get(delta.creator, ()):
-            if deps.get(creator, 0) >= seq:
-                return
-        raise NotMemberError("the creator is not a member in the delta's causal past")
 
     def _verify(self, entry: _Pending, key: bytes) -> None:
         check_signature(key, entry.delta)  # raises ForgedDeltaError; the entry stays unproven

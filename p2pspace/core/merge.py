@@ -17,6 +17,15 @@ then rebuild everything it keeps in memory from the unchanged store.
 
 Engines see one command at a time through :class:`~p2pspace.core.engine.Engine`; undo records
 never leave this endpoint, so they are stored in the local (non-canonical) encoding.
+
+**Authorisation at execution** (DESIGN §8, the second decision): before a delta's commands run,
+its creator's role is read from the members state *at that point of the order* and
+:func:`~p2pspace.core.membership.authorize` decides. A delta refused there -- its creator was
+removed or demoted by a delta sorted before it -- is a *recorded no-op*: nothing runs and its
+undo record says why (``{"noop": reason}``), so :meth:`TotalOrder.refusal` can tell the user.
+Void deltas (concurrent with their creator's removal, see :mod:`p2pspace.core.authority`) and
+deltas this release cannot validate are no-ops too. Undo/redo re-decides every re-executed
+delta, so replicas converge on the same no-ops like on any other result.
 """
 
 from __future__ import annotations
@@ -26,13 +35,25 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from p2pspace.core import codec
+from p2pspace.core.authority import Authority, Dirty
 from p2pspace.core.causal import Evidence, Head
-from p2pspace.core.delta import Delta, OrderKey, decode_delta
+from p2pspace.core.delta import Delta, DeltaId, OrderKey, decode_delta
 from p2pspace.core.engine import DeltaContext, Engine
 from p2pspace.core.membership import INSTANCE as MEMBERS_INSTANCE
-from p2pspace.core.membership import member_grant
+from p2pspace.core.membership import (
+    NOT_A_MEMBER,
+    NOT_ALLOWED,
+    MembersView,
+    authorize,
+    member_grant,
+)
 from p2pspace.core.store import KVState, Store
 from p2pspace.errors import StorageError
+
+VOID = "made concurrently with its creator's removal"
+UNSUPPORTED = "made by a newer release: its commands are unknown here"
+_WRITERS = frozenset({"participant", "manager"})
+_UNKNOWN = "?"
 
 
 @dataclass(slots=True, kw_only=True)
@@ -94,11 +115,15 @@ class TotalOrder:
         space_id: bytes,
         engines: Mapping[str, Engine],
         states: Mapping[str, KVState],
+        authority: Authority,
     ) -> None:
         self.store = store
         self.space_id = space_id
         self.engines = engines
         self.states = states
+        self.authority = authority
+        self._members = MembersView(states[MEMBERS_INSTANCE])
+        self._roles: dict[bytes, str | None] = {}  # creator -> role, until a members delta
 
     def commit(
         self,
@@ -107,23 +132,33 @@ class TotalOrder:
         frontier: Frontier,
         evidence: Sequence[Evidence] = (),
         own_deps: dict[bytes, int] | None = None,
+        redo_from: OrderKey | None = None,
+        dirty: Dirty | None = None,
     ) -> list[Entry]:
         """Execute ``new`` (sorted by key) in one transaction and advance ``frontier``.
 
         ``own_deps`` is given for local deltas: it is stored with them, and the commit is
-        synced to disk. Returns the already-executed entries that were undone and redone, in
-        key order. Raises :class:`StorageError` if the store or an engine fails; nothing is
-        committed then, and the engine states' caches must be reset by the caller.
+        synced to disk. ``redo_from``: re-execute every executed delta after this key too (a
+        removal made some of them void). ``dirty``: the authority rows to save. Returns the
+        already-executed entries that were undone and redone, in key order. Raises
+        :class:`StorageError` if the store or an engine fails; nothing is committed then, and
+        the engine states' caches must be reset by the caller.
         """
         store = self.store
         space = self.space_id
         undone: list[Entry] = []
+        first = new[0].key if new else None
+        if redo_from is not None and (first is None or redo_from < first):
+            first = redo_from
+        self._roles.clear()
         try:
             with store.transaction(sync=own_deps is not None):
-                if new:
-                    if not frontier.appends(new[0].key):
-                        undone = self._undo_suffix(new[0].key)
+                if first is not None:
+                    if not frontier.appends(first):
+                        undone = self._undo_suffix(first)
                     self._execute_in_order(new, undone)
+                if dirty is not None:
+                    self._save(dirty)
                 for state in self.states.values():
                     state.flush()
                 for ev in evidence:
@@ -137,9 +172,43 @@ class TotalOrder:
         except Exception as exc:
             # An undecodable stored delta or an engine failing on a validated command: the
             # transaction rolled back.
+            self._roles.clear()
             raise StorageError(f"execution failed and was rolled back: {exc!r}") from exc
         frontier.advance(new)
         return undone
+
+    def _save(self, dirty: Dirty) -> None:
+        store, space = self.store, self.space_id
+        if dirty.vectors:
+            store.set_claimed(
+                [
+                    (space, creator, codec.encode_local(vector), used)
+                    for creator, (vector, used) in dirty.vectors.items()
+                ]
+            )
+        if dirty.members_deltas:
+            store.add_members_deltas(
+                [
+                    (
+                        space,
+                        m.id.creator,
+                        m.id.seq,
+                        codec.encode_local(m.vector),
+                        int(m.unsupported),
+                    )
+                    for m in dirty.members_deltas
+                ]
+            )
+        if dirty.void:
+            store.add_void([(space, d.creator, d.seq) for d in dirty.void])
+
+    def refusal(self, delta_id: DeltaId) -> str | None:
+        """Why an executed delta was a no-op (see the module docstring), or None."""
+        undo = self.store.undo_of(self.space_id, delta_id.creator, delta_id.seq)
+        if undo is None:
+            return None
+        record = codec.decode_stored(undo)
+        return record.get("noop") if type(record) is dict else None
 
     def _undo_suffix(self, first: OrderKey) -> list[Entry]:
         """Undo every executed delta after ``first``, latest first; return them in key order."""
@@ -176,8 +245,9 @@ class TotalOrder:
                     undo_blob,
                 )
             )
+            unsupported = self.authority.unsupported
             for command in d.commands:
-                if command.engine != MEMBERS_INSTANCE:
+                if command.engine != MEMBERS_INSTANCE or (unsupported and d.id in unsupported):
                     continue
                 grant = member_grant(command)
                 if grant is not None:
@@ -186,8 +256,33 @@ class TotalOrder:
         if redo_undos:
             store.set_undos(redo_undos)
 
+    def _refusal(self, delta: Delta) -> str | None:
+        """Why ``delta`` must be a no-op at this point of the order, or None (hot path)."""
+        authority = self.authority
+        if authority.void or authority.unsupported:
+            did = DeltaId(delta.creator, delta.seq)
+            if did in authority.unsupported:
+                return UNSUPPORTED
+            if did in authority.void:
+                return VOID
+        for command in delta.commands:
+            if command.engine == MEMBERS_INSTANCE:
+                self._roles.clear()  # the members state may change under this delta
+                return authorize(delta.creator, delta.commands, self._members)
+        creator = delta.creator
+        role = self._roles.get(creator, _UNKNOWN)
+        if role == _UNKNOWN:
+            role = self._members.role_of(creator)
+            self._roles[creator] = role
+        if role in _WRITERS:
+            return None
+        return NOT_A_MEMBER if role is None else NOT_ALLOWED
+
     def execute(self, delta: Delta) -> bytes:
         """Run ``delta``'s commands; return the encoded undo records (inside a transaction)."""
+        reason = self._refusal(delta)
+        if reason is not None:
+            return codec.encode_local({"noop": reason})
         context = DeltaContext(self.space_id, delta.creator, delta.seq, delta.time)
         engines, states = self.engines, self.states
         records = [engines[c.engine].execute(states[c.engine], c, context) for c in delta.commands]
@@ -199,6 +294,10 @@ class TotalOrder:
         if undo_blob is None:
             raise StorageError(f"no undo record for {delta.id}")
         records = codec.decode_stored(undo_blob)
+        if type(records) is dict and "noop" in records:
+            return  # a recorded no-op changed nothing
+        if any(c.engine == MEMBERS_INSTANCE for c in delta.commands):
+            self._roles.clear()
         if type(records) is not list or len(records) != len(delta.commands):
             raise StorageError(f"undo record of {delta.id} does not match its commands")
         for command, record in zip(reversed(delta.commands), reversed(records), strict=True):

@@ -33,18 +33,21 @@ from typing import Any
 from p2pspace.core import audit, codec, membership, serving
 from p2pspace.core.authenticity import authenticate_batch
 from p2pspace.core.authoring import write_chain
+from p2pspace.core.authority import Authority, MembersDelta
 from p2pspace.core.causal import CausalBuffer, Evidence, Limits, Rejection
 from p2pspace.core.delta import Command, Delta, DeltaId, OrderKey, decode_delta
 from p2pspace.core.engine import Engine
 from p2pspace.core.genesis import found_space, make_genesis, space_engines, validate_genesis
 from p2pspace.core.identity import Identity
-from p2pspace.core.membership import Membership, MembersView
+from p2pspace.core.membership import Membership, MembersView, authorize
 from p2pspace.core.merge import Entry, Frontier, TotalOrder
 from p2pspace.core.staging import MAX_STAGED, Stage
 from p2pspace.core.store import KVState, Store
 from p2pspace.errors import (
     CommandError,
+    InvalidDeltaError,
     LocalProtocolError,
+    PermissionDeniedError,
     RemoteProtocolError,
     StorageError,
     WrongSpaceError,
@@ -71,6 +74,7 @@ class ReceiveResult:
     duplicates: int = 0
     rejected: tuple[Rejection, ...] = ()
     late_rejected: tuple[Rejection, ...] = ()  # refused now, but offered by an earlier call
+    unsupported: tuple[DeltaId, ...] = ()  # kept and relayed, not executable by this release
     staged: int = 0
     undone: int = 0
     redone: int = 0
@@ -116,9 +120,6 @@ class Replica:
         self.engine_kinds: dict[str, str] = {membership.INSTANCE: membership.KIND, **instances}
         self.engines: dict[str, Engine] = space_engines(instances)
         self._states = {inst: KVState(store, space_id, inst) for inst in self.engines}
-        self._order = TotalOrder(
-            store=store, space_id=space_id, engines=self.engines, states=self._states
-        )
         self.stage = Stage(max_count=max_staged)
         self.stats = ReplicaStats()
         self.listeners: list[ExecutedListener] = []
@@ -188,17 +189,69 @@ class Replica:
 
     def _load(self) -> None:
         self._frontier = Frontier.load(self.store, self.space_id)
+        self._authority = self._load_authority()
+        self._order = TotalOrder(
+            store=self.store,
+            space_id=self.space_id,
+            engines=self.engines,
+            states=self._states,
+            authority=self._authority,
+        )
         own = self.store.own_deps(self.space_id)
         self._own_deps: dict[bytes, int] = dict(codec.decode(own)) if own is not None else {}
         self._membership = Membership()
         for member, key, creator, seq in self.store.grants(self.space_id):
             self._membership.add(member, key, DeltaId(creator, seq))
 
+    def _load_authority(self) -> Authority:
+        """The causal-past membership, from its rows; rebuilt from the log where rows are
+        missing (a store written by an older release) or behind the log (a crash between
+        accepting and executing)."""
+        store, space = self.store, self.space_id
+        heads = self._frontier.heads
+        vectors: dict[bytes, dict[bytes, int]] = {}
+        used: dict[bytes, int] = {}
+        for creator, blob, total in store.claimed(space):
+            vector = dict(codec.decode_stored(blob))
+            head = heads.get(creator)
+            if head is not None and vector.get(creator) == head.seq:
+                vectors[creator], used[creator] = vector, total
+        records = []
+        for wire, blob, unsupported in store.members_deltas(space):
+            delta = decode_delta(wire)
+            records.append(
+                MembersDelta(
+                    id=delta.id,
+                    key=delta.order_key,
+                    commands=delta.commands,
+                    vector=dict(codec.decode_stored(blob)),
+                    unsupported=bool(unsupported),
+                )
+            )
+        if not records:
+            authority = Authority(vectors={}, used={}, members_deltas=(), void=())
+            for _c, _s, _r, wire in store.iter_log(space):
+                authority.accept(decode_delta(wire), void=False)
+            return authority
+        authority = Authority(
+            vectors=vectors,
+            used=used,
+            members_deltas=records,
+            void=[DeltaId(c, q) for c, q in store.void(space)],
+            unsupported=[m.id for m in records if m.unsupported],
+        )
+        for creator in heads:
+            if creator not in vectors:
+                for wire in store.creator_wires(space, creator):
+                    authority.note_chain(decode_delta(wire))
+        return authority
+
     def _make_buffer(self) -> None:
         self.buffer = CausalBuffer(
             space=self.space_id,
             heads=dict(self._frontier.heads),
             membership=self._membership,
+            authority=self._authority,
             lookup=self._lookup,
             limits=self._limits,
         )
@@ -240,7 +293,26 @@ class Replica:
         return MembersView(self._states[membership.INSTANCE])
 
     def is_member(self, endpoint_id: bytes) -> bool:
+        """True if a delta admitting ``endpoint_id`` was accepted and no executed removal has
+        removed it since (an admission counts from acceptance, so sessions can offer the space
+        to a joiner while its grant still waits to execute)."""
+        if endpoint_id not in self._membership.keys:
+            return False
+        record = self.members().get(endpoint_id)
+        return record is None or record.current
+
+    def knows_creator(self, endpoint_id: bytes) -> bool:
+        """True if a delta admitting ``endpoint_id`` was accepted (its key is known), even if
+        it was removed since: its deltas can be authenticated."""
         return endpoint_id in self._membership.keys
+
+    def role(self) -> str | None:
+        """This endpoint's current role in the executed state (None: not a member)."""
+        return self.members().role_of(self.identity.endpoint_id)
+
+    def refusal(self, delta_id: DeltaId) -> str | None:
+        """Why an executed delta was a recorded no-op here, or None if it ran."""
+        return self._order.refusal(delta_id)
 
     def can_create(self) -> bool:
         """True once a delta granting this endpoint membership has *executed* here: a new
@@ -253,7 +325,8 @@ class Replica:
         )
 
     def member_ids(self) -> list[bytes]:
-        return sorted(self._membership.keys)
+        """The endpoints :meth:`is_member` counts, sorted."""
+        return [m for m in sorted(self._membership.keys) if self.is_member(m)]
 
     @property
     def staged_count(self) -> int:
@@ -293,6 +366,7 @@ class Replica:
                 "this endpoint is not (yet) a member of the space: the delta granting membership "
                 "has not reached it"
             )
+        self._authorize_local(batches)
         vector = dict(self.vector)
         vector.pop(me, None)
         deltas = write_chain(
@@ -306,6 +380,12 @@ class Replica:
             time=time,
             validate=self._validate_commands,
         )
+        try:
+            void = self._authority.check(deltas[0])
+        except InvalidDeltaError as exc:
+            raise PermissionDeniedError(f"this endpoint may not make that change: {exc}") from None
+        if void:
+            raise PermissionDeniedError("this endpoint was removed from the space")
         made = [Entry.of(delta, delta.wire()) for delta in deltas]
         self._commit(made, own_deps=vector)
         executed = [(m.delta, m.wire) for m in made]
@@ -322,8 +402,31 @@ class Replica:
             self._notify(executed)
         return deltas
 
+    def _authorize_local(self, batches: Sequence[Sequence[Command]]) -> None:
+        """Refuse (PermissionDeniedError) what every replica would refuse or no-op."""
+        view = self.members()
+        me = self.identity.endpoint_id
+        for commands in batches:
+            try:
+                self._validate_list(commands)
+            except CommandError as exc:
+                raise LocalProtocolError(f"invalid command: {exc}") from None
+            reason = authorize(me, commands, view)
+            if reason is not None:
+                role = view.role_of(me)
+                who = "not a member" if role is None else f"a {role}"
+                raise PermissionDeniedError(f"refused: {reason} (this endpoint is {who})")
+        quota = self._authority.table().quota
+        if self._authority.used(me) >= quota:
+            raise PermissionDeniedError(
+                f"refused: this endpoint's changes reached the space's quota of {quota} bytes"
+            )
+
     def _validate_commands(self, delta: Delta) -> None:
-        for command in delta.commands:
+        self._validate_list(delta.commands)
+
+    def _validate_list(self, commands: Sequence[Command]) -> None:
+        for command in commands:
             engine = self.engines.get(command.engine)
             if engine is None:
                 raise CommandError(f"space has no engine instance {command.engine!r}")
@@ -344,6 +447,7 @@ class Replica:
         seen: list[DeltaId] = []
         duplicates = 0
         decoded: list[tuple[Delta, bytes]] = []
+        unsupported: set[int] = set()
         for wire in wires:
             delta: Delta | None = None
             try:
@@ -353,7 +457,13 @@ class Replica:
                         duplicates += 1
                         continue
                     raise WrongSpaceError("genesis of another space")
-                self._validate_commands(delta)
+                try:
+                    self._validate_commands(delta)
+                except CommandError:
+                    # Well-formed but beyond this release (an unknown command, engine kind or
+                    # argument shape): kept, relayed and never executed; judged on its
+                    # creator's membership when it is accepted.
+                    unsupported.add(len(decoded))
                 decoded.append((delta, wire))
             except RemoteProtocolError as exc:
                 rejected.append(Rejection(delta_id=None if delta is None else delta.id, error=exc))
@@ -363,7 +473,9 @@ class Replica:
         for index, (delta, wire) in enumerate(decoded):
             seen.append(delta.id)
             try:
-                if not offer(delta, wire, authentic=index in authentic):
+                if not offer(
+                    delta, wire, authentic=index in authentic, unsupported=index in unsupported
+                ):
                     duplicates += 1
             except RemoteProtocolError as exc:
                 rejected.append(Rejection(delta_id=delta.id, error=exc, delta_hash=delta.hash))
@@ -375,8 +487,12 @@ class Replica:
             mine = (rejection.delta_id, rejection.delta_hash) in offered_now
             (rejected if mine else late).append(rejection)
         self._pending_evidence.extend(buffer.take_evidence())
+        kept: list[DeltaId] = []
+        not_executable = self._authority.unsupported
         for delta, wire in buffer.take_accepted():
             self.stage.add(delta, wire)
+            if not_executable and delta.id in not_executable:
+                kept.append(delta.id)
         self.stats.rejected += len(rejected) + len(late)
         self.stats.duplicates += duplicates
         result = self._run_staged(defer)
@@ -391,6 +507,7 @@ class Replica:
             staged=len(self.stage),
             undone=result.undone,
             redone=result.redone,
+            unsupported=tuple(kept),
         )
 
     def release(self) -> ReceiveResult:
@@ -403,7 +520,7 @@ class Replica:
 
     def _run_staged(self, defer: bool) -> ReceiveResult:
         """Execute the stage unless it must wait; listeners are not told here."""
-        if not self.stage and not self._pending_evidence:
+        if not self.stage and not self._pending_evidence and not self.buffer.newly_void:
             return ReceiveResult()
         if self.stage.must_wait(defer=defer, last_key=self._frontier.last_key):
             return ReceiveResult(staged=len(self.stage))
@@ -420,7 +537,12 @@ class Replica:
         """Execute ``new`` (sorted by key) in one transaction; returns how many were undone."""
         try:
             undone = self._order.commit(
-                new, frontier=self._frontier, evidence=self._pending_evidence, own_deps=own_deps
+                new,
+                frontier=self._frontier,
+                evidence=self._pending_evidence,
+                own_deps=own_deps,
+                redo_from=self._redo_from(),
+                dirty=self._authority.take_dirty(),
             )
         except StorageError:
             self._reload()
@@ -440,6 +562,23 @@ class Replica:
             if self.undo_listener is not None:
                 self.undo_listener([e.delta.id for e in undone])
         return len(undone)
+
+    def _redo_from(self) -> OrderKey | None:
+        """A key just before the first executed delta made void since the last commit (a
+        removal arrived after its victim's deltas executed): from there the log re-executes."""
+        newly = self.buffer.newly_void
+        if not newly:
+            return None
+        first: OrderKey | None = None
+        for creator, seq in newly:
+            info = self.store.delta_info(self.space_id, creator, seq)
+            if info is None:
+                continue  # not executed yet: it runs as a no-op when it does
+            key = (0, info[0], creator, seq - 1)
+            if first is None or key < first:
+                first = key
+        newly.clear()
+        return first
 
     def _notify(self, executed: Sequence[tuple[Delta, bytes]]) -> None:
         if not executed:

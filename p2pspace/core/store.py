@@ -52,6 +52,18 @@ CREATE TABLE IF NOT EXISTS state (
     PRIMARY KEY (space, instance, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS own (space BLOB PRIMARY KEY, deps BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS claimed (
+    space BLOB NOT NULL, creator BLOB NOT NULL, vector BLOB NOT NULL, used INTEGER NOT NULL,
+    PRIMARY KEY (space, creator)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS members_deltas (
+    space BLOB NOT NULL, creator BLOB NOT NULL, seq INTEGER NOT NULL, vector BLOB NOT NULL,
+    unsupported INTEGER NOT NULL, PRIMARY KEY (space, creator, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS void (
+    space BLOB NOT NULL, creator BLOB NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (space, creator, seq)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sponsors (
     space BLOB NOT NULL, peer BLOB NOT NULL, PRIMARY KEY (space, peer)
 ) WITHOUT ROWID;
@@ -291,6 +303,12 @@ class Store:
         except sqlite3.Error as exc:
             raise StorageError(f"store write failed: {exc}") from None
 
+    def undo_of(self, space: bytes, creator: bytes, seq: int) -> bytes | None:
+        rows = self._read(
+            "SELECT undo FROM log WHERE space=? AND creator=? AND seq=?", (space, creator, seq)
+        )
+        return None if not rows or rows[0][0] is None else bytes(rows[0][0])
+
     def heads(self, space: bytes) -> dict[bytes, tuple[int, int, bytes]]:
         """Per creator: ``(seq, rank, hash)`` of its latest executed delta."""
         rows = self._read(
@@ -395,6 +413,68 @@ class Store:
             "SELECT creator, seq, kept_hash, other_wire FROM evidence WHERE space=?", (space,)
         )
         return [(bytes(c), s, bytes(h), bytes(w)) for c, s, h, w in rows]
+
+    # -- authority (see p2pspace.core.authority) -------------------------------------------------
+
+    def set_claimed(self, rows: Sequence[tuple[bytes, bytes, bytes, int]]) -> None:
+        """``(space, creator, vector, used)`` rows: each creator's claimed vector and bytes."""
+        self._require_txn()
+        try:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO claimed (space, creator, vector, used) VALUES (?, ?, ?, ?)",
+                rows,
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"store write failed: {exc}") from None
+
+    def claimed(self, space: bytes) -> list[tuple[bytes, bytes, int]]:
+        rows = self._read("SELECT creator, vector, used FROM claimed WHERE space=?", (space,))
+        return [(bytes(c), bytes(v), u) for c, v, u in rows]
+
+    def add_members_deltas(self, rows: Sequence[tuple[bytes, bytes, int, bytes, int]]) -> None:
+        """``(space, creator, seq, vector, unsupported)`` rows of accepted members deltas."""
+        self._require_txn()
+        try:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO members_deltas (space, creator, seq, vector, unsupported) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"store write failed: {exc}") from None
+
+    def members_deltas(self, space: bytes) -> list[tuple[bytes, bytes, int]]:
+        """``(wire, vector, unsupported)`` of every executed members delta."""
+        rows = self._read(
+            "SELECT l.wire, m.vector, m.unsupported FROM members_deltas AS m JOIN log AS l "
+            "ON l.space = m.space AND l.creator = m.creator AND l.seq = m.seq WHERE m.space=?",
+            (space,),
+        )
+        return [(bytes(w), bytes(v), u) for w, v, u in rows]
+
+    def add_void(self, rows: Sequence[tuple[bytes, bytes, int]]) -> None:
+        self._require_txn()
+        try:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO void (space, creator, seq) VALUES (?, ?, ?)", rows
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"store write failed: {exc}") from None
+
+    def void(self, space: bytes) -> list[tuple[bytes, int]]:
+        rows = self._read("SELECT creator, seq FROM void WHERE space=?", (space,))
+        return [(bytes(c), s) for c, s in rows]
+
+    def creator_wires(self, space: bytes, creator: bytes) -> Iterator[bytes]:
+        """Every executed delta of ``creator``, in seq order (for rebuilding derived rows)."""
+        seq = 0
+        while True:
+            rows = self.wires_range(space, creator, seq + 1, seq + 4096)
+            for _s, _signed, wire in rows:
+                yield wire
+            if len(rows) < 4096:
+                return
+            seq = rows[-1][0]
 
     def set_own_deps(self, space: bytes, deps: bytes) -> None:
         self._write("INSERT OR REPLACE INTO own (space, deps) VALUES (?, ?)", (space, deps))

@@ -212,6 +212,8 @@ def test_member_added_by_peer_can_then_create(
 ) -> None:
     a, b = space_pair
     idc = identities[2]
+    a.create([members.role_command(b.endpoint_id, "manager")], time=3)
+    b.receive(wires_of(a))
     b.create([members.add_command(member_id=idc.endpoint_id, key=idc.public_key, name="c")], time=3)
     c = Replica.join(make_store("c"), idc, a.genesis.wire())
     c.receive(wires_of(b))

@@ -66,6 +66,8 @@ MEMBERS_INVALID = [
     _genesis("self", b"\x01" * 16, {"members": "members"}),
 ]
 
+# Ids in the namespaces of check_engine's two default creators (b"\x01" * 16, b"\x02" * 16).
+RDB_FIRST, RDB_SECOND = rdb.owned_id(b"\x01" * 16, "t1"), rdb.owned_id(b"\x02" * 16, "n2")
 RDB_VALID = [
     rdb.create("tasks", "t1", {"title": "milk", "done": False}),
     rdb.create("tasks", "t1", {"title": "other"}),  # exists: a recorded no-op
@@ -73,10 +75,20 @@ RDB_VALID = [
     rdb.delete("tasks", "t1"),
     rdb.set_fields("tasks", "t2", {"done": True}),  # absent (or deleted): a recorded no-op
     rdb.create("tasks", "t2", {"title": "bins", "tags": ["a", "b"], "score": 1.5}),
-    rdb.create("notes", "t1", {"text": "same record id, another table"}, owned=True),
-    rdb.set_fields("notes", "t1", {"text": "an owner's edit, or a stranger's no-op"}),
-    rdb.delete("notes", "t1"),
-    rdb.create("notes", "n2", {"nested": {"a": [1, {"b": None}]}}, owned=True),
+    # Made by its namespace's creator; by the other one, a squat: a recorded no-op.
+    rdb.create("notes", RDB_FIRST, {"text": "an owned record", "n": 1}, owned=True),
+    rdb.set_fields("notes", RDB_FIRST, {"text": "an owner's edit, or a stranger's no-op"}),
+    rdb.set_fields("notes", RDB_FIRST, {"n": 2, "added": [None]}),  # one replaced, one added
+    rdb.delete("notes", RDB_FIRST),
+    rdb.create("notes", RDB_SECOND, {"nested": {"a": [1, {"b": None}]}}, owned=True),
+    rdb.create("tasks", RDB_SECOND, {"title": "not owned, in a namespace"}),
+    rdb.set_fields("tasks", RDB_SECOND, {"title": "anyone's edit"}),
+    # Owned, but in no namespace: a recorded no-op whoever makes it.
+    Command(
+        engine="db",
+        name="create",
+        args={"owned": True, "table": "notes", "fields": {"x": 1}, "record": "t1"},
+    ),
     rdb.delete("notes", "missing"),
 ]
 RDB_INVALID = [
@@ -108,9 +120,9 @@ def test_the_rdb_engine_keeps_the_contract(seed: int) -> None:
 
 def test_owned_records_see_both_their_owner_and_a_stranger() -> None:
     owned = [
-        rdb.create("notes", "n", {"text": "mine"}, owned=True),
-        rdb.set_fields("notes", "n", {"text": "edited"}),
-        rdb.delete("notes", "n"),
+        rdb.create("notes", rdb.owned_id(ALICE.endpoint_id, "n"), {"text": "mine"}, owned=True),
+        rdb.set_fields("notes", rdb.owned_id(ALICE.endpoint_id, "n"), {"text": "edited"}),
+        rdb.delete("notes", rdb.owned_id(ALICE.endpoint_id, "n")),
     ]
     one = check_engine(RdbEngine(), owned, creators=[ALICE.endpoint_id])
     two = check_engine(RdbEngine(), owned, creators=[ALICE.endpoint_id, BOB.endpoint_id])
@@ -342,7 +354,7 @@ TALLY = [
 ]
 
 BROKEN: list[tuple[Callable[[], Engine], list[Command], str]] = [
-    (ForgetsDeletes, RDB_VALID, "undo with .* did not restore the state: key b'r/tasks"),
+    (ForgetsDeletes, RDB_VALID, "undo with .* did not restore the state: key b'r/"),
     (TupleRecords, RDB_VALID, r"undo record \(None,\) is not CBOR-native"),
     (RefusesAbsentRecords, RDB_VALID, "execute raised CommandError: no such record on a valid"),
     (NarrowFootprint, RDB_VALID, r"db.delete.*touched \[b'r/tasks\\x00t1'\] outside its"),

@@ -16,9 +16,9 @@ from p2pspace.core.engine import DeltaContext
 from p2pspace.core.identity import Identity
 from p2pspace.core.replica import Replica
 from p2pspace.core.store import KVState, Store
-from p2pspace.engines import members
+from p2pspace.engines import members, rdb
 from p2pspace.engines.members import Member, MembersEngine, MembersView, SpaceInfo
-from p2pspace.errors import CommandError, LocalProtocolError, StorageError
+from p2pspace.errors import CommandError, LocalProtocolError, PermissionDeniedError, StorageError
 from tests.helpers.replicas import wires_of
 
 SPACE = b"\x09" * 16
@@ -117,14 +117,16 @@ def test_new_member_can_create_after_grant(
         )
     a.create([members.add_command(member_id=idc.endpoint_id, key=idc.public_key, name="c")], time=4)
     c.receive(wires_of(a))
-    delta = c.create(
-        [members.add_command(member_id=idc.endpoint_id, key=idc.public_key, name="renamed")], time=5
-    )
+    # A participant may not manage members (not even re-add itself), but may write.
+    with pytest.raises(PermissionDeniedError):
+        c.create(
+            [members.add_command(member_id=idc.endpoint_id, key=idc.public_key, name="x")], time=5
+        )
+    delta = c.create([rdb.create("notes", "n1", {"text": "hi"})], time=5)
     b.receive(wires_of(a))
     result = b.receive([delta.wire()])
     assert not result.rejected
-    got = b.members().get(idc.endpoint_id)
-    assert got is not None and got.name == "renamed"
+    assert rdb.view(b).get("notes", "n1") == {"text": "hi"}
 
 
 # -- validation and reading ---------------------------------------------------------------------
@@ -176,6 +178,12 @@ def _gen(i: int, name: str) -> Command:
 member_commands = st.one_of(
     st.builds(_add, st.integers(0, 3), st.text(max_size=3), st.sampled_from(members.ROLES)),
     st.builds(_gen, st.integers(0, 3), st.text(min_size=1, max_size=3)),
+    st.builds(lambda i: members.remove_command(POOL[i].endpoint_id), st.integers(0, 3)),
+    st.builds(
+        lambda i, r: members.role_command(POOL[i].endpoint_id, r),
+        st.integers(0, 3),
+        st.sampled_from(members.ROLES),
+    ),
 )
 
 
@@ -217,13 +225,19 @@ def test_undo_exact(ops: list[tuple[Command, int]], suffix: int) -> None:
                     command,
                     DeltaContext(space=SPACE, creator=POOL[seq % 4].endpoint_id, seq=n + 1, time=n),
                 )
-            # A view over the final state agrees with the last add/genesis of each member.
+            # A view over the final state agrees with a plain model of the commands: an add
+            # admits only a non-member, remove and role act only on current members.
             latest: dict[bytes, str] = {}
             for command, _seq in ops:
+                args = command.args
                 if command.name == "add":
-                    latest[command.args["id"]] = command.args["role"]
-                else:
-                    latest[command.args["member"]["id"]] = "manager"
+                    latest.setdefault(args["id"], args["role"])
+                elif command.name == "genesis":
+                    latest[args["member"]["id"]] = "manager"
+                elif command.name == "remove":
+                    latest.pop(args["id"], None)
+                elif args["id"] in latest:
+                    latest[args["id"]] = args["role"]
             view = MembersView(state)
             assert {m.id: m.role for m in view.members()} == latest
 
