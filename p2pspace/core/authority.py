@@ -87,7 +87,9 @@ class Authority:
         members_deltas: Iterable[MembersDelta],
         void: Iterable[DeltaId],
         unsupported: Iterable[DeltaId] = (),
+        forks: dict[bytes, int] | None = None,
     ) -> None:
+        forks = forks or {}
         self._vectors = vectors
         self._used = used
         self._mdeltas: list[MembersDelta] = sorted(members_deltas, key=lambda m: m.key)
@@ -96,6 +98,7 @@ class Authority:
             self._note_frontier(m)
         self.void: set[DeltaId] = set(void)
         self.unsupported: set[DeltaId] = set(unsupported)
+        self.forks: dict[bytes, int] = dict(forks)
         self._replays: dict[frozenset[DeltaId], MemberTable] = {}
         self._full: MemberTable | None = None
         self._dirty = Dirty()
@@ -132,6 +135,8 @@ class Authority:
         base = self._vectors.get(creator) if seq > 1 else None
         deps = dict(delta.deps)
         table = self._table_for(creator, seq, base, deps)
+        if self.forked(creator, seq):
+            unsupported = True  # void whatever it holds: judge the creator's membership only
         reason = authorize(creator, () if unsupported else delta.commands, table)
         if reason is None and unsupported and table.role_of(creator) == "guest":
             reason = "not allowed for this role"
@@ -143,7 +148,7 @@ class Authority:
             raise QuotaExceededError(
                 f"the creator's deltas would exceed the space's quota of {table.quota} bytes"
             )
-        return self._voided_by_removal(creator, seq, base, deps)
+        return self.forked(creator, seq) or self._voided_by_removal(creator, seq, base, deps)
 
     def accept(self, delta: Delta, *, void: bool, unsupported: bool = False) -> set[DeltaId]:
         """Record an accepted delta (checked by :meth:`check`, or created here). Returns the
@@ -201,6 +206,25 @@ class Authority:
         vector[creator] = delta.seq
         self._used[creator] = self._used.get(creator, 0) + len(delta.body)
         self._dirty.vectors[creator] = (vector, self._used[creator])
+
+    def forked(self, creator: bytes, seq: int) -> bool:
+        """True if ``creator`` equivocated at or before ``seq``: the delta is void."""
+        fork = self.forks.get(creator)
+        return fork is not None and seq >= fork
+
+    def fork(self, creator: bytes, seq: int) -> set[DeltaId]:
+        """Record that ``creator`` signed two different deltas at ``seq``: every delta of it
+        from ``seq`` on is void, on every replica that holds the evidence (it is relayed).
+        Returns the accepted deltas this makes void."""
+        fork = self.forks.get(creator)
+        if fork is not None and fork <= seq:
+            return set()
+        self.forks[creator] = seq
+        head = self._vectors.get(creator, {}).get(creator, 0)
+        out = {DeltaId(creator, s) for s in range(seq, head + 1)} - self.void
+        self.void |= out
+        self._dirty.void |= out
+        return out
 
     def take_dirty(self) -> Dirty:
         out, self._dirty = self._dirty, Dirty()

@@ -122,6 +122,7 @@ class CausalBuffer:
         self.rejections: list[Rejection] = []
         self.evidence: list[Evidence] = []
         self.newly_void: set[DeltaId] = set()
+        self.switches: list[tuple[Delta, bytes]] = []  # accepted copies replaced (equivocation)
         self.dropped = 0
 
     # -- queries ----------------------------------------------------------------------------
@@ -198,7 +199,7 @@ class CausalBuffer:
         if authentic and self._blocker(delta) is None:
             # Fast path (in-order streams): ready and authentic, so accepted without queuing.
             try:
-                self._check_causal_past(delta)
+                self._check_causal_past(delta, wire)
                 void = self.authority.check(delta, unsupported=unsupported)
             except InvalidDeltaError as exc:
                 self.rejections.append(Rejection(delta_id=did, error=exc, delta_hash=delta.hash))
@@ -244,6 +245,10 @@ class CausalBuffer:
         out, self.rejections = self.rejections, []
         return out
 
+    def take_switches(self) -> list[tuple[Delta, bytes]]:
+        out, self.switches = self.switches, []
+        return out
+
     def take_evidence(self) -> list[Evidence]:
         out, self.evidence = self.evidence, []
         return out
@@ -269,12 +274,44 @@ class CausalBuffer:
         return info if info is not None else self._lookup(creator, seq)
 
     def _conflict(self, delta: Delta, wire: bytes, kept_hash: bytes, *, authentic: bool) -> None:
-        if authentic or signature_verifies(self.membership.keys.get(delta.creator), delta):
-            self.evidence.append(Evidence(delta_id=delta.id, kept_hash=kept_hash, other_wire=wire))
-            raise EquivocationError(
-                f"a different delta {delta.id} was already seen; kept the first"
-            )
-        raise ForgedDeltaError(f"unauthenticated copy of {delta.id} differs from the one held")
+        """Two authentic copies of one id met: record the evidence, make the creator's deltas
+        from there void, and keep the copy that sorts first by ``(rank, hash)`` -- the same
+        choice on every replica. Always raises: EquivocationError (the creator's fault, not the
+        sender's) or ForgedDeltaError for an unauthenticated copy."""
+        if not (authentic or signature_verifies(self.membership.keys.get(delta.creator), delta)):
+            raise ForgedDeltaError(f"unauthenticated copy of {delta.id} differs from the one held")
+        self.evidence.append(Evidence(delta_id=delta.id, kept_hash=kept_hash, other_wire=wire))
+        self.newly_void |= self.authority.fork(delta.creator, delta.seq)
+        known = self._known(delta.creator, delta.seq)
+        held = self._pending.get(delta.id)
+        held_key = (known[0], known[1]) if known is not None else None
+        if held_key is None and held is not None:
+            held_key = (held.delta.rank, held.delta.hash)
+        if held_key is not None and (delta.rank, delta.hash) < held_key and self._rank_valid(delta):
+            if known is not None:
+                self.switches.append((delta, wire))
+                self._accepted_info[delta.id] = (delta.rank, delta.hash)
+                head = self.heads.get(delta.creator)
+                if head is not None and head.seq == delta.seq:
+                    self.heads[delta.creator] = Head(delta.seq, delta.rank, delta.hash)
+            elif held is not None:
+                self._remove(delta.id)
+                self._pending[delta.id] = _Pending(delta=delta, wire=wire, authentic=True)
+                self._pending_bytes += len(wire)
+                self._process(deque([delta.id]))
+        raise EquivocationError(
+            f"{delta.id} was signed twice with different contents: its creator equivocated"
+        )
+
+    def _rank_valid(self, delta: Delta) -> bool:
+        """True if ``delta``'s rank can be checked here and is 1 + its dependency heads'."""
+        try:
+            top = self._rank_of(delta.creator, delta.seq - 1) if delta.seq > 1 else 0
+            for endpoint, seq in delta.deps:
+                top = max(top, self._rank_of(endpoint, seq))
+        except RankError:
+            return False
+        return delta.rank == top + 1
 
     def _remove(self, did: DeltaId) -> _Pending | None:
         entry = self._pending.pop(did, None)
@@ -360,7 +397,7 @@ class CausalBuffer:
                         continue
                     self._verify(entry, key)
                     work.extend(self._propagate(entry))
-                self._check_causal_past(delta)
+                self._check_causal_past(delta, entry.wire)
                 void = self.authority.check(delta, unsupported=entry.unsupported)
             except InvalidDeltaError as exc:
                 self._reject(did, exc)
@@ -441,11 +478,25 @@ class CausalBuffer:
             current = prev
         return ready
 
-    def _check_causal_past(self, delta: Delta) -> None:
+    def _check_causal_past(self, delta: Delta, wire: bytes | None = None) -> None:
+        forked = self.authority.forked(delta.creator, delta.seq)
         if delta.seq > 1:
             head = self.heads[delta.creator]
-            if delta.prev != head.hash:
-                raise BrokenChainError("prev hash does not match the creator's previous delta")
+            if delta.prev != head.hash and not forked:
+                if wire is None:
+                    raise BrokenChainError("prev hash does not match the creator's previous delta")
+                # Authentic, yet built on another copy of the creator's previous delta: the
+                # creator signed two histories (a byzantine member, or a restored backup).
+                # This delta is the evidence; the creator's deltas from the fork on are void.
+                self.evidence.append(
+                    Evidence(
+                        delta_id=DeltaId(delta.creator, delta.seq - 1),
+                        kept_hash=head.hash,
+                        other_wire=wire,
+                    )
+                )
+                self.newly_void |= self.authority.fork(delta.creator, delta.seq - 1)
+                forked = True
             top = head.rank
         else:
             top = 0
@@ -453,7 +504,9 @@ class CausalBuffer:
             rank = self._rank_of(endpoint, seq)
             if rank > top:
                 top = rank
-        if delta.rank != top + 1:
+        if delta.rank != top + 1 and not (forked and delta.rank > top):
+            # A void delta of an equivocator may rank above its heads (it was built on a
+            # copy we do not hold); it must still sort after everything it depends on.
             raise RankError(f"rank {delta.rank} should be {top + 1}")
 
     def _rank_of(self, creator: bytes, seq: int) -> int:

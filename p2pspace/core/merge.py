@@ -134,12 +134,15 @@ class TotalOrder:
         own_deps: dict[bytes, int] | None = None,
         redo_from: OrderKey | None = None,
         dirty: Dirty | None = None,
+        switches: Sequence[Entry] = (),
     ) -> list[Entry]:
         """Execute ``new`` (sorted by key) in one transaction and advance ``frontier``.
 
         ``own_deps`` is given for local deltas: it is stored with them, and the commit is
         synced to disk. ``redo_from``: re-execute every executed delta after this key too (a
-        removal made some of them void). ``dirty``: the authority rows to save. Returns the
+        removal made some of them void). ``dirty``: the authority rows to save.
+        ``switches``: executed deltas whose row takes another copy (equivocation; each is
+        void, and ``redo_from`` covers both copies' keys). Returns the
         already-executed entries that were undone and redone, in key order. Raises
         :class:`StorageError` if the store or an engine fails; nothing is committed then, and
         the engine states' caches must be reset by the caller.
@@ -156,6 +159,8 @@ class TotalOrder:
                 if first is not None:
                     if not frontier.appends(first):
                         undone = self._undo_suffix(first)
+                    if switches:
+                        undone = self._switch(undone, switches)
                     self._execute_in_order(new, undone)
                 if dirty is not None:
                     self._save(dirty)
@@ -176,6 +181,21 @@ class TotalOrder:
             raise StorageError(f"execution failed and was rolled back: {exc!r}") from exc
         frontier.advance(new)
         return undone
+
+    def _switch(self, undone: list[Entry], switches: Sequence[Entry]) -> list[Entry]:
+        """Replace undone entries (and their rows) by the copies kept; back in key order."""
+        by_id = {(e.delta.creator, e.delta.seq): e for e in switches}
+        out = []
+        for entry in undone:
+            kept = by_id.get((entry.delta.creator, entry.delta.seq))
+            if kept is None:
+                out.append(entry)
+                continue
+            d = kept.delta
+            self.store.replace_delta(self.space_id, d.creator, d.seq, d.rank, d.hash, kept.wire)
+            out.append(Entry(delta=d, wire=kept.wire, key=kept.key, new=False))
+        out.sort(key=lambda e: e.key)
+        return out
 
     def _save(self, dirty: Dirty) -> None:
         store, space = self.store, self.space_id

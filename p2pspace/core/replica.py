@@ -126,6 +126,7 @@ class Replica:
         self.undo_listener: Callable[[Sequence[DeltaId]], None] | None = None
         self._limits = limits
         self._pending_evidence: list[Evidence] = []
+        self._switches: list[Entry] = []
         self._load()
         self.buffer: CausalBuffer
         self._make_buffer()
@@ -233,12 +234,16 @@ class Replica:
             for _c, _s, _r, wire in store.iter_log(space):
                 authority.accept(decode_delta(wire), void=False)
             return authority
+        forks: dict[bytes, int] = {}
+        for creator, seq, _kept, _other in store.evidence(space):
+            forks[creator] = min(seq, forks.get(creator, seq))
         authority = Authority(
             vectors=vectors,
             used=used,
             members_deltas=records,
             void=[DeltaId(c, q) for c, q in store.void(space)],
             unsupported=[m.id for m in records if m.unsupported],
+            forks=forks,
         )
         for creator in heads:
             if creator not in vectors:
@@ -487,6 +492,11 @@ class Replica:
             mine = (rejection.delta_id, rejection.delta_hash) in offered_now
             (rejected if mine else late).append(rejection)
         self._pending_evidence.extend(buffer.take_evidence())
+        for delta, wire in buffer.take_switches():
+            if self.stage.get(delta.id) is not None:
+                self.stage.replace(delta, wire)
+            else:
+                self._switches.append(Entry.of(delta, wire))
         kept: list[DeltaId] = []
         not_executable = self._authority.unsupported
         for delta, wire in buffer.take_accepted():
@@ -520,7 +530,12 @@ class Replica:
 
     def _run_staged(self, defer: bool) -> ReceiveResult:
         """Execute the stage unless it must wait; listeners are not told here."""
-        if not self.stage and not self._pending_evidence and not self.buffer.newly_void:
+        if (
+            not self.stage
+            and not self._pending_evidence
+            and not self.buffer.newly_void
+            and not self._switches
+        ):
             return ReceiveResult()
         if self.stage.must_wait(defer=defer, last_key=self._frontier.last_key):
             return ReceiveResult(staged=len(self.stage))
@@ -543,10 +558,16 @@ class Replica:
                 own_deps=own_deps,
                 redo_from=self._redo_from(),
                 dirty=self._authority.take_dirty(),
+                switches=self._switches,
             )
         except StorageError:
+            self._switches.clear()
             self._reload()
             raise
+        if self._switches:
+            # A kept copy may sit elsewhere in the order, or be a creator's head.
+            self._switches.clear()
+            self._frontier = Frontier.load(self.store, self.space_id)
         self._pending_evidence.clear()
         if own_deps is not None:
             self._own_deps = own_deps
@@ -567,9 +588,13 @@ class Replica:
         """A key just before the first executed delta made void since the last commit (a
         removal arrived after its victim's deltas executed): from there the log re-executes."""
         newly = self.buffer.newly_void
-        if not newly:
+        if not newly and not self._switches:
             return None
         first: OrderKey | None = None
+        for entry in self._switches:
+            key = (0, entry.delta.rank, entry.delta.creator, entry.delta.seq - 1)
+            if first is None or key < first:
+                first = key
         for creator, seq in newly:
             info = self.store.delta_info(self.space_id, creator, seq)
             if info is None:

@@ -52,6 +52,14 @@ class Stage:
         if self._min_key is None or key < self._min_key:
             self._min_key = key
 
+    def replace(self, delta: Delta, wire: bytes) -> None:
+        """Put another copy of a staged delta in its place (equivocation: the copy kept)."""
+        old = self._deltas.get(delta.id)
+        if old is not None:
+            self._bytes -= len(old[1])
+            del self._deltas[delta.id]
+        self.add(delta, wire)
+
     def must_wait(self, *, defer: bool, last_key: OrderKey | None) -> bool:
         """True if the staged deltas should keep waiting (``last_key``: the log's last key).
 

@@ -303,6 +303,15 @@ class Store:
         except sqlite3.Error as exc:
             raise StorageError(f"store write failed: {exc}") from None
 
+    def replace_delta(
+        self, space: bytes, creator: bytes, seq: int, rank: int, hash_: bytes, wire: bytes
+    ) -> None:
+        """Put another copy of an executed delta in its row (equivocation: the copy kept)."""
+        self._write(
+            "UPDATE log SET rank=?, hash=?, signed=1, wire=? WHERE space=? AND creator=? AND seq=?",
+            (rank, hash_, wire, space, creator, seq),
+        )
+
     def undo_of(self, space: bytes, creator: bytes, seq: int) -> bytes | None:
         rows = self._read(
             "SELECT undo FROM log WHERE space=? AND creator=? AND seq=?", (space, creator, seq)

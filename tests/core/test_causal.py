@@ -18,7 +18,6 @@ from p2pspace.core.replica import Replica
 from p2pspace.core.store import Store
 from p2pspace.engines import members, rdb
 from p2pspace.errors import (
-    BrokenChainError,
     EquivocationError,
     ForgedDeltaError,
     RankError,
@@ -287,10 +286,9 @@ def test_valid_next_delta_accepted(space_pair: tuple[Replica, Replica]) -> None:
     ("spoil", "error"),
     [
         ({"rank_offset": 1}, RankError),
-        ({"prev": b"\x00" * 32}, BrokenChainError),
         ({"signer": IDS[3]}, ForgedDeltaError),
     ],
-    ids=["rank", "prev", "signature"],
+    ids=["rank", "signature"],
 )
 def test_invalid_delta_rejected(
     space_pair: tuple[Replica, Replica], spoil: dict[str, object], error: type[Exception]
@@ -308,14 +306,50 @@ def test_invalid_delta_rejected(
     assert rdb.view(b).get("t", "v") == {"v": 1}
 
 
-def test_equivocation_keeps_first_and_records_evidence(
-    space_pair: tuple[Replica, Replica],
+def test_equivocation_keeps_one_copy_everywhere_and_voids_it(
+    space_pair: tuple[Replica, Replica], make_store: Callable[[str], Store]
 ) -> None:
     a, b = space_pair
     first, second = _next_delta(a, value=1), _next_delta(a, value=2)
     assert first.id == second.id and first.hash != second.hash
-    assert len(b.receive([first.wire()]).executed) == 1
-    result = b.receive([second.wire()])
-    assert [type(r.error) for r in result.rejected] == [EquivocationError]
+    kept, lost = sorted((first, second), key=lambda d: (d.rank, d.hash))
+    # b meets the copies in one order, c (a fresh replica of the space) in the other.
+    c = Replica.join(make_store("c"), IDS[3], a.genesis.wire())
+    c.receive(wires_of(a))
+    for replica, order in ((b, (first, second)), (c, (second, first))):
+        assert len(replica.receive([order[0].wire()]).executed) == 1
+        result = replica.receive([order[1].wire()])
+        assert [type(r.error) for r in result.rejected] == [EquivocationError]
+        assert not result.rejected[0].error.blames_sender
+        # Neither copy counts: the creator's deltas from the fork on are void everywhere.
+        assert rdb.view(replica).get("t", "v") is None
+        assert replica.refusal(first.id) is not None
+        (row,) = replica.store.wires_range(replica.space_id, first.creator, first.seq, first.seq)
+        assert row[2] == kept.wire()
+        assert replica.store.evidence(replica.space_id)
+    assert b.order_digest() == c.order_digest() and b.state_digest() == c.state_digest()
+    assert lost.hash != kept.hash
+
+
+def test_a_signed_delta_on_another_history_is_evidence(space_pair: tuple[Replica, Replica]) -> None:
+    # Signed by the creator, yet its prev names a delta we do not hold: the creator signed two
+    # histories. It is kept (void), its creator's deltas from the fork on are void.
+    a, b = space_pair
+    b.receive([_next_delta(a).wire()])
     assert rdb.view(b).get("t", "v") == {"v": 1}
-    assert b.store.evidence(b.space_id) == [(first.creator, first.seq, first.hash, second.wire())]
+    a2 = _next_delta(a)  # a has not stored its first one: same seq, same commands
+    forked = make_body(
+        space=a.space_id,
+        creator=a.endpoint_id,
+        seq=a2.seq + 1,
+        rank=a2.rank + 1,
+        deps={},
+        prev=b"\x07" * 32,
+        time=6,
+        commands=[rdb.create("t", "w", {"v": 3})],
+    )
+    signed = forked.with_signature(a.identity.sign(forked.body))
+    result = b.receive([signed.wire()])
+    assert not result.rejected
+    assert rdb.view(b).get("t", "w") is None and rdb.view(b).get("t", "v") is None
+    assert b.store.evidence(b.space_id)

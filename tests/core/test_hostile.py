@@ -25,7 +25,6 @@ from p2pspace.engines import members, rdb
 from p2pspace.errors import (
     AuthenticationError,
     BrokenChainError,
-    CommandError,
     EquivocationError,
     ErrorCode,
     ForgedDeltaError,
@@ -319,7 +318,7 @@ def test_non_member_adding_itself(
     assert not a.is_member(stranger.endpoint_id)
 
 
-def test_equivocation_keeps_the_first_and_records_evidence(
+def test_equivocation_voids_both_copies_and_records_evidence(
     pair: tuple[Replica, Replica, Identity, Identity],
 ) -> None:
     a, b, _a_id, _b_id = pair
@@ -327,22 +326,22 @@ def test_equivocation_keeps_the_first_and_records_evidence(
     assert a.receive([first.wire()]).executed
     second = first_of_b(a, b.identity, commands=[rdb.create("t", "x", {"v": "second"})])
     assert second.id == first.id and second.hash != first.hash
-    before = snapshot(a)
     assert not a.store.evidence(a.space_id)
     error = only_rejection(a.receive([second.wire()]))
     assert isinstance(error, EquivocationError)
-    assert error.code == ErrorCode.EQUIVOCATION
-    assert snapshot(a) == before
-    assert rdb.view(a).get("t", "x") == {"v": "first"}
+    assert error.code == ErrorCode.EQUIVOCATION and not error.blames_sender
+    # The executed copy was undone: an equivocator's deltas from the fork on count nowhere.
+    assert rdb.view(a).get("t", "x") is None
+    assert a.refusal(first.id) is not None
     evidence = a.store.evidence(a.space_id)
     assert len(evidence) == 1
-    creator, seq, kept_hash, other_wire = evidence[0]
+    creator, seq, _kept_hash, other_wire = evidence[0]
     assert (creator, seq) == (first.creator, first.seq)
-    assert kept_hash == first.hash
     assert other_wire == second.wire()
-    # The kept delta is still a duplicate, not a conflict.
-    result = a.receive([first.wire()])
-    assert result.duplicates == 1 and not result.rejected
+    # The copy kept (lower rank, then hash) is in the log, on every replica alike.
+    kept = min((first, second), key=lambda d: (d.rank, d.hash))
+    (row,) = a.store.wires_range(a.space_id, first.creator, first.seq, first.seq)
+    assert row[2] == kept.wire()
 
 
 def test_equivocation_while_the_first_is_pending(
@@ -879,10 +878,9 @@ def test_session_tolerates_equivocation_but_records_it(
     assert rdb.view(replica).get("t", "r") == {"v": "kept"}
     other = first_of_b(replica, y.identity, commands=[rdb.create("t", "r", {"v": "other"})])
     assert other.id == kept.id
-    before = snapshot(replica)
     x.receive_data(sx, frame(encode_message(Deltas(space=replica.space_id, wires=(other.wire(),)))))
     assert sx.state is State.OPEN
-    assert snapshot(replica) == before
+    assert rdb.view(replica).get("t", "r") is None  # both copies of the equivocation are void
     assert replica.store.evidence(replica.space_id)
 
 
