@@ -127,6 +127,7 @@ class Replica:
         self._limits = limits
         self._pending_evidence: list[Evidence] = []
         self._switches: list[Entry] = []
+        self._own_claims: dict[bytes, int] = {}  # peer -> how many of our deltas it holds
         self._load()
         self.buffer: CausalBuffer
         self._make_buffer()
@@ -324,10 +325,45 @@ class Replica:
         delta depends on the executed vector, so the grant must be in it (accepted but staged
         is not enough)."""
         vector = self.vector
+        if self.recovering():
+            return False
         return any(
             vector.get(creator, 0) >= seq
             for creator, seq in self._membership.grants.get(self.identity.endpoint_id, ())
         )
+
+    def recovering(self) -> int:
+        """How many of this endpoint's own deltas peers hold that this store lacks (0 when
+        none). A store older than this endpoint's history -- a restored backup, a VM snapshot,
+        an empty store under an existing identity -- must get them back before it creates
+        anything, or it would sign new deltas under sequence numbers already used."""
+        if not self._own_claims:
+            return 0
+        have = self.buffer.accepted_seq(self.identity.endpoint_id)
+        return max(0, max(self._own_claims.values()) - have)
+
+    def note_peer_vector(self, peer: bytes, vector: dict[bytes, int]) -> None:
+        """What ``peer`` says it holds (its revision or ack). If it holds more of this
+        endpoint's own deltas than this store, :meth:`missing` asks for them and
+        :meth:`can_create` waits until they are back (one log line says why)."""
+        me = self.identity.endpoint_id
+        theirs = vector.get(me, 0)
+        have = self.buffer.accepted_seq(me)
+        if theirs <= have:
+            self._own_claims.pop(peer, None)
+            return
+        if not self.recovering():
+            _log.warning(
+                "space %r: peers hold %d change(s) this endpoint made that its store lacks (a "
+                "restored backup?); recovering them before making new ones",
+                self.name,
+                theirs - have,
+            )
+        self._own_claims[peer] = theirs
+
+    def peer_gone(self, peer: bytes) -> None:
+        """``peer``'s session ended: its claim to hold our deltas no longer holds us back."""
+        self._own_claims.pop(peer, None)
 
     def member_ids(self) -> list[bytes]:
         """The endpoints :meth:`is_member` counts, sorted."""
@@ -345,7 +381,13 @@ class Replica:
         return self.buffer.vector()
 
     def missing(self) -> list[tuple[bytes, int, int]]:
-        return self.buffer.missing()
+        ranges = self.buffer.missing()
+        behind = self.recovering()
+        if behind:
+            me = self.identity.endpoint_id
+            first = self.buffer.accepted_seq(me) + 1
+            ranges = [r for r in ranges if r[0] != me] + [(me, first, first + behind - 1)]
+        return ranges
 
     def executed_count(self) -> int:
         return sum(self.vector.values())
@@ -366,6 +408,12 @@ class Replica:
         if not batches:
             return []
         me = self.identity.endpoint_id
+        behind = self.recovering()
+        if behind:
+            raise LocalProtocolError(
+                f"this store lacks {behind} change(s) this endpoint made earlier (its peers hold "
+                "them): they are being recovered; try again once they are back"
+            )
         if not self.can_create():
             raise LocalProtocolError(
                 "this endpoint is not (yet) a member of the space: the delta granting membership "

@@ -253,6 +253,27 @@ class Store:
             raise StorageError(f"store write failed: {exc}") from None
         return cursor.rowcount == 1
 
+    # -- whose store ----------------------------------------------------------------------------
+
+    def claim_owner(self, endpoint_id: bytes) -> None:
+        """Record the endpoint this store belongs to, or check it: :class:`StorageError` if the
+        store was written by another endpoint (a store file copied or swapped in)."""
+        try:
+            row = self._db.execute("SELECT value FROM meta WHERE key='endpoint'").fetchone()
+            if row is None:
+                self._db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('endpoint', ?)", (endpoint_id,)
+                )
+                return
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot read store {self.path}: {exc}") from None
+        if bytes(row[0]) != endpoint_id:
+            raise StorageError(
+                f"{self.path} belongs to endpoint {bytes(row[0]).hex()[:12]}, not to this "
+                f"identity ({endpoint_id.hex()[:12]}): put the right store back, or move this "
+                "one away to start an empty one"
+            )
+
     # -- log ----------------------------------------------------------------------------------
 
     def insert_delta(

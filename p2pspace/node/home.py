@@ -126,15 +126,28 @@ def open_endpoint(
     durability: str = "full",
     limits: Limits | None = None,
     name: str = "",
+    new_store: bool = False,
 ) -> Endpoint:
     """The endpoint kept in ``home``: its identity (created if new) and store, every replica
-    loaded. The caller closes it (:meth:`Endpoint.close`). Raises :class:`StorageError`."""
+    loaded. The caller closes it (:meth:`Endpoint.close`). Raises :class:`StorageError`, also
+    when the identity exists but the store is missing (unless ``new_store``) or belongs to
+    another endpoint."""
     from p2pspace.core.causal import Limits
     from p2pspace.sync.endpoint import Endpoint
 
+    had_identity = (home / KEY_FILE).exists()
+    if had_identity and not (home / STORE_FILE).exists() and not new_store:
+        # A deleted or lost store must not be silently replaced by an empty one: this
+        # endpoint's own changes would be made again under sequence numbers its peers hold.
+        raise StorageError(
+            f"{home / STORE_FILE} is missing but this endpoint's identity key is there: restore "
+            "the store from a backup, or start with an empty one explicitly (p2pspace init "
+            "--new-store), which recovers this endpoint's changes from its peers first"
+        )
     identity = load_or_create_identity(home, seed=seed)
     store = open_store(home, durability=durability)
     try:
+        store.claim_owner(identity.endpoint_id)
         return Endpoint(identity, store, limits=limits or Limits(), name=name)
     except BaseException:
         store.close()
