@@ -88,8 +88,10 @@ class Authority:
         void: Iterable[DeltaId],
         unsupported: Iterable[DeltaId] = (),
         forks: dict[bytes, int] | None = None,
+        enforce: bool = True,
     ) -> None:
         forks = forks or {}
+        self.enforce = enforce
         self._vectors = vectors
         self._used = used
         self._mdeltas: list[MembersDelta] = sorted(members_deltas, key=lambda m: m.key)
@@ -131,6 +133,8 @@ class Authority:
         ``unsupported`` delta (commands this release cannot validate) is judged on its
         creator's membership and role only.
         """
+        if not self.enforce:
+            return False
         creator, seq = delta.creator, delta.seq
         base = self._vectors.get(creator) if seq > 1 else None
         deps = dict(delta.deps)

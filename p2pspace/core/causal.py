@@ -65,6 +65,7 @@ class Limits:
     max_pending_bytes: int = 32 * 1024 * 1024
     max_gap: int = 1_000_000
     max_fetch_ranges: int = 64
+    enforce_roles: bool = True  # False only to measure what authorisation costs (the bench)
 
 
 @dataclass(slots=True)

@@ -230,8 +230,9 @@ class Replica:
                     unsupported=bool(unsupported),
                 )
             )
+        enforce = self._limits.enforce_roles
         if not records:
-            authority = Authority(vectors={}, used={}, members_deltas=(), void=())
+            authority = Authority(vectors={}, used={}, members_deltas=(), void=(), enforce=enforce)
             for _c, _s, _r, wire in store.iter_log(space):
                 authority.accept(decode_delta(wire), void=False)
             return authority
@@ -245,6 +246,7 @@ class Replica:
             void=[DeltaId(c, q) for c, q in store.void(space)],
             unsupported=[m.id for m in records if m.unsupported],
             forks=forks,
+            enforce=enforce,
         )
         for creator in heads:
             if creator not in vectors:
