@@ -1,28 +1,22 @@
 """The threaded discussion tool, built on one rdb engine instance (``discussion``).
 
 Theory of operation. Every operation is one delta of rdb commands; concurrency resolves by the
-space's shared total order like any rdb change (the later ``set`` wins). Layout in the instance:
+space's shared total order like any rdb change (the later ``set`` wins). The records and their
+ids are laid out as :mod:`p2pspace.tools.discussion_layout` describes: topics and replies are
+owned records in their author's namespace, deletes are tombstones, and each endpoint has one undo
+entry (its last edit or delete and the fields it replaced). "Undo my last change" is a new delta
+that writes those fields back: ordinary replicated history, resolved by the total order like any
+edit.
 
-* table ``topics``: one record per topic, id = 16 hex characters (a hash of the id of the
-  delta that made it, so ids never collide).
-* table ``r:<topic>``: the topic's replies, id = ``<topic>.<16 hex>`` (so a reply id names its
-  thread). ``parent`` is the topic or another reply of the same thread (nesting).
-* a post's fields: ``title`` (topics), ``body``, ``author`` (endpoint id), ``created`` and
-  ``edited`` (ms, informational), ``deleted`` (a tombstone: the body is cleared, the record and
-  its place in the tree stay, so replies -- even ones made concurrently -- keep their parent),
-  ``rev`` = ``[creator, seq]`` of the delta that last changed it (what sync status tracks).
-* table ``undo``: per endpoint id, the last edit or delete it made and the fields it replaced.
-  "Undo my last change" is a new delta that writes those fields back: ordinary replicated
-  history, resolved by the total order like any edit.
-
-Edits and deletes are allowed for the author only; the tool checks that locally (roles are not
-yet enforced inside commands, DESIGN §8). Times come from the caller (``now``) and post ids
-from the creating delta's id, so the tool is deterministic under the simulator.
+Edits and deletes by anyone but the author are recorded no-ops in the engine; the tool checks
+authorship locally too, to refuse early with a clear error. Times come from the caller (``now``)
+and post ids from the creating delta's id, so the tool is deterministic under the simulator.
+Views show and order times clamped to the reader's clock (``now``, ms): a post dated in 2100
+shows at most ten minutes ahead, flagged ``time_clamped``, whatever was stored.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,11 +31,25 @@ from p2pspace.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
+from p2pspace.tools.discussion_layout import (
+    FUTURE_SLACK_MS,
+    INSTANCE,
+    REPLY_PREFIX,
+    TOPICS,
+    UNDO,
+    check_id,
+    clean,
+    new_record_id,
+    post_id_at,
+    post_location,
+    reply_table,
+    shown_activity,
+    shown_time,
+    topic_of,
+    undo_record_id,
+    well_formed,
+)
 
-INSTANCE = "discussion"
-TOPICS = "topics"
-UNDO = "undo"
-REPLY_PREFIX = "r:"
 MAX_TITLE = 200
 # Bytes of UTF-8. An edit carries the new body and, for undo, the replaced one: both must fit a
 # delta (64 KiB) with room to spare.
@@ -68,6 +76,10 @@ class SyncStatus:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Post:
+    """One post as a view shows it: ``created`` and ``edited`` are shown times (see
+    :func:`~p2pspace.tools.discussion_layout.shown_time`), ``time_clamped`` says that one of
+    them is not what was stored."""
+
     id: str
     topic: str  # the thread's topic id (equal to ``id`` for a topic)
     parent: str  # "" for a topic
@@ -80,6 +92,7 @@ class Post:
     deleted: bool
     rev: tuple[bytes, int]
     status: SyncStatus
+    time_clamped: bool = False
     replies: tuple[Post, ...] = field(default=())
 
     @property
@@ -99,6 +112,7 @@ class Post:
             "created": self.created,
             "edited": self.edited or None,
             "deleted": self.deleted,
+            "time_clamped": self.time_clamped,
             "status": self.status.describe(),
             "pending": self.status.pending,
             "delivered": self.status.delivered,
@@ -111,13 +125,15 @@ class Post:
 class TopicSummary:
     post: Post
     replies: int
-    last_activity: int
+    last_activity: int  # shown: the latest shown creation or edit time in the thread
+    last_activity_clamped: bool = False  # it comes from a clamped time
 
     def to_json(self) -> dict[str, Any]:
         out = self.post.to_json()
         out.pop("replies")
         out["reply_count"] = self.replies
         out["last_activity"] = self.last_activity
+        out["last_activity_clamped"] = self.last_activity_clamped
         return out
 
 
@@ -144,30 +160,6 @@ class ChangeEvent:
         }
 
 
-def topic_of(post_id: str) -> str:
-    return post_id.split(".", 1)[0]
-
-
-def _table(topic: str) -> str:
-    return REPLY_PREFIX + topic
-
-
-def _check_id(post_id: str) -> str:
-    parts = post_id.split(".")
-    ok = 1 <= len(parts) <= 2 and all(p and all(c in "0123456789abcdef" for c in p) for p in parts)
-    if not ok or any(len(p) != 16 for p in parts):
-        raise LocalProtocolError(f"not a post id: {post_id!r}")
-    return post_id
-
-
-def _well_formed_id(post_id: str, *, topic: bool) -> bool:
-    try:
-        _check_id(post_id)
-    except LocalProtocolError:
-        return False
-    return (post_id == topic_of(post_id)) == topic
-
-
 def _text(value: str, label: str, limit: int, *, empty: bool = False) -> str:
     if not isinstance(value, str):
         raise LocalProtocolError(f"{label} must be text")
@@ -179,48 +171,18 @@ def _text(value: str, label: str, limit: int, *, empty: bool = False) -> str:
     return value
 
 
-def _clean(fields: Mapping[str, Any], owner: bytes | None) -> dict[str, Any] | None:
-    """A post record's fields, typed, or None if it is not a well-formed post.
-
-    The author is the record's owner -- the signer of the delta that created it, recorded by
-    the rdb engine -- never a field a member wrote. Records any member could have written with
-    other types (or without an owner) are left out rather than trusted.
-    """
-    if owner is None:
-        return None
-    rev = fields.get("rev")
-    if not (
-        type(rev) is list
-        and len(rev) == 2
-        and type(rev[0]) is bytes
-        and len(rev[0]) == 16
-        and type(rev[1]) is int
-        and 0 <= rev[1] < 2**53
-    ):
-        return None
-    out: dict[str, Any] = {"author": owner, "rev": (rev[0], rev[1])}
-    for name, kind, default in (
-        ("title", str, ""),
-        ("body", str, ""),
-        ("parent", str, ""),
-        ("created", int, 0),
-        ("edited", int, 0),
-        ("deleted", bool, False),
-    ):
-        value = fields.get(name, default)
-        if type(value) is not kind:
-            return None
-        out[name] = value
-    return out
-
-
 def has_discussion(replica: Replica, instance: str = INSTANCE) -> bool:
     info = replica.members().space()
     return info is not None and info.engines.get(instance) == "rdb"
 
 
 class Discussion:
-    """The discussion in one space, as seen by (and written as) this endpoint."""
+    """The discussion in one space, as seen by (and written as) this endpoint.
+
+    The views (:meth:`get`, :meth:`topics`, :meth:`thread`, :meth:`walk`) take the reader's
+    clock as ``now`` (ms; the tool's own ``now`` callable when not given), against which they
+    clamp the times they show and order by.
+    """
 
     def __init__(
         self,
@@ -251,12 +213,19 @@ class Discussion:
         return rdb.view(self.replica, self.instance)
 
     def _fields(self, post_id: str) -> dict[str, Any] | None:
-        _check_id(post_id)
-        topic = topic_of(post_id)
-        table = TOPICS if post_id == topic else _table(topic)
+        table, record = post_location(post_id)
         view = self._view()
-        fields = view.get(table, post_id)
-        return None if fields is None else _clean(fields, view.owner(table, post_id))
+        fields = view.get(table, record)
+        return None if fields is None else clean(record, fields, view.owner(table, record))
+
+    def _posts(self, table: str) -> Iterable[tuple[str, dict[str, Any]]]:
+        """``(post id, clean fields)`` of the well-formed posts of ``table``."""
+        topic = table == TOPICS
+        for record, raw, owner in self._view().owned_records(table):
+            fields = clean(record, raw, owner)
+            post_id = post_id_at(table, record)
+            if fields is not None and post_id is not None and well_formed(post_id, topic=topic):
+                yield post_id, fields
 
     def _status_context(self) -> _StatusContext:
         vector = self.replica.vector
@@ -283,10 +252,13 @@ class Discussion:
         fields: Mapping[str, Any],
         names: Mapping[bytes, str],
         context: _StatusContext,
+        now: int,
         replies: tuple[Post, ...] = (),
     ) -> Post:
         author: bytes = fields["author"]
         rev: tuple[bytes, int] = fields["rev"]
+        created, created_clamped = shown_time(fields["created"], now)
+        edited, edited_clamped = shown_time(fields["edited"], now)
         return Post(
             id=post_id,
             topic=topic_of(post_id),
@@ -295,72 +267,69 @@ class Discussion:
             body=fields["body"],
             author=author,
             author_name=names.get(author, "") or author.hex()[:8],
-            created=fields["created"],
-            edited=fields["edited"],
+            created=created,
+            edited=edited,
             deleted=fields["deleted"],
             rev=rev,
             status=self._status(rev, context),
+            time_clamped=created_clamped or edited_clamped,
             replies=replies,
         )
 
-    def get(self, post_id: str) -> Post:
+    def get(self, post_id: str, *, now: int | None = None) -> Post:
         """One post (without replies). Raises LocalProtocolError if there is none."""
         fields = self._fields(post_id)
         if fields is None:
             raise NotFoundError(f"no post {post_id}")
-        return self._post(post_id, fields, self._names(), self._status_context())
+        now = self._now() if now is None else now
+        return self._post(post_id, fields, self._names(), self._status_context(), now)
 
-    def topics(self) -> list[TopicSummary]:
-        """Every thread, newest activity first (ties by creation, then id: the same order on
-        every replica holding the same state)."""
-        view = self._view()
+    def topics(self, *, now: int | None = None) -> list[TopicSummary]:
+        """Every thread, newest shown activity first (ties by shown creation, then id: the same
+        order on every replica holding the same state and reading at the same ``now``)."""
+        now = self._now() if now is None else now
         names, context = self._names(), self._status_context()
         out = []
-        for topic_id, raw, owner in view.owned_records(TOPICS):
-            fields = _clean(raw, owner)
-            if fields is None or not _well_formed_id(topic_id, topic=True):
-                continue
-            count, last = 0, fields["edited"] or fields["created"]
-            for rid, raw_reply, reply_owner in view.owned_records(_table(topic_id)):
-                reply = _clean(raw_reply, reply_owner)
-                if reply is None or not _well_formed_id(rid, topic=False):
-                    continue
+        for topic_id, fields in self._posts(TOPICS):
+            post = self._post(topic_id, fields, names, context, now)
+            count, (last, clamped) = 0, shown_activity(fields, now)
+            for _reply_id, reply in self._posts(reply_table(topic_id)):
                 count += 1
-                last = max(last, reply["edited"] or reply["created"])
-            post = self._post(topic_id, fields, names, context)
-            out.append(TopicSummary(post=post, replies=count, last_activity=last))
+                shown, reply_clamped = shown_activity(reply, now)
+                if shown > last or (shown == last and reply_clamped):
+                    last, clamped = shown, reply_clamped
+            summary = TopicSummary(
+                post=post, replies=count, last_activity=last, last_activity_clamped=clamped
+            )
+            out.append(summary)
         out.sort(key=lambda t: (-t.last_activity, -t.post.created, t.post.id))
         return out
 
-    def thread(self, topic_id: str) -> Post:
-        """The topic with its reply tree; siblings in (created, author, id) order."""
-        _check_id(topic_id)
-        topic_id = topic_of(topic_id)
-        view = self._view()
+    def thread(self, topic_id: str, *, now: int | None = None) -> Post:
+        """The topic with its reply tree; siblings in (shown created, author, id) order."""
+        topic_id = topic_of(check_id(topic_id))
         root = self._fields(topic_id)
         if root is None:
             raise NotFoundError(f"no topic {topic_id}")
+        now = self._now() if now is None else now
         names, context = self._names(), self._status_context()
         children: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-        for rid, raw, owner in view.owned_records(_table(topic_id)):
-            fields = _clean(raw, owner)
-            if fields is None or not _well_formed_id(rid, topic=False):
-                continue
-            children.setdefault(fields["parent"] or topic_id, []).append((rid, fields))
+        for reply_id, fields in self._posts(reply_table(topic_id)):
+            children.setdefault(fields["parent"] or topic_id, []).append((reply_id, fields))
 
         def build(post_id: str, fields: Mapping[str, Any], depth: int) -> Post:
             kids = sorted(
                 children.get(post_id, ()),
-                key=lambda kv: (kv[1]["created"], kv[1]["author"], kv[0]),
+                key=lambda kv: (shown_time(kv[1]["created"], now)[0], kv[1]["author"], kv[0]),
             )
             replies = tuple(build(rid, f, depth + 1) for rid, f in kids) if depth < 200 else ()
-            return self._post(post_id, fields, names, context, replies)
+            return self._post(post_id, fields, names, context, now, replies)
 
         return build(topic_id, root, 0)
 
-    def walk(self, topic_id: str) -> Iterable[tuple[int, Post]]:
+    def walk(self, topic_id: str, *, now: int | None = None) -> Iterable[tuple[int, Post]]:
         """``(depth, post)`` of a thread in display order."""
-        stack = [(0, self.thread(topic_id))]
+        stack = [(0, self.thread(topic_id, now=now))]
         while stack:
             depth, post = stack.pop()
             yield depth, post
@@ -368,13 +337,12 @@ class Discussion:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def _new_id(self) -> str:
-        # Bound to the id of the delta that creates the post (this endpoint's next one), which
-        # no other delta shares, so concurrent posts never collide; and salted, so no member
-        # can predict it and take the id first.
+    def _new_record(self) -> str:
+        # Bound to the delta that creates the post (this endpoint's next one) and in this
+        # endpoint's namespace: concurrent posts never collide, and no other member can create
+        # the id first.
         seq = self.replica.vector.get(self.me, 0) + 1
-        material = b"p2pspace-post\0" + self.me + seq.to_bytes(8, "big") + self._random(8)
-        return hashlib.sha256(material).hexdigest()[:16]
+        return new_record_id(self.me, seq, self._random(8))
 
     def _rev(self) -> list[Any]:
         # The delta this change goes into is this endpoint's next one.
@@ -384,7 +352,7 @@ class Discussion:
         """Start a thread. Returns the topic id."""
         title = _text(title, "title", MAX_TITLE)
         body = _text(body, "body", MAX_BODY, empty=True)
-        topic = self._new_id()
+        topic = self._new_record()
         now = self._now()
         fields = {
             "title": title,
@@ -399,7 +367,7 @@ class Discussion:
         return topic
 
     def reply(self, parent_id: str, body: str) -> str:
-        """Reply to a topic or a reply. Returns the new reply's id."""
+        """Reply to a topic or a reply. Returns the new reply's post id."""
         body = _text(body, "body", MAX_BODY)
         parent = self._fields(parent_id)
         if parent is None:
@@ -407,7 +375,7 @@ class Discussion:
         if parent.get("deleted"):
             raise ConflictError("that post was deleted; reply to another one")
         topic = topic_of(parent_id)
-        reply_id = f"{topic}.{self._new_id()}"
+        record = self._new_record()
         fields = {
             "parent": parent_id,
             "body": body,
@@ -417,40 +385,40 @@ class Discussion:
             "deleted": False,
             "rev": self._rev(),
         }
-        self._commit(
-            [rdb.create(_table(topic), reply_id, fields, instance=self.instance, owned=True)]
-        )
-        return reply_id
+        table = reply_table(topic)
+        self._commit([rdb.create(table, record, fields, instance=self.instance, owned=True)])
+        return f"{topic}.{record}"
 
-    def _own(self, post_id: str) -> tuple[str, dict[str, Any]]:
+    def _own(self, post_id: str) -> tuple[str, str, dict[str, Any]]:
+        """``(table, record, fields)`` of a post of this endpoint's."""
         fields = self._fields(post_id)
         if fields is None:
             raise NotFoundError(f"no post {post_id}")
         if fields["author"] != self.me:
             raise PermissionDeniedError("only the author can change a post")
-        topic = topic_of(post_id)
-        return (TOPICS if post_id == topic else _table(topic)), fields
+        return (*post_location(post_id), fields)
 
     def _change(self, post_id: str, kind: str, new: dict[str, Any]) -> None:
-        table, fields = self._own(post_id)
+        table, record, fields = self._own(post_id)
         replaced = {k: fields.get(k) for k in new if k in fields}
         new = {**new, "rev": self._rev()}
         undo = {"post": post_id, "kind": kind, "fields": replaced}
         # The undo entry is created empty (a no-op once it exists) and then set, so the
         # replaced text travels once, not twice.
         empty = {"post": "", "kind": "none", "fields": {}}
+        entry = undo_record_id(self.me)
         self._commit(
             [
-                rdb.set_fields(table, post_id, new, instance=self.instance),
-                rdb.create(UNDO, self.me.hex(), empty, instance=self.instance, owned=True),
-                rdb.set_fields(UNDO, self.me.hex(), undo, instance=self.instance),
+                rdb.set_fields(table, record, new, instance=self.instance),
+                rdb.create(UNDO, entry, empty, instance=self.instance, owned=True),
+                rdb.set_fields(UNDO, entry, undo, instance=self.instance),
             ]
         )
 
     def edit(self, post_id: str, body: str, title: str | None = None) -> None:
         """Replace a post's body (and a topic's title). Author only; not on a deleted post."""
         body = _text(body, "body", MAX_BODY, empty=title is not None)
-        table, fields = self._own(post_id)
+        table, _record, fields = self._own(post_id)
         if fields.get("deleted"):
             raise ConflictError("that post was deleted")
         new: dict[str, Any] = {"body": body, "edited": self._now()}
@@ -462,7 +430,7 @@ class Discussion:
 
     def delete(self, post_id: str) -> None:
         """Tombstone a post: its text goes, its place in the thread stays. Author only."""
-        _table_name, fields = self._own(post_id)
+        _table, _record, fields = self._own(post_id)
         if fields.get("deleted"):
             raise ConflictError("that post is already deleted")
         new: dict[str, Any] = {"deleted": True, "body": "", "edited": self._now()}
@@ -473,9 +441,10 @@ class Discussion:
     def last_change(self) -> dict[str, Any] | None:
         """This endpoint's last edit or delete not yet undone: ``{post, kind, fields}``."""
         view = self._view()
-        entry = view.get(UNDO, self.me.hex())
-        if entry is None or view.owner(UNDO, self.me.hex()) != self.me:
-            return None  # absent, or written by someone else: not ours to trust
+        entry_id = undo_record_id(self.me)
+        entry = view.get(UNDO, entry_id)
+        if entry is None or view.owner(UNDO, entry_id) != self.me:
+            return None  # absent, or not ours to trust
         post, kind, fields = entry.get("post"), entry.get("kind"), entry.get("fields")
         if kind not in ("edit", "delete") or type(post) is not str or type(fields) is not dict:
             return None
@@ -492,14 +461,14 @@ class Discussion:
         if entry is None:
             raise ConflictError("nothing to undo")
         post_id = str(entry["post"])
-        table, _fields = self._own(post_id)
+        table, record, _fields = self._own(post_id)
         restore = dict(entry["fields"])
         restore["rev"] = self._rev()
         done = {"post": post_id, "kind": "undone", "fields": {}}
         self._commit(
             [
-                rdb.set_fields(table, post_id, restore, instance=self.instance),
-                rdb.set_fields(UNDO, self.me.hex(), done, instance=self.instance),
+                rdb.set_fields(table, record, restore, instance=self.instance),
+                rdb.set_fields(UNDO, undo_record_id(self.me), done, instance=self.instance),
             ]
         )
         return post_id
@@ -513,10 +482,11 @@ class Discussion:
             for command in delta.commands:
                 if command.engine != self.instance:
                     continue
-                table = command.args.get("table", "")
-                if table != TOPICS and not str(table).startswith(REPLY_PREFIX):
+                post_id = post_id_at(
+                    str(command.args.get("table", "")), str(command.args.get("record", ""))
+                )
+                if post_id is None:
                     continue
-                post_id = str(command.args.get("record", ""))
                 fields = command.args.get("fields", {})
                 if command.name == "create":
                     kind = "added"
@@ -533,12 +503,16 @@ class Discussion:
 
 
 __all__ = [
+    "FUTURE_SLACK_MS",
     "INSTANCE",
+    "REPLY_PREFIX",
+    "TOPICS",
     "ChangeEvent",
     "Discussion",
     "Post",
     "SyncStatus",
     "TopicSummary",
     "has_discussion",
+    "post_location",
     "topic_of",
 ]

@@ -21,7 +21,7 @@ from p2pspace.app import cli
 from tests.helpers import TIMEOUT
 from tests.helpers.cli_node import running
 
-HEX16 = re.compile(r"^[0-9a-f]{16}$")
+TOPIC_ID = re.compile(r"^[0-9a-f]{16}~[0-9a-f]{16}$")  # <author namespace>~<16 hex>
 
 
 class Cli:
@@ -82,7 +82,7 @@ def test_discuss_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert run.json("discuss", "show", "talk") == {"threads": []}
 
     topic = run.one("discuss", "post", "talk", "Lunch", "Where  shall\nwe go?")
-    assert HEX16.match(topic)
+    assert TOPIC_ID.match(topic)
     r1 = run.one("discuss", "reply", "talk", topic, "Noon")
     r2 = run.one("discuss", "reply", space, r1, "1pm")
     assert r1.startswith(topic + ".") and r2.startswith(topic + ".")
@@ -140,8 +140,8 @@ def test_discuss_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     run.fails("discuss", "post", "plain", "t", "b", match="no discussion tool")
     run.fails("discuss", "post", "talk", " ", "b", match="title must not be empty")
     run.fails("discuss", "reply", "talk", "zzz", "b", match="not a post id")
-    run.fails("discuss", "reply", "talk", "0123456789abcdef", "b", match="no post")
-    run.fails("discuss", "show", "talk", "0123456789abcdef", match="no topic")
+    run.fails("discuss", "reply", "talk", "0123456789abcdef~0123456789abcdef", "b", match="no post")
+    run.fails("discuss", "show", "talk", "0123456789abcdef~0123456789abcdef", match="no topic")
     run.fails("discuss", "frobnicate", match="invalid choice")
     run.fails("space", "create", "x", "--tool", "chess", match="invalid choice")
     run.fails("open", match="no node is running")
@@ -169,7 +169,7 @@ def test_discuss_and_open_through_the_running_node(
         assert lines[at + 1] == (1, reply, "ann", alone, "online! (edited)")
         thread = run.json("discuss", "show", space, topic)["thread"]
         assert [r["body"] for r in thread["replies"]] == ["online!"]
-        run.fails("discuss", "show", "talk", "0123456789abcdef", match="no topic")
+        run.fails("discuss", "show", "talk", "0123456789abcdef~0123456789abcdef", match="no topic")
         run.fails("discuss", "undo", "nope", match="no space named 'nope'")
         run.one("space", "create", "plain", "--tool", "none")
         run.fails("discuss", "post", "plain", "t", "b", match="no discussion tool")

@@ -1,23 +1,16 @@
-"""The discussion tool (``p2pspace.tools.discussion``) on one endpoint or two linked in process.
-
-Endpoints are real (own home, SQLite store); two of them talk the real sync protocol over
-:mod:`p2pspace.testing.loopback`. Clocks and id randomness are seeded, so every run makes the same
-ids and the same order.
-"""
+"""The discussion tool (``p2pspace.tools.discussion``) on one endpoint or two linked in process
+(see :mod:`tests.tools.forum`)."""
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from p2pspace.core.delta import Delta
-from p2pspace.core.replica import Replica
-from p2pspace.engines import members, rdb
+from p2pspace.engines import rdb
 from p2pspace.errors import (
     ConflictError,
     LocalProtocolError,
@@ -25,157 +18,20 @@ from p2pspace.errors import (
     PermissionDeniedError,
 )
 from p2pspace.node.home import open_endpoint
-from p2pspace.sync.endpoint import Endpoint
-from p2pspace.testing.loopback import Link, connect, pump
+from p2pspace.testing.loopback import pump
 from p2pspace.tools.discussion import (
     INSTANCE,
     MAX_BODY,
     MAX_TITLE,
-    ChangeEvent,
     Discussion,
+    post_location,
     topic_of,
 )
+from tests.tools.forum import Forum, Member, shape, snapshot
 
-ENGINES = {"db": "rdb", INSTANCE: "rdb"}
-
-
-class Clock:
-    """Milliseconds that move forward by one on every reading (or stay put while ``frozen``)."""
-
-    def __init__(self, start: int = 1_000) -> None:
-        self.t = start
-        self.frozen = False
-
-    def __call__(self) -> int:
-        if not self.frozen:
-            self.t += 1
-        return self.t
-
-
-def session_acks(endpoint: Endpoint, space: bytes) -> dict[bytes, dict[bytes, int]]:
-    """What each connected peer acknowledged for ``space`` (what a node keeps, in miniature)."""
-    return {
-        s.peer: dict(s.acked(space))
-        for s in endpoint.sessions
-        if s.peer is not None and s.syncs(space)
-    }
-
-
-@dataclass
-class Member:
-    endpoint: Endpoint
-    tool: Discussion
-    deltas: list[Delta] = field(default_factory=list)
-    events: list[ChangeEvent] = field(default_factory=list)
-
-    @property
-    def replica(self) -> Replica:
-        return self.tool.replica
-
-    @property
-    def view(self) -> rdb.RdbView:
-        return rdb.view(self.replica, INSTANCE)
-
-
-@dataclass
-class Forum:
-    """Endpoints sharing one space with the discussion tool; ``links`` between connected ones."""
-
-    space: bytes
-    members: list[Member]
-    clock: Clock
-    links: list[Link] = field(default_factory=list)
-
-    def connect(self, a: int, b: int) -> None:
-        self.links.append(connect(self.members[a].endpoint, self.members[b].endpoint))
-        self.sync()
-
-    def sync(self) -> None:
-        """Deliver everything, then let every endpoint send its acks and deliver those."""
-        pump(self.links)
-        for m in self.members:
-            m.endpoint.tick()
-        pump(self.links)
-
-    def disconnect(self) -> None:
-        for m in self.members:
-            for session in list(m.endpoint.sessions):
-                m.endpoint.close_session(session)
-        self.links.clear()
-
-
-def make_forum(root: Path, names: list[str], opened: list[Endpoint]) -> Forum:
-    """Endpoints (appended to ``opened``, for closing) sharing a space with the discussion."""
-    clock = Clock()
-    endpoints = [
-        open_endpoint(root / n, seed=n.encode(), name=n, durability="normal") for n in names
-    ]
-    opened.extend(endpoints)
-    first = endpoints[0]
-    replica = first.create_space("forum", time=1, engines=ENGINES, nonce=b"\x07" * 16)
-    space = replica.space_id
-    if len(endpoints) > 1:
-        adds = [
-            members.add_command(member_id=e.endpoint_id, key=e.identity.public_key, name=e.name)
-            for e in endpoints[1:]
-        ]
-        first.create(space, adds, time=2)
-    for e in endpoints[1:]:
-        e.join_space(replica.genesis.wire())
-    forum = Forum(space=space, members=[], clock=clock)
-    for i, e in enumerate(endpoints):
-        forum.members.append(_member(e, space, clock, random.Random(i).randbytes))
-    return forum
-
-
-def _member(endpoint: Endpoint, space: bytes, clock: Clock, rand: Callable[[int], bytes]) -> Member:
-    replica = endpoint.replica(space)
-    member: Member
-
-    def commit(commands: Any) -> Delta:
-        delta = endpoint.create(space, commands, time=clock.t)
-        member.deltas.append(delta)
-        return delta
-
-    tool = Discussion(
-        replica,
-        commit=commit,
-        now=clock,
-        acks=lambda: session_acks(endpoint, space),
-    )
-    member = Member(endpoint=endpoint, tool=tool)
-    replica.listeners.append(
-        lambda _r, executed: member.events.extend(tool.events(d for d, _w in executed))
-    )
-    return member
-
-
-@pytest.fixture
-def forum_of(tmp_path: Path) -> Iterator[Callable[[list[str]], Forum]]:
-    opened: list[Endpoint] = []
-    yield lambda names: make_forum(tmp_path, names, opened)
-    for endpoint in opened:
-        endpoint.close()
-
-
-@pytest.fixture
-def solo(forum_of: Callable[[list[str]], Forum]) -> Forum:
-    return forum_of(["alice"])
-
-
-@pytest.fixture
-def pair(forum_of: Callable[[list[str]], Forum]) -> Forum:
-    forum = forum_of(["alice", "bob"])
-    forum.connect(0, 1)
-    return forum
-
-
-def shape(tool: Discussion, topic: str) -> list[tuple[int, str, str, str, bool]]:
-    return [(d, p.id, p.title, p.body, p.deleted) for d, p in tool.walk(topic)]
-
-
-def snapshot(m: Member) -> tuple[dict[bytes, int], str]:
-    return dict(m.replica.vector), m.replica.state_digest()
+# Well-formed post ids that no test makes.
+ABSENT = "0" * 16 + "~" + "0" * 16
+ABSENT_F = "f" * 16 + "~" + "f" * 16
 
 
 # -- posting and replying ----------------------------------------------------------------------
@@ -185,8 +41,12 @@ def test_post_makes_a_topic_in_one_delta(solo: Forum) -> None:
     (alice,) = solo.members
     before = alice.replica.vector[alice.endpoint.endpoint_id]
     topic = alice.tool.post("  Lunch?  ", "Where shall we go?")
-    assert len(topic) == 16 and int(topic, 16) >= 0
-    assert topic_of(topic) == topic
+    # In alice's namespace: <16 hex of her id>~<16 hex>.
+    made_at = solo.clock.t  # views read the clock too (to clamp what they show)
+    _namespace, _sep, local = topic.partition("~")
+    assert topic == rdb.owned_id(alice.endpoint.endpoint_id, local)
+    assert len(local) == 16 and int(local, 16) >= 0
+    assert topic_of(topic) == topic and post_location(topic) == ("topics", topic)
     assert alice.replica.vector[alice.endpoint.endpoint_id] == before + 1
     assert len(alice.deltas) == 1
     post = alice.tool.get(topic)
@@ -195,7 +55,7 @@ def test_post_makes_a_topic_in_one_delta(solo: Forum) -> None:
     assert post.body == "Where shall we go?"
     assert post.author == alice.endpoint.endpoint_id
     assert post.author_name == "alice"
-    assert post.created == solo.clock.t and post.edited == 0 and not post.deleted
+    assert post.created == made_at and post.edited == 0 and not post.deleted
     assert post.rev == (alice.endpoint.endpoint_id, before + 1)
     (summary,) = alice.tool.topics()
     assert summary.post.id == topic and summary.replies == 0
@@ -210,8 +70,11 @@ def test_replies_nest_and_name_their_thread(solo: Forum) -> None:
     nested = tool.reply(first, "one.one")
     second = tool.reply(topic, "two")
     deeper = tool.reply(nested, "one.one.one")
+    me = alice.endpoint.endpoint_id
     for reply in (first, nested, second, deeper):
         assert reply.startswith(topic + ".") and topic_of(reply) == topic
+        table, record = post_location(reply)
+        assert (table, rdb.namespace_of(record)) == (f"r:{topic}", rdb.namespace(me))
     assert tool.get(nested).parent == first
     assert tool.get(first).parent == topic
     assert shape(tool, topic) == [
@@ -325,7 +188,7 @@ def test_delete_keeps_the_thread_shape(pair: Forum) -> None:
         gone = m.tool.get(middle)
         assert gone.deleted and gone.body == ""
         assert m.tool.get(under).body == "under the middle"
-        assert m.view.get(f"r:{topic}", middle) is not None  # a tombstone, not an rdb delete
+        assert m.view.get(*post_location(middle)) is not None  # a tombstone, not an rdb delete
     with pytest.raises(LocalProtocolError, match="deleted"):
         bob.tool.reply(middle, "too late")
     with pytest.raises(LocalProtocolError, match="already deleted"):
@@ -551,18 +414,22 @@ def test_change_events_come_from_executed_deltas(pair: Forum) -> None:
         (lambda t, top, rep: t.reply(top + ".123", "b"), "not a post id"),
         (lambda t, top, rep: t.reply(top[:-1], "b"), "not a post id"),
         (lambda t, top, rep: t.reply(f"{top}.{'0' * 8}.{'0' * 8}", "b"), "not a post id"),
-        (lambda t, top, rep: t.reply("0" * 16, "b"), "no post"),
+        (lambda t, top, rep: t.reply("0" * 16, "b"), "not a post id"),  # earlier releases' form
+        (lambda t, top, rep: t.reply(top.replace("~", "-"), "b"), "not a post id"),
+        (lambda t, top, rep: t.reply(top.split("~")[1], "b"), "not a post id"),
+        (lambda t, top, rep: t.reply(ABSENT, "b"), "no post"),
         (lambda t, top, rep: t.reply(top + ".0000000g", "b"), "not a post id"),
         (lambda t, top, rep: t.edit(rep, ""), "body must not be empty"),
         (lambda t, top, rep: t.edit(rep, "x" * (MAX_BODY + 1)), "body is longer"),
         (lambda t, top, rep: t.edit(top, "b", title=""), "title must not be empty"),
         (lambda t, top, rep: t.edit("nope", "b"), "not a post id"),
-        (lambda t, top, rep: t.edit(top + ".0000000000000000", "b"), "no post"),
+        (lambda t, top, rep: t.edit(top + ".0000000000000000", "b"), "not a post id"),
+        (lambda t, top, rep: t.edit(f"{top}.{ABSENT}", "b"), "no post"),
         (lambda t, top, rep: t.delete("nope"), "not a post id"),
-        (lambda t, top, rep: t.delete("f" * 16), "no post"),
-        (lambda t, top, rep: t.get("f" * 16), "no post"),
+        (lambda t, top, rep: t.delete(ABSENT_F), "no post"),
+        (lambda t, top, rep: t.get(ABSENT_F), "no post"),
         (lambda t, top, rep: t.get(""), "not a post id"),
-        (lambda t, top, rep: t.thread("0" * 16), "no topic"),
+        (lambda t, top, rep: t.thread(ABSENT), "no topic"),
         (lambda t, top, rep: list(t.walk("../etc")), "not a post id"),
     ],
 )
@@ -589,9 +456,9 @@ def test_refusals_say_why_by_type(pair: Forum) -> None:
     with pytest.raises(PermissionDeniedError):
         bob.tool.edit(topic, "not mine")
     with pytest.raises(NotFoundError):
-        bob.tool.get(topic + ".0000000000000000")
+        bob.tool.get(f"{topic}.{ABSENT}")
     with pytest.raises(NotFoundError):
-        bob.tool.thread("0" * 16)
+        bob.tool.thread(ABSENT)
     with pytest.raises(ConflictError):
         bob.tool.undo_last()
     alice.tool.delete(topic)
@@ -699,7 +566,7 @@ def test_reading_a_thread_does_not_visit_other_threads(solo: Forum) -> None:
             [
                 rdb.create(
                     f"r:{last}",
-                    f"{last}.{k:016x}",
+                    rdb.owned_id(alice.endpoint.endpoint_id, f"{k:016x}"),
                     {"parent": last, "rev": [alice.endpoint.endpoint_id, 1]},
                     instance=INSTANCE,
                     owned=True,

@@ -152,6 +152,40 @@ def test_the_commands_the_tool_makes_keep_the_engine_contract(tmp_path: Path) ->
     assert report.changes > 0 and report.no_ops > 0  # both kinds of execution were checked
 
 
+def test_an_owned_record_cannot_be_taken_by_another_member(tmp_path: Path) -> None:
+    from p2pspace.engines import members, rdb
+    from p2pspace.testing.loopback import connect, pump
+
+    alice = open_endpoint(tmp_path / "alice", seed=b"alice", name="alice", durability="normal")
+    bob = open_endpoint(tmp_path / "bob", seed=b"bob", name="bob", durability="normal")
+    try:
+        space = alice.create_space("notes", time=1, engines={"notes": "rdb"}).space_id
+        add = members.add_command(member_id=bob.endpoint_id, key=bob.identity.public_key, name="b")
+        alice.create(space, [add], time=2)
+        bob.join_space(alice.replica(space).genesis.wire())
+        links = [connect(alice, bob)]
+        pump(links)
+        alice.create(space, [rdb.create("t", "warm-up", {"v": 1}, instance="notes")], time=3)
+        # An id only alice can create: "<16 hex digits of her endpoint id>~note-1".
+        note = rdb.owned_id(alice.endpoint_id, "note-1")
+        mine = rdb.create("notes", note, {"text": "mine"}, instance="notes", owned=True)
+        made = alice.create(space, [mine], time=4)
+        # Bob knows the id and creates it first, in a delta that sorts before alice's: a
+        # recorded no-op, like his edit of her record.
+        bobs = rdb.create("notes", note, {"text": "bob's"}, instance="notes", owned=True)
+        squat = bob.create(space, [bobs], time=4)
+        bob.create(space, [rdb.set_fields("notes", note, {"text": "b"}, instance="notes")], time=5)
+        assert squat.order_key < made.order_key
+        pump(links)
+        for e in (alice, bob):
+            view = rdb.view(e.replica(space), "notes")
+            assert view.get("notes", note) == {"text": "mine"}
+            assert view.owner("notes", note) == alice.endpoint_id
+    finally:
+        alice.close()
+        bob.close()
+
+
 # -- the doc ---------------------------------------------------------------------------------
 
 

@@ -7,7 +7,8 @@ the id of the post they made or changed. Text is checked and trimmed by the tool
 (:class:`~p2pspace.tools.discussion.Discussion`), which raises the errors the app maps to
 statuses: an unknown topic or post is 404, a change to someone else's post 403, a change that
 conflicts with the post's state (already deleted, nothing to undo) 409, and a space without the
-tool 400.
+tool 400. Reads pass the node clock's time, against which the tool clamps the times it shows
+(``time_clamped`` and ``last_activity_clamped`` in the JSON say when it did).
 """
 
 from __future__ import annotations
@@ -54,8 +55,11 @@ class DiscussionRoutes:
             raise LocalProtocolError("this space has no discussion tool")
         return tool
 
+    def _now(self) -> int:
+        return self.context.node.clock.now_ms()
+
     async def list_topics(self, request: Request) -> Response:
-        topics = self._tool(request).topics()
+        topics = self._tool(request).topics(now=self._now())
         return json_response({"topics": [t.to_json() for t in topics]})
 
     async def create_topic(self, request: Request) -> Response:
@@ -64,11 +68,11 @@ class DiscussionRoutes:
         return json_response({"id": self._tool(request).post(title, text)}, 201)
 
     async def get_thread(self, request: Request) -> Response:
-        thread = self._tool(request).thread(request.path_params["topic"])
+        thread = self._tool(request).thread(request.path_params["topic"], now=self._now())
         return json_response({"thread": thread.to_json()})
 
     async def get_post(self, request: Request) -> Response:
-        post = self._tool(request).get(request.path_params["post"])
+        post = self._tool(request).get(request.path_params["post"], now=self._now())
         return json_response({"post": post.to_json()})
 
     async def create_reply(self, request: Request) -> Response:

@@ -94,7 +94,8 @@ def _fill_discussion(
     me = ep.endpoint_id
     seq = ep.replica(space).vector.get(me, 0)
     clock = 1_700_000_000_000
-    topics = [rng.randbytes(8).hex() for _ in range(threads)]
+    # Ids as the tool makes them: in the namespace of the endpoint that creates the records.
+    topics = [rdb.owned_id(me, rng.randbytes(8).hex()) for _ in range(threads)]
     # Every thread has a topic; the big one gets big - 1 replies, the rest share what is left.
     rest = posts - threads - (big - 1)
     owners = [0] * (big - 1) + [1 + rng.randrange(threads - 1) for _ in range(rest)]
@@ -124,10 +125,10 @@ def _fill_discussion(
         topic = topics[owner]
         siblings = thread_posts[topic]
         parent = siblings[0] if rng.random() < 0.4 else rng.choice(siblings)
-        reply = f"{topic}.{rng.randbytes(8).hex()}"
-        siblings.append(reply)
+        record = rdb.owned_id(me, rng.randbytes(8).hex())
+        siblings.append(f"{topic}.{record}")  # a reply's post id names its thread
         fields = {"parent": parent, "body": text(rng.randrange(5, 60))}
-        add(discussion.REPLY_PREFIX + topic, reply, fields)
+        add(discussion.REPLY_PREFIX + topic, record, fields)
     create_grouped(ep, space, batches)
     return topics[0]
 
