@@ -318,6 +318,11 @@ class Replica:
         """This endpoint's current role in the executed state (None: not a member)."""
         return self.members().role_of(self.identity.endpoint_id)
 
+    def equivocators(self) -> dict[bytes, int]:
+        """Members caught signing two histories: endpoint id -> the seq from which its deltas
+        are void. Managers are shown these so they can remove them."""
+        return dict(self._authority.forks)
+
     def refusal(self, delta_id: DeltaId) -> str | None:
         """Why an executed delta was a recorded no-op here, or None if it ran."""
         return self._order.refusal(delta_id)
