@@ -96,8 +96,10 @@ class Authority:
         self._used = used
         self._mdeltas: list[MembersDelta] = sorted(members_deltas, key=lambda m: m.key)
         self._m_frontier: dict[bytes, int] = {}
+        self._removals: list[tuple[MembersDelta, bytes]] = []
         for m in self._mdeltas:
             self._note_frontier(m)
+            self._removals.extend((m, target) for target in m.removes())
         self.void: set[DeltaId] = set(void)
         self.unsupported: set[DeltaId] = set(unsupported)
         self.forks: dict[bytes, int] = dict(forks)
@@ -243,6 +245,7 @@ class Authority:
             index -= 1
         mdeltas.insert(index, record)
         self._note_frontier(record)
+        self._removals.extend((record, target) for target in record.removes())
         self._full = None
 
     def _note_frontier(self, record: MembersDelta) -> None:
@@ -297,8 +300,8 @@ class Authority:
     def _voided_by_removal(
         self, creator: bytes, seq: int, base: dict[bytes, int] | None, deps: dict[bytes, int]
     ) -> bool:
-        for record in self._mdeltas:
-            if creator not in record.removes() or record.id in self.void:
+        for record, target in self._removals:
+            if target != creator or record.id in self.void:
                 continue
             if record.vector.get(creator, 0) >= seq:
                 continue  # the removal covers this delta

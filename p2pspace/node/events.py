@@ -9,14 +9,25 @@ a dict with a ``type`` string and the fields of that type, ids as hex. The vocab
 fields, when -- is documented in ``docs/events.md``; a new kind of event is a new record here
 and a new row there.
 
+Members events (:class:`MemberAdded`, :class:`MemberRemoved`, :class:`RoleChanged`,
+:class:`RemovedFromSpace`) say what a batch of executed deltas changed in a space's members
+state, found by comparing the state before and after (:func:`member_events`): a members command
+that turned out a no-op in the total order (its creator was no longer a manager there) changes
+nothing and announces nothing, and an undo/redo that moves a change is announced by what it
+leaves.
+
 The records hold typed values (ids as bytes, states as enums); nothing here does I/O.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from p2pspace.core.delta import Delta
+from p2pspace.core.membership import INSTANCE as MEMBERS_INSTANCE
+from p2pspace.core.membership import Member, MembersView
 from p2pspace.sync.syncstate import PeerState, ProcessorState
 from p2pspace.tools.discussion import ChangeEvent
 
@@ -184,6 +195,155 @@ class ConnectionRefused:
         return {"type": self.TYPE, "error": self.error}
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemberAdded:
+    """An endpoint was admitted to a space (a new member, or one removed earlier)."""
+
+    TYPE: ClassVar[str] = "member_added"
+    space: bytes
+    member: bytes
+    role: str
+    by: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": self.TYPE,
+            "space": self.space.hex(),
+            "member": self.member.hex(),
+            "role": self.role,
+            "by": self.by.hex(),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemberRemoved:
+    """A member was removed from a space, or left it (``by`` is then the member itself)."""
+
+    TYPE: ClassVar[str] = "member_removed"
+    space: bytes
+    member: bytes
+    by: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": self.TYPE,
+            "space": self.space.hex(),
+            "member": self.member.hex(),
+            "by": self.by.hex(),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoleChanged:
+    """A current member's role changed; ``by`` is the manager whose delta changed it, None
+    when the change came from re-executing older deltas (a merge moved it)."""
+
+    TYPE: ClassVar[str] = "role"
+    space: bytes
+    member: bytes
+    role: str
+    by: bytes | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": self.TYPE,
+            "space": self.space.hex(),
+            "member": self.member.hex(),
+            "role": self.role,
+            "by": None if self.by is None else self.by.hex(),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemovedFromSpace:
+    """This endpoint itself was removed from a space (or left it: ``by`` is then this
+    endpoint). The space stays here, read-only; it is also announced as :class:`MemberRemoved`."""
+
+    TYPE: ClassVar[str] = "removed"
+    space: bytes
+    by: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "space": self.space.hex(), "by": self.by.hex()}
+
+
+MembersEvent = MemberAdded | MemberRemoved | RoleChanged | RemovedFromSpace
+
+
+def touches_members(deltas: Iterable[Delta]) -> bool:
+    """Whether any of ``deltas`` carries a members command (only those change the members
+    state, so only then can there be a members event)."""
+    return any(c.engine == MEMBERS_INSTANCE for d in deltas for c in d.commands)
+
+
+def member_events(
+    space: bytes,
+    *,
+    me: bytes,
+    before: Mapping[bytes, Member],
+    after: Mapping[bytes, Member],
+    deltas: Iterable[Delta],
+) -> list[MembersEvent]:
+    """The members events of one executed batch: what changed between the members state
+    ``before`` and ``after`` it (every record, removed ones included, by id), in id order.
+
+    A role change names as ``by`` the creator of the batch's last delta that set that member's
+    role (None if none did: a merge re-executed an older one). ``me`` is this endpoint, whose
+    own removal is announced once more, as :class:`RemovedFromSpace`.
+    """
+    setter: dict[bytes, bytes] = {}
+    for delta in deltas:
+        for command in delta.commands:
+            if command.engine == MEMBERS_INSTANCE and command.name == "role":
+                setter[command.args["id"]] = delta.creator
+    out: list[MembersEvent] = []
+    for member_id in sorted(after):
+        new, old = after[member_id], before.get(member_id)
+        was_current = old is not None and old.current
+        if new.current and not was_current:
+            out.append(
+                MemberAdded(space=space, member=member_id, role=new.role, by=new.added_by[0])
+            )
+        elif new.current and old is not None and old.role != new.role:
+            by = setter.get(member_id)
+            out.append(RoleChanged(space=space, member=member_id, role=new.role, by=by))
+        elif not new.current and was_current and new.removed_by is not None:
+            by = new.removed_by[0]
+            out.append(MemberRemoved(space=space, member=member_id, by=by))
+            if member_id == me:
+                out.append(RemovedFromSpace(space=space, by=by))
+    return out
+
+
+class MembersWatch:
+    """The members state of each watched space as last announced: turns each executed batch
+    into its members events (:func:`member_events`). Driven from the replicas' executed-deltas
+    listeners, on the node's one thread."""
+
+    def __init__(self, me: bytes) -> None:
+        self._me = me
+        self._seen: dict[bytes, dict[bytes, Member]] = {}
+
+    def start(self, space: bytes, members: MembersView) -> bool:
+        """Start watching ``space`` from its state now; False if it is watched already."""
+        if space in self._seen:
+            return False
+        self._seen[space] = {m.id: m for m in members.everyone()}
+        return True
+
+    def executed(
+        self, space: bytes, deltas: Sequence[Delta], members: MembersView
+    ) -> list[MembersEvent]:
+        """The members events of ``deltas`` just executed in ``space`` (``members``: its state
+        now)."""
+        if space not in self._seen or not touches_members(deltas):
+            return []
+        before = self._seen[space]
+        after = {m.id: m for m in members.everyone()}
+        self._seen[space] = after
+        return member_events(space, me=self._me, before=before, after=after, deltas=deltas)
+
+
 NodeEvent = (
     DeltasExecuted
     | DiscussionChanged
@@ -197,6 +357,10 @@ NodeEvent = (
     | PeerDisconnected
     | PeerSighted
     | ConnectionRefused
+    | MemberAdded
+    | MemberRemoved
+    | RoleChanged
+    | RemovedFromSpace
 )
 """Any event a node emits."""
 
@@ -213,6 +377,10 @@ EVENT_TYPES: tuple[type[NodeEvent], ...] = (
     PeerDisconnected,
     PeerSighted,
     ConnectionRefused,
+    MemberAdded,
+    MemberRemoved,
+    RoleChanged,
+    RemovedFromSpace,
 )
 
 __all__ = [
@@ -222,12 +390,20 @@ __all__ = [
     "DeltasExecuted",
     "DiscussionChanged",
     "JoinProgress",
+    "MemberAdded",
+    "MemberRemoved",
+    "MembersEvent",
+    "MembersWatch",
     "NodeEvent",
     "PeerConnected",
     "PeerDisconnected",
     "PeerSighted",
     "PostStatusesChanged",
     "ProcessorChanged",
+    "RemovedFromSpace",
+    "RoleChanged",
     "SpaceAdded",
     "SyncStateChanged",
+    "member_events",
+    "touches_members",
 ]

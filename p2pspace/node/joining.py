@@ -11,6 +11,12 @@ the role the inviter's book says (not the code) and answers with the space's gen
 after a crash finds the invitation redeemed by the same joiner and is answered again without
 re-adding it.
 
+Only a manager admits members, so only a current manager issues invitations, and the inviter
+checks it is still one when a code is redeemed: an inviter demoted or removed since refuses
+the join ("ask a manager for a new invitation") and the code stays unused. A removed member
+comes back only with a new invitation: redeeming again the code that admitted it the first
+time is refused.
+
 The joiner checks the genesis names the invited space before it stores anything, adopts the
 space with the inviter as its *sponsor* (the inviter is trusted to be a member until the
 joiner's replica knows better), keeps the join's connection as the inviter's connection and
@@ -30,8 +36,15 @@ import trio
 from p2pspace.core.delta import decode_delta
 from p2pspace.core.genesis import validate_genesis
 from p2pspace.core.identity import short_id
+from p2pspace.core.replica import Replica
 from p2pspace.engines import members as members_engine
-from p2pspace.errors import InvitationError, LocalProtocolError, P2PSpaceError, TransportError
+from p2pspace.errors import (
+    InvitationError,
+    LocalProtocolError,
+    P2PSpaceError,
+    PermissionDeniedError,
+    TransportError,
+)
 from p2pspace.node.changes import ChangeFeed
 from p2pspace.node.clock import Clock
 from p2pspace.node.config import NodeConfig
@@ -69,6 +82,7 @@ class Joining:
         peer_states: PeerStates,
         changes: ChangeFeed,
         commit: Commit,
+        watch: Callable[[Replica], None],
         listening: Callable[[], Sequence[Address]],
         nursery: trio.Nursery,
     ) -> None:
@@ -83,6 +97,7 @@ class Joining:
         self._peer_states = peer_states
         self._changes = changes
         self._commit = commit
+        self._watch = watch
         self._listening = listening
         self._nursery = nursery
 
@@ -102,10 +117,15 @@ class Joining:
     def invite(self, space: bytes, *, role: str, ttl_ms: int) -> str:
         """A one-time invitation code for ``space``.
 
-        Raises :class:`LocalProtocolError` if this endpoint is not a member of the space or the
-        node does not listen (a code must say where to reach it).
+        Raises :class:`PermissionDeniedError` unless this endpoint is a current manager of the
+        space, :class:`LocalProtocolError` if it is not (yet) a member or the node does not
+        listen (a code must say where to reach it), or for a role that is not one of
+        :data:`~p2pspace.core.membership.ROLES`.
         """
         replica = self._spaces.writable(space)
+        refusal = self._not_a_manager(replica)
+        if refusal is not None:
+            raise PermissionDeniedError(refusal)
         addresses = tuple(self.advertised_addresses())
         if not addresses:
             raise LocalProtocolError("this node does not listen; it cannot take invitations")
@@ -133,9 +153,14 @@ class Joining:
             # The same answer as for any unknown invitation: a stranger must not learn from the
             # refusal whether this endpoint belongs to the space.
             raise InvitationError("unknown invitation (it was not issued by this endpoint)")
-        with self._endpoint.store.transaction():
+        store = self._endpoint.store
+        joiner = replica.members().get(peer)
+        # Raising inside the transaction rolls the redemption back: a refused code stays unused.
+        with store.transaction():
+            row = store.invitation(request.invitation)
+            retry = row is not None and row[4] == peer
             role = invitations.redeem(
-                self._endpoint.store,
+                store,
                 space=request.space,
                 invitation=request.invitation,
                 mac=request.mac,
@@ -144,13 +169,36 @@ class Joining:
                 joiner=peer,
                 now=self._clock.now_ms(),
             )
-        if replica.members().get(peer) is None:  # a retry after a crash does not re-add it
+            refusal = self._not_a_manager(replica)
+            if refusal is not None:
+                raise InvitationError(f"{refusal}; ask a manager for a new invitation")
+            if retry and joiner is not None and not joiner.current:
+                raise InvitationError(
+                    "this invitation was used already, and its member was removed since; "
+                    "ask a manager for a new invitation"
+                )
+        if joiner is None or not joiner.current:  # a retry after a crash does not re-add it
             command = members_engine.add_command(
                 member_id=peer, key=key, name=request.name, role=role
             )
-            self._commit(request.space, [command])
+            try:
+                self._commit(request.space, [command])
+            except PermissionDeniedError as exc:
+                # The core refused what the check above allowed: the space's members state
+                # moved in between. The joiner is told, not left waiting for a grant.
+                raise InvitationError(f"the inviter cannot admit members now: {exc}") from None
             log.info("admitted %s to space %s as %s", short_id(peer), request.space.hex(), role)
         return replica.genesis.wire()
+
+    def _not_a_manager(self, replica: Replica) -> str | None:
+        """Why this endpoint may not admit members to ``replica``'s space, or None."""
+        role = replica.members().role_of(self._endpoint.endpoint_id)
+        if role == "manager":
+            return None
+        name = space_name(replica)
+        if role is None:
+            return f"this endpoint is no longer a member of space {name!r}"
+        return f"only a manager can invite to space {name!r} (this endpoint is a {role})"
 
     # -- the joiner's side ----------------------------------------------------------------------
 
@@ -172,8 +220,8 @@ class Joining:
             raise InvitationError("this invitation was issued by this endpoint")
         space, inviter = invitation.space, invitation.inviter
         existing = self._endpoint.replicas.get(space)
-        if existing is not None and existing.can_create():
-            return space
+        if existing is not None and _admitted(existing, me):
+            return space  # a member already; a removed one comes back through the inviter
         addresses = [invitations.split_address(a) for a in invitation.addresses]
         seen = self._dialer.sighting(inviter)
         if seen is not None:
@@ -207,6 +255,7 @@ class Joining:
                 await conn.aclose()
                 raise
             self._spaces.added(replica)
+            self._watch(replica)
             registered = self._connections.register(conn)
             if registered is None:
                 await conn.aclose()
@@ -257,7 +306,7 @@ class Joining:
                 last_shown = now
                 self._changes.announce(JoinProgress(space=space, have=have, total=total))
             live = self._peer_states.state(space, inviter) is PeerState.LIVE
-            return replica.can_create() and live
+            return _admitted(replica, self._endpoint.endpoint_id) and live
 
         return done
 
@@ -268,6 +317,11 @@ class Joining:
         link = connection.session.link(space) if connection is not None else None
         total = link.peer_total if link is not None else have
         return have, max(have, total)
+
+
+def _admitted(replica: Replica, me: bytes) -> bool:
+    """Whether ``me`` is a current member of ``replica``'s space whose admission executed here."""
+    return replica.can_create() and replica.members().role_of(me) is not None
 
 
 __all__ = ["Joining"]

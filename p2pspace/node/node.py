@@ -17,6 +17,14 @@ live in its collaborators, each given what it needs when the node is made:
 :mod:`.changes`        subscriptions and ``wait_until``
 =====================  ============================================================
 
+Members. A change of who is in a space (remove, role, leave) is one members delta made here;
+whether this endpoint may make it is asked up front, with the rule every replica applies
+(:func:`~p2pspace.core.membership.authorize` over the executed members state), so a refusal is a
+:class:`~p2pspace.errors.PermissionDeniedError` that says why in words; the core asks again when
+the delta is created. A space this endpoint was removed from (or left) stays readable here and
+refuses every write the same way. What executed deltas change in a members state is announced
+as members events (:func:`~.events.member_events`).
+
 Wall time (deltas, invitations) comes from the injected :class:`~.clock.Clock`; every timer is
 trio's clock, so trio's ``MockClock`` drives the node in tests. Streams come from the injected
 :class:`~.network.Network` (TCP by default).
@@ -32,10 +40,19 @@ from typing import Any
 
 import trio
 
-from p2pspace.core.delta import Delta
+from p2pspace.core import membership
+from p2pspace.core.delta import Command, Delta
+from p2pspace.core.identity import short_id
+from p2pspace.core.membership import Member, MembersView
 from p2pspace.core.replica import Replica
 from p2pspace.engines import rdb
-from p2pspace.errors import LocalProtocolError, StorageError
+from p2pspace.errors import (
+    CommandError,
+    ConflictError,
+    LocalProtocolError,
+    PermissionDeniedError,
+    StorageError,
+)
 from p2pspace.node.acks import AckBook
 from p2pspace.node.admission import Admission
 from p2pspace.node.changes import ChangeFeed
@@ -44,20 +61,25 @@ from p2pspace.node.config import NodeConfig
 from p2pspace.node.connections import Connections, PeerConnection
 from p2pspace.node.dialer import Dialer, DialTarget
 from p2pspace.node.discovery import PeerDiscovery
-from p2pspace.node.events import NodeEvent
+from p2pspace.node.events import MembersWatch, NodeEvent
 from p2pspace.node.joining import Joining
 from p2pspace.node.network import Address, Network
 from p2pspace.node.peer_states import PeerStates
-from p2pspace.node.spaces import SpaceBook
+from p2pspace.node.spaces import SpaceBook, space_name
 from p2pspace.node.tls import client_context, server_context
 from p2pspace.node.views import (
     NodeStatistics,
     NodeStatus,
     PeerView,
     PresenceView,
+    SpaceMemberView,
     SpaceView,
+    display_names,
+    find_member,
+    member_views,
     peer_views,
     presence_views,
+    removal_of,
     space_view,
     target_view,
 )
@@ -136,6 +158,7 @@ class Node:
             peer_states=self.peer_states,
             changes=self.changes,
             commit=self.commit,
+            watch=self._watch_members,
             listening=lambda: self.admission.addresses,
             nursery=nursery,
         )
@@ -149,6 +172,9 @@ class Node:
             changes=self.changes,
             on_join=self.joining.on_join,
         )
+        self._members_watch = MembersWatch(self.endpoint_id)
+        for replica in list(endpoint.replicas.values()):
+            self._watch_members(replica)
 
     # -- identity and what the collaborators hold ---------------------------------------------
 
@@ -222,6 +248,7 @@ class Node:
     def create_space(self, name: str, *, engines: Mapping[str, str] | None = None) -> Replica:
         """A new space made here (``engines``: default ``config.space_engines``)."""
         replica = self.space_book.create(name, engines=engines)
+        self._watch_members(replica)
         self.conns.kick()
         return replica
 
@@ -264,10 +291,13 @@ class Node:
         """Create one delta of ``commands`` here and push it to peers.
 
         Raises :class:`LocalProtocolError` if this endpoint may not write to the space yet,
-        what the engines raise for a command they refuse, and :class:`StorageError` (the
-        space's processor then shows ``error``).
+        :class:`PermissionDeniedError` (saying why) if its role does not allow ``commands`` --
+        a guest, a participant managing members, the last manager leaving, an endpoint that
+        was removed -- what the engines raise for a command they refuse, and
+        :class:`StorageError` (the space's processor then shows ``error``).
         """
-        self.space_book.writable(space)
+        replica = self.space_book.writable(space)
+        check_allowed(replica, self.endpoint_id, commands)
         try:
             delta = self.endpoint.create(space, commands, time=self.clock.now_ms())
         except StorageError as exc:
@@ -302,6 +332,97 @@ class Node:
             return {} if fields is None else {record: fields}
         return dict(view.records(table))
 
+    # -- members ------------------------------------------------------------------------------
+
+    def members(self, space: bytes) -> list[SpaceMemberView]:
+        """Everyone ever admitted to ``space`` -- current members first, then removed ones --
+        with display names and what this node knows of their presence. Raises NotFoundError
+        for a space not held here."""
+        discovery = self.dialer.discovery
+        return member_views(
+            self.replica(space),
+            me=self.endpoint_id,
+            peer_states=self.peer_states,
+            connected=self.conns.by_peer,
+            seen=discovery.peers if discovery is not None else {},
+        )
+
+    def resolve_member(self, space: bytes, member: str | bytes) -> Member:
+        """The member record (current or removed) that ``member`` names: an endpoint id as
+        bytes, or a text :func:`~p2pspace.node.views.find_member` understands (an id in any
+        printed form or a prefix of one, or a unique display name).
+
+        Raises :class:`NotFoundError` for no such member, :class:`ConflictError` if the text
+        names several.
+        """
+        replica = self.replica(space)
+        return find_member(list(replica.members().everyone()), member, space=space_name(replica))
+
+    def remove_member(self, space: bytes, member: str | bytes) -> Delta:
+        """Remove a current member (a manager's right; removing oneself is leaving).
+
+        Raises what :meth:`resolve_member` raises, :class:`ConflictError` if the member was
+        already removed, and what :meth:`commit` raises -- :class:`PermissionDeniedError` if
+        this endpoint is not a manager or the member is the last manager.
+        """
+        replica = self.space_book.writable(space)
+        target = self.resolve_member(space, member)
+        if not target.current:
+            raise ConflictError(f"{self._who_is(replica, target.id)} no longer a member")
+        return self.commit(space, [membership.remove_command(target.id)])
+
+    def set_role(self, space: bytes, member: str | bytes, role: str) -> Delta:
+        """Give a current member ``role`` (one of :data:`~p2pspace.core.membership.ROLES`;
+        a manager's right).
+
+        Raises :class:`LocalProtocolError` for an unknown role, :class:`ConflictError` if the
+        member is removed or has that role already, and what :meth:`remove_member` raises.
+        """
+        if role not in membership.ROLES:
+            raise LocalProtocolError(
+                f"a role is one of {', '.join(membership.ROLES)}, not {role!r}"
+            )
+        replica = self.space_book.writable(space)
+        target = self.resolve_member(space, member)
+        who = self._who_is(replica, target.id)
+        if not target.current:
+            raise ConflictError(f"{who} no longer a member")
+        if target.role == role:
+            raise ConflictError(f"{who} a {role} already")
+        return self.commit(space, [membership.role_command(target.id, role)])
+
+    def leave_space(self, space: bytes) -> Delta:
+        """Leave ``space``: this endpoint removes itself; the space stays here, read-only.
+
+        Raises :class:`ConflictError` if this endpoint is no longer a member,
+        :class:`PermissionDeniedError` if it is the last manager.
+        """
+        replica = self.space_book.writable(space)
+        if replica.members().role_of(self.endpoint_id) is None:
+            raise ConflictError(
+                read_only_reason(replica.members(), self.endpoint_id, space_name(replica))
+            )
+        return self.commit(space, [membership.remove_command(self.endpoint_id)])
+
+    def _who_is(self, replica: Replica, member: bytes) -> str:
+        if member == self.endpoint_id:
+            return "you are"
+        return f"{_display(replica.members(), member)} is"
+
+    def _watch_members(self, replica: Replica) -> None:
+        """Announce what deltas executed in ``replica`` change in its members (once a
+        replica)."""
+        space = replica.space_id
+        if not self._members_watch.start(space, replica.members()):
+            return
+
+        def on_executed(_replica: Replica, executed: Sequence[tuple[Delta, bytes]]) -> None:
+            deltas = [d for d, _w in executed]
+            for event in self._members_watch.executed(space, deltas, replica.members()):
+                self.changes.announce(event)
+
+        replica.listeners.append(on_executed)
+
     # -- invitations --------------------------------------------------------------------------
 
     def advertised_addresses(self) -> list[str]:
@@ -311,8 +432,10 @@ class Node:
     def invite(
         self, space: bytes, *, role: str = "participant", ttl_ms: int = invitations.DEFAULT_TTL_MS
     ) -> str:
-        """A one-time invitation code for ``space``. Needs a listening node (else
-        LocalProtocolError, as for a space this endpoint may not write to)."""
+        """A one-time invitation code for ``space``, admitting its redeemer with ``role``.
+        Only a current manager may invite (else :class:`PermissionDeniedError`). Needs a
+        listening node (else LocalProtocolError, as for a space this endpoint may not write
+        to)."""
         return self.joining.invite(space, role=role, ttl_ms=ttl_ms)
 
     async def join(
@@ -373,4 +496,71 @@ class Node:
         )
 
 
-__all__ = ["Node"]
+# -- refusals in words -------------------------------------------------------------------------
+
+
+def check_allowed(replica: Replica, me: bytes, commands: Sequence[Any]) -> None:
+    """Raise :class:`PermissionDeniedError`, saying why in words, unless ``me`` may create a
+    delta of ``commands`` in the executed members state of ``replica`` -- the rule of
+    :func:`~p2pspace.core.membership.authorize`, asked before the core asks it again.
+
+    Raises :class:`LocalProtocolError` for a malformed members command.
+    """
+    checked: list[Command] = []
+    for command in commands:
+        if isinstance(command, Command) and command.engine == membership.INSTANCE:
+            try:
+                membership.validate_command(command)
+            except CommandError as exc:
+                raise LocalProtocolError(f"invalid command: {exc}") from None
+        checked.append(command)
+    view = replica.members()
+    reason = membership.authorize(me, checked, view)
+    if reason is None:
+        return
+    name = space_name(replica)
+    if reason == membership.NOT_A_MEMBER:
+        raise PermissionDeniedError(read_only_reason(view, me, name))
+    if reason == membership.LAST_MANAGER:
+        raise PermissionDeniedError(_last_manager(view, me, checked, name))
+    role = view.role_of(me)
+    managing = [c for c in checked if c.engine == membership.INSTANCE]
+    if not managing:
+        raise PermissionDeniedError(
+            f"a {role} cannot make changes in space {name!r}; a manager can give you the "
+            "participant role"
+        )
+    raise PermissionDeniedError(
+        f"only a manager can add or remove members or change roles in space {name!r} "
+        f"(you are a {role})"
+    )
+
+
+def read_only_reason(view: MembersView, me: bytes, space: str) -> str:
+    """Why a space this endpoint is no longer a member of refuses writes."""
+    removal = removal_of(view, me)
+    if removal is None:
+        return f"this endpoint is not a member of space {space!r}"
+    remover, remover_name = removal
+    how = "you left it" if remover == me else f"you were removed by {remover_name}"
+    return f"space {space!r} is read-only here: {how}"
+
+
+def _last_manager(view: MembersView, me: bytes, commands: Sequence[Command], space: str) -> str:
+    managers = view.managers()
+    targets = [
+        c.args["id"]
+        for c in commands
+        if c.engine == membership.INSTANCE
+        and c.name in ("remove", "role")
+        and c.args["id"] in managers
+    ]
+    who = "you are" if not targets or me in targets else f"{_display(view, targets[0])} is"
+    return f"{who} the last manager of space {space!r}: make another member a manager first"
+
+
+def _display(view: MembersView, member: bytes) -> str:
+    return display_names(view.everyone()).get(member) or short_id(member)
+
+
+__all__ = ["Node", "check_allowed", "read_only_reason"]

@@ -7,17 +7,26 @@ so a caller may keep it. Fields hold typed values (ids as bytes, states as enums
 gives the dict the local API answers and the command line prints -- the same keys, ids as hex,
 addresses as ``host:port`` texts. The builders at the end read the node's collaborators and
 change nothing.
+
+Members are shown by name. Display names are unique within a space: where two current members
+share a name (compared case-insensitively), both are shown as ``name (SHORT-ID)``
+(:func:`display_names`). People name a member the same ways back (:func:`find_member`): by its
+endpoint id in any form the node prints -- hex, the grouped base32 form, or a prefix of it such
+as the short id -- or by a display name that is unique in the space.
 """
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Mapping
+from collections import Counter
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from p2pspace.core.identity import format_endpoint_id
+from p2pspace.core.identity import format_endpoint_id, short_id
+from p2pspace.core.membership import Member, MembersView
 from p2pspace.core.replica import Replica
+from p2pspace.errors import ConflictError, NotFoundError
 from p2pspace.node.connections import PeerConnection
 from p2pspace.node.dialer import DialTarget
 from p2pspace.node.discovery import Sighting
@@ -27,11 +36,14 @@ from p2pspace.sync.invitations import join_address
 from p2pspace.sync.syncstate import PeerState
 
 Address = tuple[str, int]
+MIN_ID_PREFIX = 4  # characters of the base32 form a member id prefix needs (short id: 8)
+MIN_HEX_PREFIX = 8
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MemberView:
-    """A member of a space; ``sync`` and ``connected`` are None for this endpoint itself."""
+    """A current member of a space, as status shows it; ``sync`` and ``connected`` are None for
+    this endpoint itself. ``display_name`` is unique in the space (see :func:`display_names`)."""
 
     id: bytes
     name: str
@@ -39,12 +51,14 @@ class MemberView:
     me: bool
     sync: PeerState | None = None
     connected: bool | None = None
+    display_name: str = ""
 
     def to_json(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "id": self.id.hex(),
             "display_id": format_endpoint_id(self.id),
             "name": self.name,
+            "display_name": self.display_name or self.name or short_id(self.id),
             "role": self.role,
             "me": self.me,
         }
@@ -55,18 +69,74 @@ class MemberView:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SpaceMemberView:
+    """Someone ever admitted to a space: a current member, or a removed one (``current`` False;
+    ``removed_by`` is who removed it -- itself, if it left -- and ``removed_by_name`` that
+    member's display name). Presence (``online``, ``connected``, ``sync``) is what this node
+    knows now; for this endpoint itself ``online`` is True and ``sync`` None."""
+
+    id: bytes
+    name: str
+    display_name: str
+    role: str
+    current: bool
+    me: bool
+    removed_by: bytes | None = None
+    removed_by_name: str = ""
+    online: bool = False
+    connected: bool = False
+    sync: PeerState | None = None
+
+    @property
+    def short_id(self) -> str:
+        return short_id(self.id)
+
+    @property
+    def left(self) -> bool:
+        """Removed by itself: it left the space."""
+        return self.removed_by is not None and self.removed_by == self.id
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id.hex(),
+            "display_id": format_endpoint_id(self.id),
+            "short_id": self.short_id,
+            "name": self.name,
+            "display_name": self.display_name,
+            "role": self.role,
+            "current": self.current,
+            "me": self.me,
+            "removed_by": None if self.removed_by is None else self.removed_by.hex(),
+            "removed_by_name": self.removed_by_name,
+            "left": self.left,
+            "online": self.online,
+            "connected": self.connected,
+            "sync": None if self.sync is None else self.sync.value,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SpaceView:
-    """One space: its processor, its members and how far its replica is."""
+    """One space: its processor, its members and how far its replica is.
+
+    ``member`` is True while this endpoint is a current member whose admission has executed
+    here (False while joining, and once removed); ``role`` is its role then (None otherwise).
+    ``removed_by`` is set once this endpoint was removed (or left: it is then this endpoint):
+    the space stays readable here and refuses writes.
+    """
 
     id: bytes
     name: str
     processor: str  # a ProcessorState value
-    member: bool  # this endpoint may write (it is a member, not still joining)
+    member: bool
     members: tuple[MemberView, ...]
     executed: int
     pending: int
     staged: int
     vector: Mapping[bytes, int]
+    role: str | None = None
+    removed_by: bytes | None = None
+    removed_by_name: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,6 +144,9 @@ class SpaceView:
             "name": self.name,
             "processor": self.processor,
             "member": self.member,
+            "role": self.role,
+            "removed_by": None if self.removed_by is None else self.removed_by.hex(),
+            "removed_by_name": self.removed_by_name,
             "members": [m.to_json() for m in self.members],
             "executed": self.executed,
             "pending": self.pending,
@@ -93,11 +166,13 @@ class PresenceView:
     online: bool
     connected: bool
     sync: PeerState | None  # None for this endpoint itself
+    display_name: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id.hex(),
             "name": self.name,
+            "display_name": self.display_name or self.name or short_id(self.id),
             "role": self.role,
             "me": self.me,
             "online": self.online,
@@ -218,7 +293,148 @@ class NodeStatistics:
         }
 
 
+# -- members: how they are named ------------------------------------------------------------------
+
+
+def display_names(everyone: Iterable[Member]) -> dict[bytes, str]:
+    """Each member's display name, by id: its name, or ``name (SHORT-ID)`` where the name is
+    not unique (case-insensitively) -- among current members for a current one, among everyone
+    for a removed one -- and the short id alone for a member without a name."""
+    people = list(everyone)
+    current = Counter(m.name.casefold() for m in people if m.current)
+    anyone = Counter(m.name.casefold() for m in people)
+    out: dict[bytes, str] = {}
+    for m in people:
+        key = m.name.casefold()
+        shared = current[key] > 1 if m.current else anyone[key] > 1
+        if not m.name:
+            out[m.id] = short_id(m.id)
+        elif shared:
+            out[m.id] = f"{m.name} ({short_id(m.id)})"
+        else:
+            out[m.id] = m.name
+    return out
+
+
+def find_member(everyone: Sequence[Member], text: str | bytes, *, space: str) -> Member:
+    """The member ``text`` names among ``everyone`` (current and removed members of the space
+    called ``space``, for messages).
+
+    ``text`` is an endpoint id (as bytes; or as text: hex, or the grouped base32 form in any
+    case, dashes optional), a prefix of one (at least :data:`MIN_ID_PREFIX` base32 or
+    :data:`MIN_HEX_PREFIX` hex characters: the short id is one), a display name (``name
+    (SHORT-ID)`` included) or a name.
+    A name is looked for among current members first, then among removed ones; names win over
+    id prefixes. Raises :class:`NotFoundError` if nothing matches and :class:`ConflictError`
+    (listing the candidates) if several members do.
+    """
+    if isinstance(text, bytes):
+        for member in everyone:
+            if member.id == text:
+                return member
+        raise NotFoundError(f"no member {text.hex()} in space {space!r}")
+    wanted = text.strip()
+    if not wanted:
+        raise NotFoundError("name a member: a display name or an endpoint id")
+    names = display_names(everyone)
+    exact = [m for m in everyone if _is_full_id(wanted, m.id)]
+    if exact:
+        return exact[0]
+    for group in (
+        [m for m in everyone if m.current],
+        [m for m in everyone if not m.current],
+    ):
+        for matches in (
+            [m for m in group if names[m.id] == wanted or m.name == wanted],
+            [m for m in group if wanted.casefold() in (names[m.id].casefold(), m.name.casefold())],
+        ):
+            if matches:
+                return _one(matches, wanted)
+    prefixed = [m for m in everyone if _is_id_prefix(wanted, m.id)]
+    if prefixed:
+        return _one(prefixed, wanted)
+    raise NotFoundError(
+        f"no member {wanted!r} in space {space!r} (see: p2pspace member list {space})"
+    )
+
+
+def _one(matches: list[Member], text: str) -> Member:
+    if len(matches) == 1:
+        return matches[0]
+    shown = ", ".join(f"{m.name or '-'} ({short_id(m.id)})" for m in matches)
+    raise ConflictError(f"{text!r} names several members ({shown}); use the member's id")
+
+
+def _compact(text: str) -> str:
+    return text.replace("-", "").replace(" ", "").upper()
+
+
+def _is_full_id(text: str, member_id: bytes) -> bool:
+    return text.lower() == member_id.hex() or _compact(text) == _compact(
+        format_endpoint_id(member_id)
+    )
+
+
+def _is_id_prefix(text: str, member_id: bytes) -> bool:
+    compact = _compact(text)
+    if len(compact) >= MIN_ID_PREFIX and _compact(format_endpoint_id(member_id)).startswith(
+        compact
+    ):
+        return True
+    return len(text) >= MIN_HEX_PREFIX and member_id.hex().startswith(text.lower())
+
+
 # -- builders -------------------------------------------------------------------------------------
+
+
+def member_views(
+    replica: Replica,
+    *,
+    me: bytes,
+    peer_states: PeerStates,
+    connected: Container[bytes],
+    seen: Container[bytes],
+) -> list[SpaceMemberView]:
+    """Everyone ever admitted to the space: current members first, then removed ones, each
+    group by display name."""
+    everyone = list(replica.members().everyone())
+    names = display_names(everyone)
+    out = []
+    for m in everyone:
+        mine = m.id == me
+        remover = m.removed_by[0] if m.removed_by is not None else None
+        out.append(
+            SpaceMemberView(
+                id=m.id,
+                name=m.name,
+                display_name=names[m.id],
+                role=m.role,
+                current=m.current,
+                me=mine,
+                removed_by=remover,
+                removed_by_name="" if remover is None else _name_of(remover, names),
+                online=mine or (m.current and (m.id in connected or m.id in seen)),
+                connected=not mine and m.id in connected,
+                sync=None if mine or not m.current else peer_states.state(replica.space_id, m.id),
+            )
+        )
+    out.sort(key=lambda v: (not v.current, v.display_name.casefold(), v.id))
+    return out
+
+
+def _name_of(member_id: bytes, names: Mapping[bytes, str]) -> str:
+    return names.get(member_id) or short_id(member_id)
+
+
+def removal_of(members: MembersView, me: bytes) -> tuple[bytes, str] | None:
+    """``(remover id, remover's display name)`` if ``me`` was removed from the space (or left
+    it: the remover is then ``me``), else None."""
+    record = members.get(me)
+    if record is None or record.removed_by is None:
+        return None
+    remover = record.removed_by[0]
+    names = display_names(members.everyone())
+    return remover, _name_of(remover, names)
 
 
 def space_view(
@@ -230,22 +446,32 @@ def space_view(
     connected: Container[bytes],
 ) -> SpaceView:
     space = replica.space_id
+    view = replica.members()
+    everyone = list(view.everyone())
+    names = display_names(everyone)
     members = tuple(
         MemberView(
             id=m.id,
             name=m.name,
+            display_name=names[m.id],
             role=m.role,
             me=m.id == me,
             sync=None if m.id == me else peer_states.state(space, m.id),
             connected=None if m.id == me else m.id in connected,
         )
-        for m in replica.members().members()
+        for m in everyone
+        if m.current
     )
+    role = view.role_of(me) if replica.can_create() else None
+    removal = removal_of(view, me)
     return SpaceView(
         id=space,
         name=space_name(replica),
         processor=processor,
-        member=replica.can_create(),
+        member=role is not None,
+        role=role,
+        removed_by=None if removal is None else removal[0],
+        removed_by_name="" if removal is None else removal[1],
         members=members,
         executed=replica.executed_count(),
         pending=replica.pending_count,
@@ -262,13 +488,18 @@ def presence_views(
     connected: Container[bytes],
     seen: Container[bytes],
 ) -> list[PresenceView]:
+    everyone = list(replica.members().everyone())
+    names = display_names(everyone)
     out = []
-    for member in replica.members().members():
+    for member in everyone:
+        if not member.current:
+            continue
         mine = member.id == me
         out.append(
             PresenceView(
                 id=member.id,
                 name=member.name,
+                display_name=names[member.id],
                 role=member.role,
                 me=mine,
                 online=mine or member.id in connected or member.id in seen,
@@ -338,9 +569,14 @@ __all__ = [
     "NodeStatus",
     "PeerView",
     "PresenceView",
+    "SpaceMemberView",
     "SpaceView",
+    "display_names",
+    "find_member",
+    "member_views",
     "peer_views",
     "presence_views",
+    "removal_of",
     "space_view",
     "target_view",
 ]

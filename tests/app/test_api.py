@@ -208,10 +208,13 @@ async def test_invitation_and_join_through_the_api(tmp_path: Path) -> None:
         assert reused.status_code == 403, reused.text
         assert c.spaces() == [] or not c.spaces()[0].member
 
+        # A guest reads and writes nothing (403, saying why); what the manager writes reaches it.
         put = await cb.put(f"/api/spaces/{space}/rdb/t/r", json={"fields": {"from": "b"}})
+        assert put.status_code == 403 and "a guest cannot" in put.json()["error"]
+        put = await ca.put(f"/api/spaces/{space}/rdb/t/r", json={"fields": {"from": "a"}})
         assert put.status_code == 200
-        seen = await ca.get(f"/api/spaces/{space}/rdb/t/r", params={"wait": str(TIMEOUT)})
-        assert seen.status_code == 200 and seen.json()["fields"] == {"from": "b"}
+        seen = await cb.get(f"/api/spaces/{space}/rdb/t/r", params={"wait": str(TIMEOUT)})
+        assert seen.status_code == 200 and seen.json()["fields"] == {"from": "a"}
 
 
 async def test_an_unreachable_inviter_is_502(tmp_path: Path) -> None:

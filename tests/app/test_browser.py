@@ -444,3 +444,128 @@ async def test_ui_routes_serve_listed_files_only() -> None:
             assert response.headers["cache-control"] == "no-store"
         for name in ["index.html", "..%2Fweb.py", "../web.py", "nope.js", "%2e%2e%2fapi.py"]:
             assert (await client.get(f"/ui/{name}")).status_code == 404, name
+
+
+# A page script (installed before the app's) that dates every topic and thread the API sends at
+# 2**53-1 ms -- a time no Date can hold -- and marks them clamped, as a hostile member's post is.
+FAR_FUTURE_FETCH = """
+const realFetch = window.fetch.bind(window);
+window.fetch = async (input, init) => {
+  const response = await realFetch(input, init);
+  if (!/\\/discussion\\/(topics|threads\\/)/.test(String(input))) return response;
+  const data = await response.clone().json();
+  const far = 2 ** 53 - 1;
+  for (const item of [...(data.topics ?? []), ...(data.thread ? [data.thread] : [])]) {
+    item.created = far;
+    item.last_activity = far;
+    item.time_clamped = true;
+  }
+  return new Response(JSON.stringify(data), {
+    status: response.status,
+    headers: { "Content-Type": "application/json" },
+  });
+};
+"""
+
+
+def member_row(driver: WebDriver, member_id: str) -> WebElement | None:
+    return find(driver, f'#member-list [data-member-id="{member_id}"]')
+
+
+def click(driver: WebDriver, css: str, what: str) -> None:
+    def clicked(d: WebDriver) -> bool:
+        button = find(d, css)
+        if button is None or not button.is_enabled():
+            return False
+        button.click()
+        return True
+
+    wait_for(driver, what, clicked)
+
+
+@needs_browser
+def test_members_panel_and_times_no_date_can_hold(
+    tmp_path: Path, open_browser: Callable[[str], webdriver.Chrome]
+) -> None:
+    a_home, b_home = tmp_path / "a", tmp_path / "b"
+    cli(a_home, "init", "--name", "ann")
+    cli(b_home, "init", "--name", "bob")
+    b_id = cli(b_home, "id", "--hex").stdout.strip()
+    space = cli(a_home, "space", "create", "notes").stdout.strip()
+    cli(a_home, "discuss", "post", "notes", "From the future", "dated 2**53-1")
+
+    with running(a_home, tmp_path / "a.log") as a, running(b_home, tmp_path / "b.log") as b:
+        code = cli(a_home, "invite", "notes", "--ttl", "600").stdout.strip()
+        assert cli(b_home, "join", code, "--timeout", str(TIMEOUT)).stdout.strip() == space
+
+        ann = open_browser("ann")
+        ann.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": FAR_FUTURE_FETCH})
+        ann.get(page_url(a, space))
+        # Any stored time renders: no "Invalid time value", the threads are listed.
+        item = wait_for(ann, "the far-future topic", lambda d: topic_item(d, "From the future"))
+        assert "unknown date" in item.text and "date in the future" in item.text
+        open_thread(ann, "From the future")
+        wait_for(
+            ann,
+            "the thread's date",
+            lambda d: "unknown date" in d.find_element(By.ID, "thread").text,
+        )
+        assert "Invalid" not in ann.find_element(By.TAG_NAME, "body").text
+        ann.find_element(By.ID, "back").click()
+
+        bob = open_browser("bob")
+        bob.get(page_url(b, space))
+        wait_for(bob, "bob's members panel", lambda d: member_row(d, b_id))
+        # A participant sees no manager controls, but may leave.
+        assert find(bob, "#member-list [data-action=remove]") is None
+        assert find(bob, "#member-actions [data-action=leave]") is not None
+
+        # Ann (the manager) makes bob a guest, then removes him after confirming.
+        row = f'#member-list [data-member-id="{b_id}"]'
+        select = wait_for(ann, "bob's role select", lambda d: find(d, row + " select"))
+        select.find_element(By.CSS_SELECTOR, "option[value=guest]").click()
+        click(ann, row + " [data-action=set-role]", "change role")
+        wait_for(
+            ann,
+            "bob a guest",
+            lambda d: (r := find(d, row + " [data-testid=role]")) is not None and r.text == "guest",
+        )
+        wait_for(
+            bob,
+            "bob told he is a guest",
+            lambda d: "guest" in d.find_element(By.ID, "standing").text,
+        )
+        assert not bob.find_element(By.ID, "new-topic").is_displayed()
+
+        click(ann, row + " [data-action=remove]", "remove")
+        wait_for(ann, "the confirmation", lambda d: find(d, row + " [data-action=confirm-remove]"))
+        assert find(ann, row + '[data-current="yes"]') is not None  # nothing happened yet
+        click(ann, row + " [data-action=confirm-remove]", "confirm remove")
+        note = wait_for(
+            ann,
+            "bob greyed",
+            lambda d: find(d, row + '[data-current="no"] [data-testid=removed-note]'),
+        )
+        assert note.text == "removed by ann"
+        wait_for(
+            bob,
+            "bob's page says who removed him",
+            lambda d: "removed from this space by ann" in d.find_element(By.ID, "standing").text,
+        )
+        assert find(bob, "#member-actions [data-action=leave]") is None
+
+        # The last manager cannot leave: the panel says why.
+        click(ann, "#member-actions [data-action=leave]", "leave")
+        click(ann, "#member-actions [data-action=confirm-leave]", "confirm leave")
+        error = wait_for(
+            ann,
+            "the refusal",
+            lambda d: (e := find(d, "#member-error")) is not None and e.is_displayed() and e,
+        )
+        assert "last manager" in error.text
+
+        for driver in (ann, bob):
+            logs: list[dict[str, str]] = driver.get_log("browser")  # type: ignore[no-untyped-call]
+            # The refused leave is the one failed request (403); nothing else went wrong.
+            severe = [e for e in logs if e["level"] == "SEVERE" and "/leave" not in e["message"]]
+            assert severe == []

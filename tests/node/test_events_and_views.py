@@ -13,12 +13,16 @@ from p2pspace.node.events import (
     DeltasExecuted,
     DiscussionChanged,
     JoinProgress,
+    MemberAdded,
+    MemberRemoved,
     NodeEvent,
     PeerConnected,
     PeerDisconnected,
     PeerSighted,
     PostStatusesChanged,
     ProcessorChanged,
+    RemovedFromSpace,
+    RoleChanged,
     SpaceAdded,
     SyncStateChanged,
 )
@@ -72,7 +76,21 @@ SAMPLES: list[tuple[NodeEvent, dict[str, Any]]] = [
         ConnectionRefused(error="TransportError: x"),
         {"type": "refused", "error": "TransportError: x"},
     ),
-]
+    (
+        MemberAdded(space=S, member=P, role="guest", by=C),
+        {"type": "member_added", "space": S.hex(), "member": P.hex(), "role": "guest",
+         "by": C.hex()},
+    ),
+    (
+        MemberRemoved(space=S, member=P, by=C),
+        {"type": "member_removed", "space": S.hex(), "member": P.hex(), "by": C.hex()},
+    ),
+    (
+        RoleChanged(space=S, member=P, role="manager", by=None),
+        {"type": "role", "space": S.hex(), "member": P.hex(), "role": "manager", "by": None},
+    ),
+    (RemovedFromSpace(space=S, by=C), {"type": "removed", "space": S.hex(), "by": C.hex()}),
+]  # fmt: skip
 
 
 def documented_rows() -> dict[str, tuple[str, set[str]]]:
@@ -123,11 +141,15 @@ def test_views_serialise_with_the_keys_the_api_serves() -> None:
         "name": "s",
         "processor": "ready",
         "member": True,
+        "role": None,
+        "removed_by": None,
+        "removed_by_name": "",
         "members": [
             {"id": S.hex(), "display_id": me.to_json()["display_id"], "name": "ann",
-             "role": "manager", "me": True},
+             "display_name": "ann", "role": "manager", "me": True},
             {"id": P.hex(), "display_id": other.to_json()["display_id"], "name": "bob",
-             "role": "participant", "me": False, "sync": "live", "connected": False},
+             "display_name": "bob", "role": "participant", "me": False, "sync": "live",
+             "connected": False},
         ],
         "executed": 3,
         "pending": 0,

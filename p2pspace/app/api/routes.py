@@ -1,4 +1,5 @@
-"""The node's own routes: status, spaces, invitations, joins, rdb records, presence, events.
+"""The node's own routes: status, spaces, members, invitations, joins, rdb records, presence,
+events.
 
 Theory of operation. Each handler reads the request, calls one :class:`Node` method and answers
 its JSON; failures are raised and mapped to statuses by the app
@@ -6,6 +7,10 @@ its JSON; failures are raised and mapped to statuses by the app
 prefix or name. Two kinds of request may last: a join (up to its ``timeout_s``) and a read with
 ``?wait=SECONDS`` (a long-poll: it answers as soon as what it reads exists, or with what there is
 when the wait is over). Both end early, answering, when the API stops.
+
+A member in a request body is named as on the command line (``MEMBER``): an endpoint id in any
+form the node prints, or a display name unique in the space (see
+:meth:`Node.resolve_member <p2pspace.node.node.Node.resolve_member>`).
 
 Tools' routes are not here: each tool declares its own (see :mod:`p2pspace.app.api.registry`).
 """
@@ -49,6 +54,10 @@ class NodeRoutes:
             Route("/api/spaces", self.list_spaces, methods=["GET"]),
             Route("/api/spaces", self.create_space, methods=["POST"]),
             Route(SPACE, self.get_space, methods=["GET"]),
+            Route(SPACE + "/members", self.list_members, methods=["GET"]),
+            Route(SPACE + "/members/remove", self.remove_member, methods=["POST"]),
+            Route(SPACE + "/members/role", self.set_role, methods=["POST"]),
+            Route(SPACE + "/leave", self.leave_space, methods=["POST"]),
             Route(SPACE + "/invitations", self.create_invitation, methods=["POST"]),
             Route("/api/join", self.join, methods=["POST"]),
             Route(SPACE + "/rdb/{table}", self.get_table, methods=["GET"]),
@@ -76,6 +85,32 @@ class NodeRoutes:
 
     async def get_space(self, request: Request) -> Response:
         return json_response(self.node.space_info(self.context.space(request)))
+
+    async def list_members(self, request: Request) -> Response:
+        space = self.context.space(request)
+        return json_response({"space": space.hex(), "members": self.node.members(space)})
+
+    async def remove_member(self, request: Request) -> Response:
+        body = await self.context.body(request)
+        space = self.context.space(request)
+        target = self.node.resolve_member(space, text_field(body, "member"))
+        delta = self.node.remove_member(space, target.id)
+        return json_response({"delta": delta_json(delta), "member": self._member(space, target.id)})
+
+    async def set_role(self, request: Request) -> Response:
+        body = await self.context.body(request)
+        space = self.context.space(request)
+        target = self.node.resolve_member(space, text_field(body, "member"))
+        delta = self.node.set_role(space, target.id, text_field(body, "role"))
+        return json_response({"delta": delta_json(delta), "member": self._member(space, target.id)})
+
+    async def leave_space(self, request: Request) -> Response:
+        space = self.context.space(request)
+        delta = self.node.leave_space(space)
+        return json_response({"delta": delta_json(delta), "space": self.node.space_info(space)})
+
+    def _member(self, space: bytes, member: bytes) -> object:
+        return next(m for m in self.node.members(space) if m.id == member)
 
     async def create_invitation(self, request: Request) -> Response:
         body = await self.context.body(request)

@@ -1,7 +1,8 @@
 """The ``p2pspace`` command line.
 
 Simulation: ``demo``, ``simulate``, ``bench``. A real endpoint: ``init``, ``id``, ``run``,
-``space create|list``, ``invite``, ``join``, ``rdb set|get|delete``,
+``space create|list|leave``, ``member list|remove|role``, ``invite``, ``join``,
+``rdb set|get|delete``,
 ``discuss post|reply|edit|delete|undo|show``, ``status``, ``open``; each works on a home folder
 (``--home``, else ``$P2PSPACE_HOME``, else ``$XDG_DATA_HOME/p2pspace`` or
 ``~/.local/share/p2pspace``).

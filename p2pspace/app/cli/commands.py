@@ -18,7 +18,13 @@ from typing import Any
 
 from p2pspace.app.cli.backend import CliError
 from p2pspace.app.cli.choose_backend import connect
-from p2pspace.app.cli.rendering import format_status, format_thread, format_value
+from p2pspace.app.cli.rendering import (
+    format_members,
+    format_status,
+    format_thread,
+    format_value,
+    one_line,
+)
 
 
 def parse_field(text: str) -> tuple[str, Any]:
@@ -124,7 +130,9 @@ def cmd_init(args: argparse.Namespace, home: Path) -> int:
 
     try:
         with home_lock(home):
-            endpoint = open_endpoint(home, name=args.name or "")
+            endpoint = open_endpoint(
+                home, name=args.name or "", new_store=bool(getattr(args, "new_store", False))
+            )
             try:
                 endpoint_id = endpoint.endpoint_id
             finally:
@@ -170,15 +178,45 @@ def cmd_space(args: argparse.Namespace, home: Path) -> int:
     if args.space_command == "create":
         print(backend.create_space(args.name, args.tool)["id"])
         return 0
+    if args.space_command == "leave":
+        info = backend.leave_space(args.space)
+        print(f"you left {one_line(info['name']) or info['id']}; it stays readable here")
+        return 0
     spaces = backend.spaces()
     if args.json:
         print(json.dumps(spaces, indent=2))
         return 0
     for info in spaces:
         print(
-            f"{info['id']}  {info['name'] or '-'}  {len(info['members'])} member(s), "
-            f"{info['executed']} deltas{'' if info['member'] else '  (joining)'}"
+            f"{info['id']}  {one_line(info['name']) or '-'}  {len(info['members'])} member(s), "
+            f"{info['executed']} deltas{_standing(info)}"
         )
+    return 0
+
+
+def _standing(info: dict[str, Any]) -> str:
+    """What ``space list`` adds after a space this endpoint cannot write to."""
+    if info.get("removed_by"):
+        return f"  (removed by {one_line(info['removed_by_name'])}, read-only)"
+    return "" if info["member"] else "  (joining)"
+
+
+def cmd_member(args: argparse.Namespace, home: Path) -> int:
+    backend = connect(home)
+    command = args.member_command
+    if command == "list":
+        members = backend.members(args.space)
+        if args.json:
+            print(json.dumps(members, indent=2))
+        else:
+            print(format_members(members))
+        return 0
+    if command == "remove":
+        removed = backend.remove_member(args.space, args.member)
+        print(f"{one_line(removed['display_name'])} was removed from {one_line(args.space)}")
+        return 0
+    changed = backend.set_role(args.space, args.member, args.role)
+    print(f"{one_line(changed['display_name'])} is now a {changed['role']}")
     return 0
 
 
@@ -265,6 +303,7 @@ ENDPOINT_COMMANDS: dict[str, Callable[[argparse.Namespace, Path], int]] = {
     "id": cmd_id,
     "run": cmd_run,
     "space": cmd_space,
+    "member": cmd_member,
     "invite": cmd_invite,
     "join": cmd_join,
     "rdb": cmd_rdb,

@@ -96,6 +96,26 @@ class HttpBackend:
             body["ttl_s"] = ttl_s
         return str(self.call("POST", f"/api/spaces/{quote(space)}/invitations", body)["code"])
 
+    def members(self, space: str) -> list[dict[str, Any]]:
+        members: list[dict[str, Any]] = self.call("GET", f"/api/spaces/{quote(space)}/members")[
+            "members"
+        ]
+        return members
+
+    def remove_member(self, space: str, member: str) -> dict[str, Any]:
+        path = f"/api/spaces/{quote(space)}/members/remove"
+        answer: dict[str, Any] = self.call("POST", path, {"member": member})["member"]
+        return answer
+
+    def set_role(self, space: str, member: str, role: str) -> dict[str, Any]:
+        path = f"/api/spaces/{quote(space)}/members/role"
+        answer: dict[str, Any] = self.call("POST", path, {"member": member, "role": role})["member"]
+        return answer
+
+    def leave_space(self, space: str) -> dict[str, Any]:
+        answer: dict[str, Any] = self.call("POST", f"/api/spaces/{quote(space)}/leave")["space"]
+        return answer
+
     def join(self, code: str, timeout: float) -> str:
         body = {"code": code, "timeout_s": timeout}
         progress = ProgressPrinter()

@@ -90,6 +90,37 @@ class OfflineBackend:
             f"start it with: p2pspace run --home {self.home}"
         )
 
+    def members(self, space: str) -> list[dict[str, Any]]:
+        return self._with_node(
+            lambda node: [m.to_json() for m in node.members(node.resolve_space(space))]
+        )
+
+    def remove_member(self, space: str, member: str) -> dict[str, Any]:
+        def remove(node: Node) -> dict[str, Any]:
+            space_id = node.resolve_space(space)
+            target = node.resolve_member(space_id, member)
+            node.remove_member(space_id, target.id)
+            return _member_json(node, space_id, target.id)
+
+        return self._with_node(remove)
+
+    def set_role(self, space: str, member: str, role: str) -> dict[str, Any]:
+        def change(node: Node) -> dict[str, Any]:
+            space_id = node.resolve_space(space)
+            target = node.resolve_member(space_id, member)
+            node.set_role(space_id, target.id, role)
+            return _member_json(node, space_id, target.id)
+
+        return self._with_node(change)
+
+    def leave_space(self, space: str) -> dict[str, Any]:
+        def leave(node: Node) -> dict[str, Any]:
+            space_id = node.resolve_space(space)
+            node.leave_space(space_id)
+            return node.space_info(space_id).to_json()
+
+        return self._with_node(leave)
+
     def web_ui_url(self, space: str | None) -> str:
         self.check_lock()  # a node runs but its API does not answer: says so
         raise CliError(
@@ -177,6 +208,10 @@ class OfflineBackend:
             return [tool.thread(i).to_json() for i in ids]
 
         return self._with_discussion(space, threads)
+
+
+def _member_json(node: Node, space: bytes, member: bytes) -> dict[str, Any]:
+    return next(m.to_json() for m in node.members(space) if m.id == member)
 
 
 __all__ = ["OfflineBackend", "require_endpoint"]

@@ -27,6 +27,9 @@ DEFAULT_API = "127.0.0.1:0"
 # Shown in ``simulate --help``; ``_faults`` checks the names against the simulator's own list
 # (and a test checks this text names every kind).
 FAULTS_HELP = "drop,dup,reorder,partition,crash"
+# The roles of p2pspace.core.membership.ROLES, spelled out: the parser loads no core module
+# (a test checks the two agree).
+ROLES = ("manager", "participant", "guest")
 HOME_HELP = "the endpoint's folder (default: $P2PSPACE_HOME or ~/.local/share/p2pspace)"
 
 
@@ -92,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_programs(sub)
     _add_endpoint_commands(sub, homed)
+    _add_member_commands(sub, homed)
     _add_record_commands(sub, homed)
     _add_discussion_commands(sub, homed)
     _add_views(sub, homed)
@@ -134,6 +138,12 @@ def _add_endpoint_commands(sub: Subparsers, homed: OneLineParser) -> None:
     """The endpoint itself: init, id, run, space, invite, join."""
     init = sub.add_parser("init", parents=[homed], help="create this endpoint's identity and store")
     init.add_argument("--name", help="the name other members see")
+    init.add_argument(
+        "--new-store",
+        action="store_true",
+        help="start an empty store for an existing identity (its changes are recovered from "
+        "peers before it makes new ones)",
+    )
 
     ident = sub.add_parser("id", parents=[homed], help="print this endpoint's id")
     ident.add_argument("--hex", action="store_true", help="as hex instead of the display form")
@@ -157,8 +167,10 @@ def _add_endpoint_commands(sub: Subparsers, homed: OneLineParser) -> None:
     )
     run.add_argument("--no-discovery", action="store_true", help="no mDNS on the local network")
 
-    space = sub.add_parser("space", help="create or list spaces")
-    space_sub = space.add_subparsers(dest="space_command", required=True, metavar="{create,list}")
+    space = sub.add_parser("space", help="create, list or leave spaces")
+    space_sub = space.add_subparsers(
+        dest="space_command", required=True, metavar="{create,list,leave}"
+    )
     create = space_sub.add_parser("create", parents=[homed], help="found a new space")
     create.add_argument("name")
     create.add_argument(
@@ -169,6 +181,10 @@ def _add_endpoint_commands(sub: Subparsers, homed: OneLineParser) -> None:
     )
     listing = space_sub.add_parser("list", parents=[homed], help="the spaces of this endpoint")
     listing.add_argument("--json", action="store_true")
+    leave = space_sub.add_parser(
+        "leave", parents=[homed], help="leave a space (it stays readable here, read-only)"
+    )
+    leave.add_argument("space", metavar="SPACE", help="space id or name")
 
     invite = sub.add_parser("invite", parents=[homed], help="print a one-time invitation code")
     invite.add_argument("space", metavar="SPACE", help="space id or name")
@@ -178,6 +194,29 @@ def _add_endpoint_commands(sub: Subparsers, homed: OneLineParser) -> None:
     join = sub.add_parser("join", parents=[homed], help="join a space with an invitation code")
     join.add_argument("code", metavar="CODE")
     join.add_argument("--timeout", type=_seconds, default=JOIN_TIMEOUT, metavar="SECONDS")
+
+
+def _add_member_commands(sub: Subparsers, homed: OneLineParser) -> None:
+    """``member list|remove|role``: who is in a space, and (for managers) changing it."""
+    member = sub.add_parser("member", help="the members of a space: list, remove, change roles")
+    member_sub = member.add_subparsers(
+        dest="member_command", required=True, metavar="{list,remove,role}"
+    )
+    who = "a display name unique in the space, or an endpoint id (hex, ABCD-EFGH-..., short id)"
+    listing = member_sub.add_parser(
+        "list", parents=[homed], help="current and removed members, with roles"
+    )
+    listing.add_argument("space", metavar="SPACE", help="space id or name")
+    listing.add_argument("--json", action="store_true")
+    remove = member_sub.add_parser(
+        "remove", parents=[homed], help="remove a member from a space (managers)"
+    )
+    remove.add_argument("space", metavar="SPACE", help="space id or name")
+    remove.add_argument("member", metavar="MEMBER", help=who)
+    role = member_sub.add_parser("role", parents=[homed], help="change a member's role (managers)")
+    role.add_argument("space", metavar="SPACE", help="space id or name")
+    role.add_argument("member", metavar="MEMBER", help=who)
+    role.add_argument("role", metavar="ROLE", choices=ROLES, help=", ".join(ROLES))
 
 
 def _add_views(sub: Subparsers, homed: OneLineParser) -> None:

@@ -1,4 +1,4 @@
-"""What the command line prints: status, threads, records, node events, catch-up progress.
+"""What the command line prints: status, members, threads, records, node events, progress.
 
 A thread's text came from other members (authors' names, titles, bodies): :func:`one_line`
 makes it safe for a terminal, since escape sequences and bidirectional controls from a peer must
@@ -28,21 +28,29 @@ def one_line(text: str) -> str:
 
 
 def format_status(status: dict[str, Any], *, online: bool) -> str:
-    """The text form of ``status``: the endpoint, its spaces with members, its peers."""
-    name = f" ({status['name']})" if status.get("name") else ""
+    """The text form of ``status``: the endpoint, its spaces with members, its peers. Members and
+    peers are shown by display name, spaces by name (ids where there is none)."""
+    name = f" ({one_line(status['name'])})" if status.get("name") else ""
     lines = [f"endpoint {status['display_id']}{name}"]
     if online:
         lines.append(f"  listen {', '.join(status['listen']) or '-'}   api {status['api']}")
     else:
         lines.append("  node not running (offline view of the store)")
+    people: dict[str, str] = {}
+    space_names: dict[str, str] = {}
     for space in status["spaces"]:
+        space_names[space["id"]] = one_line(space["name"]) or space["id"][:8]
+        for member in space["members"]:
+            people.setdefault(member["id"], one_line(_display_name(member)))
+    for space in status["spaces"]:
+        standing = _space_standing(space, status)
         lines.append(
-            f"space {space['name'] or '-'} {space['id']}: {space['executed']} executed, "
-            f"{space['pending']} pending, {space['staged']} staged, processor {space['processor']}"
-            + ("" if space["member"] else ", not yet a member")
+            f"space {one_line(space['name']) or '-'} {space['id']}: {standing}"
+            f"{space['executed']} executed, {space['pending']} pending, {space['staged']} staged, "
+            f"processor {space['processor']}"
         )
         for member in space["members"]:
-            who = f"  {member['display_id'][:14]} {member['name'] or '-'} ({member['role']})"
+            who = f"  {one_line(_display_name(member))} ({member['role']})"
             if member["me"]:
                 lines.append(f"{who}: this endpoint")
             else:
@@ -52,10 +60,46 @@ def format_status(status: dict[str, Any], *, online: bool) -> str:
         lines.append("peers")
     for peer in status["peers"]:
         where = peer.get("address") or ", ".join(peer["addresses"]) or "-"
-        states = ", ".join(f"{s[:8]} {state}" for s, state in peer["spaces"].items())
+        states = ", ".join(
+            f"{space_names.get(s, s[:8])} {state}" for s, state in peer["spaces"].items()
+        )
         connected = "connected" if peer["connected"] else "not connected"
-        lines.append(f"  {peer['display_id'][:14]} {connected} {where}  {states}".rstrip())
+        shown = people.get(peer["id"]) or peer["display_id"][:14]
+        lines.append(f"  {shown} {connected} {where}  {states}".rstrip())
     return "\n".join(lines)
+
+
+def _display_name(member: dict[str, Any]) -> str:
+    return str(member.get("display_name") or member.get("name") or member["display_id"][:9])
+
+
+def _space_standing(space: dict[str, Any], status: dict[str, Any]) -> str:
+    """The start of a space's status line when this endpoint cannot write to it."""
+    if space.get("removed_by"):
+        if space["removed_by"] == status["endpoint"]:
+            return "you left it (read-only), "
+        return f"removed by {one_line(space['removed_by_name'])} (read-only), "
+    return "" if space["member"] else "not yet a member, "
+
+
+def format_members(members: list[dict[str, Any]]) -> str:
+    """``member list``: one line a member (``SpaceMemberView.to_json()``) -- display name,
+    role, and what this node knows: "you", presence and sync state, or who removed it."""
+    rows = []
+    for m in members:
+        name = one_line(m["display_name"]) + (" (you)" if m["me"] else "")
+        if not m["current"]:
+            note = "left" if m["left"] else f"removed by {one_line(m['removed_by_name'])}"
+        elif m["me"]:
+            note = "this endpoint"
+        else:
+            presence = "online" if m["online"] else "offline"
+            note = f"{presence}, {m['sync'] or 'disconnected'}"
+        rows.append((name, m["role"] if m["current"] else "-", note))
+    if not rows:
+        return "no members"
+    width = max(len(name) for name, _r, _n in rows)
+    return "\n".join(f"{name:<{width}}  {role:<11}  {note}" for name, role, note in rows)
 
 
 def format_thread(thread: dict[str, Any], depth: int = 0) -> list[str]:
@@ -115,6 +159,7 @@ class ProgressPrinter:
 __all__ = [
     "ProgressPrinter",
     "describe_event",
+    "format_members",
     "format_status",
     "format_thread",
     "format_value",

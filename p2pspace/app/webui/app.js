@@ -14,7 +14,9 @@ const REFRESH_DELAY_MS = 100;
 // Events that can change what the page shows (the others -- discovery, refused -- cannot).
 const REFRESH_ON = new Set([
   "discussion", "deltas", "acks", "status", "sync", "peer", "space", "processor",
+  "member_added", "member_removed", "role", "removed",
 ]);
+const ROLES = ["manager", "participant", "guest"];
 
 const $ = (id) => document.getElementById(id);
 
@@ -23,6 +25,8 @@ const state = {
   topic: null, // open thread's topic id, or null for the thread list
   status: null, // last GET /api/status
   forms: new Map(), // post id -> {kind: "reply" | "edit", form}: the open inline forms
+  readOnly: false, // this endpoint may not write to the selected space (removed, or a guest)
+  confirm: null, // {kind: "remove" | "leave", id}: the members panel's open confirmation
 };
 
 // -- talking to the API ------------------------------------------------------------------------
@@ -94,10 +98,42 @@ function restoreFocus(key) {
 
 const timeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
 
-function timeElement(ms, prefix = "") {
-  if (!ms) return null;
+// Times come from other members: any number may be stored (2**53-1, negative, not a number at
+// all). A Date only holds +-8.64e15 ms, and formatting an invalid one throws, so every time
+// shown goes through here and falls back to "unknown date" (the raw value in the tooltip).
+function validDate(ms) {
+  if (typeof ms !== "number" || !Number.isFinite(ms)) return null;
   const date = new Date(ms);
-  return el("time", { datetime: date.toISOString(), text: prefix + timeFormat.format(date) });
+  return Number.isNaN(date.getTime()) ? null : date;
+}
+
+function formatTime(ms) {
+  const date = validDate(ms);
+  if (!date) return "unknown date";
+  try {
+    return timeFormat.format(date);
+  } catch {
+    return "unknown date";
+  }
+}
+
+// `clamped`: the API says the creator dated this more than the allowed skew ahead of our clock.
+function timeElement(ms, prefix = "", clamped = false) {
+  if (ms === undefined || ms === null || ms === 0) return null;
+  const date = validDate(ms);
+  const time = el("time", {
+    datetime: date ? date.toISOString() : null,
+    title: date ? null : String(ms),
+    "data-testid": "time",
+    text: prefix + formatTime(ms),
+  });
+  if (!clamped) return time;
+  return el(
+    "span",
+    { class: "time" },
+    time,
+    el("span", { class: "future", "data-testid": "future", title: String(ms), text: " (date in the future)" }),
+  );
 }
 
 function statusElement(item) {
@@ -136,6 +172,11 @@ function readHash() {
   const params = new URLSearchParams(location.hash.slice(1));
   const space = params.get("space") || null;
   const topic = params.get("topic") || null;
+  if (space !== state.space) {
+    state.confirm = null;
+    memberElements.clear();
+    showMemberError("");
+  }
   if (space !== state.space || topic !== state.topic) {
     // Another thread: its posts' elements and forms belong to the old one.
     state.forms.clear();
@@ -197,15 +238,16 @@ async function load() {
   $("space-title").textContent = info ? info.name || info.id.slice(0, 8) : space ? "Unknown space" : "No space selected";
   $("topics-view").hidden = !info || topic !== null;
   $("thread-view").hidden = !info || topic === null;
+  renderStanding(info);
   if (!info) {
-    renderMembers([], status);
+    renderMembers([], status, null);
     renderUndo(null);
     showMessage(space ? `There is no space ${space} on this node.` : "");
     return;
   }
 
-  const [presence, change, main] = await Promise.allSettled([
-    api("GET", `${spacePath(space)}/presence`),
+  const [members, change, main] = await Promise.allSettled([
+    api("GET", `${spacePath(space)}/members`),
     api("GET", `${talkPath(space)}/last-change`),
     topic
       ? api("GET", `${talkPath(space)}/threads/${seg(topic)}`)
@@ -214,7 +256,7 @@ async function load() {
   // The user may have switched space or thread while the answers were on their way.
   if (space !== state.space || topic !== state.topic) return;
 
-  renderMembers(presence.status === "fulfilled" ? presence.value.members : [], status);
+  renderMembers(members.status === "fulfilled" ? members.value.members : [], status, info);
   renderUndo(change.status === "fulfilled" ? change.value.change : null);
   if (main.status === "rejected") {
     showMessage(main.reason.message);
@@ -240,7 +282,8 @@ function renderSpaces(status) {
       text: info.name || info.id.slice(0, 8),
     });
     const count = info.members.length;
-    const note = info.member ? `${count} member${count === 1 ? "" : "s"}` : "joining…";
+    let note = info.member ? `${count} member${count === 1 ? "" : "s"}` : "joining…";
+    if (info.removed_by) note = info.removed_by === status.endpoint ? "left (read-only)" : "removed (read-only)";
     return el("li", {}, link, el("span", { class: "muted", text: ` ${note}` }));
   });
   if (items.length === 0) items.push(el("li", { class: "muted", text: "No spaces yet." }));
@@ -264,25 +307,150 @@ async function createSpace(event) {
 
 // -- members and sync -------------------------------------------------------------------------
 
-function renderMembers(members, status) {
-  // Each peer's sync state for this space comes from /api/status; presence says who is online.
-  const syncOf = new Map(status.peers.map((p) => [p.id, p.spaces?.[state.space] ?? null]));
-  const items = members.map((m) => {
-    const online = Boolean(m.online);
-    const sync = m.me ? null : syncOf.get(m.id) ?? m.sync;
-    return el(
-      "li",
-      { "data-member-id": m.id, "data-online": online ? "yes" : "no" },
-      el("span", { class: `dot ${online ? "online" : "offline"}`, "aria-hidden": "true" }),
-      el("span", { class: "visually-hidden", text: online ? "online:" : "offline:" }),
-      el("span", { class: "member-name", text: m.name || m.id.slice(0, 8) }),
-      m.me ? el("span", { class: "muted", text: " (you)" }) : null,
-      el("span", { class: "role", text: m.role }),
-      sync ? el("span", { class: `sync sync-${sync}`, "data-sync": sync, text: sync.replace("_", " ") }) : null,
-    );
-  });
-  $("member-list").replaceChildren(...items);
+// What this endpoint may do in the selected space: shown above the threads, and the compose
+// form is hidden where a write would only be refused.
+function renderStanding(info) {
+  const removed = Boolean(info?.removed_by);
+  const guest = Boolean(info?.member && info.role === "guest");
+  state.readOnly = removed || guest;
+  const box = $("standing");
+  if (removed) {
+    const how = info.removed_by === state.status?.endpoint ? "You left this space" : `You were removed from this space by ${info.removed_by_name}`;
+    box.textContent = `${how}. It stays readable here; changes are refused.`;
+  } else if (guest) {
+    box.textContent = "You are a guest here: you can read, not write.";
+  }
+  box.hidden = !state.readOnly;
+  $("new-topic").hidden = state.readOnly;
 }
+
+const memberElements = new Map(); // member id -> {item, key}: rebuilt only when it changes
+
+function renderMembers(members, status, info) {
+  // Each peer's sync state for this space comes from /api/status; the members route says who
+  // is online, and who was removed by whom.
+  const syncOf = new Map(status.peers.map((p) => [p.id, p.spaces?.[state.space] ?? null]));
+  const manager = Boolean(info?.member && info.role === "manager");
+  const seen = new Set();
+  const items = members.map((m) => {
+    seen.add(m.id);
+    const sync = m.me || !m.current ? null : syncOf.get(m.id) ?? m.sync;
+    const confirming = state.confirm?.kind === "remove" && state.confirm.id === m.id;
+    const key = JSON.stringify([m.display_name, m.role, m.current, m.removed_by_name, m.left, m.online, m.me, sync, manager, confirming]);
+    const known = memberElements.get(m.id);
+    if (known && known.key === key) return known.item;
+    const item = memberItem(m, sync, manager, confirming);
+    memberElements.set(m.id, { item, key });
+    return item;
+  });
+  for (const id of memberElements.keys()) if (!seen.has(id)) memberElements.delete(id);
+  patchChildren($("member-list"), items);
+  renderLeave(info);
+}
+
+function memberItem(m, sync, manager, confirming) {
+  const online = m.current && Boolean(m.online);
+  const name = m.display_name || m.name || m.short_id;
+  const parts = [
+    el("span", { class: `dot ${online ? "online" : "offline"}`, "aria-hidden": "true" }),
+    el("span", { class: "visually-hidden", text: online ? "online:" : "offline:" }),
+    el("span", { class: "member-name", "data-testid": "member-name", text: name }),
+    m.me ? el("span", { class: "muted", text: " (you)" }) : null,
+  ];
+  if (m.current) {
+    parts.push(el("span", { class: "role", "data-testid": "role", text: m.role }));
+    if (sync) parts.push(el("span", { class: `sync sync-${sync.replace(" ", "_")}`, "data-sync": sync, text: sync }));
+  } else {
+    const note = m.left ? "left" : `removed by ${m.removed_by_name}`;
+    parts.push(el("span", { class: "removed-note", "data-testid": "removed-note", text: note }));
+  }
+  if (manager && m.current && !m.me) parts.push(manageControls(m, name, confirming));
+  return el(
+    "li",
+    {
+      class: m.current ? "member" : "member removed",
+      "data-member-id": m.id,
+      "data-online": online ? "yes" : "no",
+      "data-current": m.current ? "yes" : "no",
+    },
+    ...parts,
+  );
+}
+
+function manageControls(m, name, confirming) {
+  if (confirming) {
+    return el(
+      "div",
+      { class: "member-controls confirm", role: "group", "aria-label": `Confirm removing ${name}` },
+      el("span", { text: `Remove ${name} from this space?` }),
+      el("button", { type: "button", class: "danger", "data-action": "confirm-remove", "data-focus-key": `confirm-remove:${m.id}`, text: "Remove", onclick: () => removeMember(m) }),
+      el("button", { type: "button", "data-action": "cancel", text: "Cancel", onclick: () => setConfirm(null) }),
+    );
+  }
+  const select = el("select", { "aria-label": `Role of ${name}`, "data-testid": "role-select" });
+  for (const role of ROLES) {
+    const option = el("option", { value: role, text: role });
+    option.selected = role === m.role;
+    select.append(option);
+  }
+  return el(
+    "div",
+    { class: "member-controls" },
+    select,
+    el("button", { type: "button", "data-action": "set-role", "aria-label": `Change the role of ${name}`, text: "Change role", onclick: () => setRole(m, select.value) }),
+    el("button", { type: "button", class: "danger", "data-action": "remove", "data-focus-key": `remove:${m.id}`, "aria-label": `Remove ${name}`, text: "Remove", onclick: () => setConfirm({ kind: "remove", id: m.id }) }),
+  );
+}
+
+function renderLeave(info) {
+  const box = $("member-actions");
+  if (!info?.member) {
+    box.replaceChildren();
+    return;
+  }
+  const confirming = state.confirm?.kind === "leave";
+  const key = confirming ? "confirm" : "leave";
+  if (box.dataset.key === key && box.firstElementChild) return;
+  box.dataset.key = key;
+  if (confirming) {
+    box.replaceChildren(
+      el("span", { text: "Leave this space? It stays readable here." }),
+      el("button", { type: "button", class: "danger", "data-action": "confirm-leave", "data-focus-key": "confirm-leave", text: "Leave", onclick: leaveSpace }),
+      el("button", { type: "button", "data-action": "cancel", text: "Cancel", onclick: () => setConfirm(null) }),
+    );
+  } else {
+    box.replaceChildren(
+      el("button", { type: "button", class: "danger", "data-action": "leave", "data-focus-key": "leave", text: "Leave space", onclick: () => setConfirm({ kind: "leave" }) }),
+    );
+  }
+}
+
+function setConfirm(confirm) {
+  state.confirm = confirm;
+  showMemberError("");
+  refresh();
+}
+
+function showMemberError(text) {
+  const box = $("member-error");
+  box.textContent = text ?? "";
+  box.hidden = !text;
+}
+
+async function membersAction(path, body) {
+  state.confirm = null;
+  try {
+    await api("POST", `${spacePath(state.space)}${path}`, body);
+    showMemberError("");
+  } catch (error) {
+    showMemberError(error.message);
+  }
+  refresh();
+}
+
+const removeMember = (m) => membersAction("/members/remove", { member: m.id });
+const setRole = (m, role) => (role === m.role ? undefined : membersAction("/members/role", { member: m.id, role }));
+const leaveSpace = () => membersAction("/leave");
 
 // -- undo ---------------------------------------------------------------------------------------
 
@@ -323,7 +491,7 @@ function renderTopics(topics) {
         { class: "meta" },
         el("span", { class: "author", text: t.author_name }),
         el("span", { class: "reply-count", "data-testid": "reply-count", text: replies }),
-        timeElement(t.last_activity, "last activity "),
+        timeElement(t.last_activity, "last activity ", Boolean(t.time_clamped)),
         statusElement(t),
       ),
     );
@@ -406,8 +574,8 @@ function renderPost(post, me, seen) {
     { class: "meta" },
     el("span", { class: "author", "data-testid": "author", text: post.author_name }),
     mine ? el("span", { class: "muted", text: "(you)" }) : null,
-    timeElement(post.created),
-    post.edited ? el("span", { class: "edited", "data-testid": "edited", title: new Date(post.edited).toLocaleString(), text: "edited" }) : null,
+    timeElement(post.created, "", Boolean(post.time_clamped)),
+    post.edited ? el("span", { class: "edited", "data-testid": "edited", title: formatTime(post.edited), text: "edited" }) : null,
     statusElement(post),
   );
   const parts = [header];
@@ -440,7 +608,7 @@ function renderPost(post, me, seen) {
 function actionsFor(post, mine) {
   const who = post.author_name;
   const buttons = [];
-  if (!post.deleted) {
+  if (!post.deleted && !state.readOnly) {
     buttons.push(
       el("button", {
         type: "button",
