@@ -86,6 +86,7 @@ class SpaceMemberView:
     online: bool = False
     connected: bool = False
     sync: PeerState | None = None
+    equivocated: bool = False  # caught signing two histories: its deltas from then on are void
 
     @property
     def short_id(self) -> str:
@@ -109,6 +110,7 @@ class SpaceMemberView:
             "removed_by": None if self.removed_by is None else self.removed_by.hex(),
             "removed_by_name": self.removed_by_name,
             "left": self.left,
+            "equivocated": self.equivocated,
             "online": self.online,
             "connected": self.connected,
             "sync": None if self.sync is None else self.sync.value,
@@ -137,12 +139,14 @@ class SpaceView:
     role: str | None = None
     removed_by: bytes | None = None
     removed_by_name: str = ""
+    equivocators: tuple[str, ...] = ()  # display names of members caught signing two histories
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id.hex(),
             "name": self.name,
             "processor": self.processor,
+            "equivocators": list(self.equivocators),
             "member": self.member,
             "role": self.role,
             "removed_by": None if self.removed_by is None else self.removed_by.hex(),
@@ -399,6 +403,7 @@ def member_views(
     group by display name."""
     everyone = list(replica.members().everyone())
     names = display_names(everyone)
+    forked = replica.equivocators()
     out = []
     for m in everyone:
         mine = m.id == me
@@ -416,6 +421,7 @@ def member_views(
                 online=mine or (m.current and (m.id in connected or m.id in seen)),
                 connected=not mine and m.id in connected,
                 sync=None if mine or not m.current else peer_states.state(replica.space_id, m.id),
+                equivocated=m.id in forked,
             )
         )
     out.sort(key=lambda v: (not v.current, v.display_name.casefold(), v.id))
@@ -472,6 +478,7 @@ def space_view(
         role=role,
         removed_by=None if removal is None else removal[0],
         removed_by_name="" if removal is None else removal[1],
+        equivocators=tuple(sorted(names.get(c, short_id(c)) for c in replica.equivocators())),
         members=members,
         executed=replica.executed_count(),
         pending=replica.pending_count,

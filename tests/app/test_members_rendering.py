@@ -124,3 +124,10 @@ def test_status_says_who_removed_this_endpoint_and_names_peers() -> None:
     assert f"space mine {'11' * 16}: you left it (read-only), 3 executed" in text
     assert "  bob (participant): live, connected" in text
     assert "  bob connected 127.0.0.1:1  notes live" in text
+
+
+def test_an_equivocator_is_named_in_member_list() -> None:
+    text = format_members([member("mallory", BOB, equivocated=True), member("ann", ANN)])
+    (line,) = [row for row in text.splitlines() if "mallory" in row]
+    assert "signed two histories" in line
+    assert "signed two" not in next(row for row in text.splitlines() if "ann" in row)

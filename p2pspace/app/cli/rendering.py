@@ -49,6 +49,11 @@ def format_status(status: dict[str, Any], *, online: bool) -> str:
             f"{space['executed']} executed, {space['pending']} pending, {space['staged']} staged, "
             f"processor {space['processor']}"
         )
+        for name in space.get("equivocators", ()):
+            lines.append(
+                f"  warning: {one_line(name)} signed two different histories; its changes since "
+                "count for nothing (a manager can remove it: p2pspace member remove)"
+            )
         for member in space["members"]:
             who = f"  {one_line(_display_name(member))} ({member['role']})"
             if member["me"]:
@@ -95,6 +100,8 @@ def format_members(members: list[dict[str, Any]]) -> str:
         else:
             presence = "online" if m["online"] else "offline"
             note = f"{presence}, {m['sync'] or 'disconnected'}"
+        if m.get("equivocated"):
+            note += "; signed two histories (its changes since count for nothing)"
         rows.append((name, m["role"] if m["current"] else "-", note))
     if not rows:
         return "no members"

@@ -336,7 +336,7 @@ function renderMembers(members, status, info) {
     seen.add(m.id);
     const sync = m.me || !m.current ? null : syncOf.get(m.id) ?? m.sync;
     const confirming = state.confirm?.kind === "remove" && state.confirm.id === m.id;
-    const key = JSON.stringify([m.display_name, m.role, m.current, m.removed_by_name, m.left, m.online, m.me, sync, manager, confirming]);
+    const key = JSON.stringify([m.display_name, m.role, m.current, m.removed_by_name, m.left, m.online, m.me, sync, manager, confirming, m.equivocated]);
     const known = memberElements.get(m.id);
     if (known && known.key === key) return known.item;
     const item = memberItem(m, sync, manager, confirming);
@@ -363,6 +363,14 @@ function memberItem(m, sync, manager, confirming) {
   } else {
     const note = m.left ? "left" : `removed by ${m.removed_by_name}`;
     parts.push(el("span", { class: "removed-note", "data-testid": "removed-note", text: note }));
+  }
+  if (m.equivocated) {
+    parts.push(el("span", {
+      class: "equivocated",
+      "data-testid": "equivocated",
+      title: "This member signed two different versions of its history; its changes since then count for nothing. A manager can remove it.",
+      text: "signed two histories",
+    }));
   }
   if (manager && m.current && !m.me) parts.push(manageControls(m, name, confirming));
   return el(
