@@ -12,7 +12,9 @@ seconds anyway (:meth:`Admission.close_idle_strangers`, run by the node's housek
 
 Every refusal -- the cap, a failed handshake -- is counted in the node's ``refused`` and
 announced as :class:`~p2pspace.node.events.ConnectionRefused` (handshake failures) so an
-operator can see an attack; none of them disturbs an existing connection.
+operator can see an attack; none of them disturbs an existing connection. They are logged once
+per kind and address a minute (then counted), so a peer that keeps knocking cannot flood the log;
+a handshake in a protocol version this release does not speak says so, naming both versions.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import ssl
 
 import trio
 
-from p2pspace.errors import P2PSpaceError
+from p2pspace.errors import ErrorCode, P2PSpaceError, RemoteProtocolError
 from p2pspace.node.changes import ChangeFeed
 from p2pspace.node.config import NodeConfig
 from p2pspace.node.connections import Connections, PeerConnection
@@ -131,7 +133,12 @@ class Admission:
             # Past this many handshakes and strangers, arrivals are closed (members' connections
             # stop counting once they sync a space).
             self._connections.count_refusal()
-            log.warning("refused a connection: %d inbound strangers already", cap)
+            self._connections.log_limits.log(
+                logging.WARNING,
+                ("inbound cap",),
+                "refused a connection: %d inbound strangers already",
+                cap,
+            )
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(stream)
             return
@@ -146,7 +153,20 @@ class Admission:
             )
         except P2PSpaceError as exc:
             self._connections.count_refusal()
-            log.warning("refused a connection: %s: %s", type(exc).__name__, exc)
+            kind = type(exc).__name__
+            if isinstance(exc, RemoteProtocolError) and exc.code is ErrorCode.UNSUPPORTED_VERSION:
+                kind, advice = "version", ": one of you must upgrade p2pspace"
+            else:
+                advice = ""
+            self._connections.log_limits.log(
+                logging.WARNING,
+                ("handshake", address[0], kind),
+                "refused a connection from %s: %s: %s%s",
+                address[0],
+                type(exc).__name__,
+                exc,
+                advice,
+            )
             self._changes.announce(ConnectionRefused(error=f"{type(exc).__name__}: {exc}"))
             return
         finally:

@@ -17,8 +17,14 @@ time; a stalled connection is dropped and counted as refused, as is one whose pe
 protocol (after the session's Error frame went out, within a second).
 
 Whatever goes wrong on one connection -- a protocol error, a store failure while streaming, a
-bug -- ends that connection, logged, never the node. The session is read only through its query
-methods (links, linked spaces, stats, closed, mid_frame, error).
+bug -- ends that connection, logged, never the node. A delta refused without blaming the peer
+(its creator broke a rule of the space) ends nothing: the session reports it and it is logged,
+like every line a peer can make us repeat, through one :class:`~p2pspace.node.log_limits
+.LogLimiter` (once per peer and kind of error a minute, then a count). A connection that synced a
+space but shares none any more -- the peer was removed, or this endpoint was -- is closed, once
+what was queued for it (the delta that removed it) went out and a short grace passed. The
+session is read only through its query methods (links, linked spaces, stats, closed, mid_frame,
+error, version gap, refusals).
 """
 
 from __future__ import annotations
@@ -31,10 +37,11 @@ from dataclasses import dataclass, field
 import trio
 
 from p2pspace.core.identity import short_id
-from p2pspace.errors import RemoteProtocolError, StorageError
+from p2pspace.errors import ErrorCode, RemoteProtocolError, StorageError
 from p2pspace.node.changes import ChangeFeed
 from p2pspace.node.config import NodeConfig
 from p2pspace.node.events import PeerConnected, PeerDisconnected
+from p2pspace.node.log_limits import LogLimiter
 from p2pspace.node.peer_states import PeerStates
 from p2pspace.node.spaces import SpaceBook
 from p2pspace.node.transport import Connection
@@ -43,6 +50,9 @@ from p2pspace.sync.session import Session
 
 log = logging.getLogger("p2pspace.node")
 ERROR_FLUSH_SECONDS = 1.0  # how long the Error frame of a refused peer may take to go out
+# How long a connection that shares no space any more stays open: the peer first hears of its
+# removal (the delta that removed it is the last thing it gets) and closes on its side.
+UNSHARED_GRACE = 2.0
 
 
 @dataclass(slots=True, kw_only=True, eq=False)
@@ -60,10 +70,24 @@ class PeerConnection:
     spaces: set[bytes] = field(default_factory=set)  # spaces this connection has synced
     # Accepted, and counting against the inbound cap until the peer proves a member.
     inbound_slot: bool = False
+    dropped: bool = False  # closed by us for misbehaving (a protocol error, a stall, a bug)
+    ended: float | None = None  # trio.current_time() when it ended
+    unshared_since: float | None = None  # when it was first seen sharing no space any more
 
     @property
     def peer(self) -> bytes:
         return self.conn.peer
+
+    @property
+    def failed(self) -> bool:
+        """True if one side refused the other: we dropped it, or the peer closed it with an
+        Error frame (a protocol or version error of ours, in its eyes)."""
+        return self.dropped or self.session.error is not None
+
+    def refused_within(self, seconds: float) -> bool:
+        """True if it ended failed within ``seconds`` of opening: dialling again at once would
+        most likely be refused again."""
+        return self.ended is not None and self.failed and self.ended - self.opened < seconds
 
 
 class Connections:
@@ -80,6 +104,8 @@ class Connections:
     ) -> None:
         self.by_peer: dict[bytes, PeerConnection] = {}
         self.refused = 0  # connections refused or dropped for misbehaving
+        # Every line a peer can make us repeat goes through here (admission and dialer too).
+        self.log_limits = LogLimiter(log, now=trio.current_time)
         self._endpoint = endpoint
         self._config = config
         self._changes = changes
@@ -136,14 +162,16 @@ class Connections:
         self._changes.announce(PeerConnected(peer=conn.peer))
         return peer
 
-    async def run(self, conn: Connection) -> None:
-        """Register ``conn`` and run the protocol on it until it ends. Never raises
-        P2PSpaceError (a failure ends the connection and is logged)."""
+    async def run(self, conn: Connection) -> PeerConnection | None:
+        """Register ``conn`` and run the protocol on it until it ends; returns it, ended (None
+        if an existing connection to the peer was preferred). Never raises P2PSpaceError (a
+        failure ends the connection and is logged)."""
         peer = self.register(conn)
         if peer is None:
             await conn.aclose()
-            return
+            return None
         await self.serve(peer)
+        return peer
 
     async def serve(self, peer: PeerConnection) -> None:
         """Run the protocol on a registered connection until it ends, then tear it down."""
@@ -157,6 +185,7 @@ class Connections:
                 except Exception as exc:
                     log.exception("connection to %s failed", short_id(conn.peer))
                     peer.error = peer.error or f"internal error: {type(exc).__name__}: {exc}"
+                    peer.dropped = True
                     self.refused += 1
         finally:
             self._ended(peer)
@@ -164,6 +193,8 @@ class Connections:
 
     def _ended(self, peer: PeerConnection) -> None:
         conn, session = peer.conn, peer.session
+        peer.ended = trio.current_time()
+        self.report_refusals(peer)
         error = peer.error or (str(session.error) if session.error else "")
         self._endpoint.close_session(session)
         if self.by_peer.get(conn.peer) is peer:
@@ -176,16 +207,55 @@ class Connections:
         self._peer_states.connection_ended(
             closing, conn.peer, error=error, failed=session.error is not None
         )
-        if error:
-            log.warning("connection to %s closed: %s", short_id(conn.peer), error)
+        who = short_id(conn.peer)
+        gap = session.version_gap
+        if gap is not None:
+            self.log_limits.log(
+                logging.WARNING, (conn.peer, "version"), "peer %s %s", who, gap.describe()
+            )
+        elif session.error is not None and session.error.code is ErrorCode.UNSUPPORTED_VERSION:
+            self.log_limits.log(
+                logging.WARNING,
+                (conn.peer, "version"),
+                "peer %s cannot sync with this release (%s): one of you must upgrade p2pspace",
+                who,
+                session.error,
+            )
+        elif error:
+            kind = type(session.error).__name__ if session.error is not None else "closed"
+            self.log_limits.log(
+                logging.WARNING, (conn.peer, kind), "connection to %s closed: %s", who, error
+            )
         else:
-            log.info("connection to %s closed", short_id(conn.peer))
+            log.info("connection to %s closed", who)
         self._changes.announce(PeerDisconnected(peer=conn.peer, error=error))
+
+    def report_refusals(self, peer: PeerConnection) -> None:
+        """Log what the peer's session refused without blaming it, once per kind a minute."""
+        who = short_id(peer.peer)
+        for refusal in peer.session.take_refusals():
+            what = (
+                "a delta"
+                if refusal.delta_id is None
+                else (f"delta {short_id(refusal.delta_id.creator)}:{refusal.delta_id.seq}")
+            )
+            self.log_limits.log(
+                logging.WARNING,
+                (peer.peer, "refused", type(refusal.error).__name__),
+                "refused %s of space %s from %s: %s: %s",
+                what,
+                refusal.space.hex()[:8],
+                who,
+                type(refusal.error).__name__,
+                refusal.error,
+                count=refusal.count,
+            )
 
     # -- observing sessions ---------------------------------------------------------------------
 
     def observe(self, peer: PeerConnection) -> None:
-        """Bring the peer's sync states up to what its session shows."""
+        """Bring the peer's sync states up to what its session shows; close the connection if
+        it synced a space but shares none any more."""
         links = peer.session.links()
         for link in links:
             peer.spaces.add(link.space)
@@ -193,10 +263,22 @@ class Connections:
         if peer.inbound_slot and (links or self._spaces.shared_with(peer.peer)):
             # A member: its connection no longer counts against the strangers' cap.
             peer.inbound_slot = False
+        if not peer.spaces or links or self._spaces.wants(peer.peer):
+            peer.unshared_since = None
+            return
+        now = trio.current_time()
+        if peer.unshared_since is None:
+            peer.unshared_since = now
+            return
+        flushed = not peer.session.queued_bytes and not peer.scope.cancel_called
+        if flushed and now - peer.unshared_since >= UNSHARED_GRACE:
+            log.info("closing the connection to %s: no space shared any more", short_id(peer.peer))
+            peer.scope.cancel()
 
     def observe_all(self) -> None:
         for peer in self:
             self.observe(peer)
+        self.log_limits.flush()
 
     # -- the two tasks --------------------------------------------------------------------------
 
@@ -216,6 +298,7 @@ class Connections:
                         data = await stream.receive_some(read_size)
                     if waited.cancelled_caught:
                         peer.error = f"peer stalled mid-frame for {stall:g} s"
+                        peer.dropped = True
                         self.refused += 1
                         break
                 else:
@@ -228,6 +311,7 @@ class Connections:
                     self._endpoint.receive_data(session, bytes(data))
                 except RemoteProtocolError as exc:
                     peer.error = f"{type(exc).__name__}: {exc}"
+                    peer.dropped = True
                     self.refused += 1
                     # The session queued an Error frame: let the writer send it (it stops once
                     # the session has nothing left), then close -- bounded, should the peer not
@@ -243,6 +327,7 @@ class Connections:
                     break
                 if session.stats.frames_received != frames_before:
                     frame_deadline = math.inf  # progress: the next partial frame gets a fresh one
+                self.report_refusals(peer)
                 self.observe(peer)
                 self.kick()
                 self._changes.announce()

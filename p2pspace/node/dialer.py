@@ -5,9 +5,17 @@ address, a member seen by discovery or remembered in the address book, an invite
 task (:meth:`Dialer._keep_dialling`) that waits while the peer is connected, dials when it is not,
 and after a failed attempt sleeps a jittered, doubling delay (``backoff_min`` up to
 ``backoff_max``, each jittered down by up to half so that peers restarted together do not dial
-in lockstep); the delay starts again from ``backoff_min`` once a connection succeeded. For a peer
+in lockstep). A connection that opened is not yet a success: one that either side refuses
+within :data:`STEADY_SECONDS` of opening -- a protocol or version error, a peer that keeps
+sending what we refuse to the point of breaking the protocol -- counts as a failed attempt, so
+such a peer is redialled with growing delays instead of in a loop. The delay starts again from
+``backoff_min`` only after a connection that ended without a refusal, or lasted. For a peer
 known by id, the endpoint with the larger id waits ``dial_grace`` before its first dial, so the
 smaller id -- whose connection both ends would keep anyway -- usually dials alone.
+
+A target for a peer (not a static address) is dropped once a connection to it ends while the
+peer shares no space with us any more (it was removed, or this endpoint was): nobody keeps
+dialling a space it left.
 
 Only peers we share a space with (or that sponsor a join of ours) become targets from
 discovery: anyone on the LAN can announce anything, and strangers must not grow our dial
@@ -28,7 +36,7 @@ from pathlib import Path
 import trio
 
 from p2pspace.core.identity import short_id
-from p2pspace.errors import P2PSpaceError
+from p2pspace.errors import ErrorCode, P2PSpaceError, RemoteProtocolError
 from p2pspace.node.changes import ChangeFeed
 from p2pspace.node.config import NodeConfig
 from p2pspace.node.connections import Connections
@@ -44,6 +52,7 @@ from p2pspace.sync.endpoint import Endpoint
 from p2pspace.sync.syncstate import PeerInput
 
 log = logging.getLogger("p2pspace.node")
+STEADY_SECONDS = 30.0  # a connection refused sooner than this after opening was a failed attempt
 
 
 @dataclass(slots=True, kw_only=True, eq=False)
@@ -141,6 +150,17 @@ class Dialer:
         self.address_book[peer] = [address] + [a for a in known if a != address]
         write_address_book(self._home, self.address_book)
 
+    def _no_longer_wanted(self, target: DialTarget) -> bool:
+        """Drop ``target`` if it is a peer that shares no space with us any more."""
+        peer = target.peer
+        if target.static or peer is None or self._spaces.wants(peer):
+            return False
+        log.info("no longer dialling %s: no space shared any more", short_id(peer))
+        target.wanted = False
+        if self.targets.get(target.key) is target:
+            del self.targets[target.key]
+        return True
+
     async def _keep_dialling(self, target: DialTarget) -> None:
         connections = self._connections.by_peer
         wait_until = self._changes.wait_until
@@ -149,8 +169,16 @@ class Dialer:
             while target.wanted:
                 peer = target.peer
                 if peer is not None and peer in connections:
+                    held = connections[peer]
                     await wait_until(lambda p=peer: p not in connections)  # type: ignore[misc]
-                    delay = self._config.backoff_min
+                    if self._no_longer_wanted(target):
+                        return
+                    if not held.refused_within(STEADY_SECONDS):
+                        delay = self._config.backoff_min
+                        continue
+                    # The peer dialled us and one side refused the other: no redial at once.
+                    await trio.sleep(delay * self._rng.uniform(0.5, 1.0))
+                    delay = min(delay * 2, self._config.backoff_max)
                     continue
                 first = not target.static and target.attempts == 0
                 if peer is not None and first and self._endpoint.endpoint_id > peer:
@@ -174,7 +202,19 @@ class Dialer:
                     )
                 except P2PSpaceError as exc:
                     target.last_error = str(exc)
-                    log.debug("dial %s:%d failed: %s", host, port, exc)
+                    if isinstance(exc, RemoteProtocolError) and (
+                        exc.code is ErrorCode.UNSUPPORTED_VERSION
+                    ):
+                        self._connections.log_limits.log(
+                            logging.WARNING,
+                            (target.key, "version"),
+                            "cannot sync with %s:%d (%s): one of you must upgrade p2pspace",
+                            host,
+                            port,
+                            exc,
+                        )
+                    else:
+                        log.debug("dial %s:%d failed: %s", host, port, exc)
                     if peer is not None:
                         shared = self._spaces.shared_with(peer)
                         self._peer_states.feed_all(shared, peer, PeerInput.CLOSED)
@@ -189,11 +229,16 @@ class Dialer:
                     if (host, port) in target.addresses:
                         target.addresses.remove((host, port))
                     target.addresses.insert(0, (host, port))
-                    delay = self._config.backoff_min
-                    await self._connections.run(conn)
-                    if not target.wanted:
+                    ended = await self._connections.run(conn)
+                    if not target.wanted or self._no_longer_wanted(target):
                         return
-                    continue
+                    if ended is None or not ended.refused_within(STEADY_SECONDS):
+                        delay = self._config.backoff_min
+                        continue
+                    target.last_error = ended.error or str(ended.session.error)
+                    log.debug("%s:%d refused soon after opening: %s", host, port, target.last_error)
+                if self._no_longer_wanted(target):
+                    return
                 await trio.sleep(delay * self._rng.uniform(0.5, 1.0))
                 delay = min(delay * 2, self._config.backoff_max)
 

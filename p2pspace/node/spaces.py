@@ -7,8 +7,11 @@ tool's post events, for spaces that hold it). A store failure while writing a sp
 processor to ``error`` (:meth:`SpaceBook.failed`).
 
 Membership decides the network: a peer is *wanted* -- dialled, kept, told about -- only while it
-shares a space with this endpoint or sponsors a join of ours (:meth:`SpaceBook.wants`); anyone
-else is a stranger.
+shares a space with this endpoint or sponsors a join of ours still under way
+(:meth:`SpaceBook.wants`); anyone else is a stranger. "Shares" means the executed members state
+lists it as a current member, and does not show this endpoint removed: once removed, this
+endpoint stops dialling for that space, and a peer removed from our spaces stops being dialled.
+The discussion's "delivered to k of n" counts current members only.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from p2pspace.node.acks import AckBook
 from p2pspace.node.changes import ChangeFeed
 from p2pspace.node.clock import Clock
 from p2pspace.node.events import DeltasExecuted, DiscussionChanged, ProcessorChanged, SpaceAdded
-from p2pspace.sync.endpoint import Endpoint
+from p2pspace.sync.endpoint import Endpoint, was_removed
 from p2pspace.sync.syncstate import ProcessorInput, ProcessorMachine, ProcessorState
 from p2pspace.tools.discussion import Discussion, has_discussion
 
@@ -154,23 +157,43 @@ class SpaceBook:
             replica,
             commit=lambda commands: self._commit(space, commands),
             now=self._clock.now_ms,
-            acks=lambda: self._acks.acked(space),
+            acks=lambda: self.current_acks(space),
         )
         self._discussions[space] = tool
         return tool
 
     # -- whom the spaces make us talk to ------------------------------------------------------
 
+    def current_acks(self, space: bytes) -> dict[bytes, dict[bytes, int]]:
+        """What each *current* member acknowledged of ``space`` (a removed one no longer
+        counts towards "delivered")."""
+        replica = self.endpoint.replicas.get(space)
+        if replica is None:
+            return {}
+        return {p: v for p, v in self._acks.acked(space).items() if replica.is_member(p)}
+
     def shared_with(self, peer: bytes) -> list[bytes]:
-        """The spaces ``peer`` is a member of here."""
-        return [s for s, r in self.endpoint.replicas.items() if r.is_member(peer)]
+        """The spaces ``peer`` is a current member of here (none this endpoint was removed
+        from)."""
+        me = self.endpoint.endpoint_id
+        return [
+            s
+            for s, r in self.endpoint.replicas.items()
+            if r.is_member(peer) and not was_removed(r, me)
+        ]
 
     def wants(self, peer: bytes) -> bool:
-        """True if ``peer`` shares a space with us or sponsors a join of ours."""
-        if peer == self.endpoint.endpoint_id:
+        """True if ``peer`` shares a space with us or sponsors a join of ours that has not
+        admitted us yet."""
+        me = self.endpoint.endpoint_id
+        if peer == me:
             return False
-        return bool(self.shared_with(peer)) or any(
-            peer in sponsors for sponsors in self.endpoint.sponsors.values()
+        if self.shared_with(peer):
+            return True
+        replicas = self.endpoint.replicas
+        return any(
+            peer in sponsors and (space not in replicas or not replicas[space].knows_creator(me))
+            for space, sponsors in self.endpoint.sponsors.items()
         )
 
 

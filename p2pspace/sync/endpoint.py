@@ -12,6 +12,12 @@ peer if the peer lacks them (that is how deltas relay across peers that are not 
 connected). While an event is being applied the hand-out waits until the session that delivered
 the deltas has recorded what its peer has, so nothing is echoed back to its sender.
 
+Membership decides whom a space is synced with: only current members
+(:meth:`Endpoint.spaces_for`), and nobody once this endpoint itself was removed. When executed
+deltas change the members of a space, every session follows *after* the hand-out, so that a peer
+just removed still gets the delta that removed it (and nothing after it, :meth:`Session.push`)
+before its link closes.
+
 While any session still expects a catch-up stream for a space, received deltas for that space are
 executed with ``defer`` so that concurrent histories merge in one undo/redo pass; the stage is
 released when the last catch-up's ``Synced`` has been received (before the session acknowledges
@@ -23,8 +29,10 @@ The endpoint never reads a clock: callers pass ``time`` (milliseconds) when crea
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 
+from p2pspace.core import membership
 from p2pspace.core.causal import Limits
 from p2pspace.core.delta import Command, Delta
 from p2pspace.core.identity import Identity
@@ -32,6 +40,8 @@ from p2pspace.core.replica import ReceiveResult, Replica
 from p2pspace.core.store import Store
 from p2pspace.errors import NotFoundError, RemoteProtocolError
 from p2pspace.sync.session import DeltasReceived, Session
+
+_log = logging.getLogger("p2pspace.sync.endpoint")
 
 
 class Endpoint:
@@ -48,15 +58,18 @@ class Endpoint:
         self.store = store
         self.limits = limits
         self.replicas: dict[bytes, Replica] = {}
+        self._told_unsupported: set[tuple[bytes, bytes]] = set()  # (space, creator) logged
         self.sessions: list[Session] = []
         self._executed: list[tuple[bytes, Sequence[tuple[Delta, bytes]]]] = []
         self._applying = 0  # > 0 while received deltas are being applied
+        self._members_moved = False  # executed members commands: sessions follow after hand-out
         # Per space not yet joined (no grant received): the peers trusted to sync it with us.
         self.sponsors: dict[bytes, set[bytes]] = {}
         for space_id, peer in self.store.sponsors():
             self.sponsors.setdefault(space_id, set()).add(peer)
         for space_id, _genesis in self.store.spaces():
             self._adopt(Replica.open(self.store, self.identity, space_id, limits=limits))
+        self._removed = self._spaces_removed_from()
 
     @property
     def endpoint_id(self) -> bytes:
@@ -131,20 +144,26 @@ class Endpoint:
     def spaces_for(self, peer: bytes, peer_offered: Iterable[bytes] = ()) -> list[bytes]:
         """Spaces this endpoint will sync with ``peer``.
 
-        Those where ``peer`` is a member; and, while this endpoint has not yet received the delta
-        granting its own membership (it holds little more than the genesis), those that ``peer``
-        offered first if ``peer`` is a sponsor of the join (the space's creator or the inviter):
-        the sponsor offered them because it counts this endpoint as a member. A stranger who
-        offers a space id gets nothing.
+        Those where ``peer`` is a current member (none once this endpoint itself was
+        removed); and, while this endpoint is not a member itself -- it has not yet received the
+        delta granting its membership, or it was removed and is being admitted again -- those
+        that ``peer`` offered first if ``peer`` is a sponsor of the join (the space's creator or
+        the inviter): the sponsor offered them because it counts this endpoint as a member. A
+        stranger who offers a space id gets nothing, a removed member nothing of that space.
         """
         me = self.endpoint_id
         offered = set(peer_offered)
         return sorted(
             sid
             for sid, r in self.replicas.items()
-            if r.is_member(peer)
+            if (r.is_member(peer) and not was_removed(r, me))
             or (sid in offered and not r.is_member(me) and peer in self.sponsors.get(sid, ()))
         )
+
+    def removed_from(self, space_id: bytes) -> bool:
+        """True once this endpoint's replica of the space shows this endpoint removed."""
+        replica = self.replicas.get(space_id)
+        return replica is not None and was_removed(replica, self.endpoint_id)
 
     # -- local changes ------------------------------------------------------------------------
 
@@ -154,13 +173,7 @@ class Endpoint:
     def create_many(
         self, space_id: bytes, batches: Sequence[Sequence[Command]], *, time: int
     ) -> list[Delta]:
-        replica = self.replica(space_id)
-        members_before = len(replica.member_ids())
-        deltas = replica.create_many(batches, time=time)
-        if len(replica.member_ids()) != members_before:
-            # A member added here: sessions with that peer may now offer the space.
-            self._refresh_sessions()
-        return deltas
+        return self.replica(space_id).create_many(batches, time=time)
 
     # -- sessions -----------------------------------------------------------------------------
 
@@ -173,6 +186,9 @@ class Endpoint:
         session.close()
         if session in self.sessions:
             self.sessions.remove(session)
+        if session.peer is not None:
+            for replica in self.replicas.values():
+                replica.peer_gone(session.peer)
 
     def receive_data(self, session: Session, data: bytes) -> None:
         """Bytes ``session``'s peer sent: let the session handle them and apply what it
@@ -201,15 +217,34 @@ class Endpoint:
             # The session failed and holds no catch-up back any more: merge what it held.
             self.release_ready()
             raise
+        self._note_own_deltas(session)
         self.release_ready()
+
+    def _note_own_deltas(self, session: Session) -> None:
+        """Tell each replica how many of this endpoint's own deltas the peer holds: more than
+        our store means it is older than our history (a restored backup), and the replica
+        recovers them before it creates anything."""
+        peer = session.peer
+        if peer is None:
+            return
+        me = self.endpoint_id
+        for space_id, replica in self.replicas.items():
+            held = session.acked(space_id).get(me, 0)
+            if held:
+                replica.note_peer_vector(peer, {me: held})
 
     def receive(self, replica: Replica, wires: Iterable[bytes]) -> ReceiveResult:
         """Offer received deltas to ``replica`` (staged while a catch-up for its space runs)."""
-        defer = self.catching_up(replica.space_id)
-        members_before = len(replica.member_ids())
-        result = replica.receive(wires, defer=defer)
-        if len(replica.member_ids()) != members_before:
-            self._refresh_sessions()
+        result = replica.receive(wires, defer=self.catching_up(replica.space_id))
+        for delta_id in result.unsupported:
+            key = (replica.space_id, delta_id.creator)
+            if key not in self._told_unsupported:
+                self._told_unsupported.add(key)
+                _log.warning(
+                    "space %r: a newer p2pspace created changes this release cannot apply "
+                    "(kept and passed on, not shown); upgrade p2pspace to see them",
+                    replica.name,
+                )
         return result
 
     def catching_up(self, space_id: bytes) -> bool:
@@ -224,6 +259,10 @@ class Endpoint:
 
     def _on_executed(self, replica: Replica, executed: Sequence[tuple[Delta, bytes]]) -> None:
         self._executed.append((replica.space_id, executed))
+        if not self._members_moved:
+            self._members_moved = any(
+                c.engine == membership.INSTANCE for d, _w in executed for c in d.commands
+            )
         if not self._applying:
             self._hand_out()
 
@@ -232,9 +271,23 @@ class Endpoint:
             space_id, executed = self._executed.pop(0)
             for session in self.sessions:
                 session.push(space_id, executed)
+        if self._members_moved:
+            # After the push: a peer removed by these deltas got the removal before its link
+            # closes; one added may now be offered the space.
+            self._members_moved = False
+            self._refresh_sessions()
+
+    def _spaces_removed_from(self) -> set[bytes]:
+        return {sid for sid, r in self.replicas.items() if was_removed(r, self.endpoint_id)}
 
     def _refresh_sessions(self) -> None:
+        removed = self._spaces_removed_from()
+        # What peers offered of a space before this endpoint was removed from it is stale:
+        # only a sponsor's fresh offer (a re-admission) may link it again.
+        newly, self._removed = removed - self._removed, removed
         for session in self.sessions:
+            if newly:
+                session.forget_offers(newly)
             session.refresh_spaces()
 
     def tick(self) -> None:
@@ -265,3 +318,10 @@ class Endpoint:
                 if ranges:
                     session.send_fetch(space_id, ranges)
         self.release_ready()
+
+
+def was_removed(replica: Replica, endpoint_id: bytes) -> bool:
+    """True if ``replica``'s executed members state shows ``endpoint_id`` removed (not merely
+    not yet admitted)."""
+    member = replica.members().get(endpoint_id)
+    return member is not None and not member.current

@@ -15,7 +15,10 @@ against -- so the client proves its key in-band:
 
 Either side may answer with an ``Error`` frame instead and close. Frames are the sync protocol's
 (4-byte length + ``[type, version, body]``) with their own closed table of types, so a handshake
-frame is never accepted by a session, nor a session frame here. All functions are pure.
+frame is never accepted by a session, nor a session frame here. Their layouts have not changed
+since protocol v1, so they are sent as version 1 (every release reads them) and read in any
+version this release speaks; another version is refused with ``UNSUPPORTED_VERSION`` naming both.
+All functions are pure.
 """
 
 from __future__ import annotations
@@ -42,8 +45,9 @@ from p2pspace.errors import (
     RemoteProtocolError,
 )
 from p2pspace.sync.invitations import INVITATION_ID_SIZE, MAC_SIZE
-from p2pspace.sync.messages import PROTOCOL_VERSION, Error, MessageType
+from p2pspace.sync.messages import Error, MessageType, frame_version_error
 
+HANDSHAKE_LAYOUT = 1  # the version handshake frames are sent as
 NONCE_SIZE = 32
 MAX_HANDSHAKE_FRAME = 64 * 1024
 MAX_NAME = 200
@@ -158,14 +162,16 @@ def _fields(value: object, size: int, name: str) -> list[Any]:
 
 
 def encode(message: HandshakeMessage) -> bytes:
-    return codec.encode([int(message.TYPE), PROTOCOL_VERSION, message.body()])
+    return codec.encode([int(message.TYPE), HANDSHAKE_LAYOUT, message.body()])
 
 
 def decode(payload: bytes, expect: type[Any]) -> Any:
     """Decode one handshake frame that must be ``expect`` (or an Error from the peer).
 
-    Raises :class:`RemoteProtocolError` for anything else; a peer's Error frame becomes
-    :class:`InvitationError` (refused invitation) or :class:`RemoteProtocolError`.
+    Raises :class:`RemoteProtocolError` for anything else (``UNSUPPORTED_VERSION`` for a
+    version this release does not speak); a peer's Error frame becomes
+    :class:`InvitationError` (refused invitation) or :class:`RemoteProtocolError` with the
+    peer's code.
     """
     value = codec.decode(payload, max_depth=4)
     if type(value) is not list or len(value) != 3:
@@ -177,15 +183,16 @@ def decode(payload: bytes, expect: type[Any]) -> Any:
             f"unexpected message type {mtype!r} during the handshake",
             code=ErrorCode.UNEXPECTED_MESSAGE,
         )
-    if type(version) is not int or version != PROTOCOL_VERSION:
-        raise RemoteProtocolError(
-            f"unsupported protocol version {version!r}", code=ErrorCode.UNSUPPORTED_VERSION
-        )
+    refusal = frame_version_error(version)
+    if refusal is not None:
+        raise refusal
     if cls is Error:
         error = Error.from_body(body)
         if error.code == ErrorCode.INVITATION_REFUSED:
             raise InvitationError(f"invitation refused: {error.message}")
-        raise RemoteProtocolError(f"peer refused the connection: {error.message}")
+        raise RemoteProtocolError(
+            f"peer refused the connection: {error.message}", code=error.error_code()
+        )
     if cls is not expect:
         raise RemoteProtocolError(
             f"expected {expect.__name__}, got {cls.__name__}", code=ErrorCode.UNEXPECTED_MESSAGE

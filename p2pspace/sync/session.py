@@ -35,28 +35,36 @@ table does not allow is a :class:`~p2pspace.errors.RemoteProtocolError`, answere
 simulator's datagram links, which drop, duplicate and reorder frames) ignores such out-of-order
 inputs instead, and retransmits ``Hello`` and ``Revision`` on ticks until answered. Each space's
 link runs its own send and receive tables (:mod:`p2pspace.sync.space_link`).
+
+A session fails only on what proves the *peer* misbehaved; an authentic delta that breaks a rule
+of the space is refused without closing anything (:mod:`p2pspace.sync.refusals`). The Hellos say
+which versions each side speaks: releases with none in common close with ``UNSUPPORTED_VERSION``
+(:attr:`Session.version_gap`); on protocol v2 the revision exchange compares content, not only
+counts (:mod:`p2pspace.sync.divergence`). A peer removed from a space gets the delta that
+removed it and nothing after it, and the link closes; the space is linked again only if the peer
+becomes a member again.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from p2pspace.core.delta import Delta
-from p2pspace.core.replica import ReceiveResult, Replica
+from p2pspace.core.replica import ReceiveResult
 from p2pspace.errors import (
     AuthenticationError,
-    EquivocationError,
     ErrorCode,
     LocalProtocolError,
     RemoteProtocolError,
     ResourceLimitError,
-    TooFarAheadError,
 )
+from p2pspace.sync import divergence
 from p2pspace.sync.framing import MAX_FRAME, FrameDecoder
 from p2pspace.sync.messages import (
+    MAX_RANGES,
+    OURS,
     Ack,
     Deltas,
     Error,
@@ -66,14 +74,31 @@ from p2pspace.sync.messages import (
     MessageType,
     Revision,
     Synced,
+    VersionGap,
+    Versions,
+    common_protocol,
     decode_message,
+    payload_version_gap,
     vector_of,
+    version_gap,
 )
+from p2pspace.sync.offers import Offers
 from p2pspace.sync.outbox import CHUNK_BYTES, MAX_OUTBOX, Outbox, SessionStats
-from p2pspace.sync.space_link import LinkView, RecvInput, RecvState, SendInput, SendState, SpaceLink
+from p2pspace.sync.refusals import Refusal, RefusalLog
+from p2pspace.sync.session_events import CatchUpEnded, DeltasReceived, Event, SessionHost
+from p2pspace.sync.space_link import (
+    RETRANSMIT_TICKS,
+    LinkView,
+    RecvInput,
+    RecvState,
+    SendInput,
+    SendState,
+    SpaceLink,
+    members_only,
+    merge_vector,
+    sendable,
+)
 
-RETRANSMIT_TICKS = 3
-CATCH_UP_PATIENCE = 40
 ACK_EVERY_TICKS = 2
 
 
@@ -114,53 +139,6 @@ TRANSITIONS: dict[tuple[State, Input], State] = {
     (State.ERROR, Input.FLUSHED): State.CLOSED,
 }
 
-# Rejections that prove the peer sent something invalid (as opposed to stale or conflicting).
-_TOLERATED = (EquivocationError, TooFarAheadError)
-
-
-class SessionHost(Protocol):
-    """What a session may ask of the endpoint it runs for (queries only, no side effects)."""
-
-    @property
-    def endpoint_id(self) -> bytes: ...
-
-    @property
-    def replicas(self) -> Mapping[bytes, Replica]: ...
-
-    def spaces_for(self, peer: bytes, peer_offered: Iterable[bytes] = ()) -> list[bytes]: ...
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeltasReceived:
-    """The peer sent deltas for ``space``: apply them, then call
-    :meth:`Session.deltas_applied` with the result."""
-
-    space: bytes
-    replica: Replica
-    wires: tuple[bytes, ...]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CatchUpEnded:
-    """The peer's catch-up stream for ``space`` is complete (its Synced arrived, bringing us up
-    to ``vector``): merge what waited for it, then call :meth:`Session.catch_up_ended`."""
-
-    space: bytes
-    vector: tuple[tuple[bytes, int], ...]
-
-
-Event = DeltasReceived | CatchUpEnded
-
-
-@dataclass(slots=True, kw_only=True)
-class _Offers:
-    """The spaces each side named in its Hellos, and the ticks spent waiting for them."""
-
-    ours: tuple[bytes, ...] = ()
-    theirs: tuple[bytes, ...] = ()  # only spaces this endpoint holds; grows, never shrinks
-    ticks_awaiting: int = 0
-    ticks: int = 0
-
 
 class Session:
     """The sync protocol with one peer. See the module docstring."""
@@ -172,7 +150,9 @@ class Session:
         expected_peer: bytes | None = None,
         lossy: bool = False,
         max_frame: int = MAX_FRAME,
+        versions: Versions = OURS,
     ) -> None:
+        """``versions``: what this side announces and speaks (another release's, in tests)."""
         self.host = host
         self.expected_peer = expected_peer
         # With an authenticated transport the peer is known before its Hello arrives.
@@ -180,11 +160,19 @@ class Session:
         self.lossy = lossy
         self.state = State.AWAIT_HELLO
         self.error: RemoteProtocolError | None = None
+        # What the peer's Hello announced, the protocol version both use, and -- when the
+        # session failed because the two releases cannot sync -- which versions do not meet.
+        self.versions = versions
+        self.peer_versions: Versions | None = None
+        self.protocol = versions.protocol_low
+        self.version_gap: VersionGap | None = None
         self.stats = SessionStats()
         self._links: dict[bytes, SpaceLink] = {}
+        self._unlinked: set[bytes] = set()  # spaces whose link closed: late messages are ignored
+        self.refusals = RefusalLog()
         self._decoder = FrameDecoder(max_frame=max_frame)
         self._outbox = Outbox(self.stats, max_frame=max_frame)
-        self._offers = _Offers()
+        self._offers = Offers()
         self._waiting: Event | None = None  # returned, not yet answered
         self._send_hello(reply=False)
 
@@ -262,7 +250,10 @@ class Session:
     def _send_hello(self, *, reply: bool) -> None:
         offers = self._offers
         offers.ours = tuple(self.host.spaces_for(self.peer, offers.theirs)) if self.peer else ()
-        self._send(Hello(endpoint=self.host.endpoint_id, spaces=offers.ours, reply=reply))
+        hello = Hello(
+            endpoint=self.host.endpoint_id, spaces=offers.ours, reply=reply, versions=self.versions
+        )
+        self._send(hello)
 
     def data_to_send(self, max_bytes: int = CHUNK_BYTES * 2) -> bytes:
         """Bytes for the peer, at most about ``max_bytes`` (whole frames). Empty when idle."""
@@ -290,10 +281,14 @@ class Session:
 
     def push(self, space: bytes, executed: Sequence[tuple[Delta, bytes]]) -> None:
         """Deltas the endpoint executed in ``space`` (created here or received from anyone):
-        send those the peer lacks, now or after its catch-up stream."""
+        send those the peer lacks, now or after its catch-up stream. A peer removed from the
+        space gets the delta that removed it, and nothing executed after it."""
         link = self._links.get(space)
         if link is not None and self.state is State.OPEN:
-            self._outbox.buffer_or_push(space, link, executed)
+            if self.peer is not None:
+                executed = sendable(link.replica, self.peer, executed)
+            if executed:
+                self._outbox.buffer_or_push(space, link, executed)
 
     def ask_offers(self) -> None:
         """Ask the peer to name again the spaces it syncs with us (after we started holding
@@ -301,12 +296,22 @@ class Session:
         if self.state is State.OPEN and self.peer is not None:
             self._send_hello(reply=False)
 
+    def forget_offers(self, spaces: Iterable[bytes]) -> None:
+        """Forget that the peer offered ``spaces`` (this endpoint was removed from them: what
+        was offered before is stale; a sponsor offers them again on a re-admission)."""
+        self._offers.forget(spaces)
+
     def refresh_spaces(self) -> None:
-        """Offer spaces again if the set we would sync with this peer grew."""
+        """Follow the spaces we would sync with this peer: offer again if they grew; close the
+        links of those it lost (the peer, or this endpoint, is no longer a member there),
+        sending nothing more of them."""
         if self.peer is None or self.closed:
             return
-        offered = tuple(self.host.spaces_for(self.peer, self._offers.theirs))
-        if set(offered) - set(self._offers.ours):
+        lost, grew = self._offers.follow(self.host.spaces_for(self.peer, self._offers.theirs))
+        for space in sorted(lost):
+            if self._links.pop(space, None) is not None:
+                self._unlinked.add(space)
+        if grew:
             self._send_hello(reply=False)
             self._update_links()
 
@@ -323,13 +328,15 @@ class Session:
         if self.lossy and any(accepted.get(c, 0) < s for c, s in event.vector):
             # Part of the stream was lost in transit: ask again from where we are.
             self._request(event.space, link)
-        self._send(Ack(space=event.space, vector=vector_of(link.replica.vector)))
+        self._send_ack(event.space, link)
         link.received_since_ack = False
 
     def deltas_applied(self, event: DeltasReceived, result: ReceiveResult) -> None:
         """The endpoint applied ``event``'s deltas with ``result``. Raises the first rejection
-        that proves the peer sent something invalid (the session has then failed, with an
-        Error frame queued)."""
+        that proves the peer sent something invalid (``blames_sender``; the session has then
+        failed, with an Error frame queued); other rejections are kept for
+        :meth:`take_refusals`. Asks for older copies when the batch showed a divergence that may
+        start before it (:func:`~p2pspace.sync.divergence.walk_back`)."""
         if self._waiting is not event:
             raise LocalProtocolError("deltas_applied() for an event that is not pending")
         self._waiting = None
@@ -340,10 +347,17 @@ class Session:
             if seq > link.known.get(creator, 0):
                 link.known[creator] = seq
         link.received_since_ack = True
-        for rejection in result.rejected:
-            if not isinstance(rejection.error, _TOLERATED):
-                self._fail(rejection.error)
-                raise rejection.error
+        blamed = self.refusals.judge(event.space, link, result)
+        if blamed is not None:
+            self._fail(blamed)
+            raise blamed
+        earlier = divergence.walk_back(result.seen, result.rejected)
+        if earlier:
+            self.send_fetch(event.space, earlier)
+
+    def take_refusals(self) -> list[Refusal]:
+        """Refusals since the last call, one per (space, kind), for the driver to report."""
+        return self.refusals.take()
 
     # -- input --------------------------------------------------------------------------------
 
@@ -396,6 +410,11 @@ class Session:
             raise ResourceLimitError("peer is not reading; outgoing queue over its limit")
         try:
             message = decode_message(payload)
+        except RemoteProtocolError as exc:
+            if exc.code is ErrorCode.UNSUPPORTED_VERSION:
+                self.version_gap = payload_version_gap(payload)
+            raise
+        try:
             self._transition(Input(message.TYPE))
         except _Ignore:
             return None
@@ -418,14 +437,14 @@ class Session:
             raise AuthenticationError("peer claims this endpoint's own id")
         if self.peer is not None and message.endpoint != self.peer:
             raise AuthenticationError("peer changed its endpoint id")
+        gap = version_gap(message.versions, self.versions)
+        if gap is not None:
+            self.version_gap = gap
+            raise gap.error()
+        self.peer_versions = message.versions
+        self.protocol = common_protocol(message.versions, self.versions)
         self.peer = message.endpoint
-        # Offers only grow while a connection lives; a late, stale Hello must not shrink them.
-        # Only spaces this endpoint has matter (bounded by its own spaces, not by the peer).
-        mine = self.host.replicas
-        offered = {sid for sid in message.spaces if sid in mine}
-        offers = self._offers
-        if not offered <= set(offers.theirs):
-            offers.theirs = tuple(sorted(set(offers.theirs) | offered))
+        self._offers.hear(message.spaces, self.host.replicas)
         if not message.reply:
             self._send_hello(reply=True)
             self._update_links()
@@ -435,22 +454,34 @@ class Session:
             self._update_links()
 
     def _update_links(self) -> None:
-        common = set(self._offers.ours) & set(self._offers.theirs)
-        for space in sorted(common - set(self._links)):
+        for space in sorted(self._offers.common() - set(self._links)):
             replica = self.host.replicas.get(space)
             if replica is None:
                 continue
             link = SpaceLink(replica=replica)
             self._links[space] = link
+            self._unlinked.discard(space)
             self._request(space, link)
 
     def _request(self, space: bytes, link: SpaceLink) -> None:
         link.ticks_requested = 0
         link.feed_recv(RecvInput.REQUEST)
-        self._send(Revision(space=space, vector=vector_of(link.replica.accepted_vector())))
+        self._send_revision(space, link)
+
+    def _send_revision(self, space: bytes, link: SpaceLink) -> None:
+        accepted = link.replica.accepted_vector()
+        heads = divergence.revision_heads(link.replica, accepted) if self.protocol >= 2 else ()
+        self._send(Revision(space=space, vector=vector_of(accepted), heads=heads))
+
+    def _send_ack(self, space: bytes, link: SpaceLink) -> None:
+        vector = vector_of(link.replica.vector)
+        digest = divergence.link_digest(link, vector) if self.protocol >= 2 else b""
+        self._send(Ack(space=space, vector=vector, digest=digest))
 
     def _link_for(self, space: bytes) -> SpaceLink | None:
         link = self._links.get(space)
+        if link is None and space in self._unlinked:
+            return None  # sent before the peer learnt that the link closed
         if link is None and not self.lossy:
             raise RemoteProtocolError(
                 "message for a space this connection does not sync",
@@ -463,8 +494,13 @@ class Session:
         if link is None:
             return
         vector = dict(message.vector)
-        _merge(link.acked, _members_only(link.replica, vector))
+        merge_vector(link.acked, members_only(link.replica, vector))
         self._outbox.start_stream(link, vector, SendInput.REVISION)
+        if message.heads:
+            # Our copies go out before the stream: what it brings may chain to them.
+            ranges = divergence.answer(link, vector, message.heads, again=self.lossy)
+            if ranges:
+                self._outbox.answer_fetch(message.space, link, ranges)
 
     def _on_deltas(self, message: Deltas) -> DeltasReceived | None:
         link = self._link_for(message.space)
@@ -480,7 +516,7 @@ class Session:
         link = self._link_for(message.space)
         if link is None:
             return None
-        _merge(link.acked, _members_only(link.replica, dict(message.vector)))
+        merge_vector(link.acked, members_only(link.replica, dict(message.vector)))
         link.feed_recv(RecvInput.SYNCED)
         return CatchUpEnded(space=message.space, vector=message.vector)
 
@@ -489,9 +525,11 @@ class Session:
         if link is None:
             return
         # Only creators that are members count: made-up ids must not grow what we keep.
-        vector = _members_only(link.replica, dict(message.vector))
-        _merge(link.acked, vector)
-        _merge(link.known, vector)
+        vector = members_only(link.replica, dict(message.vector))
+        merge_vector(link.acked, vector)
+        merge_vector(link.known, vector)
+        if self.protocol >= 2 and divergence.asks_revision(link, message):
+            self._request(message.space, link)
 
     def _on_fetch(self, message: Fetch) -> None:
         link = self._link_for(message.space)
@@ -503,7 +541,8 @@ class Session:
 
     def _on_error(self, message: Error) -> None:
         self.error = RemoteProtocolError(
-            f"peer closed with error {message.code}: {message.message}"
+            f"peer closed with error {message.code}: {message.message}",
+            code=message.error_code(),
         )
         self._links.clear()
 
@@ -532,45 +571,28 @@ class Session:
             self._tick_link(space, link)
 
     def _tick_link(self, space: bytes, link: SpaceLink) -> None:
-        replica = link.replica
-        if link.recv is not RecvState.SYNCED:
-            link.ticks_requested += 1
-            if link.recv is RecvState.REQUESTED and link.ticks_requested >= CATCH_UP_PATIENCE:
-                # Stop holding back merges for a peer that does not answer.
-                link.feed_recv(RecvInput.SILENT)
-            if self.lossy and link.ticks_requested % RETRANSMIT_TICKS == 0:
-                self._send(Revision(space=space, vector=vector_of(replica.accepted_vector())))
-        accepted = replica.accepted_vector()
-        if any(accepted.get(c, 0) < s for c, s in link.acked.items()):
-            link.lag_ticks += 1
-            if link.lag_ticks >= RETRANSMIT_TICKS and link.recv is RecvState.SYNCED:
-                link.lag_ticks = 0
-                self._request(space, link)
-        else:
-            link.lag_ticks = 0
-        if link.received_since_ack or self._offers.ticks % ACK_EVERY_TICKS == 0:
-            link.received_since_ack = False
-            self._send(Ack(space=space, vector=vector_of(replica.vector)))
+        ack_due = self._offers.ticks % ACK_EVERY_TICKS == 0
+        duties = link.tick(link.replica.accepted_vector(), lossy=self.lossy, ack_due=ack_due)
+        if duties.revision:
+            self._send_revision(space, link)
+        if duties.request:
+            self._request(space, link)
+        if duties.ack:
+            self._send_ack(space, link)
 
     def send_fetch(self, space: bytes, ranges: Sequence[tuple[bytes, int, int]]) -> None:
-        if space in self._links and ranges and self.state is State.OPEN:
-            self._send(Fetch(space=space, ranges=tuple(ranges)))
+        """Ask the peer for ``(creator, first, last)`` ranges, short of any delta it sent that
+        we refused (it would only be refused again)."""
+        link = self._links.get(space)
+        if link is None or self.state is not State.OPEN:
+            return
+        wanted = link.fetchable(ranges)
+        if wanted:
+            self._send(Fetch(space=space, ranges=tuple(wanted[:MAX_RANGES])))
 
 
 class _Ignore(Exception):
     """Internal: an out-of-order input on a lossy link, dropped."""
-
-
-def _members_only(replica: Replica, vector: dict[bytes, int]) -> dict[bytes, int]:
-    """What a peer says it has, for creators we know to be members: made-up ids in a vector
-    must not grow what a session keeps."""
-    return {c: s for c, s in vector.items() if replica.is_member(c)}
-
-
-def _merge(into: dict[bytes, int], other: dict[bytes, int]) -> None:
-    for key, value in other.items():
-        if value > into.get(key, 0):
-            into[key] = value
 
 
 _HANDLERS: dict[type, Callable[[Session, Any], Event | None]] = {
@@ -589,6 +611,7 @@ __all__ = [
     "Event",
     "LinkView",
     "RecvState",
+    "Refusal",
     "SendState",
     "Session",
     "SessionHost",

@@ -12,6 +12,11 @@ space it syncs with its peer. A link runs two small machines, each a table:
   stop being held back for it); ``synced`` afterwards. A new request (gap repair, a lossy
   link's retransmission) goes back to ``requested``.
 
+Besides the machines a link remembers what keeps a refusal from turning into a loop: the first
+seq of each creator we refused from this peer (gap repair and fetches do not ask for it again:
+its verdict would not change), the creators seen equivocating on it, and which divergences it
+already answered (:mod:`p2pspace.sync.divergence`).
+
 An input a table does not allow is our bug (:class:`~p2pspace.errors.LocalProtocolError`): the
 session only feeds inputs its handlers have already checked against the peer's messages.
 
@@ -23,12 +28,16 @@ writes a link directly.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from p2pspace.core.delta import Delta, OrderKey
 from p2pspace.core.replica import Replica
 from p2pspace.errors import LocalProtocolError
+
+MAX_REMEMBERED = 1024  # refused creators and answered divergences a link keeps, each
+RETRANSMIT_TICKS = 3  # a lossy link repeats its Revision this often; gap repair waits as long
+CATCH_UP_PATIENCE = 40  # ticks without stream activity before merges stop waiting for a peer
 
 
 class SendState(enum.Enum):
@@ -101,6 +110,15 @@ class LinkView:
         return sum(self.acked.values())
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Duties:
+    """What a link's tick asks its session to send."""
+
+    revision: bool = False  # our Revision again (a lossy link may have lost it)
+    request: bool = False  # a fresh request: the peer has deltas we lack (gap repair)
+    ack: bool = False
+
+
 @dataclass(slots=True, kw_only=True)
 class SpaceLink:
     """Sync state of one space with one peer (owned by its session)."""
@@ -118,6 +136,11 @@ class SpaceLink:
     lag_ticks: int = 0
     received_since_ack: bool = False
     received: int = 0
+    refused: dict[bytes, int] = field(default_factory=dict)  # creator -> first refused seq
+    equivocators: set[bytes] = field(default_factory=set)
+    answered: set[tuple[bytes, int, bytes]] = field(default_factory=set)  # (creator, seq, hash)
+    digest: tuple[tuple[tuple[bytes, int], ...], bytes] = ((), b"")  # (vector, its digest)
+    mismatch: tuple[tuple[tuple[bytes, int], ...], bytes] = ((), b"")  # last one acted on
 
     def feed_send(self, event: SendInput) -> None:
         new = SEND_TRANSITIONS.get((self.send, event))
@@ -130,6 +153,62 @@ class SpaceLink:
         if new is None:
             raise LocalProtocolError(f"space link: {event.value} not allowed in {self.recv.value}")
         self.recv = new
+
+    def tick(self, accepted: Mapping[bytes, int], *, lossy: bool, ack_due: bool) -> Duties:
+        """One tick of the link, given our accepted vector: stop holding merges back for a
+        silent peer, and say what to send."""
+        retransmit = False
+        if self.recv is not RecvState.SYNCED:
+            self.ticks_requested += 1
+            if self.recv is RecvState.REQUESTED and self.ticks_requested >= CATCH_UP_PATIENCE:
+                # Stop holding back merges for a peer that does not answer.
+                self.feed_recv(RecvInput.SILENT)
+            retransmit = lossy and self.ticks_requested % RETRANSMIT_TICKS == 0
+        request = False
+        if any(self.expects(c, accepted.get(c, 0), s) for c, s in self.acked.items()):
+            self.lag_ticks += 1
+            if self.lag_ticks >= RETRANSMIT_TICKS and self.recv is RecvState.SYNCED:
+                self.lag_ticks = 0
+                request = True
+        else:
+            self.lag_ticks = 0
+        ack = self.received_since_ack or ack_due
+        self.received_since_ack = False
+        return Duties(revision=retransmit, request=request, ack=ack)
+
+    def refuse(self, creator: bytes, seq: int) -> None:
+        """The peer sent ``creator:seq`` and we refused it for good (its creator broke a rule):
+        do not ask this peer for it again."""
+        known = self.refused.get(creator)
+        if known is None and len(self.refused) >= MAX_REMEMBERED:
+            return
+        if known is None or seq < known:
+            self.refused[creator] = seq
+
+    def expects(self, creator: bytes, have: int, offered: int) -> bool:
+        """True if the peer, which has ``creator`` up to ``offered``, can bring us deltas of it
+        beyond ``have`` that we would accept (not only ones we refused)."""
+        return min(offered, self.refused.get(creator, offered + 1) - 1) > have
+
+    def fetchable(self, ranges: Sequence[tuple[bytes, int, int]]) -> list[tuple[bytes, int, int]]:
+        """``(creator, first, last)`` ranges cut short of any delta this peer sent that we
+        refused for good (asking for it again would only bring the same refusal)."""
+        wanted: list[tuple[bytes, int, int]] = []
+        for creator, first, last in ranges:
+            stop = self.refused.get(creator)
+            if stop is not None and stop <= last:
+                last = stop - 1
+            if first <= last:
+                wanted.append((creator, first, last))
+        return wanted
+
+    def remember_answer(self, creator: bytes, seq: int, digest: bytes) -> bool:
+        """True the first time this divergence is answered on this link."""
+        key = (creator, seq, digest)
+        if key in self.answered or len(self.answered) >= MAX_REMEMBERED:
+            return False
+        self.answered.add(key)
+        return True
 
     @property
     def holds_merges(self) -> bool:
@@ -147,13 +226,46 @@ class SpaceLink:
         )
 
 
+def sendable(
+    replica: Replica, peer: bytes, executed: Sequence[tuple[Delta, bytes]]
+) -> Sequence[tuple[Delta, bytes]]:
+    """What of ``executed`` ``peer`` may get: all of it unless the peer is a removed member;
+    once removed, only up to the delta that removed it (so that it learns of its removal)."""
+    member = replica.members().get(peer)
+    if member is None or member.current:
+        return executed
+    for index, (delta, _wire) in enumerate(executed):
+        if (delta.creator, delta.seq) == member.removed_by:
+            return executed[: index + 1]
+    return ()
+
+
+def members_only(replica: Replica, vector: Mapping[bytes, int]) -> dict[bytes, int]:
+    """What a peer says it has, for creators we know (members, or members once): made-up ids
+    in a vector must not grow what a session keeps."""
+    return {c: s for c, s in vector.items() if replica.knows_creator(c)}
+
+
+def merge_vector(into: dict[bytes, int], other: Mapping[bytes, int]) -> None:
+    """Grow ``into`` to cover ``other``."""
+    for key, value in other.items():
+        if value > into.get(key, 0):
+            into[key] = value
+
+
 __all__ = [
+    "CATCH_UP_PATIENCE",
     "RECV_TRANSITIONS",
+    "RETRANSMIT_TICKS",
     "SEND_TRANSITIONS",
+    "Duties",
     "LinkView",
     "RecvInput",
     "RecvState",
     "SendInput",
     "SendState",
     "SpaceLink",
+    "members_only",
+    "merge_vector",
+    "sendable",
 ]

@@ -140,6 +140,7 @@ def test_views_serialise_with_the_keys_the_api_serves() -> None:
         "id": S.hex(),
         "name": "s",
         "processor": "ready",
+        "equivocators": [],
         "member": True,
         "role": None,
         "removed_by": None,

@@ -107,3 +107,30 @@ def test_error_frames_become_typed_errors() -> None:
     other = Error(code=int(ErrorCode.BAD_SIGNATURE), message="bad proof")
     with pytest.raises(RemoteProtocolError, match="bad proof"):
         handshake.decode(handshake.encode(other), Welcome)
+
+
+def test_handshake_frames_go_as_version_1_and_read_in_every_version_spoken() -> None:
+    from p2pspace.core import codec
+    from p2pspace.sync.messages import PROTOCOL_VERSION
+
+    assert codec.decode(handshake.encode(challenge()))[1] == 1
+    for version in range(1, PROTOCOL_VERSION + 1):
+        payload = codec.encode(
+            [int(handshake.HandshakeType.CHALLENGE), version, challenge().body()]
+        )
+        assert handshake.decode(payload, Challenge) == challenge()
+    newer = codec.encode([int(handshake.HandshakeType.CHALLENGE), 5, challenge().body()])
+    with pytest.raises(RemoteProtocolError) as info:
+        handshake.decode(newer, Challenge)
+    assert str(info.value) == f"you run protocol v5; this endpoint speaks v1-v{PROTOCOL_VERSION}"
+
+
+def test_a_peer_error_keeps_its_code() -> None:
+    refused = Error(code=int(ErrorCode.UNSUPPORTED_VERSION), message="you run protocol v1")
+    with pytest.raises(RemoteProtocolError) as info:
+        handshake.decode(handshake.encode(refused), Welcome)
+    assert info.value.code == ErrorCode.UNSUPPORTED_VERSION
+    unknown = Error(code=999, message="a code of a later release")
+    with pytest.raises(RemoteProtocolError) as info:
+        handshake.decode(handshake.encode(unknown), Welcome)
+    assert info.value.code == ErrorCode.MALFORMED

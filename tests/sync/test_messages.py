@@ -17,11 +17,13 @@ from p2pspace.errors import (
     TooFarAheadError,
 )
 from p2pspace.sync.messages import (
+    LEGACY,
     MAX_DELTAS_PER_FRAME,
     MAX_ERROR_TEXT,
     MAX_RANGES,
     MAX_SPACES,
     MESSAGE_TYPES,
+    OURS,
     PROTOCOL_VERSION,
     Ack,
     Deltas,
@@ -32,9 +34,13 @@ from p2pspace.sync.messages import (
     MessageType,
     Revision,
     Synced,
+    Versions,
+    common_protocol,
     decode_message,
     encode_message,
+    payload_version_gap,
     vector_of,
+    version_gap,
 )
 from tests.helpers.strategies import messages
 
@@ -76,9 +82,10 @@ def test_round_trip(message: Message) -> None:
     assert type(back) is type(message)
     assert back == message
     assert encode_message(back) == data
-    # The payload is canonical CBOR [type, version, body].
+    # The payload is canonical CBOR [type, version, body]; a layout unchanged since v1 is sent
+    # as version 1, which every release reads.
     mtype, version, body = codec.decode_canonical(data)
-    assert (mtype, version) == (int(message.TYPE), PROTOCOL_VERSION)
+    assert (mtype, version) == (int(message.TYPE), message.layout())
     assert body == message.body()
 
 
@@ -93,9 +100,72 @@ def test_every_type_round_trips_at_its_bounds() -> None:
         Deltas(space=space, wires=(b"",) * MAX_DELTAS_PER_FRAME),
         Fetch(space=space, ranges=((b"c" * 16, MAX_SEQ, MAX_SEQ),) * MAX_RANGES),
         Error(code=int(ErrorCode.INTERNAL), message="x" * MAX_ERROR_TEXT),
+        Revision(space=space, vector=((b"a" * 16, 3),), heads=((b"a" * 16, b"h" * 32),)),
+        Revision(
+            space=space, vector=(), heads=tuple((bytes([i]) * 16, b"h" * 32) for i in range(256))
+        ),
+        Ack(space=space, vector=((b"a" * 16, 3),), digest=b"d" * 32),
     ]
     for message in bounds:
         assert decode_message(encode_message(message)) == message
+
+
+def test_content_fields_travel_in_layout_2_and_plain_messages_in_layout_1() -> None:
+    space, creator = b"s" * 16, b"a" * 16
+    plain = Revision(space=space, vector=((creator, 3),))
+    with_heads = Revision(space=space, vector=((creator, 3),), heads=((creator, b"h" * 32),))
+    assert codec.decode(encode_message(plain))[1] == 1
+    assert codec.decode(encode_message(with_heads))[1] == 2
+    assert codec.decode(encode_message(Ack(space=space, vector=(), digest=b"d" * 32)))[1] == 2
+    # A first-release peer's Hello carries no versions entry; ours carries one, which a first
+    # release ignores (it holds no space with that id) and which never shows as a space here.
+    legacy = codec.encode([1, 1, [creator, [space], True]])
+    assert decode_message(legacy) == Hello(
+        endpoint=creator, spaces=(space,), reply=True, versions=LEGACY
+    )
+    ours = encode_message(Hello(endpoint=creator, spaces=(space,), reply=True))
+    _t, _v, (_e, listed, _r) = codec.decode(ours)
+    assert listed == [space, OURS.mark()] and len(OURS.mark()) == 16
+    hello = decode_message(ours)
+    assert isinstance(hello, Hello) and hello.spaces == (space,) and hello.versions == OURS
+
+
+def test_versions_meet_or_name_both_sides() -> None:
+    assert version_gap(LEGACY) is None and common_protocol(LEGACY) == 1
+    assert version_gap(OURS) is None and common_protocol(OURS) == PROTOCOL_VERSION
+    newer = Versions(protocol_low=3, protocol_high=4, formats_low=1, formats_high=1)
+    gap = version_gap(newer)
+    assert gap is not None and gap.peer_is_newer
+    assert gap.describe() == (
+        f"runs protocol v3; this release speaks v1-v{PROTOCOL_VERSION}: upgrade p2pspace"
+    )
+    error = gap.error()
+    assert error.code == ErrorCode.UNSUPPORTED_VERSION
+    assert str(error) == f"you run protocol v3; this endpoint speaks v1-v{PROTOCOL_VERSION}"
+    writes_newer = Versions(protocol_low=1, protocol_high=2, formats_low=1, formats_high=2)
+    gap = version_gap(writes_newer)
+    assert gap is not None and gap.what == "delta format"
+    assert gap.describe() == "writes delta format v2; this release reads v1-v1: upgrade p2pspace"
+    older = Versions(protocol_low=1, protocol_high=1, formats_low=1, formats_high=1)
+    gap = version_gap(older, ours=newer)
+    assert gap is not None and not gap.peer_is_newer
+    assert gap.describe().endswith("the peer must upgrade p2pspace")
+
+
+@pytest.mark.parametrize(
+    "mark",
+    [
+        b"p2pspace" + bytes(8),  # versions 0
+        b"p2pspace" + b"\x00\x02\x00\x01\x00\x01\x00\x01",  # low above high
+        b"p2pspace" + b"\x00\x01",  # short
+    ],
+)
+def test_a_bad_versions_entry_is_malformed(mark: bytes) -> None:
+    with pytest.raises(MalformedError):
+        decode_message(codec.encode([1, 1, [b"e" * 16, [mark], True]]))
+    with pytest.raises(MalformedError):
+        two = OURS.mark()
+        decode_message(codec.encode([1, 1, [b"e" * 16, [two, two], True]]))
 
 
 def test_vector_of_drops_zero_entries_and_sorts() -> None:
@@ -119,12 +189,24 @@ def test_unknown_type_is_unknown_type_error(mtype: Any) -> None:
     assert not isinstance(info.value, MalformedError)
 
 
-@pytest.mark.parametrize("version", [0, 2, 255, -1, "1", 1.0, True, None, b"\x01"])
+@pytest.mark.parametrize(
+    "version", [0, PROTOCOL_VERSION + 1, 255, -1, "1", 1.0, True, None, b"\x01"]
+)
 @pytest.mark.parametrize("mtype", list(MessageType))
 def test_wrong_version_is_unsupported_version(mtype: MessageType, version: Any) -> None:
     with pytest.raises(RemoteProtocolError) as info:
         decode_message(payload(int(mtype), version, []))
     assert info.value.code == ErrorCode.UNSUPPORTED_VERSION
+
+
+def test_a_newer_frame_names_both_versions() -> None:
+    data = payload(int(MessageType.ACK), 7, [b"s" * 16, {}])
+    with pytest.raises(RemoteProtocolError) as info:
+        decode_message(data)
+    assert str(info.value) == f"you run protocol v7; this endpoint speaks v1-v{PROTOCOL_VERSION}"
+    gap = payload_version_gap(data)
+    assert gap is not None and (gap.peer, gap.low, gap.high) == (7, 1, PROTOCOL_VERSION)
+    assert payload_version_gap(encode_message(Ack(space=b"s" * 16, vector=()))) is None
 
 
 E, S = b"e" * 16, b"s" * 16
@@ -181,11 +263,30 @@ BAD_BODIES: list[tuple[MessageType, Any]] = [
 ]
 
 
+BAD_LAYOUT_2: list[tuple[MessageType, Any]] = [
+    (MessageType.REVISION, [S, {}]),
+    (MessageType.REVISION, [S, {}, []]),
+    (MessageType.REVISION, [S, {E: 1}, {E: b"h" * 31}]),
+    (MessageType.REVISION, [S, {E: 1}, {E[:15]: b"h" * 32}]),
+    (MessageType.REVISION, [S, {E: 1}, {E: "h" * 32}]),
+    (MessageType.ACK, [S, {}]),
+    (MessageType.ACK, [S, {}, b"d" * 31]),
+    (MessageType.ACK, [S, {}, None]),
+]
+
+
 @pytest.mark.parametrize(("mtype", "body"), BAD_BODIES, ids=lambda v: repr(v)[:40])
 def test_bad_body_is_malformed(mtype: MessageType, body: Any) -> None:
-    with pytest.raises(MalformedError) as info:
-        decode_message(payload(int(mtype), PROTOCOL_VERSION, body))
-    assert info.value.code == ErrorCode.MALFORMED
+    for version in range(1, PROTOCOL_VERSION + 1):
+        with pytest.raises(MalformedError) as info:
+            decode_message(payload(int(mtype), version, body))
+        assert info.value.code == ErrorCode.MALFORMED
+
+
+@pytest.mark.parametrize(("mtype", "body"), BAD_LAYOUT_2, ids=lambda v: repr(v)[:40])
+def test_bad_layout_2_body_is_malformed(mtype: MessageType, body: Any) -> None:
+    with pytest.raises(MalformedError):
+        decode_message(payload(int(mtype), 2, body))
 
 
 @pytest.mark.parametrize(

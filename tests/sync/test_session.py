@@ -3,81 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from p2pspace.core.delta import make_body
 from p2pspace.core.identity import Identity
 from p2pspace.core.replica import Replica
-from p2pspace.engines import members, rdb
+from p2pspace.engines import rdb
 from p2pspace.errors import ResourceLimitError
-from p2pspace.node.home import open_endpoint
-from p2pspace.sync.endpoint import Endpoint
 from p2pspace.sync.framing import FrameDecoder, frame
 from p2pspace.sync.messages import Deltas, Error, Fetch, Hello, decode_message, encode_message
 from p2pspace.sync.outbox import MAX_OUTBOX
 from p2pspace.sync.session import SendState, State
 from p2pspace.testing.loopback import Link, connect, pump
-
-
-class Net:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.endpoints: list[Endpoint] = []
-
-    def endpoint(self, name: str) -> Endpoint:
-        ep = open_endpoint(self.root / name, seed=name.encode(), durability="normal", name=name)
-        self.endpoints.append(ep)
-        return ep
-
-    def close(self) -> None:
-        for ep in self.endpoints:
-            ep.close()
-
-
-@pytest.fixture
-def net(tmp_path: Path) -> Iterator[Net]:
-    n = Net(tmp_path)
-    yield n
-    n.close()
-
-
-def add(owner: Endpoint, space: bytes, other: Endpoint) -> None:
-    owner.create(
-        space,
-        [
-            members.add_command(
-                member_id=other.endpoint_id, key=other.identity.public_key, name=other.name
-            )
-        ],
-        time=2,
-    )
-
-
-def space_of(net: Net, *names: str) -> tuple[list[Endpoint], bytes]:
-    eps = [net.endpoint(n) for n in names]
-    replica = eps[0].create_space("s", time=1, nonce=b"\x02" * 16)
-    for other in eps[1:]:
-        add(eps[0], replica.space_id, other)
-    # Everyone was added up front, so any of them may bring a joiner its grant.
-    everyone = [e.endpoint_id for e in eps]
-    for other in eps[1:]:
-        other.join_space(replica.genesis.wire(), sponsors=everyone)
-    return eps, replica.space_id
-
-
-def disconnect(*eps: Endpoint) -> None:
-    for ep in eps:
-        for session in list(ep.sessions):
-            ep.close_session(session)
-
-
-def same(a: Replica, b: Replica) -> None:
-    assert a.vector == b.vector
-    assert a.order_digest() == b.order_digest()
-    assert a.state_digest() == b.state_digest()
+from tests.sync.endpoints import Net, add, disconnect, same, space_of
 
 
 def test_catch_up_sends_exactly_what_is_missing(net: Net) -> None:
