@@ -107,6 +107,14 @@ class InvalidDeltaError(RemoteProtocolError):
     """A delta failed verification. Subclasses name the rule it broke."""
 
 
+class UnsupportedFormatError(MalformedError):
+    """A delta in a format this release does not read (made by a newer release): not the
+    relaying peer's fault."""
+
+    code = ErrorCode.UNSUPPORTED_VERSION
+    blames_sender = False
+
+
 class ForgedDeltaError(InvalidDeltaError, AuthenticationError):
     """Bad signature, or a hash chain that does not link to a verified signature."""
 

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 from p2pspace.core import codec
 from p2pspace.core.identity import ENDPOINT_ID_SIZE, SIGNATURE_SIZE
-from p2pspace.errors import MalformedError
+from p2pspace.errors import MalformedError, UnsupportedFormatError
 
 FORMAT_VERSION = 1
 SPACE_ID_SIZE = 16
@@ -224,8 +224,13 @@ def _from_body_value(
         raise MalformedError("delta body must be a 9-element array")
     version, space, creator, seq, rank, deps, prev, time, commands = value
     # Exact-type checks, inlined: this runs once per received delta.
-    if type(version) is not int or version != FORMAT_VERSION:
-        raise MalformedError(f"unsupported delta format {version!r}")
+    if type(version) is not int:
+        raise MalformedError(f"delta format must be an integer, not {version!r}")
+    if version != FORMAT_VERSION:
+        raise UnsupportedFormatError(
+            f"delta format {version} is not format {FORMAT_VERSION}, the one this release "
+            "reads: it was made by a newer p2pspace; upgrade to read it"
+        )
     if type(space) is not bytes or len(space) not in (0, SPACE_ID_SIZE):
         raise MalformedError("space id must be 16 bytes (or empty in a genesis delta)")
     if type(creator) is not bytes or len(creator) != ENDPOINT_ID_SIZE:

@@ -25,7 +25,7 @@ from p2pspace.core.delta import (
     space_id_of,
 )
 from p2pspace.core.identity import Identity
-from p2pspace.errors import MalformedError
+from p2pspace.errors import ErrorCode, MalformedError, UnsupportedFormatError
 
 HYPOTHESIS = settings(max_examples=100, deadline=None, derandomize=True, database=None)
 
@@ -271,6 +271,15 @@ def test_malformed_body_is_malformed_error(name: str) -> None:
         decode_delta(wire_of(value))
     with pytest.raises(MalformedError):
         decode_delta(wire_of(value, ALICE.sign(codec.encode(value))))
+
+
+def test_a_newer_delta_format_says_so_and_does_not_blame_the_relaying_peer() -> None:
+    with pytest.raises(UnsupportedFormatError, match="newer p2pspace") as info:
+        decode_delta(wire_of(body_value(version=FORMAT_VERSION + 1)))
+    assert info.value.code == ErrorCode.UNSUPPORTED_VERSION and not info.value.blames_sender
+    with pytest.raises(MalformedError) as plain:
+        decode_delta(wire_of(body_value(version=True)))
+    assert plain.value.blames_sender
 
 
 def test_malformed_fixture_is_only_broken_where_intended() -> None:
