@@ -282,8 +282,13 @@ class Node:
         return self.space_book.discussion(space, required=required)
 
     def acked(self, space: bytes) -> dict[bytes, dict[bytes, int]]:
-        """The latest vector each peer acknowledged for ``space`` (kept across restarts)."""
-        return self.acks.acked(space)
+        """The latest vector each current member acknowledged for ``space`` (kept across
+        restarts); a removed member's acks no longer count."""
+        acked = self.acks.acked(space)
+        replica = self.endpoint.replicas.get(space)
+        if replica is None:
+            return acked
+        return {peer: vector for peer, vector in acked.items() if replica.is_member(peer)}
 
     # -- records ------------------------------------------------------------------------------
 
