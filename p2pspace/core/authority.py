@@ -61,10 +61,25 @@ class MembersDelta:
     vector: dict[bytes, int]  # its causal past, itself excluded
     unsupported: bool = False
 
+    def counters(self, remover: bytes) -> bool:
+        """True if this delta removes or demotes ``remover``: a counter-move to a concurrent
+        removal by ``remover``, left to the total order (the first executes)."""
+        return counters_removal(self.commands, remover) and not self.unsupported
+
     def removes(self) -> list[bytes]:
         if self.unsupported:
             return []
         return [c.args["id"] for c in self.commands if c.engine == INSTANCE and c.name == "remove"]
+
+
+def counters_removal(commands: Sequence[Command], remover: bytes) -> bool:
+    """True if ``commands`` remove or demote ``remover`` (see :meth:`MembersDelta.counters`)."""
+    for c in commands:
+        if c.engine != INSTANCE or type(c.args) is not dict or c.args.get("id") != remover:
+            continue
+        if c.name == "remove" or (c.name == "role" and c.args.get("role") != "manager"):
+            return True
+    return False
 
 
 @dataclass(slots=True, kw_only=True)
@@ -154,7 +169,9 @@ class Authority:
             raise QuotaExceededError(
                 f"the creator's deltas would exceed the space's quota of {table.quota} bytes"
             )
-        return self.forked(creator, seq) or self._voided_by_removal(creator, seq, base, deps)
+        if self.forked(creator, seq):
+            return True
+        return self._voided_by_removal(creator, seq, base, deps, delta.commands)
 
     def accept(self, delta: Delta, *, void: bool, unsupported: bool = False) -> set[DeltaId]:
         """Record an accepted delta (checked by :meth:`check`, or created here). Returns the
@@ -291,6 +308,7 @@ class Authority:
                 and removal.id != record.id
                 and removal.vector.get(creator, 0) < seq
                 and record.vector.get(removal.id.creator, 0) < removal.id.seq
+                and not record.counters(removal.id.creator)
                 for removal, target in removals
             ):
                 continue  # void in this causal past: concurrent with the creator's removal
@@ -298,11 +316,18 @@ class Authority:
         return table
 
     def _voided_by_removal(
-        self, creator: bytes, seq: int, base: dict[bytes, int] | None, deps: dict[bytes, int]
+        self,
+        creator: bytes,
+        seq: int,
+        base: dict[bytes, int] | None,
+        deps: dict[bytes, int],
+        commands: Sequence[Command],
     ) -> bool:
         for record, target in self._removals:
             if target != creator or record.id in self.void:
                 continue
+            if counters_removal(commands, record.id.creator):
+                continue  # a concurrent counter-removal: the total order decides
             if record.vector.get(creator, 0) >= seq:
                 continue  # the removal covers this delta
             remover, at = record.id
@@ -319,12 +344,14 @@ class Authority:
         """Accepted deltas that the removals in ``record`` make void: the victim's deltas
         beyond the removal's vector (accepted before it, so none of them covers it)."""
         out: set[DeltaId] = set()
+        remover = record.id.creator
+        counters = {m.id for m in self._mdeltas if m.counters(remover)}
         for target in record.removes():
             head = self._vectors.get(target, {}).get(target, 0)
             start = record.vector.get(target, 0) + 1
             for seq in range(start, head + 1):
                 did = DeltaId(target, seq)
-                if did != record.id and did not in self.void:
+                if did != record.id and did not in self.void and did not in counters:
                     out.add(did)
         self.void |= out
         return out

@@ -426,7 +426,6 @@ class Replica:
                 "this endpoint is not (yet) a member of the space: the delta granting membership "
                 "has not reached it"
             )
-        self._authorize_local(batches)
         vector = dict(self.vector)
         vector.pop(me, None)
         deltas = write_chain(
@@ -440,6 +439,7 @@ class Replica:
             time=time,
             validate=self._validate_commands,
         )
+        self._authorize_local(deltas)
         try:
             void = self._authority.check(deltas[0])
         except InvalidDeltaError as exc:
@@ -462,24 +462,28 @@ class Replica:
             self._notify(executed)
         return deltas
 
-    def _authorize_local(self, batches: Sequence[Sequence[Command]]) -> None:
-        """Refuse (PermissionDeniedError) what every replica would refuse or no-op."""
+    def _authorize_local(self, deltas: Sequence[Delta]) -> None:
+        """Refuse (PermissionDeniedError) what every replica would refuse or make a no-op.
+        ``deltas`` are written (validated, signed) but not committed."""
+        if not self._authority.enforce:
+            return
         view = self.members()
         me = self.identity.endpoint_id
-        for commands in batches:
-            try:
-                self._validate_list(commands)
-            except CommandError as exc:
-                raise LocalProtocolError(f"invalid command: {exc}") from None
+        role = view.role_of(me)
+        for delta in deltas:
+            commands = delta.commands
+            if role in ("participant", "manager") and not any(
+                c.engine == membership.INSTANCE for c in commands
+            ):
+                continue  # the common case: a writer's tool commands
             reason = authorize(me, commands, view)
             if reason is not None:
-                role = view.role_of(me)
                 who = "not a member" if role is None else f"a {role}"
                 raise PermissionDeniedError(f"refused: {reason} (this endpoint is {who})")
         quota = self._authority.table().quota
-        if self._authority.used(me) >= quota:
+        if self._authority.used(me) + sum(len(d.body) for d in deltas) > quota:
             raise PermissionDeniedError(
-                f"refused: this endpoint's changes reached the space's quota of {quota} bytes"
+                f"refused: this endpoint's changes would exceed the space's quota of {quota} bytes"
             )
 
     def _validate_commands(self, delta: Delta) -> None:

@@ -646,7 +646,7 @@ def mutate(wire: bytes, ops: list[tuple[str, int, int]]) -> bytes:
 
 
 FUZZ = settings(
-    max_examples=150,
+    max_examples=400,
     deadline=None,
     derandomize=True,
     database=None,
