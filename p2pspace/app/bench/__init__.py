@@ -1,7 +1,10 @@
 """``p2pspace bench``: the workloads of the performance issues, each with a same-run baseline.
 
-* **W1 local commit**, **W2 catch-up**, **W3 concurrent merge** -- one process, no network
+* **W1 local commit**, **W2 catch-up** (each with authorisation enforced and, in the same run,
+  without it), **W3 concurrent merge** -- one process, no network
   (:mod:`~p2pspace.app.bench.local`).
+* **W3R** -- W3 in a space of 20 members while a manager changes 5 roles
+  (:mod:`~p2pspace.app.bench.merge`).
 * **W4 latency**, **W5 network catch-up** -- trio nodes over TLS on loopback
   (:mod:`~p2pspace.app.bench.network`).
 * **W6 thread load** -- a large discussion read through the local HTTP API
@@ -17,6 +20,6 @@ This package's ``__init__`` holds only the workload names: the command line's pa
 and must not pay for the workloads themselves.
 """
 
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")
+WORKLOADS = ("W1", "W2", "W3", "W3R", "W4", "W5", "W6", "W7")
 
 __all__ = ["WORKLOADS"]

@@ -50,12 +50,13 @@ def median_of_runs(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def format_table(results: Sequence[dict[str, Any]]) -> str:
     """The figures as a table: one row per workload and figure."""
-    lines = ["workload  figure                     value"]
+    width = max([len("figure"), *(len(key) for result in results for key in result)])
+    lines = [f"{'workload':<9} {'figure':<{width}} value"]
     for result in results:
         for key, value in result.items():
             if key == "workload":
                 continue
-            lines.append(f"{result['workload']:<9} {key:<26} {value}")
+            lines.append(f"{result['workload']:<9} {key:<{width}} {value}")
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from p2pspace.app.bench.api import w6
 from p2pspace.app.bench.cli import w7
 from p2pspace.app.bench.local import w1, w2, w3
+from p2pspace.app.bench.merge import w3r
 from p2pspace.app.bench.network import w4, w5
 from p2pspace.app.bench.report import median_of_runs
 
@@ -17,6 +18,7 @@ RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     "W1": w1,
     "W2": w2,
     "W3": w3,
+    "W3R": w3r,
     "W4": w4,
     "W5": w5,
     "W6": w6,
@@ -27,6 +29,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "W1": {"deltas": 2000, "records": 100},
     "W2": {"deltas": 2000, "records": 100},
     "W3": {"per_endpoint": 500, "shared": 20},
+    "W3R": {"per_endpoint": 500, "shared": 20},
     "W4": {"deltas": 300, "warmup": 10},
     "W5": {"deltas": 5000, "records": 100},
     "W6": {"posts": 1000, "threads": 50, "big": 100, "requests": 3},
