@@ -11,12 +11,20 @@ all drawn from one ``random.Random(seed)``:
 * ``partition`` -- the endpoints split in two groups for a while; connections across break and
   cannot be re-established until the partition heals;
 * ``crash`` -- an endpoint dies abruptly (its store is closed without any clean-up, in-memory
-  pending and staged deltas are lost) and restarts later by reopening its store.
+  pending and staged deltas are lost) and restarts later by reopening its store;
+* ``hostile`` -- the last endpoint is a byzantine member (a participant, or in some seeds a
+  guest; in some seeds the space's creator removes it midway): besides ordinary writes it
+  backdates deltas, squats record ids others use and tries every managing action, handing
+  what its own replica would refuse straight to its neighbours (:mod:`.hostile`);
+* ``equivocate`` -- the byzantine member (the same endpoint) also signs two different deltas
+  with one id and gives one copy to one neighbour and the other to the rest.
 
 Sessions on simulated links are ``lossy`` (they retransmit and tolerate reordering). After
 :meth:`SimNetwork.heal` stops all faults, :meth:`SimNetwork.run_until_quiet` runs until every
 replica has executed the same deltas; :meth:`SimNetwork.check_convergence` then compares order
 and state digests and checks that every replica's executed order respects every dependency.
+The byzantine member's own replica is held to nothing: only honest replicas are compared, and
+only protocol errors between two honest endpoints count against convergence.
 """
 
 from __future__ import annotations
@@ -38,32 +46,16 @@ from p2pspace.errors import RemoteProtocolError
 from p2pspace.node.home import open_endpoint
 from p2pspace.sync.endpoint import Endpoint
 from p2pspace.sync.session import Session
+from p2pspace.testing.convergence import Convergence, compare
+from p2pspace.testing.convergence import causality_violation as causality_violation
+from p2pspace.testing.faults import FAULT_KINDS as FAULT_KINDS
+from p2pspace.testing.faults import MEMBER_FAULTS as MEMBER_FAULTS
+from p2pspace.testing.faults import NETWORK_FAULTS as NETWORK_FAULTS
+from p2pspace.testing.faults import Faults
+from p2pspace.testing.hostile import Byzantine
 
-FAULT_KINDS = ("drop", "dup", "reorder", "partition", "crash")
 TICK_MS = 50
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Faults:
-    drop: float = 0.0
-    dup: float = 0.0
-    reorder: float = 0.0
-    partition: bool = False
-    crash: bool = False
-
-    @classmethod
-    def of(cls, kinds: Iterable[str]) -> Faults:
-        chosen = set(kinds)
-        unknown = chosen - set(FAULT_KINDS)
-        if unknown:
-            raise ValueError(f"unknown fault kinds: {sorted(unknown)}")
-        return cls(
-            drop=0.05 if "drop" in chosen else 0.0,
-            dup=0.05 if "dup" in chosen else 0.0,
-            reorder=0.1 if "reorder" in chosen else 0.0,
-            partition="partition" in chosen,
-            crash="crash" in chosen,
-        )
+NO_FAULTS = Faults()
 
 
 @dataclass(slots=True)
@@ -82,13 +74,7 @@ class SimStats:
     crashes: int = 0
     partitions: int = 0
     deltas_created: int = 0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Convergence:
-    converged: bool
-    reasons: tuple[str, ...]
-    endpoints: tuple[dict[str, Any], ...]
+    hostile_errors: int = 0  # protocol errors on sessions with the byzantine member
 
 
 @dataclass(slots=True)
@@ -108,7 +94,7 @@ class SimNetwork:
         *,
         endpoints: int,
         seed: int,
-        faults: Faults = Faults(),
+        faults: Faults = NO_FAULTS,
         topology: str = "mesh",
         durability: str = "normal",
     ) -> None:
@@ -138,11 +124,24 @@ class SimNetwork:
         self._partition: tuple[frozenset[int], frozenset[int]] | None = None
         self._faults_on = True
         self.space_id = b""
+        # The byzantine member, if any: the last endpoint (see the module docstring).
+        self.byzantine: Byzantine | None = None
+        if faults.byzantine and endpoints > 1:
+            self.byzantine = Byzantine.draw(
+                self.rng,
+                seed=seed,
+                index=endpoints - 1,
+                identity=self.endpoint(endpoints - 1).identity,
+                victim=self.endpoint(0).endpoint_id,
+                attacks=faults.attacks(),
+            )
+        byzantine = None if self.byzantine is None else self.byzantine.index
+        self.honest = [i for i in range(endpoints) if i != byzantine]
         self._setup_space()
         for i in range(endpoints):
-            self._schedule(self.rng.randint(1, TICK_MS), self._tick_event(i))
+            self.schedule(self.rng.randint(1, TICK_MS), self._tick_event(i))
         for a, b in sorted(self.links):
-            self._schedule(self.rng.randint(0, 20), self._connect_event(a, b))
+            self.schedule(self.rng.randint(0, 20), self._connect_event(a, b))
 
     # -- setup --------------------------------------------------------------------------------
 
@@ -162,9 +161,15 @@ class SimNetwork:
         for node in self.nodes[1:]:
             assert node.endpoint is not None
             ident = node.endpoint.identity
+            role = "participant"
+            if self.byzantine is not None and node.index == self.byzantine.index:
+                role = self.byzantine.role
             adds.append(
                 members_engine.add_command(
-                    member_id=ident.endpoint_id, key=ident.public_key, name=f"e{node.index}"
+                    member_id=ident.endpoint_id,
+                    key=ident.public_key,
+                    name=f"e{node.index}",
+                    role=role,
                 )
             )
         if adds:
@@ -200,7 +205,8 @@ class SimNetwork:
 
     # -- event loop ---------------------------------------------------------------------------
 
-    def _schedule(self, delay: int, action: Callable[[], None]) -> None:
+    def schedule(self, delay: int, action: Callable[[], None]) -> None:
+        """Run ``action`` ``delay`` virtual milliseconds from now."""
         heapq.heappush(self._events, (self.now + max(0, delay), next(self._counter), action))
 
     def step(self) -> bool:
@@ -217,7 +223,8 @@ class SimNetwork:
             self.step()
         self.now = max(self.now, end)
 
-    def _flush(self, i: int) -> None:
+    def flush(self, i: int) -> None:
+        """Send what endpoint ``i``'s sessions have queued (each frame meets the faults)."""
         for conn in list(self.conns.values()):
             if i in conn.sessions:
                 self._flush_conn(conn, i)
@@ -239,7 +246,7 @@ class SimNetwork:
                 delay = self.rng.randint(1, 8)
                 if self._faults_on and self.rng.random() < self.faults.reorder:
                     delay += self.rng.randint(20, 150)
-                self._schedule(delay, self._deliver_event(conn.gen, other, data))
+                self.schedule(delay, self._deliver_event(conn.gen, other, data))
         if session.closed:
             self._break(conn)
 
@@ -254,12 +261,39 @@ class SimNetwork:
             try:
                 endpoint.receive_data(session, data)
             except RemoteProtocolError as exc:
-                self.protocol_errors.append(f"endpoint {to}: {type(exc).__name__}: {exc}")
-            self._flush(to)
+                if self.honest_count(conn.a, conn.b) < 2:
+                    self.stats.hostile_errors += 1  # what it sends, or answers to it
+                else:
+                    self.protocol_errors.append(f"endpoint {to}: {type(exc).__name__}: {exc}")
+            self.flush(to)
             if session.closed:
                 self._break(conn)
 
         return deliver
+
+    def inject(self, src: int, dst: int, data: bytes) -> None:
+        """Deliver ``data`` to ``dst`` as if endpoint ``src`` had sent it on their connection,
+        now and fault-free, ahead of what their sessions send (a hostile peer's frames).
+        Nothing happens if the two are not connected."""
+        conn = self.conns.get((min(src, dst), max(src, dst)))
+        if conn is not None:
+            self.schedule(0, self._deliver_event(conn.gen, dst, data))
+
+    def neighbours(self, i: int) -> list[int]:
+        """The endpoints ``i`` is connected to now."""
+        return sorted(c.b if c.a == i else c.a for c in self.conns.values() if i in c.sessions)
+
+    def live_endpoint(self, i: int) -> Endpoint | None:
+        """Endpoint ``i``, or None while it is down."""
+        return self.nodes[i].endpoint
+
+    @property
+    def faults_active(self) -> bool:
+        return self._faults_on
+
+    def honest_count(self, *indexes: int) -> int:
+        """How many of ``indexes`` are honest endpoints."""
+        return sum(1 for i in indexes if self.byzantine is None or i != self.byzantine.index)
 
     def _conn_by_gen(self, gen: int) -> _Conn | None:
         for conn in self.conns.values():
@@ -272,8 +306,8 @@ class SimNetwork:
             node = self.nodes[i]
             if node.endpoint is not None:
                 node.endpoint.tick()
-                self._flush(i)
-            self._schedule(TICK_MS, self._tick_event(i))
+                self.flush(i)
+            self.schedule(TICK_MS, self._tick_event(i))
 
         return tick
 
@@ -293,7 +327,7 @@ class SimNetwork:
             if (a, b) in self.conns:
                 return
             if not self._can_connect(a, b):
-                self._schedule(self.rng.randint(100, 300), self._connect_event(a, b))
+                self.schedule(self.rng.randint(100, 300), self._connect_event(a, b))
                 return
             ea, eb = self.endpoint(a), self.endpoint(b)
             sa = ea.open_session(expected_peer=eb.endpoint_id, lossy=True)
@@ -314,7 +348,7 @@ class SimNetwork:
             node = self.nodes[i]
             if node.endpoint is not None:
                 node.endpoint.close_session(session)
-        self._schedule(self.rng.randint(50, 250), self._connect_event(conn.a, conn.b))
+        self.schedule(self.rng.randint(50, 250), self._connect_event(conn.a, conn.b))
 
     # -- faults -------------------------------------------------------------------------------
 
@@ -329,7 +363,7 @@ class SimNetwork:
         node.endpoint.store.close()
         node.endpoint = None
         if restart_after is not None:
-            self._schedule(restart_after, lambda: self.restart(i))
+            self.schedule(restart_after, lambda: self.restart(i))
 
     def restart(self, i: int) -> None:
         node = self.nodes[i]
@@ -348,7 +382,7 @@ class SimNetwork:
         for conn in list(self.conns.values()):
             if (conn.a in left) != (conn.b in left):
                 self._break(conn)
-        self._schedule(duration, self._end_partition)
+        self.schedule(duration, self._end_partition)
 
     def _end_partition(self) -> None:
         self._partition = None
@@ -362,7 +396,7 @@ class SimNetwork:
                 self.restart(node.index)
         for a, b in sorted(self.links):
             if (a, b) not in self.conns:
-                self._schedule(self.rng.randint(0, 20), self._connect_event(a, b))
+                self.schedule(self.rng.randint(0, 20), self._connect_event(a, b))
 
     # -- workload -----------------------------------------------------------------------------
 
@@ -383,11 +417,20 @@ class SimNetwork:
         ]
 
     def schedule_workload(self, deltas: int, *, over_ms: int = 5000) -> None:
-        """Spread ``deltas`` random rdb deltas over the endpoints and ``over_ms`` of time."""
+        """Spread ``deltas`` random rdb deltas over the honest endpoints and ``over_ms`` of
+        time."""
         for _ in range(deltas):
-            i = self.rng.randrange(len(self.nodes))
+            if self.byzantine is None:
+                i = self.rng.randrange(len(self.nodes))
+            else:
+                i = self.rng.choice(self.honest)
             self._creates_due += 1
-            self._schedule(self.rng.randint(0, over_ms), self._create_event(i))
+            self.schedule(self.rng.randint(0, over_ms), self._create_event(i))
+
+    def schedule_hostile(self, turns: int, *, over_ms: int = 5000) -> None:
+        """Spread ``turns`` moves of the byzantine member (if any) over ``over_ms``."""
+        if self.byzantine is not None:
+            self.byzantine.schedule(self, turns, over_ms=over_ms)
 
     def schedule_faults(self, *, over_ms: int = 5000) -> None:
         n = len(self.nodes)
@@ -395,13 +438,13 @@ class SimNetwork:
             for _ in range(self.rng.randint(1, 3)):
                 at = self.rng.randint(0, over_ms)
                 dur = self.rng.randint(200, 1500)
-                self._schedule(at, self._partition_event(dur))
+                self.schedule(at, self._partition_event(dur))
         if self.faults.crash:
             for _ in range(self.rng.randint(1, 3)):
                 at = self.rng.randint(0, over_ms)
                 who = self.rng.randrange(n)
                 back = self.rng.randint(100, 1500)
-                self._schedule(at, self._crash_event(who, back))
+                self.schedule(at, self._crash_event(who, back))
 
     def _partition_event(self, duration: int) -> Callable[[], None]:
         def split() -> None:
@@ -422,69 +465,51 @@ class SimNetwork:
             node = self.nodes[i]
             if node.endpoint is None or not self.replica(i).can_create():
                 # Down, or not yet holding its own membership: the user acts a little later.
-                self._schedule(self.rng.randint(50, 300), self._create_event(i))
+                self.schedule(self.rng.randint(50, 300), self._create_event(i))
                 return
             node.endpoint.create(self.space_id, self.random_commands(i), time=self.now)
             self._creates_due -= 1
             self.stats.deltas_created += 1
-            self._flush(i)
+            self.flush(i)
 
         return create
 
     # -- convergence --------------------------------------------------------------------------
 
     def _settled(self) -> bool:
-        if self._creates_due or any(n.endpoint is None for n in self.nodes):
+        removal_due = self.byzantine is not None and self.byzantine.removal_due
+        if self._creates_due or removal_due or any(n.endpoint is None for n in self.nodes):
             return False
+        hostile = None if self.byzantine is None else self.byzantine.member.identity.endpoint_id
         vectors = []
-        for node in self.nodes:
-            replica = self.replica(node.index)
-            if replica.staged_count or replica.pending_count:
+        for i in self.honest:
+            replica = self.replica(i)
+            if replica.staged_count:
+                return False
+            # A byzantine member can leave a delta of its own waiting forever for one it never
+            # sends (the pending set's bounds hold it); anything else pending must arrive.
+            if any(did.creator != hostile for did in replica.buffer.pending_ids()):
                 return False
             vectors.append(replica.vector)
         return all(v == vectors[0] for v in vectors)
 
     def run_until_quiet(self, *, limit_ms: int = 120_000) -> bool:
-        """Run until every replica executed the same deltas (and a little longer for acks)."""
+        """Run until every honest replica executed the same deltas (and a little longer for
+        acks)."""
         end = self.now + limit_ms
+        honest_links = [link for link in self.links if self.honest_count(*link) == 2]
         while self.now < end:
             self.run_for(TICK_MS)
-            if self._settled() and len(self.conns) == len(self.links):
+            if self._settled() and all(link in self.conns for link in honest_links):
                 self.run_for(TICK_MS * 4)
                 if self._settled():
                     return True
         return False
 
     def check_convergence(self) -> Convergence:
-        reasons: list[str] = []
-        info: list[dict[str, Any]] = []
-        orders = set()
-        states = set()
-        for node in self.nodes:
-            if node.endpoint is None:
-                reasons.append(f"endpoint {node.index} is down")
-                continue
-            replica = self.replica(node.index)
-            order, state = replica.order_digest(), replica.state_digest()
-            orders.add(order)
-            states.add(state)
-            info.append(
-                {
-                    "id": node.endpoint.endpoint_id.hex(),
-                    "executed": replica.executed_count(),
-                    "order_digest": order,
-                    "state_digest": state,
-                }
-            )
-            problem = causality_violation(replica.dump_order())
-            if problem:
-                reasons.append(f"endpoint {node.index}: {problem}")
-        if len(orders) > 1:
-            reasons.append("replicas differ in executed order")
-        if len(states) > 1:
-            reasons.append("replicas differ in engine state")
-        reasons.extend(f"protocol error: {e}" for e in self.protocol_errors[:5])
-        return Convergence(converged=not reasons, reasons=tuple(reasons), endpoints=tuple(info))
+        """Compare the honest replicas (see :func:`~p2pspace.testing.convergence.compare`)."""
+        honest = [(i, self.nodes[i].endpoint) for i in self.honest]
+        return compare(honest, self.space_id, self.protocol_errors)
 
     def max_undos_per_delta(self) -> int:
         return max((max(n.undo_counts.values(), default=0) for n in self.nodes), default=0)
@@ -494,19 +519,6 @@ class SimNetwork:
             if node.endpoint is not None:
                 node.endpoint.close()
                 node.endpoint = None
-
-
-def causality_violation(order: list[dict[str, Any]]) -> str | None:
-    """None if every delta in ``order`` comes after all of its dependencies, else why not."""
-    executed: dict[str, int] = {}
-    for entry in order:
-        for creator, seq in entry["deps"].items():
-            if executed.get(creator, 0) < seq:
-                return f"{entry['creator'][:8]}:{entry['seq']} executed before {creator[:8]}:{seq}"
-        if executed.get(entry["creator"], 0) != entry["seq"] - 1:
-            return f"{entry['creator'][:8]}:{entry['seq']} executed out of seq order"
-        executed[entry["creator"]] = entry["seq"]
-    return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -520,6 +532,7 @@ class SimulationReport:
     reasons: tuple[str, ...]
     max_undos_per_delta: int
     stats: dict[str, int]
+    byzantine: dict[str, Any] | None = None  # who it was and what it tried
 
 
 def run_simulation(
@@ -531,8 +544,11 @@ def run_simulation(
     faults: Iterable[str] = (),
     topology: str = "mesh",
     dump_logs: Path | None = None,
+    quiet_limit_ms: int = 120_000,
 ) -> SimulationReport:
-    """One seeded run: workload under faults, heal, converge, compare. Deterministic per seed."""
+    """One seeded run: workload under faults, heal, converge, compare. Deterministic per seed.
+
+    ``quiet_limit_ms``: how long (virtual time) the healed network may take to settle."""
     started = _time.perf_counter()
     net = SimNetwork(
         root, endpoints=endpoints, seed=seed, faults=Faults.of(faults), topology=topology
@@ -540,10 +556,11 @@ def run_simulation(
     try:
         span = max(2000, deltas * 20)
         net.schedule_workload(deltas, over_ms=span)
+        net.schedule_hostile(max(6, deltas // 3), over_ms=span)
         net.schedule_faults(over_ms=span)
         net.run_for(span + 100)
         net.heal()
-        quiet = net.run_until_quiet()
+        quiet = net.run_until_quiet(limit_ms=quiet_limit_ms)
         result = net.check_convergence()
         reasons = list(result.reasons)
         if not quiet:
@@ -567,7 +584,9 @@ def run_simulation(
                 "duplicated": net.stats.duplicated,
                 "crashes": net.stats.crashes,
                 "partitions": net.stats.partitions,
+                "hostile_errors": net.stats.hostile_errors,
             },
+            byzantine=None if net.byzantine is None else net.byzantine.report(net),
         )
     finally:
         net.close()

@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 from p2pspace.core.delta import Command, Delta
 from p2pspace.engines import rdb
 from p2pspace.errors import LocalProtocolError
-from p2pspace.testing import FAULT_KINDS, Faults, SimNetwork
+from p2pspace.testing import Faults, SimNetwork
+from p2pspace.testing.faults import NETWORK_FAULTS
 from p2pspace.tools.discussion import Discussion, topic_of
 
 INSTANCE = "db"  # the simulator's space holds the default rdb instance only
@@ -265,7 +266,7 @@ def apply(forum: SimForum, who: int, op: str, pick: int, n: int) -> None:
 @given(
     seed=st.integers(0, 2**16),
     endpoints=st.integers(2, 4),
-    faults=st.sets(st.sampled_from(FAULT_KINDS)),
+    faults=st.sets(st.sampled_from(NETWORK_FAULTS)),
     ops=operations,
 )
 def test_random_interleavings_show_the_same_threads_everywhere(

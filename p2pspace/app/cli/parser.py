@@ -26,7 +26,7 @@ JOIN_TIMEOUT = 60.0
 DEFAULT_API = "127.0.0.1:0"
 # Shown in ``simulate --help``; ``_faults`` checks the names against the simulator's own list
 # (and a test checks this text names every kind).
-FAULTS_HELP = "drop,dup,reorder,partition,crash"
+FAULTS_HELP = "drop,dup,reorder,partition,crash,hostile,equivocate"
 # The roles of p2pspace.core.membership.ROLES, spelled out: the parser loads no core module
 # (a test checks the two agree).
 ROLES = ("manager", "participant", "guest")
