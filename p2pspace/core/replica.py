@@ -24,6 +24,7 @@ others or the caller: the deltas are committed either way.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -128,6 +129,8 @@ class Replica:
         self._pending_evidence: list[Evidence] = []
         self._switches: list[Entry] = []
         self._own_claims: dict[bytes, int] = {}  # peer -> how many of our deltas it holds
+        self._evidence_out: list[bytes] = []  # wires every peer must see (equivocation)
+        self._evidence_seen: set[tuple[DeltaId, bytes]] = set()
         self._load()
         self.buffer: CausalBuffer
         self._make_buffer()
@@ -317,6 +320,19 @@ class Replica:
     def role(self) -> str | None:
         """This endpoint's current role in the executed state (None: not a member)."""
         return self.members().role_of(self.identity.endpoint_id)
+
+    def take_evidence_wires(self) -> list[bytes]:
+        """Copies that prove an equivocation recorded since the last call (the other copy and
+        ours): the owner sends them to every peer of the space, so evidence reaches everyone."""
+        out, self._evidence_out = self._evidence_out, []
+        return out
+
+    def _held_wire(self, delta_id: DeltaId) -> bytes | None:
+        staged = self.stage.get(delta_id)
+        if staged is not None:
+            return staged.wire()
+        rows = self.store.wires_range(self.space_id, delta_id.creator, delta_id.seq, delta_id.seq)
+        return rows[0][2] if rows else None
 
     def equivocators(self) -> dict[bytes, int]:
         """Members caught signing two histories: endpoint id -> the seq from which its deltas
@@ -550,7 +566,17 @@ class Replica:
         for rejection in buffer.take_rejections():
             mine = (rejection.delta_id, rejection.delta_hash) in offered_now
             (rejected if mine else late).append(rejection)
-        self._pending_evidence.extend(buffer.take_evidence())
+        evidence = buffer.take_evidence()
+        self._pending_evidence.extend(evidence)
+        for ev in evidence:
+            proof = (ev.delta_id, hashlib.sha256(ev.other_wire).digest())
+            if proof in self._evidence_seen:
+                continue  # relayed once already: two peers must not bounce it forever
+            self._evidence_seen.add(proof)
+            self._evidence_out.append(ev.other_wire)
+            held = self._held_wire(ev.delta_id)
+            if held is not None:
+                self._evidence_out.append(held)
         for delta, wire in buffer.take_switches():
             if self.stage.get(delta.id) is not None:
                 self.stage.replace(delta, wire)

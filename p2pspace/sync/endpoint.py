@@ -236,6 +236,10 @@ class Endpoint:
     def receive(self, replica: Replica, wires: Iterable[bytes]) -> ReceiveResult:
         """Offer received deltas to ``replica`` (staged while a catch-up for its space runs)."""
         result = replica.receive(wires, defer=self.catching_up(replica.space_id))
+        proof = replica.take_evidence_wires()
+        if proof:
+            for session in self.sessions:
+                session.send_evidence(replica.space_id, proof)
         for delta_id in result.unsupported:
             key = (replica.space_id, delta_id.creator)
             if key not in self._told_unsupported:

@@ -290,6 +290,12 @@ class Session:
             if executed:
                 self._outbox.buffer_or_push(space, link, executed)
 
+    def send_evidence(self, space: bytes, wires: Sequence[bytes]) -> None:
+        """Both copies of an equivocation (or a delta proving one): sent even if the peer
+        holds that id, so that every member meets the other copy and records the evidence."""
+        if space in self._links and wires and self.state is State.OPEN:
+            self._send(Deltas(space=space, wires=tuple(wires)))
+
     def ask_offers(self) -> None:
         """Ask the peer to name again the spaces it syncs with us (after we started holding
         a space it may have offered before we had it: a join it sponsors)."""
