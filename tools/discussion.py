@@ -25,6 +25,7 @@ from typing import Any
 from p2pspace.core.delta import Command, Delta
 from p2pspace.core.replica import Replica
 from p2pspace.engines import rdb
+from p2pspace.engines.members import display_names
 from p2pspace.errors import (
     ConflictError,
     LocalProtocolError,
@@ -244,7 +245,9 @@ class Discussion:
         return SyncStatus(pending=pending, delivered=have + acked, members=count)
 
     def _names(self) -> dict[bytes, str]:
-        return {m.id: m.name for m in self.replica.members().members()}
+        # Everyone ever admitted (a removed member's posts keep its name), a name shared by
+        # two members shown with a short id.
+        return display_names(self.replica.members().everyone())
 
     def _post(
         self,

@@ -42,14 +42,15 @@ A delta is allowed or refused whole:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from p2pspace.core import codec
 from p2pspace.core.delta import Command, DeltaId
 from p2pspace.core.engine import EngineState
-from p2pspace.core.identity import endpoint_id_of
+from p2pspace.core.identity import endpoint_id_of, short_id
 from p2pspace.errors import CommandError, MalformedError, StorageError
 
 INSTANCE = "members"
@@ -397,6 +398,26 @@ class MembersView:
     def quota(self) -> int:
         raw = self._state.get(QUOTA_KEY)
         return DEFAULT_QUOTA if raw is None else int(_decode_stored(raw))
+
+
+def display_names(everyone: Iterable[Member]) -> dict[bytes, str]:
+    """Each member's display name, by id: its name, or ``name (SHORT-ID)`` where the name is
+    not unique (case-insensitively) -- among current members for a current one, among everyone
+    for a removed one -- and the short id alone for a member without a name."""
+    people = list(everyone)
+    current = Counter(m.name.casefold() for m in people if m.current)
+    anyone = Counter(m.name.casefold() for m in people)
+    out: dict[bytes, str] = {}
+    for m in people:
+        key = m.name.casefold()
+        shared = current[key] > 1 if m.current else anyone[key] > 1
+        if not m.name:
+            out[m.id] = short_id(m.id)
+        elif shared:
+            out[m.id] = f"{m.name} ({short_id(m.id)})"
+        else:
+            out[m.id] = m.name
+    return out
 
 
 def _member_of(member_id: bytes, raw: bytes) -> Member:

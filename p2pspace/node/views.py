@@ -17,14 +17,13 @@ as the short id -- or by a display name that is unique in the space.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 from p2pspace.core.identity import format_endpoint_id, short_id
-from p2pspace.core.membership import Member, MembersView
+from p2pspace.core.membership import Member, MembersView, display_names
 from p2pspace.core.replica import Replica
 from p2pspace.errors import ConflictError, NotFoundError
 from p2pspace.node.connections import PeerConnection
@@ -298,26 +297,6 @@ class NodeStatistics:
 
 
 # -- members: how they are named ------------------------------------------------------------------
-
-
-def display_names(everyone: Iterable[Member]) -> dict[bytes, str]:
-    """Each member's display name, by id: its name, or ``name (SHORT-ID)`` where the name is
-    not unique (case-insensitively) -- among current members for a current one, among everyone
-    for a removed one -- and the short id alone for a member without a name."""
-    people = list(everyone)
-    current = Counter(m.name.casefold() for m in people if m.current)
-    anyone = Counter(m.name.casefold() for m in people)
-    out: dict[bytes, str] = {}
-    for m in people:
-        key = m.name.casefold()
-        shared = current[key] > 1 if m.current else anyone[key] > 1
-        if not m.name:
-            out[m.id] = short_id(m.id)
-        elif shared:
-            out[m.id] = f"{m.name} ({short_id(m.id)})"
-        else:
-            out[m.id] = m.name
-    return out
 
 
 def find_member(everyone: Sequence[Member], text: str | bytes, *, space: str) -> Member:

@@ -81,13 +81,15 @@ def presence(members: list[Json]) -> dict[str, tuple[bool, bool]]:
 
 # -- the token ----------------------------------------------------------------------------------
 
+ABSENT = "0123456789abcdef~0123456789abcdef"  # a well-formed post id nobody made
+
 ROUTES = [
     ("GET", "/api/spaces/talk/discussion/topics"),
     ("POST", "/api/spaces/talk/discussion/topics"),
-    ("GET", "/api/spaces/talk/discussion/threads/0123456789abcdef~0123456789abcdef"),
-    ("GET", "/api/spaces/talk/discussion/posts/0123456789abcdef~0123456789abcdef"),
-    ("PUT", "/api/spaces/talk/discussion/posts/0123456789abcdef~0123456789abcdef"),
-    ("DELETE", "/api/spaces/talk/discussion/posts/0123456789abcdef~0123456789abcdef"),
+    ("GET", "/api/spaces/talk/discussion/threads/" + ABSENT),
+    ("GET", "/api/spaces/talk/discussion/posts/" + ABSENT),
+    ("PUT", "/api/spaces/talk/discussion/posts/" + ABSENT),
+    ("DELETE", "/api/spaces/talk/discussion/posts/" + ABSENT),
     ("POST", "/api/spaces/talk/discussion/posts/0123456789abcdef~0123456789abcdef/replies"),
     ("POST", "/api/spaces/talk/discussion/undo"),
     ("GET", "/api/spaces/talk/discussion/last-change"),
@@ -292,8 +294,8 @@ BAD_REQUESTS: list[tuple[str, str, Any, int, str]] = [
     ("GET", "/api/spaces/nope/discussion/topics", None, 404, "no space"),
     ("GET", "/api/spaces/nope/presence", None, 404, "no space"),
     ("POST", "/api/spaces/nope/discussion/undo", None, 404, "no space"),
-    ("GET", "/api/spaces/talk/discussion/threads/0123456789abcdef~0123456789abcdef", None, 404, "no topic"),
-    ("GET", "/api/spaces/talk/discussion/posts/0123456789abcdef~0123456789abcdef", None, 404, "no post"),
+    ("GET", "/api/spaces/talk/discussion/threads/" + ABSENT, None, 404, "no topic"),
+    ("GET", "/api/spaces/talk/discussion/posts/" + ABSENT, None, 404, "no post"),
     (
         "GET",
         "/api/spaces/talk/discussion/posts/0123456789abcdef~0123456789abcdef.0123456789abcdef~0123456789abcdef",
@@ -301,8 +303,8 @@ BAD_REQUESTS: list[tuple[str, str, Any, int, str]] = [
         404,
         "no post",
     ),
-    ("PUT", "/api/spaces/talk/discussion/posts/0123456789abcdef~0123456789abcdef", {"body": "x"}, 404, "no post"),
-    ("DELETE", "/api/spaces/talk/discussion/posts/0123456789abcdef~0123456789abcdef", None, 404, "no post"),
+    ("PUT", "/api/spaces/talk/discussion/posts/" + ABSENT, {"body": "x"}, 404, "no post"),
+    ("DELETE", "/api/spaces/talk/discussion/posts/" + ABSENT, None, 404, "no post"),
     ("GET", "/api/spaces/talk/discussion/posts/hello", None, 400, "not a post id"),
     ("GET", "/api/spaces/talk/discussion/threads/ABC", None, 400, "not a post id"),
     ("POST", "/api/spaces/talk/discussion/topics", {}, 400, "'title'"),
