@@ -46,12 +46,13 @@ from p2pspace.errors import RemoteProtocolError
 from p2pspace.node.home import open_endpoint
 from p2pspace.sync.endpoint import Endpoint
 from p2pspace.sync.session import Session
-from p2pspace.testing.convergence import Convergence, compare
+from p2pspace.testing.convergence import Convergence as Convergence
 from p2pspace.testing.convergence import causality_violation as causality_violation
+from p2pspace.testing.convergence import compare
 from p2pspace.testing.faults import FAULT_KINDS as FAULT_KINDS
 from p2pspace.testing.faults import MEMBER_FAULTS as MEMBER_FAULTS
 from p2pspace.testing.faults import NETWORK_FAULTS as NETWORK_FAULTS
-from p2pspace.testing.faults import Faults
+from p2pspace.testing.faults import Faults as Faults
 from p2pspace.testing.hostile import Byzantine
 
 TICK_MS = 50
