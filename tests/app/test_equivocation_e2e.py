@@ -5,6 +5,7 @@ outcome, name the equivocator, and keep their logs short."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import urllib.request
@@ -35,6 +36,12 @@ def records(home: Path) -> dict[str, Any]:
     return json.loads(out.stdout) if out.returncode == 0 and out.stdout.strip() else {}
 
 
+def cpu_seconds(node: NodeProcess) -> float:
+    """User + system CPU time the node's process has used (Linux ``/proc``)."""
+    fields = Path(f"/proc/{node.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def space_of(home: Path) -> dict[str, Any]:
     space: dict[str, Any] = status_of(home)["spaces"][0]
     return space
@@ -58,6 +65,7 @@ def test_an_equivocating_member_is_resolved_the_same_everywhere(tmp_path: Path) 
         # The clone, offline, signs a different change under the same sequence number.
         cli(clone_h, "rdb", "set", "notes", "t", "r", "v=two")
         assert records(clone_h)["r"] != records(ann_h)["r"]
+        spent = cpu_seconds(ann)
         with running(clone_h, tmp_path / "clone.log") as clone:
             wait_until(
                 ann,
