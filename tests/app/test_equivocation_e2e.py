@@ -79,6 +79,8 @@ def test_an_equivocating_member_is_resolved_the_same_everywhere(tmp_path: Path) 
             wait_until(
                 clone, "the clone sees it too", lambda: bool(space_of(clone_h)["equivocators"])
             )
+            # No refusal loop meanwhile: a storm would burn a core for the whole wait.
+            assert cpu_seconds(ann) - spent < TIMEOUT / 3
         # Neither copy counts; what came before the fork does.
         assert records(ann_h) == records(clone_h)
         assert "r" not in records(ann_h) and "before" in records(ann_h)
