@@ -24,7 +24,6 @@ others or the caller: the deltas are committed either way.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -130,7 +129,7 @@ class Replica:
         self._switches: list[Entry] = []
         self._own_claims: dict[bytes, int] = {}  # peer -> how many of our deltas it holds
         self._evidence_out: list[bytes] = []  # wires every peer must see (equivocation)
-        self._evidence_seen: set[tuple[DeltaId, bytes]] = set()
+        self._evidence_seen: set[DeltaId] = set()
         self._load()
         self.buffer: CausalBuffer
         self._make_buffer()
@@ -569,10 +568,9 @@ class Replica:
         evidence = buffer.take_evidence()
         self._pending_evidence.extend(evidence)
         for ev in evidence:
-            proof = (ev.delta_id, hashlib.sha256(ev.other_wire).digest())
-            if proof in self._evidence_seen:
-                continue  # relayed once already: two peers must not bounce it forever
-            self._evidence_seen.add(proof)
+            if ev.delta_id in self._evidence_seen:
+                continue  # relayed once already (both copies): peers must not bounce it
+            self._evidence_seen.add(ev.delta_id)
             self._evidence_out.append(ev.other_wire)
             held = self._held_wire(ev.delta_id)
             if held is not None:

@@ -3,8 +3,8 @@
 Theory of operation. Each simulated endpoint is a real :class:`~p2pspace.sync.endpoint.Endpoint`
 with its own home folder and on-disk SQLite store; only the network and the clock are simulated. A
 discrete-event loop with a virtual millisecond clock delivers the frames each
-:class:`~p2pspace.sync.session.Session` produces to its peer session after a random delay. Faults,
-all drawn from one ``random.Random(seed)``:
+:class:`~p2pspace.sync.session.Session` produces to its peer session after a random delay. Faults
+(:mod:`p2pspace.testing.faults`), all drawn from one ``random.Random(seed)``:
 
 * ``drop`` -- a frame is lost; ``dup`` -- a frame is delivered twice;
 * ``reorder`` -- a frame gets a large extra delay, so later frames overtake it;
@@ -23,8 +23,9 @@ Sessions on simulated links are ``lossy`` (they retransmit and tolerate reorderi
 :meth:`SimNetwork.heal` stops all faults, :meth:`SimNetwork.run_until_quiet` runs until every
 replica has executed the same deltas; :meth:`SimNetwork.check_convergence` then compares order
 and state digests and checks that every replica's executed order respects every dependency.
-The byzantine member's own replica is held to nothing: only honest replicas are compared, and
-only protocol errors between two honest endpoints count against convergence.
+The byzantine member's own replica is held to nothing: only honest replicas are compared, only
+protocol errors between two honest endpoints count against convergence, and a delta of its own
+that it left waiting forever in an honest pending set does not keep the network from settling.
 """
 
 from __future__ import annotations

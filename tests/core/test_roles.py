@@ -26,7 +26,7 @@ from p2pspace.errors import (
     QuotaExceededError,
     RemoteProtocolError,
 )
-from p2pspace.testing.hostile import craft_next
+from p2pspace.testing.hostile import craft_next, twin
 from tests.helpers.replicas import wires_of
 from tests.helpers.teams import (
     Team,
@@ -523,3 +523,37 @@ def test_unknown_command_from_a_stranger_is_refused(team: Team) -> None:
     result = team.a.receive([bad.wire()])
     assert [type(r.error) for r in result.rejected] == [NotMemberError]
     assert team.a.pending_count == 0
+
+
+# -- equivocation evidence does not change what is refused --------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a replica holding the evidence judges the equivocator's later deltas on membership "
+    "alone (they are void there), one without it on their commands: the two may store "
+    "different sets until the evidence arrives; judging commands everywhere breaks hostile "
+    "simulator seed 54 instead",
+)
+def test_an_equivocators_managing_delta_is_refused_with_or_without_the_evidence(
+    team: Team,
+) -> None:
+    """``p`` signs two deltas with one id; ``m`` holds both (the evidence), an observer only
+    the copy every replica keeps. ``p``'s next delta, built on that copy, tries to promote it:
+    its causal past is the same everywhere, so every replica must decide it the same -- refused,
+    as a participant may not manage -- whether or not it holds the evidence."""
+    observer = team.observer("o")
+    me = team.ids["p"]
+    one = craft_next(team.p, me, write(1), time=4)
+    other = twin(one, me, write(2))
+    kept, lost = sorted((one, other), key=lambda d: (d.rank, d.hash))
+    send(team.p, kept)  # the creator's own chain goes on from the copy that is kept
+    send(team.m, kept)
+    assert team.m.receive([lost.wire()]).rejected  # the second copy: evidence
+    assert team.m.equivocators() == {team.id("p"): kept.seq}
+    send(observer, kept)
+    assert observer.equivocators() == {}
+    promote = craft_next(team.p, me, [members.role_command(team.id("p"), "manager")], time=5)
+    assert promote.prev == kept.hash
+    assert_refused(observer, promote, NotAuthorizedError)
+    assert_refused(team.m, promote, NotAuthorizedError)
