@@ -4,36 +4,17 @@ outcome, name the equivocator, and keep their logs short."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import time
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tests.helpers import TIMEOUT
-from tests.helpers.cli_node import NodeProcess, cli, running, status_of
-
-
-def wait_until(node: NodeProcess, what: str, ready: Callable[[], bool]) -> None:
-    """Until ``ready()`` holds, re-checked after each event of ``node``, within ``TIMEOUT``."""
-    token = (node.home / "api.token").read_text().strip()
-    request = urllib.request.Request(f"{node.api_url}/api/events?token={token}")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + TIMEOUT
-    with opener.open(request, timeout=TIMEOUT) as events:
-        while not ready():
-            while True:
-                assert time.monotonic() < deadline, f"waiting for {what}"
-                if events.readline().startswith(b"data: "):
-                    break
+from tests.helpers.cli_node import NodeProcess, cli, rdb_records, running, status_of, wait_until
 
 
 def records(home: Path) -> dict[str, Any]:
-    out = cli(home, "rdb", "get", "notes", "t", "--json", ok=False)
-    return json.loads(out.stdout) if out.returncode == 0 and out.stdout.strip() else {}
+    return rdb_records(home, "notes", "t")
 
 
 def cpu_seconds(node: NodeProcess) -> float:

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -150,3 +150,23 @@ def wait_live(node: NodeProcess, peer: str, space: str) -> dict[str, Any]:
                 assert time.monotonic() < deadline, status
                 if events.readline().startswith(b"data: "):
                     break
+
+
+def wait_until(node: NodeProcess, what: str, ready: Callable[[], bool]) -> None:
+    """Until ``ready()`` holds, re-checked after each event of ``node``, within ``TIMEOUT``."""
+    token = (node.home / "api.token").read_text().strip()
+    request = urllib.request.Request(f"{node.api_url}/api/events?token={token}")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + TIMEOUT
+    with opener.open(request, timeout=TIMEOUT) as events:
+        while not ready():
+            while True:
+                assert time.monotonic() < deadline, f"waiting for {what}"
+                if events.readline().startswith(b"data: "):
+                    break
+
+
+def rdb_records(home: Path, space: str, table: str) -> dict[str, Any]:
+    """``rdb get SPACE TABLE --json`` of ``home`` (empty when the table has no records)."""
+    out = cli(home, "rdb", "get", space, table, "--json", ok=False)
+    return json.loads(out.stdout) if out.returncode == 0 and out.stdout.strip() else {}
