@@ -283,6 +283,14 @@ class CausalBuffer:
             raise ForgedDeltaError(f"unauthenticated copy of {delta.id} differs from the one held")
         self.evidence.append(Evidence(delta_id=delta.id, kept_hash=kept_hash, other_wire=wire))
         self.newly_void |= self.authority.fork(delta.creator, delta.seq)
+        before = self._known(delta.creator, delta.seq - 1) if delta.seq > 1 else None
+        if before is not None and before[1] != delta.prev:
+            # It is built on another copy of the previous delta too: the histories split
+            # there, whichever copies a replica happened to meet (the same rule as a broken
+            # chain in _check_causal_past).
+            previous = DeltaId(delta.creator, delta.seq - 1)
+            self.evidence.append(Evidence(delta_id=previous, kept_hash=before[1], other_wire=wire))
+            self.newly_void |= self.authority.fork(delta.creator, delta.seq - 1)
         known = self._known(delta.creator, delta.seq)
         held = self._pending.get(delta.id)
         held_key = (known[0], known[1]) if known is not None else None
@@ -305,14 +313,15 @@ class CausalBuffer:
         )
 
     def _rank_valid(self, delta: Delta) -> bool:
-        """True if ``delta``'s rank can be checked here and is 1 + its dependency heads'."""
+        """True if ``delta`` (a copy of a forked creator's delta) can be checked here and sorts
+        after every dependency head (the relaxed rule of :meth:`_check_causal_past`)."""
         try:
             top = self._rank_of(delta.creator, delta.seq - 1) if delta.seq > 1 else 0
             for endpoint, seq in delta.deps:
                 top = max(top, self._rank_of(endpoint, seq))
         except RankError:
             return False
-        return delta.rank == top + 1
+        return delta.rank > top
 
     def _remove(self, did: DeltaId) -> _Pending | None:
         entry = self._pending.pop(did, None)
@@ -501,13 +510,17 @@ class CausalBuffer:
             top = head.rank
         else:
             top = 0
+        relaxed = forked
         for endpoint, seq in delta.deps:
             rank = self._rank_of(endpoint, seq)
             if rank > top:
                 top = rank
-        if delta.rank != top + 1 and not (forked and delta.rank > top):
-            # A void delta of an equivocator may rank above its heads (it was built on a
-            # copy we do not hold); it must still sort after everything it depends on.
+            if not relaxed and self.authority.forked(endpoint, seq):
+                relaxed = True
+        if delta.rank != top + 1 and not (relaxed and delta.rank > top):
+            # A delta that depends on an equivocator's void delta may rank above its heads
+            # (it was built on a copy of it that we do not keep), and so may the equivocator's
+            # own; it must still sort after everything it depends on.
             raise RankError(f"rank {delta.rank} should be {top + 1}")
 
     def _rank_of(self, creator: bytes, seq: int) -> int:

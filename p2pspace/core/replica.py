@@ -37,10 +37,12 @@ from p2pspace.core.authority import Authority, MembersDelta
 from p2pspace.core.causal import CausalBuffer, Evidence, Limits, Rejection
 from p2pspace.core.delta import Command, Delta, DeltaId, OrderKey, decode_delta
 from p2pspace.core.engine import Engine
+from p2pspace.core.evidence import EvidenceLedger
 from p2pspace.core.genesis import found_space, make_genesis, space_engines, validate_genesis
 from p2pspace.core.identity import Identity
 from p2pspace.core.membership import Membership, MembersView, authorize
 from p2pspace.core.merge import Entry, Frontier, TotalOrder
+from p2pspace.core.recovery import OwnRecovery
 from p2pspace.core.staging import MAX_STAGED, Stage
 from p2pspace.core.store import KVState, Store
 from p2pspace.errors import (
@@ -127,9 +129,7 @@ class Replica:
         self._limits = limits
         self._pending_evidence: list[Evidence] = []
         self._switches: list[Entry] = []
-        self._own_claims: dict[bytes, int] = {}  # peer -> how many of our deltas it holds
-        self._evidence_out: list[bytes] = []  # wires every peer must see (equivocation)
-        self._evidence_seen: set[DeltaId] = set()
+        self._recovery = OwnRecovery(self.name)
         self._load()
         self.buffer: CausalBuffer
         self._make_buffer()
@@ -193,6 +193,7 @@ class Replica:
 
     def _load(self) -> None:
         self._frontier = Frontier.load(self.store, self.space_id)
+        self._ledger = EvidenceLedger(self.store.evidence(self.space_id))
         self._authority = self._load_authority()
         self._order = TotalOrder(
             store=self.store,
@@ -238,9 +239,7 @@ class Replica:
             for _c, _s, _r, wire in store.iter_log(space):
                 authority.accept(decode_delta(wire), void=False)
             return authority
-        forks: dict[bytes, int] = {}
-        for creator, seq, _kept, _other in store.evidence(space):
-            forks[creator] = min(seq, forks.get(creator, seq))
+        forks = self._ledger.forks()
         authority = Authority(
             vectors=vectors,
             used=used,
@@ -322,9 +321,17 @@ class Replica:
 
     def take_evidence_wires(self) -> list[bytes]:
         """Copies that prove an equivocation recorded since the last call (the other copy and
-        ours): the owner sends them to every peer of the space, so evidence reaches everyone."""
-        out, self._evidence_out = self._evidence_out, []
-        return out
+        ours, each once): the owner pushes them to every peer of the space at once."""
+        return self._ledger.take_new()
+
+    def evidence_wires(self) -> list[bytes]:
+        """Every copy that the equivocation proofs held here name (bounded, lowest seq first):
+        sent to a peer with each Revision, so that both end up holding the same proofs."""
+        return self._ledger.wires(self._held_wire)
+
+    def evidence_digest(self) -> bytes:
+        """A digest of the copies the proofs held here name; b"" when there are none."""
+        return self._ledger.digest()
 
     def _held_wire(self, delta_id: DeltaId) -> bytes | None:
         staged = self.stage.get(delta_id)
@@ -332,6 +339,10 @@ class Replica:
             return staged.wire()
         rows = self.store.wires_range(self.space_id, delta_id.creator, delta_id.seq, delta_id.seq)
         return rows[0][2] if rows else None
+
+    def forked(self, creator: bytes, seq: int) -> bool:
+        """True if ``creator`` is known to have equivocated at or before ``seq``."""
+        return self._authority.forked(creator, seq)
 
     def equivocators(self) -> dict[bytes, int]:
         """Members caught signing two histories: endpoint id -> the seq from which its deltas
@@ -356,36 +367,19 @@ class Replica:
 
     def recovering(self) -> int:
         """How many of this endpoint's own deltas peers hold that this store lacks (0 when
-        none). A store older than this endpoint's history -- a restored backup, a VM snapshot,
-        an empty store under an existing identity -- must get them back before it creates
-        anything, or it would sign new deltas under sequence numbers already used."""
-        if not self._own_claims:
-            return 0
-        have = self.buffer.accepted_seq(self.identity.endpoint_id)
-        return max(0, max(self._own_claims.values()) - have)
+        none): it must get them back before it creates anything (:mod:`~p2pspace.core.recovery`)."""
+        return self._recovery.behind(self.buffer.accepted_seq(self.identity.endpoint_id))
 
     def note_peer_vector(self, peer: bytes, vector: dict[bytes, int]) -> None:
         """What ``peer`` says it holds (its revision or ack). If it holds more of this
         endpoint's own deltas than this store, :meth:`missing` asks for them and
         :meth:`can_create` waits until they are back (one log line says why)."""
         me = self.identity.endpoint_id
-        theirs = vector.get(me, 0)
-        have = self.buffer.accepted_seq(me)
-        if theirs <= have:
-            self._own_claims.pop(peer, None)
-            return
-        if not self.recovering():
-            _log.warning(
-                "space %r: peers hold %d change(s) this endpoint made that its store lacks (a "
-                "restored backup?); recovering them before making new ones",
-                self.name,
-                theirs - have,
-            )
-        self._own_claims[peer] = theirs
+        self._recovery.note_claim(peer, vector.get(me, 0), self.buffer.accepted_seq(me))
 
     def peer_gone(self, peer: bytes) -> None:
         """``peer``'s session ended: its claim to hold our deltas no longer holds us back."""
-        self._own_claims.pop(peer, None)
+        self._recovery.forget(peer)
 
     def member_ids(self) -> list[bytes]:
         """The endpoints :meth:`is_member` counts, sorted."""
@@ -566,15 +560,13 @@ class Replica:
             mine = (rejection.delta_id, rejection.delta_hash) in offered_now
             (rejected if mine else late).append(rejection)
         evidence = buffer.take_evidence()
+        for delta, _wire in buffer.switches:
+            # The copy given up stays provable: peers that hold it must meet the kept one.
+            old = self._held_wire(delta.id)
+            if old is not None:
+                evidence.append(Evidence(delta_id=delta.id, kept_hash=delta.hash, other_wire=old))
         self._pending_evidence.extend(evidence)
-        for ev in evidence:
-            if ev.delta_id in self._evidence_seen:
-                continue  # relayed once already (both copies): peers must not bounce it
-            self._evidence_seen.add(ev.delta_id)
-            self._evidence_out.append(ev.other_wire)
-            held = self._held_wire(ev.delta_id)
-            if held is not None:
-                self._evidence_out.append(held)
+        self._ledger.note(evidence, self._held_wire)
         for delta, wire in buffer.take_switches():
             if self.stage.get(delta.id) is not None:
                 self.stage.replace(delta, wire)
@@ -582,10 +574,13 @@ class Replica:
                 self._switches.append(Entry.of(delta, wire))
         kept: list[DeltaId] = []
         not_executable = self._authority.unsupported
+        me, own = self.identity.endpoint_id, 0
         for delta, wire in buffer.take_accepted():
             self.stage.add(delta, wire)
+            own += delta.creator == me
             if not_executable and delta.id in not_executable:
                 kept.append(delta.id)
+        self._recovery.note_returned(own)  # ours, and the store lacked them: it is older
         self.stats.rejected += len(rejected) + len(late)
         self.stats.duplicates += duplicates
         result = self._run_staged(defer)
@@ -712,11 +707,18 @@ class Replica:
         *,
         max_count: int,
         max_bytes: int,
+        until: OrderKey | None = None,
     ) -> tuple[list[tuple[bytes, int, bytes]], OrderKey | None]:
-        """Next executed deltas ``peer_vector`` lacks, in log order, after ``after``
-        (see :func:`~p2pspace.core.serving.catch_up_chunk`)."""
+        """Next executed deltas ``peer_vector`` lacks, in log order, after ``after`` and up to
+        ``until`` (see :func:`~p2pspace.core.serving.catch_up_chunk`)."""
         return serving.catch_up_chunk(
-            self.store, self.space_id, peer_vector, after, max_count=max_count, max_bytes=max_bytes
+            self.store,
+            self.space_id,
+            peer_vector,
+            after,
+            max_count=max_count,
+            max_bytes=max_bytes,
+            until=until,
         )
 
     def fetch(

@@ -56,8 +56,10 @@ def catch_up_chunk(
     *,
     max_count: int,
     max_bytes: int,
+    until: OrderKey | None = None,
 ) -> tuple[list[tuple[bytes, int, bytes]], OrderKey | None]:
-    """Next executed deltas ``peer_vector`` lacks, in log order, after ``after``.
+    """Next executed deltas ``peer_vector`` lacks, in log order, after ``after`` (and up to
+    ``until``, included, when given).
 
     Returns ``([(creator, seq, wire)], cursor)``; ``cursor`` is None when the stream is
     complete.
@@ -70,6 +72,8 @@ def catch_up_chunk(
         rows = store.log_after(space_id, cursor, page)
         for creator, seq, rank, wire in rows:
             cursor = (0, rank, creator, seq)
+            if until is not None and cursor > until:
+                return wires, None
             if seq <= peer_vector.get(creator, 0):
                 continue
             wires.append((creator, seq, wire))

@@ -14,6 +14,10 @@ compares content as well:
 * an ``Ack`` carries a digest of the deltas its vector names (:func:`heads_digest`). A peer at
   the same vector with another digest asks for a Revision, so a divergence that arises while a
   connection is live is found too, not only when a connection opens;
+* the digest covers the equivocation proofs each side holds too, and every Revision is followed
+  by the copies those proofs name (:meth:`Replica.evidence_wires`): a replica that missed a
+  proof -- a frame lost, a crash before it was relayed -- meets it on the next connection, or
+  as soon as the digests differ;
 * the receiver refuses each differing copy as an equivocation, which keeps the evidence; when
   even the oldest copy of a creator it got differs, the divergence may start earlier, and it
   asks for the window before, twice as long as what it got (:func:`walk_back`), until a copy
@@ -82,9 +86,10 @@ def _signed_from(replica: Replica, creator: bytes, seq: int) -> bool:
 
 
 def heads_digest(replica: Replica, vector: Mapping[bytes, int]) -> bytes:
-    """A digest of the executed deltas ``vector`` names (creator, seq, hash each), or b"" if
-    one of them is not executed here. Equal vectors with different digests: some copy
-    differs."""
+    """A digest of the executed deltas ``vector`` names (creator, seq, hash each) and of the
+    equivocation proofs held (:meth:`Replica.evidence_digest`), or b"" if one of those deltas
+    is not executed here. Equal vectors with different digests: some copy differs, or one side
+    holds proofs the other lacks."""
     digest = hashlib.sha256(_DIGEST_CONTEXT)
     for creator, seq in sorted(vector.items()):
         if seq < 1:
@@ -93,6 +98,7 @@ def heads_digest(replica: Replica, vector: Mapping[bytes, int]) -> bytes:
         if ours is None:
             return b""
         digest.update(creator + seq.to_bytes(8, "big") + ours)
+    digest.update(replica.evidence_digest())
     return digest.digest()
 
 
@@ -112,9 +118,10 @@ def answer(
 
 def link_digest(link: SpaceLink, vector: Vector) -> bytes:
     """:func:`heads_digest` of ``link``'s replica at ``vector``, cached on the link."""
-    if link.digest[0] != vector or not link.digest[1]:
-        link.digest = (vector, heads_digest(link.replica, dict(vector)))
-    return link.digest[1]
+    proofs = link.replica.evidence_digest()
+    if link.digest[0] != vector or link.digest[1] != proofs or not link.digest[2]:
+        link.digest = (vector, proofs, heads_digest(link.replica, dict(vector)))
+    return link.digest[2]
 
 
 def asks_revision(link: SpaceLink, ack: Ack) -> bool:

@@ -149,7 +149,9 @@ class Endpoint:
         delta granting its membership, or it was removed and is being admitted again -- those
         that ``peer`` offered first if ``peer`` is a sponsor of the join (the space's creator or
         the inviter): the sponsor offered them because it counts this endpoint as a member. A
-        stranger who offers a space id gets nothing, a removed member nothing of that space.
+        stranger who offers a space id gets nothing. A removed member that still offers the
+        space (it was away when it was removed) is linked once more, to be streamed history up
+        to the delta that removed it and nothing after (the link then closes).
         """
         me = self.endpoint_id
         offered = set(peer_offered)
@@ -158,6 +160,7 @@ class Endpoint:
             for sid, r in self.replicas.items()
             if (r.is_member(peer) and not was_removed(r, me))
             or (sid in offered and not r.is_member(me) and peer in self.sponsors.get(sid, ()))
+            or (sid in offered and was_removed(r, peer) and r.is_member(me))
         )
 
     def removed_from(self, space_id: bytes) -> bool:

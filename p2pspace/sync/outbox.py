@@ -89,7 +89,8 @@ class Outbox:
             self.enqueue(Deltas(space=space, wires=tuple(batch)))
 
     def start_stream(self, link: SpaceLink, vector: dict[bytes, int], why: SendInput) -> None:
-        """Stream to the peer what ``vector`` lacks, lazily, from the replica's log."""
+        """Stream to the peer what ``vector`` lacks, lazily, from the replica's log (up to
+        ``link.until`` for a removed peer)."""
         link.stream_filter = vector
         link.known = dict(vector)
         link.cursor = link.replica.catch_up_start(vector)
@@ -97,19 +98,28 @@ class Outbox:
         link.buffer_overflow = False
         link.feed_send(why)
 
-    def fill_streams(self, links: dict[bytes, SpaceLink], budget: int) -> None:
-        """Cut catch-up chunks while the queue holds less than ``budget`` bytes."""
+    def fill_streams(self, links: dict[bytes, SpaceLink], budget: int) -> list[bytes]:
+        """Cut catch-up chunks while the queue holds less than ``budget`` bytes. Returns the
+        spaces whose farewell stream (to a removed peer) is complete: their links close."""
         budget = min(budget, MAX_OUTBOX // 2)
+        done: list[bytes] = []
         for space, link in list(links.items()):
             while link.send is SendState.STREAMING and self.bytes < budget:
                 self._stream_chunk(space, link)
+            if link.farewell_sent:
+                done.append(space)
+        return done
 
     def _stream_chunk(self, space: bytes, link: SpaceLink) -> None:
         replica = link.replica
         wires: list[tuple[bytes, int, bytes]] = []
         if link.cursor is not None:
             wires, link.cursor = replica.catch_up_chunk(
-                link.stream_filter, link.cursor, max_count=CHUNK_DELTAS, max_bytes=CHUNK_BYTES
+                link.stream_filter,
+                link.cursor,
+                max_count=CHUNK_DELTAS,
+                max_bytes=CHUNK_BYTES,
+                until=link.until,
             )
         if wires:
             for creator, seq, _wire in wires:
@@ -120,6 +130,9 @@ class Outbox:
         if link.cursor is None:
             self.enqueue(Synced(space=space, vector=vector_of(replica.vector)))
             link.feed_send(SendInput.STREAM_DONE)
+            if link.until is not None:
+                link.farewell_sent = True  # the removed peer has its removal: the link closes
+                return
             buffered, link.buffered = link.buffered, []
             if link.buffer_overflow:
                 link.buffer_overflow = False

@@ -15,7 +15,8 @@ each with a typed error. Whose fault it is decides what happens (``blames_sender
 
 A refusal of the second kind must not turn into a loop: the link remembers the first refused
 seq of that creator and neither gap repair nor fetches ask this peer for it again (its verdict
-depends only on its causal past, so it would not change). Copies refused as equivocations and
+depends only on its causal past, so it would not change -- unless evidence shows its creator
+equivocated at or before it: the link then forgets it). Copies refused as equivocations and
 deltas too far ahead are not remembered: another copy wins, or the gap closes. Refusals are
 counted per (space, error type) in a :class:`RefusalLog` that the driver drains to report them
 -- once per kind and interval, not once per frame. Pure; no I/O.

@@ -94,6 +94,7 @@ from p2pspace.sync.space_link import (
     SendInput,
     SendState,
     SpaceLink,
+    farewell_at,
     members_only,
     merge_vector,
     sendable,
@@ -169,6 +170,7 @@ class Session:
         self.stats = SessionStats()
         self._links: dict[bytes, SpaceLink] = {}
         self._unlinked: set[bytes] = set()  # spaces whose link closed: late messages are ignored
+        self._farewells: set[bytes] = set()  # spaces a removed peer got its removal of
         self.refusals = RefusalLog()
         self._decoder = FrameDecoder(max_frame=max_frame)
         self._outbox = Outbox(self.stats, max_frame=max_frame)
@@ -260,7 +262,12 @@ class Session:
         if self.state is State.CLOSED:
             return b""
         if self.state is State.OPEN:
-            self._outbox.fill_streams(self._links, max_bytes)
+            for space in self._outbox.fill_streams(self._links, max_bytes):
+                # A removed peer got everything up to its removal: nothing more of the space.
+                del self._links[space]
+                self._unlinked.add(space)
+                self._farewells.add(space)
+                self.refresh_spaces()
         out = self._outbox.take(max_bytes)
         if self.state is State.ERROR and not self._outbox:
             self._transition(Input.FLUSHED)
@@ -313,10 +320,19 @@ class Session:
         sending nothing more of them."""
         if self.peer is None or self.closed:
             return
-        lost, grew = self._offers.follow(self.host.spaces_for(self.peer, self._offers.theirs))
+        peer = self.peer
+        wanted = self.host.spaces_for(peer, self._offers.theirs)
+        # A removed peer that got its removal on this connection -- pushed while linked, or
+        # by a farewell stream -- is offered the space no more (unless it is re-admitted).
+        told = {s for s, link in self._links.items() if link.until is None}
+        told |= self._farewells
+        told = {s for s in told if s in self.host.replicas and self._removed_peer(s)}
+        lost, grew = self._offers.follow([s for s in wanted if s not in told])
         for space in sorted(lost):
             if self._links.pop(space, None) is not None:
                 self._unlinked.add(space)
+                if space in told:
+                    self._farewells.add(space)
         if grew:
             self._send_hello(reply=False)
             self._update_links()
@@ -464,10 +480,25 @@ class Session:
             replica = self.host.replicas.get(space)
             if replica is None:
                 continue
+            if space in self._farewells:
+                if self._removed_peer(space):
+                    continue  # it was sent its removal on this connection already
+                self._farewells.discard(space)  # re-admitted since
             link = SpaceLink(replica=replica)
+            if self.peer is not None:
+                link.until = farewell_at(replica, self.peer)
             self._links[space] = link
             self._unlinked.discard(space)
             self._request(space, link)
+
+    def _removed_peer(self, space: bytes) -> bool:
+        """True if the peer is a removed member of ``space`` (it may not know yet)."""
+        replica = self.host.replicas.get(space)
+        return (
+            self.peer is not None
+            and replica is not None
+            and (farewell_at(replica, self.peer) is not None)
+        )
 
     def _request(self, space: bytes, link: SpaceLink) -> None:
         link.ticks_requested = 0
@@ -478,6 +509,9 @@ class Session:
         accepted = link.replica.accepted_vector()
         heads = divergence.revision_heads(link.replica, accepted) if self.protocol >= 2 else ()
         self._send(Revision(space=space, vector=vector_of(accepted), heads=heads))
+        if self.protocol >= 2:
+            # The proofs of equivocation we hold: the peer must hold the same ones.
+            self.send_evidence(space, link.replica.evidence_wires())
 
     def _send_ack(self, space: bytes, link: SpaceLink) -> None:
         vector = vector_of(link.replica.vector)
@@ -501,6 +535,8 @@ class Session:
             return
         vector = dict(message.vector)
         merge_vector(link.acked, members_only(link.replica, vector))
+        if self.peer is not None:
+            link.until = farewell_at(link.replica, self.peer)
         self._outbox.start_stream(link, vector, SendInput.REVISION)
         if message.heads:
             # Our copies go out before the stream: what it brings may chain to them.

@@ -139,8 +139,11 @@ class SpaceLink:
     refused: dict[bytes, int] = field(default_factory=dict)  # creator -> first refused seq
     equivocators: set[bytes] = field(default_factory=set)
     answered: set[tuple[bytes, int, bytes]] = field(default_factory=set)  # (creator, seq, hash)
-    digest: tuple[tuple[tuple[bytes, int], ...], bytes] = ((), b"")  # (vector, its digest)
+    # (vector, the evidence digest, the heads digest of both)
+    digest: tuple[tuple[tuple[bytes, int], ...], bytes, bytes] = ((), b"", b"")
     mismatch: tuple[tuple[tuple[bytes, int], ...], bytes] = ((), b"")  # last one acted on
+    until: OrderKey | None = None  # a removed peer's streams end at the delta removing it
+    farewell_sent: bool = False  # ... and once one has, the link closes
 
     def feed_send(self, event: SendInput) -> None:
         new = SEND_TRANSITIONS.get((self.send, event))
@@ -185,17 +188,29 @@ class SpaceLink:
         if known is None or seq < known:
             self.refused[creator] = seq
 
+    def refused_from(self, creator: bytes) -> int | None:
+        """The first seq of ``creator`` this peer sent that we refused for good, or None. A
+        refusal is forgotten once the creator is known to have equivocated at or before it:
+        its deltas from the fork on are judged on membership alone (void), so the verdict may
+        have changed."""
+        seq = self.refused.get(creator)
+        if seq is not None and self.replica.forked(creator, seq):
+            del self.refused[creator]
+            return None
+        return seq
+
     def expects(self, creator: bytes, have: int, offered: int) -> bool:
         """True if the peer, which has ``creator`` up to ``offered``, can bring us deltas of it
         beyond ``have`` that we would accept (not only ones we refused)."""
-        return min(offered, self.refused.get(creator, offered + 1) - 1) > have
+        stop = self.refused_from(creator) if self.refused else None
+        return min(offered, offered + 1 if stop is None else stop - 1) > have
 
     def fetchable(self, ranges: Sequence[tuple[bytes, int, int]]) -> list[tuple[bytes, int, int]]:
         """``(creator, first, last)`` ranges cut short of any delta this peer sent that we
         refused for good (asking for it again would only bring the same refusal)."""
         wanted: list[tuple[bytes, int, int]] = []
         for creator, first, last in ranges:
-            stop = self.refused.get(creator)
+            stop = self.refused_from(creator) if self.refused else None
             if stop is not None and stop <= last:
                 last = stop - 1
             if first <= last:
@@ -240,6 +255,19 @@ def sendable(
     return ()
 
 
+def farewell_at(replica: Replica, peer: bytes) -> OrderKey | None:
+    """The order key of the delta that removed ``peer`` (a removed member), or None: what a
+    removed peer that has not learnt of it yet is streamed, and where the stream stops."""
+    member = replica.members().get(peer)
+    if member is None or member.removed_by is None:
+        return None
+    creator, seq = member.removed_by
+    info = replica.store.delta_info(replica.space_id, creator, seq)
+    if info is None:
+        return None
+    return (0, info[0], creator, seq)
+
+
 def members_only(replica: Replica, vector: Mapping[bytes, int]) -> dict[bytes, int]:
     """What a peer says it has, for creators we know (members, or members once): made-up ids
     in a vector must not grow what a session keeps."""
@@ -255,6 +283,7 @@ def merge_vector(into: dict[bytes, int], other: Mapping[bytes, int]) -> None:
 
 __all__ = [
     "CATCH_UP_PATIENCE",
+    "farewell_at",
     "RECV_TRANSITIONS",
     "RETRANSMIT_TICKS",
     "SEND_TRANSITIONS",

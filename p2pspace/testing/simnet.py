@@ -482,15 +482,19 @@ class SimNetwork:
         removal_due = self.byzantine is not None and self.byzantine.removal_due
         if self._creates_due or removal_due or any(n.endpoint is None for n in self.nodes):
             return False
-        hostile = None if self.byzantine is None else self.byzantine.member.identity.endpoint_id
+        hostile: set[bytes] = set()
+        if self.byzantine is not None:
+            member = self.byzantine.member
+            hostile = {member.identity.endpoint_id, member.sybil.endpoint_id}
         vectors = []
         for i in self.honest:
             replica = self.replica(i)
             if replica.staged_count:
                 return False
-            # A byzantine member can leave a delta of its own waiting forever for one it never
-            # sends (the pending set's bounds hold it); anything else pending must arrive.
-            if any(did.creator != hostile for did in replica.buffer.pending_ids()):
+            # A byzantine member can leave a delta of its own (or of its sybil) waiting forever
+            # for one it never sends (the pending set's bounds hold it); anything else pending
+            # must arrive.
+            if any(did.creator not in hostile for did in replica.buffer.pending_ids()):
                 return False
             vectors.append(replica.vector)
         return all(v == vectors[0] for v in vectors)

@@ -123,3 +123,36 @@ def test_roles_removal_and_leaving_through_the_command_line(tmp_path: Path) -> N
     fails(bob_h, "space", "leave", "notes", match="you are the last manager")
     fails(cy_h, "member", "remove", "notes", "bob", match="you were removed by ann")
     assert "removed by ann" in cli(cy_h, "status").stdout
+
+
+def test_a_member_removed_while_its_node_was_stopped_is_told_when_it_comes_back(
+    tmp_path: Path,
+) -> None:
+    homes = {name: tmp_path / name for name in ("ann", "bob")}
+    for name, home in homes.items():
+        cli(home, "init", "--name", name)
+    ann_h, bob_h = homes["ann"], homes["bob"]
+    cli(ann_h, "space", "create", "notes")
+    with running(ann_h, tmp_path / "ann.log") as ann:
+        with running(bob_h, tmp_path / "bob.log") as bob:
+            code = cli(ann_h, "invite", "notes").stdout.strip()
+            cli(bob_h, "join", code, "--timeout", str(TIMEOUT))
+            cli(bob_h, "rdb", "set", "notes", "t", "before", "v=1")
+            wait_status(ann, "bob's change", lambda s: s["spaces"][0]["executed"] >= 3)
+            assert bob.stop() == 0
+        # bob is away: ann removes it, then goes on writing.
+        assert cli(ann_h, "member", "remove", "notes", "bob").stdout.strip() == (
+            "bob was removed from notes"
+        )
+        cli(ann_h, "rdb", "set", "notes", "t", "after", "v=2")
+        assert "removed by ann" not in cli(bob_h, "status").stdout
+        with running(bob_h, tmp_path / "bob-again.log") as bob:
+            wait_status(bob, "bob told", lambda s: s["spaces"][0]["removed_by_name"] == "ann")
+            assert "removed by ann (read-only)" in cli(bob_h, "status").stdout
+            records = json.loads(cli(bob_h, "rdb", "get", "notes", "t", "--json").stdout)
+            assert set(records) == {"before"}  # its history stays; nothing after the removal
+            fails(bob_h, "rdb", "set", "notes", "t", "r", "v=3", match="you were removed by ann")
+            assert bob.stop() == 0
+            assert "Traceback" not in bob.stderr()
+        assert ann.stop() == 0
+        assert "Traceback" not in ann.stderr()

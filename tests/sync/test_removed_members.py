@@ -42,20 +42,34 @@ def test_a_removed_peer_learns_of_its_removal_and_gets_nothing_after_it(net: Net
     assert rb.vector[a.endpoint_id] == removal.seq
 
 
-def test_a_removed_peer_is_not_linked_again_on_a_new_connection(net: Net) -> None:
+def test_a_peer_removed_while_away_learns_of_it_on_its_next_connection(net: Net) -> None:
     (a, b), sid = space_of(net, "a", "b")
     pump([connect(a, b)])
-    a.create(sid, [members.remove_command(b.endpoint_id)], time=4)
     for ep in (a, b):
         for session in list(ep.sessions):
             ep.close_session(session)
+    removal = a.create(sid, [members.remove_command(b.endpoint_id)], time=4)
     a.create(sid, [rdb.create("t", "after", {"v": 2})], time=5)
-    # b never heard of its removal and offers the space; a does not link it.
+    assert not b.removed_from(sid)
+    # b was away and still offers the space: a streams it history up to its removal, no
+    # further, and the link closes on both sides.
     link = connect(a, b)
     pump([link])
+    rb = b.replica(sid)
+    assert b.removed_from(sid)
+    assert rb.vector[a.endpoint_id] == removal.seq
+    assert rdb.view(rb).get("t", "after") is None
     assert link.a.linked_spaces() == () and link.b.linked_spaces() == ()
-    assert rdb.view(b.replica(sid)).get("t", "after") is None
     assert_open(link)
+    # Now that it knows, it no longer offers the space: a new connection links nothing.
+    for ep in (a, b):
+        for session in list(ep.sessions):
+            ep.close_session(session)
+    again = connect(a, b)
+    pump([again])
+    assert again.a.linked_spaces() == () and again.b.linked_spaces() == ()
+    assert rb.vector[a.endpoint_id] == removal.seq
+    assert_open(again)
 
 
 def test_a_peer_removed_mid_connection_stops_getting_relayed_deltas(net: Net) -> None:
