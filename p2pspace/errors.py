@@ -66,6 +66,11 @@ class StorageError(P2PSpaceError):
     """The store could not be read or written, or its contents are inconsistent."""
 
 
+class UnsafePermissionsError(StorageError):
+    """The home folder or the identity key can be read by other users of this computer: a
+    node refuses to start there (the message says how to fix it)."""
+
+
 class RemoteProtocolError(P2PSpaceError):
     """A peer sent something invalid. ``code`` is the wire error code to report back.
 

@@ -1,25 +1,23 @@
 """The browser UI of the local API: one page and its static assets.
 
 Theory of operation. ``GET /`` answers the single page (``webui/index.html``); ``GET /ui/<name>``
-answers its script, style sheet and icon. The API serves these routes behind its token guard
-(:mod:`p2pspace.app.api.auth`), so every request -- assets included -- must carry the token. A
-browser sends no ``Authorization`` header when it loads ``<script>`` or ``<link>``, so the page
-is opened as ``/?token=TOKEN`` and this module writes that same token into the page's asset
-URLs. The script then reads the token from its own URL and sends it as a header on every fetch,
-and as ``?token=`` on the event stream (EventSource cannot set headers).
+answers its script, style sheet and icon. The API serves these routes behind its guard
+(:mod:`p2pspace.app.api.auth`), so every request -- assets included -- must carry a credential.
+A browser gets one by opening a one-time link (``p2pspace open``): the guard exchanges its nonce
+for an ``HttpOnly; SameSite=Strict`` cookie, which the browser then sends with the page, its
+assets, every fetch and the event stream. The page holds no secret, and its script never sees
+one.
 
 Assets are read with :mod:`importlib.resources` from the package folder ``p2pspace/app/webui``
 (package data) and served from an allow-list of names: no part of a request path reaches the
-file system. Every response is ``Cache-Control: no-store`` -- the URLs carry the token, which has
-no business in a disk cache. The page's Content-Security-Policy allows scripts, styles, images
-and connections from its own origin only: no inline script or style, no other host.
+file system. Every response is ``Cache-Control: no-store``. The page's Content-Security-Policy
+allows scripts, styles, images and connections from its own origin only: no inline script or
+style, no other host.
 """
 
 from __future__ import annotations
 
-import html
 from importlib import resources
-from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,7 +26,6 @@ from starlette.routing import BaseRoute, Route
 from p2pspace.errors import StorageError
 
 PAGE = "index.html"
-TOKEN_SLOT = "{{TOKEN}}"
 
 # name -> content type: the only files /ui/ serves.
 ASSETS: dict[str, str] = {
@@ -74,16 +71,8 @@ def read_asset(name: str) -> bytes:
         raise StorageError(f"the web UI file {name} is missing from the package: {exc}") from None
 
 
-def render_page(token: str) -> bytes:
-    """The page with ``token`` written into its asset URLs (URL-quoted, then HTML-escaped)."""
-    template = read_asset(PAGE).decode("utf-8")
-    return template.replace(TOKEN_SLOT, html.escape(quote(token, safe=""))).encode("utf-8")
-
-
 async def page(request: Request) -> Response:
-    # The token checker already accepted the request; only the query form can reach the assets.
-    body = render_page(request.query_params.get("token", ""))
-    return Response(body, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+    return Response(read_asset(PAGE), media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
 
 
 async def asset(request: Request) -> Response:
@@ -101,11 +90,11 @@ async def asset(request: Request) -> Response:
 
 def ui_routes() -> list[BaseRoute]:
     """``GET /`` (the page) and ``GET /ui/<name>`` (its assets), to mount behind the API's
-    token check. ``HEAD`` is answered too."""
+    guard. ``HEAD`` is answered too."""
     return [
         Route("/", page, methods=["GET"]),
         Route("/ui/{name}", asset, methods=["GET"]),
     ]
 
 
-__all__ = ["ASSETS", "CONTENT_SECURITY_POLICY", "render_page", "ui_routes"]
+__all__ = ["ASSETS", "CONTENT_SECURITY_POLICY", "ui_routes"]

@@ -10,13 +10,18 @@ unless told otherwise):
 ``config.json``    settings kept between runs (the display name)
 ``peers.json``     the address book: peers dialled successfully before
 ``node.lock``      held (``flock``) by the one process using the store
-``api.token``      the local API's token (0600), kept across restarts
+``api.token``      the local API's token (0600), new on every node start
 ``api.json``       where the running node's API listens (``{"url", "pid"}``), while it runs
 =================  ==========================================================================
 
-Every private file is written by :func:`write_private`: a temporary file renamed over the old
-one, mode 0600 whatever the umask, so a crash leaves the old file or the new one, never half of
-either. This module imports only the standard library at import time (the command line reads
+The folder is created mode 0700 (:func:`make_home`) and every file in it is 0600 whatever the
+umask: private files are written by :func:`write_private` (a temporary file renamed over the old
+one, so a crash leaves the old file or the new one, never half of either); the store is created
+0600 before SQLite opens it, and SQLite gives its WAL and shared-memory files the store's mode.
+A node refuses to start on a home folder or identity key that other users can read
+(:func:`check_private`): one line says which ``chmod`` fixes it.
+
+This module imports only the standard library at import time (the command line reads
 ``api.json`` and ``api.token`` through it without loading the engine); what needs the core
 (identity, store, endpoint) is imported where it is used.
 """
@@ -25,15 +30,23 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import hmac
 import json
 import logging
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from p2pspace.errors import LocalProtocolError, P2PSpaceError, StorageError
+from p2pspace.errors import (
+    LocalProtocolError,
+    P2PSpaceError,
+    StorageError,
+    UnsafePermissionsError,
+)
 
 if TYPE_CHECKING:
     from p2pspace.core.causal import Limits
@@ -50,6 +63,7 @@ LOCK_FILE = "node.lock"
 TOKEN_FILE = "api.token"
 INFO_FILE = "api.json"
 MAX_BOOK = 256  # peers kept in the address book
+PROOF_CONTEXT = b"p2pspace-api-proof-v1\0"
 
 log = logging.getLogger("p2pspace.node")
 
@@ -62,8 +76,8 @@ def write_private(path: Path, data: bytes | str, *, sync: bool = False) -> None:
     """
     raw = data.encode("utf-8") if isinstance(data, str) else data
     tmp = path.with_name(path.name + ".tmp")
+    make_home(path.parent)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, raw)
@@ -76,6 +90,52 @@ def write_private(path: Path, data: bytes | str, *, sync: bool = False) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         raise StorageError(f"cannot write {path}: {exc}") from None
+
+
+def make_home(home: Path) -> None:
+    """Create ``home`` (and missing parents) if it does not exist, the folder itself mode 0700.
+    An existing folder is left as it is (:func:`check_private` judges it). Raises
+    :class:`StorageError` if it cannot be created."""
+    if home.is_dir():
+        return
+    try:
+        home.parent.mkdir(parents=True, exist_ok=True)
+        home.mkdir(mode=0o700)
+        os.chmod(home, 0o700)  # mkdir's mode is filtered by the umask
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StorageError(f"cannot create {home}: {exc}") from None
+
+
+def check_private(home: Path) -> None:
+    """Refuse a home folder, or an identity key, that other users of this computer can use.
+
+    Raises :class:`UnsafePermissionsError` naming the ``chmod`` that fixes it.
+    """
+    for path, mode in ((home, 0o700), (home / KEY_FILE, 0o600)):
+        try:
+            current = stat.S_IMODE(path.stat().st_mode)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise StorageError(f"cannot read {path}: {exc}") from None
+        if current & 0o077:
+            raise UnsafePermissionsError(
+                f"{path} can be read by other users of this computer (mode {current:o}); "
+                f"fix it with: chmod {mode:o} {path}"
+            )
+
+
+def tighten(path: Path) -> None:
+    """Make an existing file (a store written by an older release) mode 0600."""
+    try:
+        if stat.S_IMODE(path.stat().st_mode) != 0o600:
+            os.chmod(path, 0o600)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StorageError(f"cannot change the mode of {path}: {exc}") from None
 
 
 # -- identity, store, endpoint ----------------------------------------------------------------
@@ -112,11 +172,16 @@ def open_store(home: Path, *, durability: str = "full") -> Store:
     """The home's SQLite store (created with the folder if missing)."""
     from p2pspace.core.store import Store
 
+    make_home(home)
+    path = home / STORE_FILE
     try:
-        home.mkdir(parents=True, exist_ok=True)
+        # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files this mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     except OSError as exc:
-        raise StorageError(f"cannot create {home}: {exc}") from None
-    return Store(home / STORE_FILE, durability=durability)
+        raise StorageError(f"cannot create {path}: {exc}") from None
+    for name in (STORE_FILE, STORE_FILE + "-wal", STORE_FILE + "-shm"):
+        tighten(home / name)
+    return Store(path, durability=durability)
 
 
 def open_endpoint(
@@ -225,8 +290,8 @@ def home_lock(home: Path) -> Iterator[None]:
     Raises :class:`LocalProtocolError` if another process holds it.
     """
     path = home / LOCK_FILE
+    make_home(home)
     try:
-        home.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         raise StorageError(f"cannot open {path}: {exc}") from None
@@ -255,23 +320,22 @@ def read_token(home: Path) -> str | None:
         return None
 
 
-def load_or_create_token(home: Path) -> str:
-    """The API token kept in ``home/api.token``; created (mode 0600) if missing or empty.
+def new_token(home: Path) -> str:
+    """A fresh API token, written to ``home/api.token`` (mode 0600) over the previous one: every
+    node start rotates it, so a token that leaked from an earlier run opens nothing.
 
-    Raises :class:`StorageError` if the file cannot be read or written.
+    Raises :class:`StorageError` if the file cannot be written.
     """
-    path = home / TOKEN_FILE
-    try:
-        token = path.read_text("ascii").strip()
-    except FileNotFoundError:
-        token = ""
-    except (OSError, ValueError) as exc:
-        raise StorageError(f"cannot read {path}: {exc}") from None
-    if token:
-        return token
     token = secrets.token_urlsafe(32)
-    write_private(path, token + "\n")
+    write_private(home / TOKEN_FILE, token + "\n")
     return token
+
+
+def token_proof(token: str, url: str, challenge: bytes) -> str:
+    """What a node serving its API at ``url`` with ``token`` answers to ``challenge`` (hex):
+    the command line checks it before it sends the token (``GET /api/proof``)."""
+    message = PROOF_CONTEXT + url.encode("utf-8") + b"\0" + challenge
+    return hmac.new(token.encode("utf-8"), message, hashlib.sha256).hexdigest()
 
 
 def info_path(home: Path) -> Path:
@@ -289,16 +353,20 @@ __all__ = [
     "STORE_FILE",
     "TOKEN_FILE",
     "certificate_path",
+    "check_private",
     "home_lock",
     "info_path",
     "is_initialized",
     "load_or_create_identity",
-    "load_or_create_token",
+    "make_home",
+    "new_token",
     "open_endpoint",
     "open_store",
     "read_address_book",
     "read_config",
     "read_token",
+    "tighten",
+    "token_proof",
     "write_address_book",
     "write_config",
     "write_private",

@@ -27,7 +27,7 @@ import trio
 from p2pspace.node.clock import SYSTEM_CLOCK, Clock
 from p2pspace.node.config import NodeConfig
 from p2pspace.node.discovery import Discovery, PeerDiscovery, local_addresses
-from p2pspace.node.home import home_lock, open_endpoint, read_config
+from p2pspace.node.home import check_private, home_lock, open_endpoint, read_config
 from p2pspace.node.joining import ANY_HOST
 from p2pspace.node.network import TCP, Network
 from p2pspace.node.node import Node
@@ -51,12 +51,14 @@ async def open_node(
     identity deterministic (tests, simulations). The node serves no HTTP API: a program that
     wants one starts it beside the node (``p2pspace.app.api.serve_api(node, ...)``).
 
-    Raises :class:`LocalProtocolError` if another process uses ``home``,
+    Raises :class:`UnsafePermissionsError` if other users can read ``home`` or its key,
+    :class:`LocalProtocolError` if another process uses ``home``,
     :class:`TransportError` if the listen address is taken, :class:`StorageError` if the home
     folder cannot be used.
     """
     home = Path(home)
     config = config or NodeConfig()
+    check_private(home)  # before anything is written there
     with home_lock(home):
         name = config.name if config.name is not None else str(read_config(home).get("name", ""))
         endpoint = open_endpoint(

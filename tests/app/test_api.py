@@ -76,9 +76,10 @@ async def test_requests_without_the_right_token_get_401(node: Node) -> None:
             assert response.status_code == 401, path
             assert response.json() == {"error": "missing or wrong API token"}
         assert (await anonymous.get("/api/status", params={"token": "wrong"})).status_code == 401
-        ok = await anonymous.get("/api/status", params={"token": node.api_token})
-        assert ok.status_code == 200
-        assert ok.json()["endpoint"] == node.endpoint_id.hex()
+        # The right token in a query string opens nothing but the event stream: URLs end up in
+        # histories and logs.
+        query = await anonymous.get("/api/status", params={"token": node.api_token})
+        assert query.status_code == 401
         basic = await anonymous.get("/api/status", headers={"Authorization": "Basic abc"})
         assert basic.status_code == 401
     async with client_of(node, token="not-the-token") as wrong:
@@ -99,7 +100,9 @@ async def test_token_file_and_api_json(tmp_path: Path) -> None:
         first_token = node.api_token
     assert not (home / "api.json").exists()
     async with api_node(home) as node:
-        assert node.api_token == first_token  # the token is kept across restarts
+        # Every start rotates the token: one that leaked from a past run opens nothing.
+        assert node.api_token != first_token
+        assert (home / "api.token").read_text().strip() == node.api_token
     assert not (home / "api.json").exists()
 
 
@@ -127,11 +130,13 @@ async def test_non_loopback_hosts_are_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "b" / "api.json").exists()
 
 
-def test_the_token_the_client_reads_is_the_one_the_server_keeps(tmp_path: Path) -> None:
+def test_the_token_the_client_reads_is_the_one_the_server_wrote_last(tmp_path: Path) -> None:
     assert home_folder.info_path(tmp_path) == tmp_path / home_folder.INFO_FILE
     assert home_folder.read_token(tmp_path) is None
-    token = home_folder.load_or_create_token(tmp_path)
-    assert home_folder.read_token(tmp_path) == token == home_folder.load_or_create_token(tmp_path)
+    token = home_folder.new_token(tmp_path)
+    assert home_folder.read_token(tmp_path) == token
+    again = home_folder.new_token(tmp_path)
+    assert again != token and home_folder.read_token(tmp_path) == again
 
 
 # -- routes -------------------------------------------------------------------------------------
@@ -267,7 +272,9 @@ async def test_errors_map_to_json_statuses(
 ) -> None:
     node.create_space("s")
     if isinstance(body, bytes):
-        response = await client.request(method, path, content=body)
+        response = await client.request(
+            method, path, content=body, headers={"Content-Type": "application/json"}
+        )
     else:
         response = await client.request(method, path, json=body)
     assert response.status_code == status, response.text
@@ -282,7 +289,8 @@ async def _raw_put(node: Node, path: str, headers: str, body: list[bytes]) -> by
     stream = await trio.open_tcp_stream(host, int(port))
     async with stream:
         head = (
-            f"PUT {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {node.api_token}\r\n"
+            f"PUT {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Authorization: Bearer {node.api_token}\r\n"
             f"Content-Type: application/json\r\nConnection: close\r\n{headers}\r\n"
         )
         await stream.send_all(head.encode())
@@ -401,7 +409,8 @@ async def test_streams_and_polls_end_cleanly_when_the_node_stops(tmp_path: Path)
                 r = await client.get(
                     f"{node.api_url}/api/spaces/s/rdb/t/r",
                     # Longer than this test's own bound: only the node stopping ends it.
-                    params={"wait": str(2 * TIMEOUT), "token": node.api_token},
+                    params={"wait": str(2 * TIMEOUT)},
+                    headers={"Authorization": f"Bearer {node.api_token}"},
                 )
                 ended.append(f"poll {r.status_code}")
 

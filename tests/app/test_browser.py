@@ -11,7 +11,6 @@ Set ``P2PSPACE_UI_SCREENSHOT=/path.png`` to keep a screenshot of the first node'
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import socket
@@ -107,8 +106,22 @@ def token_of(node: NodeProcess) -> str:
     return (node.home / "api.token").read_text().strip()
 
 
+def one_time_link(node: NodeProcess) -> str:
+    """A fresh one-time link to the web UI, as ``p2pspace open`` gets it."""
+    request = urllib.request.Request(
+        f"{node.api_url}/api/ui-link",
+        data=b"{}",
+        method="POST",
+        headers={"Authorization": f"Bearer {token_of(node)}", "Content-Type": "application/json"},
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=TIMEOUT) as response:
+        url: str = json.loads(response.read())["url"]
+    return url
+
+
 def page_url(node: NodeProcess, space: str) -> str:
-    return f"{node.api_url}/?token={token_of(node)}#space={space}"
+    return f"{one_time_link(node)}#space={space}"
 
 
 def wait_for(driver: WebDriver, what: str, condition: Callable[[WebDriver], T | None]) -> T:
@@ -366,31 +379,52 @@ def test_two_pages_follow_each_other_live(
                 ann.save_screenshot(shot)
 
 
-def test_page_needs_the_token_and_listens_on_loopback_only(tmp_path: Path) -> None:
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def test_page_needs_a_one_time_link_and_listens_on_loopback_only(tmp_path: Path) -> None:
     home = tmp_path / "a"
     cli(home, "init", "--name", "ann")
     with running(home, tmp_path / "a.log") as node:
         url = urlsplit(node.api_url)
         assert url.hostname == "127.0.0.1" and url.port
         token = (home / "api.token").read_text().strip()
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect)
 
-        for path in ["/", "/ui/app.js", "/ui/app.css", f"/?token={token}x"]:
+        # Without a credential, or with the token in the URL: nothing but a pointer to
+        # `p2pspace open`.
+        for path in ["/", "/ui/app.js", "/ui/app.css", f"/?token={token}"]:
             with pytest.raises(urllib.error.HTTPError) as caught:
                 opener.open(node.api_url + path, timeout=TIMEOUT)
             assert caught.value.code == 401, path
-            assert json.loads(caught.value.read())["error"]
+            assert caught.value.read()
             caught.value.close()
 
-        with opener.open(f"{node.api_url}/?token={token}", timeout=TIMEOUT) as response:
+        # The one-time link: exchanged once for an HttpOnly, SameSite=Strict cookie.
+        link = one_time_link(node)
+        assert token not in link
+        with pytest.raises(urllib.error.HTTPError) as redirected:
+            opener.open(link, timeout=TIMEOUT)
+        assert redirected.value.code == 303 and redirected.value.headers["Location"] == "/"
+        cookie = redirected.value.headers["Set-Cookie"]
+        redirected.value.close()
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+        with pytest.raises(urllib.error.HTTPError) as again:
+            opener.open(link, timeout=TIMEOUT)  # used: it works once
+        assert again.value.code == 401
+        again.value.close()
+        session = {"Cookie": cookie.split(";", 1)[0]}
+        page_request = urllib.request.Request(f"{node.api_url}/", headers=session)
+        with opener.open(page_request, timeout=TIMEOUT) as response:
             assert response.headers["Content-Type"] == "text/html; charset=utf-8"
             assert response.headers["Cache-Control"] == "no-store"
             assert response.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+            assert response.headers["Referrer-Policy"] == "no-referrer"
             page = response.read().decode()
-        assert f'src="/ui/app.js?token={html.escape(token)}"' in page
-        request = urllib.request.Request(
-            f"{node.api_url}/ui/app.js", headers={"Authorization": f"Bearer {token}"}
-        )
+        assert 'src="/ui/app.js"' in page and token not in page
+        request = urllib.request.Request(f"{node.api_url}/ui/app.js", headers=session)
         with opener.open(request, timeout=TIMEOUT) as response:
             assert response.headers["Content-Type"].startswith("text/javascript")
 
@@ -427,12 +461,11 @@ def listening_addresses(port: int) -> set[str] | None:
 async def test_ui_routes_serve_listed_files_only() -> None:
     transport = httpx.ASGITransport(app=Starlette(routes=ui_routes()))
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
-        page = await client.get("/", params={"token": 'a"b<c>&d'})
+        page = await client.get("/")
         assert page.status_code == 200
         assert page.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
         assert page.headers["x-frame-options"] == "DENY"
-        # URL-quoted first: nothing of the token can close the attribute or open a tag.
-        assert 'src="/ui/app.js?token=a%22b%3Cc%3E%26d"' in page.text
+        assert 'src="/ui/app.js"' in page.text and "token" not in page.text
         for name, kind in [
             ("app.js", "text/javascript"),
             ("app.css", "text/css"),

@@ -77,15 +77,24 @@ def test_a_command_through_a_running_node_imports_nothing_heavy(tmp_path: Path) 
     home.mkdir()
     (home / "api.token").write_text("secret\n")
     setup = f"""
-import http.server, json, pathlib, threading
+import fcntl, http.server, json, os, pathlib, threading, urllib.parse
+from p2pspace.node.home import token_proof
 home = pathlib.Path({str(home)!r})
+lock = os.open(home / "node.lock", os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(lock, fcntl.LOCK_EX)  # as a running node holds it
 STATUS = {{"display_id": "ABCD", "name": "ann", "listen": [], "api": "x", "spaces": [],
           "peers": []}}
 
 class Api(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        assert self.headers["Authorization"] == "Bearer secret"
-        body = json.dumps(STATUS).encode()
+        if self.path.startswith("/api/proof?"):
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            challenge = bytes.fromhex(query["challenge"][0])
+            answer = {{"proof": token_proof("secret", url, challenge)}}
+        else:
+            assert self.headers["Authorization"] == "Bearer secret"
+            answer = STATUS
+        body = json.dumps(answer).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

@@ -31,12 +31,14 @@ async def api_node(
     home: Path,
     *,
     host: str = LOOPBACK[0],
+    port: int | None = LOOPBACK[1],
     token: str | None = None,
     config: ApiConfig = DEFAULT_CONFIG,
     route_providers: Mapping[str, RouteProvider] | None = None,
     **options: Any,
 ) -> AsyncIterator[Node]:
-    """A node on ``home`` serving its API (``serve_api`` started in a nursery of its own).
+    """A node on ``home`` serving its API (``serve_api`` started in a nursery of its own;
+    ``port`` None: the one kept in the home).
 
     Leaving the block stops the API first, then the node. ``options`` change fields of
     :data:`NODE_CONFIG`.
@@ -46,7 +48,7 @@ async def api_node(
         open_node(home, dataclasses.replace(NODE_CONFIG, **options)) as node,
         trio.open_nursery() as nursery,
     ):
-        url = await nursery.start(serve, node, host, LOOPBACK[1], token)
+        url = await nursery.start(serve, node, host, port, token)
         assert url == node.api_url
         try:
             yield node
@@ -82,7 +84,7 @@ class EventClient:
         assert node.api_url is not None and node.api_token is not None
         host, port = node.api_url.removeprefix("http://").rsplit(":", 1)
         client = cls(await trio.open_tcp_stream(host, int(port)))
-        headers = [("Host", host), ("Authorization", f"Bearer {node.api_token}")]
+        headers = [("Host", f"{host}:{port}"), ("Authorization", f"Bearer {node.api_token}")]
         request = h11.Request(method="GET", target="/api/events" + query, headers=headers)
         await client.stream.send_all(
             client.conn.send(request) + client.conn.send(h11.EndOfMessage())

@@ -8,7 +8,9 @@ then reports the URL (``task_status.started``) and sets ``node.api_url``. Connec
 before hypercorn accepts wait in the listen backlog.
 
 The API is for programs of the same user on the same machine: it binds loopback addresses only
-(:func:`loopback_host`) and every request must carry the token (:mod:`p2pspace.app.api.auth`).
+(:func:`loopback_host`), on a port kept in the home's config so the web UI's address is stable,
+and every request passes the guard of :mod:`p2pspace.app.api.auth` (its own ``Host``, the token
+or the UI cookie, same-origin JSON writes). The token is new on every start.
 
 Shutdown. Hypercorn runs in a shielded scope so that when the caller's nursery is cancelled the
 API ends its long-lived responses properly first: the stopper cancels event streams and
@@ -35,12 +37,12 @@ from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
-from p2pspace.app.api.auth import TokenGuard
+from p2pspace.app.api.auth import ApiGuard, UiSessions, allowed_hosts
 from p2pspace.app.api.context import DEFAULT_CONFIG, ApiConfig, RouteContext
 from p2pspace.app.api.http import EXCEPTION_HANDLERS
 from p2pspace.app.api.registry import RouteProvider, collect_routes, installed_route_providers
 from p2pspace.errors import LocalProtocolError, StorageError, TransportError
-from p2pspace.node.home import info_path, load_or_create_token, write_private
+from p2pspace.node.home import info_path, new_token, read_config, write_config, write_private
 from p2pspace.sync.invitations import join_address
 
 if TYPE_CHECKING:
@@ -72,8 +74,17 @@ def loopback_host(host: str) -> str:
     return str(address)
 
 
-def build_app(context: RouteContext, token: str, providers: Mapping[str, RouteProvider]) -> ASGIApp:
-    """The whole API as one ASGI app: every route, the error mapping, the token guard outside.
+def build_app(
+    context: RouteContext,
+    token: str,
+    providers: Mapping[str, RouteProvider],
+    *,
+    url: str,
+    hosts: frozenset[str],
+    sessions: UiSessions | None = None,
+) -> ASGIApp:
+    """The whole API as one ASGI app: every route, the error mapping, the guard outside
+    (:mod:`p2pspace.app.api.auth`: the API at ``url``, answering to ``hosts``).
 
     Raises :class:`LocalProtocolError` for providers whose routes collide or are not routes.
     """
@@ -81,13 +92,13 @@ def build_app(context: RouteContext, token: str, providers: Mapping[str, RoutePr
         routes=collect_routes(context, providers),
         exception_handlers=dict(EXCEPTION_HANDLERS),
     )
-    return TokenGuard(app, token)
+    return ApiGuard(app, token, url=url, hosts=hosts, sessions=sessions or UiSessions())
 
 
 async def serve_api(
     node: Node,
     host: str,
-    port: int,
+    port: int | None,
     token: str | None = None,
     *,
     config: ApiConfig = DEFAULT_CONFIG,
@@ -96,9 +107,12 @@ async def serve_api(
 ) -> None:
     """Serve the node's HTTP API on ``host:port`` (loopback only; port 0: any) until cancelled.
 
-    ``token``: the one requests must carry (None: the one in ``home/api.token``, created if
-    missing). ``route_providers``: the tools' routes by name (None: every provider installed
-    under the ``p2pspace.api_routes`` entry-point group). Once serving, it has written
+    ``port`` None: the port kept in the home's config (``api_port``), so the web UI's address
+    stays the same across restarts; the first time, or if that port is taken, any free port,
+    which is kept from then on. ``token``: the one requests must carry (None: a new one,
+    written to ``home/api.token``: every start rotates it). ``route_providers``: the tools'
+    routes by name (None: every provider installed under the ``p2pspace.api_routes``
+    entry-point group). Once serving, it has written
     ``home/api.json``, set ``node.api_url`` and ``node.api_token`` and given
     ``task_status.started`` the URL; when it stops it clears ``node.api_url`` and removes
     ``api.json``.
@@ -110,15 +124,24 @@ async def serve_api(
     raises.
     """
     bind_host = loopback_host(host)
-    if token is None:
-        token = load_or_create_token(node.home)
-    elif not token:
+    if token is not None and not token:
         raise LocalProtocolError("the API token must not be empty")
     providers = installed_route_providers() if route_providers is None else route_providers
     context = RouteContext(node=node, config=config)
-    app = build_app(context, token, providers)
-    listener = _bind(bind_host, port, backlog=config.backlog)
-    url = f"http://{join_address(bind_host, listener.getsockname()[1])}"
+    listener = (
+        _bind_kept(node.home, bind_host, backlog=config.backlog)
+        if port is None
+        else (_bind(bind_host, port, backlog=config.backlog))
+    )
+    bound = listener.getsockname()[1]
+    url = f"http://{join_address(bind_host, bound)}"
+    try:
+        if token is None:
+            token = new_token(node.home)
+        app = build_app(context, token, providers, url=url, hosts=allowed_hosts(bind_host, bound))
+    except BaseException:
+        listener.close()
+        raise
     info = info_path(node.home)
     try:
         write_private(info, json.dumps({"url": url, "pid": os.getpid()}) + "\n")
@@ -175,6 +198,23 @@ def _bind(host: str, port: int, *, backlog: int) -> socket.socket:
         raise TransportError(
             f"cannot serve the API on {host}:{port}: {exc.strerror or exc}"
         ) from None
+    return sock
+
+
+def _bind_kept(home: Path, host: str, *, backlog: int) -> socket.socket:
+    """Bind the port kept in ``home``'s config, or a free one (then kept)."""
+    kept = read_config(home).get("api_port")
+    if isinstance(kept, int) and 0 < kept < 65536:
+        try:
+            return _bind(host, kept, backlog=backlog)
+        except TransportError as exc:
+            log.warning("%s; serving the API on another port (the web UI's address changes)", exc)
+    sock = _bind(host, 0, backlog=backlog)
+    try:
+        write_config(home, api_port=sock.getsockname()[1])
+    except StorageError:
+        sock.close()
+        raise
     return sock
 
 

@@ -170,8 +170,10 @@ class HttpBackend:
         return str(self.call("GET", f"/api/spaces/{quote(space)}")["id"])
 
     def web_ui_url(self, space: str | None) -> str:
-        url = f"{self.url}/?token={quote(self.token)}"
-        return url if space is None else f"{url}#space={self.space_id(space)}"
+        """A one-time link to the web UI (it works once, within a minute): no lasting secret
+        goes on the browser's command line."""
+        fragment = "" if space is None else f"#space={self.space_id(space)}"
+        return str(self.call("POST", "/api/ui-link", {})["url"]) + fragment
 
     def _discussion_path(self, space: str, *parts: str) -> str:
         return "/".join([f"/api/spaces/{quote(space)}/discussion", *map(quote, parts)])

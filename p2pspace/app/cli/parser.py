@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     Subparsers: TypeAlias = argparse._SubParsersAction["OneLineParser"]
 
 JOIN_TIMEOUT = 60.0
-DEFAULT_API = "127.0.0.1:0"
+DEFAULT_API = "127.0.0.1"  # no port: the one kept in the home (a stable web UI address)
 # Shown in ``simulate --help``; ``_faults`` checks the names against the simulator's own list
 # (and a test checks this text names every kind).
 FAULTS_HELP = "drop,dup,reorder,partition,crash,hostile,equivocate"

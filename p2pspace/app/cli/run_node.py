@@ -44,6 +44,19 @@ def bind_address(text: str, *, default_port: int) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def api_address(text: str) -> tuple[str, int | None]:
+    """``HOST[:PORT]`` for the local API; no port (None): the one kept in the home's config,
+    so the web UI's address stays the same across restarts."""
+    stripped = text.strip()
+    has_port = stripped.rpartition(":")[1] and not stripped.rpartition(":")[0].endswith(":")
+    if has_port and not (stripped.startswith("[") and stripped.endswith("]")):
+        return bind_address(stripped, default_port=0)
+    host = stripped[1:-1] if stripped.startswith("[") and stripped.endswith("]") else stripped
+    if not host:
+        raise CliError(f"not a HOST[:PORT] address: {text!r}")
+    return host, None
+
+
 def run_node(
     home: Path,
     *,
@@ -57,7 +70,7 @@ def run_node(
     line. Raises :class:`CliError` for a malformed address."""
     listen_at = bind_address(listen or DEFAULT_LISTEN, default_port=DEFAULT_PORT)
     dial = [parse_hostport(p, default_port=DEFAULT_PORT) for p in peers]
-    api_at = bind_address(api, default_port=0)
+    api_at = api_address(api)
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
@@ -71,7 +84,7 @@ async def _run_node(
     listen: tuple[str, int],
     interfaces: list[str],
     peers: list[tuple[str, int]],
-    api: tuple[str, int],
+    api: tuple[str, int | None],
     discovery: bool,
 ) -> None:
     # Signals are caught from the start, so a SIGTERM during start-up still stops cleanly.

@@ -8,7 +8,8 @@
 // an open reply or edit form (and what was typed into it, its focus, the scroll position)
 // survives a refresh.
 
-const token = new URLSearchParams(location.search).get("token") ?? "";
+// The page holds no secret: the browser sends the HttpOnly cookie that the one-time link
+// (`p2pspace open`) set, with every fetch and the event stream (same origin).
 
 const REFRESH_DELAY_MS = 100;
 // Events that can change what the page shows (the others -- discovery, refused -- cannot).
@@ -39,8 +40,8 @@ class ApiError extends Error {
 }
 
 async function api(method, path, body) {
-  const headers = { Authorization: `Bearer ${token}` };
-  const init = { method, headers, cache: "no-store" };
+  const headers = {};
+  const init = { method, headers, cache: "no-store", credentials: "same-origin" };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -52,6 +53,10 @@ async function api(method, path, body) {
     throw new ApiError(0, "the node does not answer (is it running?)");
   }
   const data = await response.json().catch(() => null);
+  if (response.status === 401) {
+    // The node restarted (each start makes a new secret): the page needs a fresh link.
+    throw new ApiError(401, "this page's session ended: run p2pspace open again");
+  }
   if (!response.ok) throw new ApiError(response.status, data?.error ?? response.statusText);
   return data;
 }
@@ -759,7 +764,7 @@ function connectEvents() {
     conn.dataset.state = name;
     conn.textContent = text;
   };
-  const source = new EventSource(`/api/events?token=${seg(token)}`);
+  const source = new EventSource("/api/events");
   // On every (re)connection: what changed while the stream was down has no event, so re-fetch.
   source.addEventListener("open", () => {
     setConn("live", "live");
@@ -767,7 +772,9 @@ function connectEvents() {
   });
   source.addEventListener("error", () => {
     // EventSource reconnects by itself unless it gave up (CLOSED: e.g. a 401).
-    if (source.readyState === EventSource.CLOSED) setConn("offline", "offline: reload the page");
+    if (source.readyState === EventSource.CLOSED) {
+      setConn("offline", "offline: run p2pspace open again");
+    }
     else setConn("connecting", "reconnecting…");
   });
   source.addEventListener("message", (message) => {
@@ -784,10 +791,6 @@ function connectEvents() {
 // -- start --------------------------------------------------------------------------------------
 
 function start() {
-  if (!token) {
-    showMessage("Open this page with the API token: /?token=… (see home/api.token).");
-    return;
-  }
   $("new-topic").addEventListener("submit", postTopic);
   $("new-space-form").addEventListener("submit", createSpace);
   $("undo").addEventListener("click", undo);
