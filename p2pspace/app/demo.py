@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import shlex
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
@@ -52,7 +53,8 @@ async def _open(home: Path, name: str) -> AsyncIterator[Node]:
 
 
 def ui_url(node: Node, space: bytes) -> str:
-    return f"{node.api_url}/?token={node.api_token}#space={space.hex()}"
+    """The command that opens ``node``'s web UI on ``space`` (a one-time link each time)."""
+    return f"p2pspace open --home {shlex.quote(str(node.home))} {space.hex()}"
 
 
 def thread_lines(tool: Discussion) -> list[str]:
@@ -198,7 +200,7 @@ async def run(*, once: bool, seed: int, home: Path | None, out: Callable[[str], 
         if once:
             return 0
         out("")
-        out("web UI of each endpoint (open in a browser):")
+        out("web UI of each endpoint (run in another terminal; it opens a browser):")
         for node in nodes:
             out(f"  {node.name:>4}  {ui_url(node, space)}")
         out("running; press Ctrl-C to stop")
