@@ -246,7 +246,7 @@ class Dialer:
 
     def sighting(self, peer: bytes) -> Sighting | None:
         """Where discovery sees ``peer`` now, if it does."""
-        return self.discovery.peers.get(peer) if self.discovery is not None else None
+        return self.discovery.find(peer) if self.discovery is not None else None
 
     async def follow(self, discovery: PeerDiscovery) -> None:
         """Act on ``discovery``'s sightings until its stream ends (and look peers up in it)."""
@@ -276,6 +276,7 @@ class Dialer:
         """Dial peers seen earlier that have become members since (run by housekeeping)."""
         if self.discovery is None:
             return
+        self.discovery.rematch()  # announcements of peers whose ids were not known yet
         for peer, seen in list(self.discovery.peers.items()):
             key = peer_key(peer)
             if key not in self.targets and self._spaces.wants(peer):

@@ -1,25 +1,36 @@
 """mDNS discovery with zeroconf, bridged into trio.
 
-Each node advertises ``<id>._p2pspace._tcp.local.`` with its endpoint id and protocol version
-in TXT -- never a space name or id -- on the interfaces the user chose (zeroconf binds its
-sockets to exactly those addresses; nothing is sent elsewhere). zeroconf runs its own threads:
-its browser callbacks only hand the service name to trio (``trio.from_thread.run_sync`` onto a
-bounded channel); resolving, registering and closing run in worker threads via
-``trio.to_thread``. Peers appear as :class:`Sighting` events and disappear as ``gone`` events.
+Each node advertises ``<tag>._p2pspace._tcp.local.`` with its protocol version in TXT -- never
+its endpoint id, a space name or id -- on the interfaces the user chose (zeroconf binds its
+sockets to exactly those addresses; nothing is sent elsewhere). The *tag* is a keyed hash of
+the endpoint id and the UTC day (:func:`discovery_tag`), so a stranger on the LAN sees a value
+that changes every day and cannot link an endpoint across days or networks, while a peer that
+knows the id -- a member of a shared space, an address-book entry, an inviter -- computes the
+same tag and recognises it (``known`` ids; yesterday's and tomorrow's tags are matched too, for
+clocks near midnight). A name whose tag matches no known id is kept, bounded, and matched again
+when :meth:`Discovery.find` is asked for an id learnt since (a join looking for its inviter).
+
+zeroconf runs its own threads: its browser callbacks only hand the service name to trio
+(``trio.from_thread.run_sync`` onto a bounded channel); resolving, registering and closing run
+in worker threads via ``trio.to_thread``. Peers appear as :class:`Sighting` events and disappear
+as ``gone`` events. The advertisement is renewed when the day, and with it the tag, changes.
 
 The node uses any discovery through :class:`PeerDiscovery` -- what it needs of
-:class:`Discovery`: ``run`` started with ``nursery.start``, the ``peers`` seen now and the
-``events`` stream of sightings -- so tests can hand it a
+:class:`Discovery`: ``run`` started with ``nursery.start``, the ``peers`` seen now, ``find`` and
+the ``events`` stream of sightings -- so tests can hand it a
 :class:`p2pspace.testing.FakeDiscovery` instead of mDNS.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import ipaddress
 import logging
 import socket
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -33,6 +44,10 @@ SERVICE_TYPE = "_p2pspace._tcp.local."
 RESOLVE_TIMEOUT_MS = 3000
 EVENT_QUEUE = 256
 SHUTDOWN_TIMEOUT = 5.0
+TAG_SIZE = 16
+TAG_CONTEXT = b"p2pspace-mdns-tag-v1\0"
+DAY_SECONDS = 86_400
+MAX_UNMATCHED = 256  # names seen whose tag matches no id we know (yet)
 
 log = logging.getLogger("p2pspace.node.discovery")
 
@@ -65,26 +80,52 @@ class PeerDiscovery(Protocol):
         unavailable network (it logs and keeps quiet instead)."""
         ...
 
+    def find(self, endpoint: bytes) -> Sighting | None:
+        """Where ``endpoint`` is seen now, if it is (also one first seen before its id was
+        known here)."""
+        ...
 
-def service_name(endpoint: bytes) -> str:
-    return f"{endpoint.hex()}.{SERVICE_TYPE}"
+    def rematch(self) -> None:
+        """Recognise announcements seen before their endpoints' ids were known here (a peer
+        that became a member since); each one recognised is a new sighting."""
+        ...
 
 
-def parse_info(info: ServiceInfo) -> Sighting | None:
-    """A sighting from a resolved service, or None if its TXT is not ours."""
+def discovery_tag(endpoint: bytes, day: int) -> bytes:
+    """What ``endpoint`` is announced as on UTC day ``day`` (days since the epoch)."""
+    message = TAG_CONTEXT + day.to_bytes(4, "big")
+    return hmac.new(endpoint, message, hashlib.sha256).digest()[:TAG_SIZE]
+
+
+def service_name(tag: bytes) -> str:
+    return f"{tag.hex()}.{SERVICE_TYPE}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Announcement:
+    """A resolved service of ours: its tag, addresses and protocol version."""
+
+    tag: bytes
+    addresses: tuple[tuple[str, int], ...]
+    version: int
+
+
+def parse_info(info: ServiceInfo) -> Announcement | None:
+    """An announcement from a resolved service, or None if it is not one of ours."""
     props = info.properties or {}
-    raw_id, raw_version = props.get(b"id"), props.get(b"v")
-    if raw_id is None or raw_version is None or info.port is None:
+    raw_version = props.get(b"v")
+    label = info.name.removesuffix("." + SERVICE_TYPE) if info.name else ""
+    if raw_version is None or info.port is None:
         return None
     try:
-        endpoint = bytes.fromhex(raw_id.decode("ascii"))
+        tag = bytes.fromhex(label)
         version = int(raw_version.decode("ascii"))
     except (UnicodeDecodeError, ValueError):
         return None
-    if len(endpoint) != 16:
+    if len(tag) != TAG_SIZE:
         return None
     addresses = tuple((address, int(info.port)) for address in info.parsed_addresses())
-    return Sighting(endpoint=endpoint, addresses=addresses, version=version)
+    return Announcement(tag=tag, addresses=addresses, version=version)
 
 
 class Discovery:
@@ -97,9 +138,13 @@ class Discovery:
         port: int,
         interfaces: Sequence[str],
         advertise: Sequence[str] = (),
+        known: Callable[[], Iterable[bytes]] = tuple,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """``interfaces``: addresses to bind mDNS to (empty: every interface).
-        ``advertise``: addresses to publish for this endpoint (default: ``interfaces``)."""
+        ``advertise``: addresses to publish for this endpoint (default: ``interfaces``).
+        ``known``: the endpoint ids this node would recognise (members of its spaces, its
+        address book); ``clock``: wall time, for the day of the tag."""
         self.endpoint = endpoint
         self.port = port
         self.interfaces = list(interfaces)
@@ -107,6 +152,64 @@ class Discovery:
         self.peers: dict[bytes, Sighting] = {}
         self._send, self.events = trio.open_memory_channel[Sighting](EVENT_QUEUE)
         self._zc: Zeroconf | None = None
+        self._known = known
+        self._clock = clock
+        self._names: dict[str, bytes] = {}  # service name -> endpoint id it was matched to
+        self._unmatched: dict[str, Announcement] = {}
+        self._tags: tuple[int, dict[bytes, bytes]] = (-1, {})  # (day, tag -> endpoint id)
+
+    def day(self) -> int:
+        return int(self._clock() // DAY_SECONDS)
+
+    def find(self, endpoint: bytes) -> Sighting | None:
+        seen = self.peers.get(endpoint)
+        if seen is not None:
+            return seen
+        tags = {discovery_tag(endpoint, d) for d in self._days()}
+        for name, announced in list(self._unmatched.items()):
+            if announced.tag in tags:
+                del self._unmatched[name]
+                return self._adopt(name, endpoint, announced)
+        return None
+
+    def rematch(self) -> None:
+        if not self._unmatched:
+            return
+        self._tags = (-1, {})  # the ids known may have grown
+        for name, announced in list(self._unmatched.items()):
+            endpoint = self._match(announced.tag)
+            if endpoint is not None:
+                del self._unmatched[name]
+                self._adopt(name, endpoint, announced)
+
+    def _days(self) -> tuple[int, int, int]:
+        today = self.day()
+        return (today - 1, today, today + 1)
+
+    def _match(self, tag: bytes) -> bytes | None:
+        """The known endpoint id announced as ``tag`` (around today), or None."""
+        day, table = self._tags
+        # Rebuilt for a new day, or at most once a housekeeping round (rematch resets it):
+        # a flood of strangers' announcements must not cost a hash per id each.
+        if day != self.day():
+            table = {
+                discovery_tag(peer, d): peer
+                for peer in self._known()
+                if peer != self.endpoint
+                for d in self._days()
+            }
+            self._tags = (self.day(), table)
+        return table.get(tag)
+
+    def _adopt(self, name: str, endpoint: bytes, announced: Announcement) -> Sighting:
+        found = Sighting(
+            endpoint=endpoint, addresses=announced.addresses, version=announced.version
+        )
+        self._names[name] = endpoint
+        if self.peers.get(endpoint) != found:
+            self.peers[endpoint] = found
+            self._emit(found)
+        return found
 
     def _make_zeroconf(self) -> Zeroconf:
         if self.interfaces:
@@ -116,14 +219,15 @@ class Discovery:
             return Zeroconf(interfaces=list(self.interfaces), ip_version=version)
         return Zeroconf(ip_version=IPVersion.V4Only)
 
-    def _info(self) -> ServiceInfo:
+    def _info(self, day: int) -> ServiceInfo:
         addresses = [socket.inet_pton(_family(a), a) for a in self.advertise]
+        tag = discovery_tag(self.endpoint, day)
         return ServiceInfo(
             SERVICE_TYPE,
-            service_name(self.endpoint),
+            service_name(tag),
             port=self.port,
-            properties={"id": self.endpoint.hex(), "v": str(PROTOCOL_VERSION)},
-            server=f"p2pspace-{self.endpoint.hex()}.local.",
+            properties={"v": str(PROTOCOL_VERSION)},
+            server=f"p2pspace-{tag.hex()}.local.",
             addresses=addresses or None,
         )
 
@@ -137,7 +241,7 @@ class Discovery:
             await trio.sleep_forever()
             return
         self._zc = zc
-        info = self._info()
+        info = self._info(self.day())
         token = trio.lowlevel.current_trio_token()
         names_send, names_receive = trio.open_memory_channel[tuple[str, bool]](EVENT_QUEUE)
         browser: ServiceBrowser | None = None
@@ -166,7 +270,18 @@ class Discovery:
                 task_status.started()
                 nursery.start_soon(self._resolve_loop, zc, names_receive)
                 try:
-                    await trio.sleep_forever()
+                    while True:
+                        # A new day, a new tag: the announcement is renewed under it.
+                        await trio.sleep(DAY_SECONDS - self._clock() % DAY_SECONDS + 1)
+                        renewed = self._info(self.day())
+                        try:
+                            if registered:
+                                await trio.to_thread.run_sync(zc.unregister_service, info)
+                            info, registered = renewed, False
+                            await trio.to_thread.run_sync(zc.register_service, info)
+                            registered = True
+                        except (ZeroconfError, OSError) as exc:
+                            log.error("cannot renew the mDNS announcement: %s", exc)
                 finally:
                     # Bounded: a zeroconf that hangs on the way out must not hang the node.
                     with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_TIMEOUT):
@@ -196,30 +311,41 @@ class Discovery:
     async def _resolve_loop(
         self, zc: Zeroconf, names: trio.MemoryReceiveChannel[tuple[str, bool]]
     ) -> None:
-        own = service_name(self.endpoint)
         async for name, gone in names:
-            if name == own:
-                continue
+            if name in {service_name(discovery_tag(self.endpoint, d)) for d in self._days()}:
+                continue  # our own announcement
             if gone:
-                for endpoint, seen in list(self.peers.items()):
-                    if service_name(endpoint) == name:
-                        del self.peers[endpoint]
-                        self._emit(
-                            Sighting(
-                                endpoint=endpoint, addresses=(), version=seen.version, gone=True
-                            )
-                        )
+                self.heard(name, None)
                 continue
             info: Any = await trio.to_thread.run_sync(_resolve, zc, name, abandon_on_cancel=True)
-            found = parse_info(info) if info is not None else None
-            if found is None or found.endpoint == self.endpoint:
-                continue
-            if found.version != PROTOCOL_VERSION:
-                log.info("ignoring %s: protocol version %d", name, found.version)
-                continue
-            if self.peers.get(found.endpoint) != found:
-                self.peers[found.endpoint] = found
-                self._emit(found)
+            announced = parse_info(info) if info is not None else None
+            if announced is not None:
+                self.heard(name, announced)
+
+    def heard(self, name: str, announced: Announcement | None) -> None:
+        """The service ``name`` was resolved to ``announced``, or went (None)."""
+        if announced is None:
+            self._unmatched.pop(name, None)
+            endpoint = self._names.pop(name, None)
+            seen = self.peers.get(endpoint) if endpoint is not None else None
+            if endpoint is not None and seen is not None:
+                del self.peers[endpoint]
+                self._emit(
+                    Sighting(endpoint=endpoint, addresses=(), version=seen.version, gone=True)
+                )
+            return
+        if announced.version != PROTOCOL_VERSION:
+            log.info("ignoring %s: protocol version %d", name, announced.version)
+            return
+        endpoint = self._match(announced.tag)
+        self._unmatched.pop(name, None)
+        if endpoint is not None:
+            self._adopt(name, endpoint, announced)
+            return
+        # Nobody we know (yet): kept, bounded, for find() and rematch() to match later.
+        self._unmatched[name] = announced
+        while len(self._unmatched) > MAX_UNMATCHED:
+            del self._unmatched[next(iter(self._unmatched))]
 
     def _emit(self, sighting: Sighting) -> None:
         try:

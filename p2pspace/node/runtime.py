@@ -103,6 +103,7 @@ async def _start(node: Node, nursery: trio.Nursery, discovery: PeerDiscovery | N
             port=listening[0][1],
             interfaces=config.interfaces,
             advertise=advertise or local_addresses(),
+            known=lambda: _known_peers(node),
         )
     if discovery is not None:
         node.dialer.discovery = discovery
@@ -111,6 +112,15 @@ async def _start(node: Node, nursery: trio.Nursery, discovery: PeerDiscovery | N
     for host, port in config.peers:
         node.add_peer(host, port)
     node.dialer.dial_known_members()
+
+
+def _known_peers(node: Node) -> set[bytes]:
+    """The endpoint ids whose mDNS tags this node recognises: members of its spaces and the
+    peers in its address book (an inviter is looked up by id when a join starts)."""
+    known = set(node.dialer.address_book)
+    for replica in node.endpoint.replicas.values():
+        known.update(replica.member_ids())
+    return known
 
 
 async def _tick(node: Node) -> None:

@@ -3,7 +3,9 @@
 The certificate's key *is* the endpoint's identity key: a peer that presents a certificate is
 pinned by checking ``endpoint_id_of(certificate key)`` against the id it is expected to have.
 There is no certificate authority; chain and hostname checks are off and replaced by that pin.
-The certificate is made once per home folder (``tls.pem``, mode 0600) from ``identity.key``.
+The certificate is made per home folder (``tls.pem``, mode 0600) from ``identity.key``, with
+ordinary validity dates, and renewed before it ends. It carries no endpoint id: TLS 1.3 encrypts
+certificates, so a passive observer sees none, and the key it holds is what peers pin.
 """
 
 from __future__ import annotations
@@ -27,19 +29,28 @@ from p2pspace.core.identity import Identity, endpoint_id_of
 from p2pspace.errors import AuthenticationError, StorageError
 from p2pspace.node.home import certificate_path, write_private
 
+VALIDITY = datetime.timedelta(days=397)  # what browsers accept of public certificates
+RENEW_BEFORE = datetime.timedelta(days=30)
 
-def make_certificate(identity: Identity) -> bytes:
-    """PEM of the private key followed by a self-signed certificate for it."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity.endpoint_id.hex())])
-    now = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+
+def make_certificate(identity: Identity, *, now: datetime.datetime | None = None) -> bytes:
+    """PEM of the private key followed by a self-signed certificate for it.
+
+    Nothing in it names the endpoint or the software beyond what any self-signed certificate
+    says: a generic subject, a random serial, and ordinary validity (from a day before ``now``
+    for clock skew, for :data:`VALIDITY`), so its dates do not single out p2pspace across
+    networks. It is renewed when it nears its end (:func:`certificate_file`)."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    start = (now or datetime.datetime.now(datetime.UTC)).replace(microsecond=0)
+    start -= datetime.timedelta(days=1)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(identity.private_key.public_key())
-        .serial_number(int.from_bytes(identity.endpoint_id[:8], "big") | 1)
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=365 * 100))
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + VALIDITY)
         .sign(identity.private_key, algorithm=None)
     )
     key_pem = identity.private_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
@@ -59,11 +70,15 @@ def certificate_file(home: Path, identity: Identity) -> Path:
 
 
 def _pem_matches(pem: bytes, identity: Identity) -> bool:
+    """True if ``pem`` holds a certificate for ``identity``'s key that is not near its end."""
     try:
         certificate = x509.load_pem_x509_certificate(pem)
-        return public_key_of(certificate.public_bytes(Encoding.DER)) == identity.public_key
+        if public_key_of(certificate.public_bytes(Encoding.DER)) != identity.public_key:
+            return False
     except (ValueError, AuthenticationError):
         return False
+    left = certificate.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
+    return left > RENEW_BEFORE
 
 
 def server_context(home: Path, identity: Identity) -> ssl.SSLContext:

@@ -64,6 +64,12 @@ class FakeDiscovery:
             self._emit(sighting)
         return sighting
 
+    def find(self, endpoint: bytes) -> Sighting | None:
+        return self._peers.get(endpoint)
+
+    def rematch(self) -> None:
+        """Nothing to do: the test announces endpoints by id."""
+
     def withdraw(self, endpoint: bytes) -> None:
         """Report ``endpoint`` gone (nothing happens if it was not present)."""
         seen = self._peers.pop(endpoint, None)
