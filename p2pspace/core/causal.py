@@ -14,12 +14,14 @@ Theory of operation. A replica *accepts* a delta once it is
    ranks are lower); and the creator's role in the membership its causal past builds allows
    every command, within the space's quota (:mod:`p2pspace.core.authority`).
 
-Deltas that are not yet ready wait in the *pending* set, bounded in count and bytes: over the
-bound the oldest pending deltas are dropped (they are fetched again later, never a crash). Each
-pending delta waits on exactly one *blocker* id; when that id arrives or is accepted the delta is
-re-examined. A delta whose dependencies run more than ``max_gap`` beyond the accepted vector is
-refused outright (:class:`~p2pspace.errors.TooFarAheadError`): a causal stream delivers those
-later, in order.
+Deltas that are not yet ready wait in the *pending* set (:mod:`p2pspace.core.pending`), filed
+under the peer that sent them and their creator and bounded in count and bytes: over the bound
+the oldest deltas of whoever holds the most are dropped (they are fetched again later, never a
+crash), and deltas of creators without an accepted grant are kept only within a small bound of
+their own. Each pending delta waits on exactly one *blocker* id; when that id arrives or is
+accepted the delta is re-examined. A delta whose dependencies run more than ``max_gap`` beyond
+the accepted vector is refused outright (:class:`~p2pspace.errors.TooFarAheadError`): a causal
+stream delivers those later, in order.
 
 Accepting never executes: :meth:`CausalBuffer.take_accepted` hands accepted deltas, in causal
 order, to the replica, which places them in the total order. This module has no I/O.
@@ -27,7 +29,6 @@ order, to the replica, which places them in the total order. This module has no 
 
 from __future__ import annotations
 
-import contextlib
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from p2pspace.core.authority import Authority
 from p2pspace.core.delta import Delta, DeltaId
 from p2pspace.core.membership import INSTANCE as MEMBERS_INSTANCE
 from p2pspace.core.membership import Membership, member_grant
+from p2pspace.core.pending import Bound, Bounds, Pending, PendingSet
 from p2pspace.errors import (
     BrokenChainError,
     EquivocationError,
@@ -59,22 +61,22 @@ class Head(NamedTuple):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
-    """Bounds of the pending set."""
+    """Bounds of the pending set. ``max_stranger_*``: deltas of creators without an accepted
+    grant, within the totals."""
 
     max_pending: int = 20_000
     max_pending_bytes: int = 32 * 1024 * 1024
+    max_stranger_pending: int = 64
+    max_stranger_pending_bytes: int = 1024 * 1024
     max_gap: int = 1_000_000
     max_fetch_ranges: int = 64
     enforce_roles: bool = True  # False only to measure what authorisation costs (the bench)
 
-
-@dataclass(slots=True)
-class _Pending:
-    delta: Delta
-    wire: bytes
-    authentic: bool = False
-    blocker: DeltaId | None = None
-    unsupported: bool = False
+    def pending_bounds(self) -> Bounds:
+        return Bounds(
+            total=Bound(count=self.max_pending, size=self.max_pending_bytes),
+            strangers=Bound(count=self.max_stranger_pending, size=self.max_stranger_pending_bytes),
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,17 +116,14 @@ class CausalBuffer:
         self.authority = authority
         self.limits = limits
         self._lookup = lookup
-        self._pending: dict[DeltaId, _Pending] = {}
-        self._pending_bytes = 0
-        self._waiting: dict[DeltaId, list[DeltaId]] = {}
-        self._auth_waiting: set[DeltaId] = set()
+        self._pending = PendingSet(limits.pending_bounds(), keyed=membership.keys)
+        self._offered: dict[bytes, int] = {}  # member -> the highest seq of it offered here
         self._accepted: list[tuple[Delta, bytes]] = []
         self._accepted_info: dict[DeltaId, tuple[int, bytes]] = {}
         self.rejections: list[Rejection] = []
         self.evidence: list[Evidence] = []
         self.newly_void: set[DeltaId] = set()
         self.switches: list[tuple[Delta, bytes]] = []  # accepted copies replaced (equivocation)
-        self.dropped = 0
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -135,40 +134,61 @@ class CausalBuffer:
     def vector(self) -> dict[bytes, int]:
         return {c: h.seq for c, h in self.heads.items()}
 
+    def seen_seq(self, creator: bytes) -> int:
+        """The highest seq of ``creator`` (a member) accepted or ever offered here: what it
+        can be shown to have created."""
+        return max(self.accepted_seq(creator), self._offered.get(creator, 0))
+
     @property
     def pending_count(self) -> int:
         return len(self._pending)
 
     @property
     def pending_bytes(self) -> int:
-        return self._pending_bytes
+        return self._pending.size
+
+    @property
+    def dropped(self) -> int:
+        """Pending deltas dropped to keep the bounds."""
+        return self._pending.dropped
+
+    @property
+    def stranger_count(self) -> int:
+        """Pending deltas of creators without an accepted grant."""
+        return self._pending.strangers
+
+    @property
+    def stranger_bytes(self) -> int:
+        return self._pending.stranger_bytes
+
+    @property
+    def pending(self) -> PendingSet:
+        """The pending set itself (read it; only this buffer changes it)."""
+        return self._pending
 
     def missing(self) -> list[tuple[bytes, int, int]]:
-        """``(creator, first, last)`` ranges that pending deltas wait for and nobody supplied."""
-        wanted: dict[bytes, tuple[int, int]] = {}
-        for blocker in self._waiting:
-            creator, seq = blocker
-            if blocker in self._pending or self.accepted_seq(creator) >= seq:
-                continue
-            first = self.accepted_seq(creator) + 1
-            lo, hi = wanted.get(creator, (first, seq))
-            wanted[creator] = (first, max(hi, seq))
-        for creator, seq in self._auth_waiting:
-            # Unsigned and deps-ready: fetch it again with its chain up to a signed successor.
-            lo, hi = wanted.get(creator, (seq, seq + 1))
-            wanted[creator] = (min(lo, seq), max(hi, seq + 1))
-        ranges = [(c, lo, hi) for c, (lo, hi) in sorted(wanted.items())]
-        return ranges[: self.limits.max_fetch_ranges]
+        """``(creator, first, last)`` ranges that pending deltas wait for and nobody supplied
+        (at most ``max_fetch_ranges``; creators with an accepted grant first, then in turn).
+        Costs one step per waiting creator, not per pending delta."""
+        return self._pending.missing(self.accepted_seq, self.limits.max_fetch_ranges)
 
     # -- input ------------------------------------------------------------------------------
 
     def offer(
-        self, delta: Delta, wire: bytes, *, authentic: bool = False, unsupported: bool = False
+        self,
+        delta: Delta,
+        wire: bytes,
+        *,
+        authentic: bool = False,
+        unsupported: bool = False,
+        sender: bytes | None = None,
     ) -> bool:
         """Add a received delta. Returns False for a duplicate of one already seen.
 
         ``unsupported``: this release cannot validate its commands (a newer release made it);
         it is judged on its creator's membership alone, kept, relayed and never executed.
+        ``sender``: the peer it came from (None: not told); while it waits it counts towards
+        that peer's share of the pending set.
 
         Raises :class:`InvalidDeltaError` subclasses when the delta is refused at once (wrong
         space, too far ahead, equivocation, conflicting copy); nothing is changed then.
@@ -210,7 +230,9 @@ class CausalBuffer:
             if woken:
                 self._process(woken)
             return True
-        entry = _Pending(delta=delta, wire=wire, authentic=authentic, unsupported=unsupported)
+        entry = Pending(
+            delta=delta, wire=wire, sender=sender, authentic=authentic, unsupported=unsupported
+        )
         work: deque[DeltaId] = deque([did])
         if not authentic:
             if delta.signature is not None:
@@ -221,13 +243,17 @@ class CausalBuffer:
                 successor = self._pending.get(DeltaId(delta.creator, delta.seq + 1))
                 if successor is not None and successor.authentic:
                     entry.authentic = chains_to(delta, successor.delta)
-        self._pending[did] = entry
-        self._pending_bytes += len(wire)
+        self._pending.add(did, entry)
+        if delta.creator in self.membership.keys and delta.seq > self._offered.get(
+            delta.creator, 0
+        ):
+            self._offered[delta.creator] = delta.seq
         if entry.authentic:
             work.extend(self._propagate(entry))
         work.extend(self._wake(did))
-        self._evict()
         self._process(work)
+        # After processing: an arrival that completed a chain takes no one's room.
+        self._pending.evict(stranger=delta.creator not in self.membership.keys)
         return True
 
     def _can_authenticate_now(self, delta: Delta) -> bool:
@@ -262,7 +288,7 @@ class CausalBuffer:
         work: deque[DeltaId] = deque()
         if any(c.engine == MEMBERS_INSTANCE for c in delta.commands):
             work.extend(self._grant(delta))
-        if self._waiting:
+        if self._pending.waits_for():
             work.extend(self._wake(delta.id))
         if work:
             self._process(work)
@@ -305,8 +331,9 @@ class CausalBuffer:
                     self.heads[delta.creator] = Head(delta.seq, delta.rank, delta.hash)
             elif held is not None:
                 self._remove(delta.id)
-                self._pending[delta.id] = _Pending(delta=delta, wire=wire, authentic=True)
-                self._pending_bytes += len(wire)
+                self._pending.add(
+                    delta.id, Pending(delta=delta, wire=wire, sender=held.sender, authentic=True)
+                )
                 self._process(deque([delta.id]))
         raise EquivocationError(
             f"{delta.id} was signed twice with different contents: its creator equivocated"
@@ -323,40 +350,8 @@ class CausalBuffer:
             return False
         return delta.rank > top
 
-    def _remove(self, did: DeltaId) -> _Pending | None:
-        entry = self._pending.pop(did, None)
-        if entry is not None:
-            self._pending_bytes -= len(entry.wire)
-            self._unwait(entry, did)
-            self._auth_waiting.discard(did)
-        return entry
-
-    def _wait(self, entry: _Pending, did: DeltaId, blocker: DeltaId) -> None:
-        self._unwait(entry, did)
-        entry.blocker = blocker
-        self._waiting.setdefault(blocker, []).append(did)
-
-    def _unwait(self, entry: _Pending, did: DeltaId) -> None:
-        blocker = entry.blocker
-        if blocker is None:
-            return
-        entry.blocker = None
-        waiters = self._waiting.get(blocker)
-        if waiters is not None:
-            with contextlib.suppress(ValueError):
-                waiters.remove(did)
-            if not waiters:
-                del self._waiting[blocker]
-
-    def _evict(self) -> None:
-        limits = self.limits
-        while self._pending and (
-            len(self._pending) > limits.max_pending
-            or self._pending_bytes > limits.max_pending_bytes
-        ):
-            oldest = next(iter(self._pending))
-            self._remove(oldest)
-            self.dropped += 1
+    def _remove(self, did: DeltaId) -> Pending | None:
+        return self._pending.remove(did)
 
     def _reject(self, did: DeltaId, error: InvalidDeltaError) -> None:
         entry = self._remove(did)
@@ -364,12 +359,7 @@ class CausalBuffer:
         self.rejections.append(Rejection(delta_id=did, error=error, delta_hash=digest))
 
     def _wake(self, did: DeltaId) -> list[DeltaId]:
-        waiters = self._waiting.pop(did, [])
-        for waiter in waiters:
-            entry = self._pending.get(waiter)
-            if entry is not None and entry.blocker == did:
-                entry.blocker = None
-        return waiters
+        return self._pending.wake(did)
 
     def _blocker(self, delta: Delta) -> DeltaId | None:
         if self.accepted_seq(delta.creator) < delta.seq - 1:
@@ -392,7 +382,7 @@ class CausalBuffer:
                 continue
             blocker = self._blocker(delta)
             if blocker is not None:
-                self._wait(entry, did, blocker)
+                self._pending.wait(did, entry, blocker)
                 continue
             try:
                 key = self.membership.keys.get(delta.creator)
@@ -403,7 +393,7 @@ class CausalBuffer:
                 if not entry.authentic:
                     if delta.signature is None:
                         # Authenticated later, when a signed successor chains back to it.
-                        self._auth_waiting.add(did)
+                        self._pending.auth_waiting.add(did)
                         continue
                     self._verify(entry, key)
                     work.extend(self._propagate(entry))
@@ -449,12 +439,9 @@ class CausalBuffer:
             self.membership.add(member, key, delta.id)
             if known:
                 continue
-            for did, entry in list(self._pending.items()):
-                if (
-                    did.creator == member
-                    and entry.delta.signature is not None
-                    and not entry.authentic
-                ):
+            for did in self._pending.admit(member):
+                entry = self._pending.get(did)
+                if entry is not None and entry.delta.signature is not None and not entry.authentic:
                     try:
                         self._verify(entry, key)
                     except InvalidDeltaError as exc:
@@ -463,11 +450,11 @@ class CausalBuffer:
                     woken.extend(self._propagate(entry))
         return woken
 
-    def _verify(self, entry: _Pending, key: bytes) -> None:
+    def _verify(self, entry: Pending, key: bytes) -> None:
         check_signature(key, entry.delta)  # raises ForgedDeltaError; the entry stays unproven
         entry.authentic = True
 
-    def _propagate(self, entry: _Pending) -> list[DeltaId]:
+    def _propagate(self, entry: Pending) -> list[DeltaId]:
         """Authenticate the unsigned predecessors that ``entry`` (authentic) chains back to.
 
         Returns the ids among them that were waiting only for authentication.
@@ -482,8 +469,8 @@ class CausalBuffer:
                 # one whose hash is not the one signed for stays unauthenticated.
                 break
             prev.authentic = True
-            if prev_id in self._auth_waiting:
-                self._auth_waiting.discard(prev_id)
+            if prev_id in self._pending.auth_waiting:
+                self._pending.auth_waiting.discard(prev_id)
                 ready.append(prev_id)
             current = prev
         return ready
@@ -533,4 +520,4 @@ class CausalBuffer:
         return info[0]
 
     def pending_ids(self) -> Iterable[DeltaId]:
-        return self._pending.keys()
+        return self._pending.ids()

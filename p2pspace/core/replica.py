@@ -509,12 +509,15 @@ class Replica:
 
     # -- receiving --------------------------------------------------------------------------
 
-    def receive(self, wires: Iterable[bytes], *, defer: bool = False) -> ReceiveResult:
+    def receive(
+        self, wires: Iterable[bytes], *, defer: bool = False, sender: bytes | None = None
+    ) -> ReceiveResult:
         """Verify and buffer received deltas; execute those that became ready.
 
         Invalid deltas are reported in ``rejected`` with their typed errors and change nothing.
         With ``defer``, ready deltas that would reorder already-executed ones are staged until
-        :meth:`release` (or until the stage is full). Raises :class:`StorageError` only.
+        :meth:`release` (or until the stage is full). ``sender``: the peer they came from, whose
+        share of the pending set holds those that must wait. Raises :class:`StorageError` only.
         """
         rejected: list[Rejection] = []
         seen: list[DeltaId] = []
@@ -547,7 +550,11 @@ class Replica:
             seen.append(delta.id)
             try:
                 if not offer(
-                    delta, wire, authentic=index in authentic, unsupported=index in unsupported
+                    delta,
+                    wire,
+                    authentic=index in authentic,
+                    unsupported=index in unsupported,
+                    sender=sender,
                 ):
                     duplicates += 1
             except RemoteProtocolError as exc:

@@ -12,7 +12,10 @@ instant leaves exactly the last committed batch. Nothing is written outside a tr
 power loss; ``"normal"`` syncs at checkpoints only (a committed batch survives a process crash,
 not a power cut) and is what the simulator uses.
 
-Every ``sqlite3`` error is translated to :class:`~p2pspace.errors.StorageError`.
+A store opened with a key is a SQLCipher database (``sqlcipher3``, the ``sqlite3`` interface
+with SQLCipher built in): pages, WAL frames and journal are encrypted; nothing else differs.
+
+Every ``sqlite3`` (or ``sqlcipher3``) error is translated to :class:`~p2pspace.errors.StorageError`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import contextlib
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from p2pspace.errors import LocalProtocolError, StorageError
 
@@ -83,15 +86,22 @@ LogRow = tuple[bytes, int, int, bytes, bytes, bytes | None]
 class Store:
     """One endpoint's SQLite store. Not thread-safe: one owner drives it."""
 
-    def __init__(self, path: Path, *, durability: str = "full") -> None:
+    def __init__(self, path: Path, *, durability: str = "full", key: bytes | None = None) -> None:
+        """Open (or create) the store at ``path``. ``key`` (32 bytes) makes it a SQLCipher
+        database encrypted under that raw key; without one the standard ``sqlite3`` opens it.
+        Raises :class:`StorageError`, also if ``key`` does not open an existing store."""
         if durability not in ("full", "normal"):
             raise LocalProtocolError("durability is 'full' or 'normal'")
+        if key is not None and len(key) != 32:
+            raise LocalProtocolError("a store key is 32 bytes")
         self.path = path
         self._in_txn = False
         self._durability = durability
         self._synced = durability == "full"  # the connection's current synchronous mode is FULL
+        # What the driver raises: SQLCipher's binding has its own classes, not sqlite3's.
+        self._errors: tuple[type[Exception], ...] = (sqlite3.Error,)
         try:
-            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self._db = self._connect(path, key)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={durability.upper()}")
             self._db.execute("PRAGMA foreign_keys=OFF")
@@ -107,11 +117,32 @@ class Store:
                 )
             elif row[0] != SCHEMA_VERSION:
                 raise StorageError(f"{path}: unsupported schema version {row[0]}")
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             raise StorageError(f"cannot open store {path}: {exc}") from None
 
+    def _connect(self, path: Path, key: bytes | None) -> sqlite3.Connection:
+        if key is None:
+            return sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        # Imported only for an encrypted store: a plain one stays on the standard sqlite3.
+        import sqlcipher3  # type: ignore[import-untyped]
+
+        self._errors = (sqlcipher3.Error,)
+        db = sqlcipher3.connect(str(path), isolation_level=None, check_same_thread=False)
+        try:
+            # A wrong key is reported by the error raised below, not by lines on stderr.
+            db.execute("PRAGMA cipher_log_level = NONE")
+            # A raw key (x'...'): the data key is random, so no KDF runs on every open.
+            db.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlcipher3.DatabaseError:
+            db.close()
+            raise StorageError(
+                f"{path} does not open with this home's key (or is not a p2pspace store)"
+            ) from None
+        return cast(sqlite3.Connection, db)
+
     def close(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(*self._errors):
             if self._in_txn:
                 self._db.execute("ROLLBACK")
             self._db.close()
@@ -138,16 +169,16 @@ class Store:
                 self._db.execute(f"PRAGMA synchronous={'FULL' if want else 'NORMAL'}")
                 self._synced = want
             self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             raise StorageError(f"cannot begin transaction: {exc}") from None
         self._in_txn = True
         try:
             yield
             self._db.execute("COMMIT")
         except BaseException as exc:
-            with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(*self._errors):
                 self._db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
+            if isinstance(exc, self._errors):
                 raise StorageError(f"store write failed: {exc}") from None
             raise
         finally:
@@ -161,13 +192,13 @@ class Store:
         self._require_txn()
         try:
             self._db.execute(sql, params)
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             raise StorageError(f"store write failed: {exc}") from None
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         try:
             return self._db.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             raise StorageError(f"store read failed: {exc}") from None
 
     # -- spaces -------------------------------------------------------------------------------
@@ -190,7 +221,7 @@ class Store:
                 "INSERT OR IGNORE INTO sponsors (space, peer) VALUES (?, ?)",
                 [(space, p) for p in peers],
             )
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             raise StorageError(f"store write failed: {exc}") from None
 
     def sponsors(self) -> list[tuple[bytes, bytes]]:
@@ -205,7 +236,7 @@ class Store:
             self._db.executemany(
                 "INSERT OR REPLACE INTO peer_acks (space, peer, vector) VALUES (?, ?, ?)", rows
             )
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             raise StorageError(f"store write failed: {exc}") from None
 
     def peer_acks(self) -> list[tuple[bytes, bytes, bytes]]:
@@ -249,7 +280,7 @@ class Store:
                 "UPDATE invitations SET used_by=? WHERE id=? AND used_by IS NULL",
                 (joiner, invitation),
             )
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             raise StorageError(f"store write failed: {exc}") from None
         return cursor.rowcount == 1
 
@@ -265,7 +296,7 @@ class Store:
                     "INSERT INTO meta (key, value) VALUES ('endpoint', ?)", (endpoint_id,)
                 )
                 return
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             raise StorageError(f"cannot read store {self.path}: {exc}") from None
         if bytes(row[0]) != endpoint_id:
             raise StorageError(
@@ -311,7 +342,7 @@ class Store:
                 "VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)",
                 rows,
             )
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             raise StorageError(f"store write failed: {exc}") from None
 
     def set_undos(self, rows: Sequence[tuple[bytes | None, bytes, bytes, int]]) -> None:
@@ -321,7 +352,7 @@ class Store:
             self._db.executemany(
                 "UPDATE log SET undo=? WHERE space=? AND creator=? AND seq=?", rows
             )
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             raise StorageError(f"store write failed: {exc}") from None
 
     def replace_delta(
@@ -454,7 +485,7 @@ class Store:
                 "INSERT OR REPLACE INTO claimed (space, creator, vector, used) VALUES (?, ?, ?, ?)",
                 rows,
             )
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             raise StorageError(f"store write failed: {exc}") from None
 
     def claimed(self, space: bytes) -> list[tuple[bytes, bytes, int]]:
@@ -470,7 +501,7 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?)",
                 rows,
             )
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             raise StorageError(f"store write failed: {exc}") from None
 
     def members_deltas(self, space: bytes) -> list[tuple[bytes, bytes, int]]:
@@ -488,7 +519,7 @@ class Store:
             self._db.executemany(
                 "INSERT OR IGNORE INTO void (space, creator, seq) VALUES (?, ?, ?)", rows
             )
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             raise StorageError(f"store write failed: {exc}") from None
 
     def void(self, space: bytes) -> list[tuple[bytes, int]]:
@@ -548,7 +579,7 @@ class Store:
                 self._db.executemany(
                     "DELETE FROM state WHERE space=? AND instance=? AND key=?", deletes
                 )
-        except sqlite3.Error as exc:
+        except self._errors as exc:
             raise StorageError(f"store write failed: {exc}") from None
 
     def state_scan(self, space: bytes, instance: str, prefix: bytes) -> list[tuple[bytes, bytes]]:

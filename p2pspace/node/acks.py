@@ -3,8 +3,11 @@
 Theory of operation. A peer's ``Ack`` frames say which deltas it has executed (a vector per
 space). The session keeps the latest for its own use while the connection lasts; the
 :class:`AckBook` keeps the union over every connection and every run, because the discussion
-tool shows "delivered to k of n" even for peers that are offline now. Vectors only grow: an
-entry below what is known is ignored. Changes are written to the store in batches (one
+tool shows "delivered to k of n" even for peers that are offline now. What it is given is what
+a session's link shows as acknowledged: each entry already cut to what existed when the peer
+claimed it (:func:`p2pspace.sync.space_link.plausible`), so a peer claiming everything once is
+not counted, now or after a restart, as holding deltas made later. Vectors only grow: an entry
+below what is known is ignored. Changes are written to the store in batches (one
 transaction per :meth:`AckBook.flush`, called by the node's ticker and at shutdown), not on
 every frame. An entry that does not decode at load is skipped -- it is only a cache of what
 peers said.

@@ -2,8 +2,8 @@
 
 Theory of operation. :class:`NodeConfig` is what :func:`~p2pspace.node.open_node` is told: where
 to listen, whom to dial, whether to run mDNS, how durable the store is, and the timings of the
-node's own logic (ticks, stall deadlines, dial backoff, stranger grace, the inbound cap). It is
-validated once, when it is made, so a node never starts with a knob that makes no sense; every
+node's own logic (ticks, stall deadlines, dial backoff, stranger grace, the caps on strangers).
+It is validated once, when it is made, so a node never starts with a knob that makes no sense; every
 collaborator of the node reads its knobs from here instead of from module constants, which is
 what lets a test run the same logic with small numbers (a cap of four, a one-second stall).
 
@@ -20,11 +20,13 @@ from types import MappingProxyType
 from p2pspace.core.causal import Limits
 from p2pspace.errors import LocalProtocolError, P2PSpaceError
 from p2pspace.sync import invitations
+from p2pspace.sync.handshake import MAX_HANDSHAKE_FRAME
 
 DEFAULT_PORT = 7455
 # A space created without naming its engines holds the records database and the discussion tool.
 DEFAULT_SPACE_ENGINES: Mapping[str, str] = MappingProxyType({"db": "rdb", "discussion": "rdb"})
 DURABILITIES = ("full", "normal")
+MIN_STRANGER_FRAME = 1024  # a Hello naming a few spaces must fit
 
 
 def parse_hostport(text: str, *, default_port: int | None = None) -> tuple[str, int]:
@@ -71,7 +73,17 @@ class NodeConfig:
     event_queue: int = 1024  # events a subscriber may fall behind before it is dropped
     join_timeout: float = 60.0  # default bound of a join
     progress_every: float = 0.5  # seconds between catch-up progress events during a join
-    max_inbound: int = 256  # handshakes and strangers' connections held at once
+    # Unauthenticated connections (handshakes under way and accepted strangers, see
+    # node.strangers): held at once, and from one address (never more than max_inbound);
+    # past a cap the idlest is dropped.
+    max_inbound: int = 256
+    max_inbound_per_address: int = 16
+    handshake_rate: float = 10.0  # handshakes begun per second and address, sustained...
+    handshake_burst: int = 30  # ...and at once; beyond, an arrival is refused before TLS
+    # The largest frame a peer may send until it proves a member (the handshake's 64 KiB at
+    # most): Hellos are far smaller, and 32 KiB keeps a stranger that holds a partial frame
+    # under 128 KiB of the node's memory, TLS buffers included.
+    stranger_frame: int = 32 * 1024
     stranger_grace: float = 10.0  # an accepted connection sharing no space closes after this
 
     def __post_init__(self) -> None:
@@ -96,14 +108,33 @@ class NodeConfig:
             _positive(knob, getattr(self, knob))
         for knob in ("join_timeout", "progress_every", "stranger_grace"):
             _positive(knob, getattr(self, knob))
+        if not isinstance(self.handshake_rate, int | float) or not (
+            math.isfinite(self.handshake_rate) and self.handshake_rate > 0
+        ):
+            raise LocalProtocolError(
+                f"handshake_rate must be a positive number a second, not {self.handshake_rate!r}"
+            )
         if not math.isfinite(self.dial_grace) or self.dial_grace < 0:
             raise LocalProtocolError(f"dial_grace must be >= 0, not {self.dial_grace!r}")
         if self.backoff_min > self.backoff_max:
             raise LocalProtocolError("backoff_min must not exceed backoff_max")
-        for knob in ("housekeeping_ticks", "read_size", "event_queue", "max_inbound"):
+        for knob in (
+            "housekeeping_ticks",
+            "read_size",
+            "event_queue",
+            "max_inbound",
+            "max_inbound_per_address",
+            "handshake_burst",
+        ):
             value = getattr(self, knob)
             if not isinstance(value, int) or value < 1:
                 raise LocalProtocolError(f"{knob} must be a positive integer, not {value!r}")
+        frame = self.stranger_frame
+        if not isinstance(frame, int) or not MIN_STRANGER_FRAME <= frame <= MAX_HANDSHAKE_FRAME:
+            raise LocalProtocolError(
+                f"stranger_frame must be {MIN_STRANGER_FRAME}-{MAX_HANDSHAKE_FRAME} bytes (a "
+                f"peer that proved nothing gets no more than a handshake), not {frame!r}"
+            )
 
 
 def _positive(knob: str, value: float) -> None:

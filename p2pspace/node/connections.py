@@ -16,11 +16,19 @@ produce less instead of queueing more). Any change -- a local delta, received de
 time; a stalled connection is dropped and counted as refused, as is one whose peer broke the
 protocol (after the session's Error frame went out, within a second).
 
+Until its peer *proves* a member -- its session syncs a space, or it is a member of one of ours
+or sponsors a join of ours -- a connection is a stranger's and costs little: its session refuses
+frames over ``stranger_frame`` (the handshake's 64 KiB at most; a longer length prefix closes it
+at once, counted as refused) and it is read :data:`STRANGER_READ` bytes at a time, so what a
+stranger makes the node hold is bounded by about the two together.
+
 Whatever goes wrong on one connection -- a protocol error, a store failure while streaming, a
 bug -- ends that connection, logged, never the node. A delta refused without blaming the peer
 (its creator broke a rule of the space) ends nothing: the session reports it and it is logged,
 like every line a peer can make us repeat, through one :class:`~p2pspace.node.log_limits
-.LogLimiter` (once per peer and kind of error a minute, then a count). A connection that synced a
+.LogLimiter` (once per peer and kind of error a minute, then a count). Lines name a member by its
+name in a space we share (:class:`PeerName`); a stranger's lines are counted by its address, so
+a stranger with ever new keys makes no more lines than one. A connection that synced a
 space but shares none any more -- the peer was removed, or this endpoint was -- is closed, once
 what was queued for it (the delta that removed it) went out and a short grace passed. The
 session is read only through its query methods (links, linked spaces, stats, closed, mid_frame,
@@ -31,13 +39,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 
 import trio
 
 from p2pspace.core.identity import short_id
 from p2pspace.errors import ErrorCode, RemoteProtocolError, StorageError
+from p2pspace.node import strangers
 from p2pspace.node.changes import ChangeFeed
 from p2pspace.node.config import NodeConfig
 from p2pspace.node.events import PeerConnected, PeerDisconnected
@@ -53,6 +62,28 @@ ERROR_FLUSH_SECONDS = 1.0  # how long the Error frame of a refused peer may take
 # How long a connection that shares no space any more stays open: the peer first hears of its
 # removal (the delta that removed it is the last thing it gets) and closes on its side.
 UNSHARED_GRACE = 2.0
+STRANGER_READ = 4 * 1024  # bytes asked of a stranger's stream per read
+
+
+class PeerName:
+    """How log lines name a peer: ``name (SHORT-ID)`` with its name in a space we share, else
+    ``SHORT-ID at HOST`` (``host`` None: the line gives the address itself). Worked out when a
+    line is written, not when it is only counted."""
+
+    __slots__ = ("_endpoint", "_host", "_peer")
+
+    def __init__(self, endpoint: Endpoint, peer: bytes, host: str | None) -> None:
+        self._endpoint = endpoint
+        self._peer = peer
+        self._host = host
+
+    def __str__(self) -> str:
+        for replica in self._endpoint.replicas.values():
+            member = replica.members().get(self._peer)
+            if member is not None and member.name:
+                return f"{member.name} ({short_id(self._peer)})"
+        where = "" if self._host is None else f" at {self._host}"
+        return f"{short_id(self._peer)}{where}"
 
 
 @dataclass(slots=True, kw_only=True, eq=False)
@@ -68,8 +99,8 @@ class PeerConnection:
     replaced: bool = False
     writer_done: trio.Event = field(default_factory=trio.Event)
     spaces: set[bytes] = field(default_factory=set)  # spaces this connection has synced
-    # Accepted, and counting against the inbound cap until the peer proves a member.
-    inbound_slot: bool = False
+    # The peer proved a member (see the module docstring): full frames, full reads.
+    proven: bool = False
     dropped: bool = False  # closed by us for misbehaving (a protocol error, a stall, a bug)
     ended: float | None = None  # trio.current_time() when it ended
     unshared_since: float | None = None  # when it was first seen sharing no space any more
@@ -77,6 +108,11 @@ class PeerConnection:
     @property
     def peer(self) -> bytes:
         return self.conn.peer
+
+    @property
+    def log_key(self) -> bytes | str:
+        """Whom its log lines are counted under: the peer once proven, else its address."""
+        return self.peer if self.proven else strangers.address_of(self.conn.address[0])
 
     @property
     def failed(self) -> bool:
@@ -149,18 +185,52 @@ class Connections:
             existing.scope.cancel()
         session = self._endpoint.open_session(expected_peer=conn.peer)
         peer = PeerConnection(
-            conn=conn, session=session, scope=trio.CancelScope(), opened=trio.current_time()
+            conn=conn,
+            session=session,
+            scope=trio.CancelScope(),
+            opened=trio.current_time(),
+            proven=self._spaces.wants(conn.peer),
         )
+        if not peer.proven:
+            session.limit_frames(self._config.stranger_frame)
         self.by_peer[conn.peer] = peer
-        log.info(
+        self.log_line(
+            peer,
+            logging.INFO if peer.proven else logging.DEBUG,
+            "connected",
             "connected to %s at %s:%d (%s)",
-            short_id(conn.peer),
+            self.name(peer, with_address=False),
             conn.address[0],
             conn.address[1],
             "dialled" if conn.dialed else "accepted",
         )
         self._changes.announce(PeerConnected(peer=conn.peer))
         return peer
+
+    def name(self, peer: PeerConnection, *, with_address: bool = True) -> PeerName:
+        """How log lines name ``peer``'s end (``with_address``: a stranger's host too)."""
+        return PeerName(self._endpoint, peer.peer, peer.conn.address[0] if with_address else None)
+
+    def log_line(
+        self,
+        peer: PeerConnection,
+        level: int,
+        reason: Hashable,
+        message: str,
+        *args: object,
+        count: int = 1,
+    ) -> None:
+        """Log a line about ``peer`` at most once a minute per peer (its address while it is a
+        stranger) and ``reason``, then a count. Strangers' lines and members' are kinds apart,
+        so strangers cannot crowd a member's line out."""
+        self.log_limits.log(
+            level,
+            (peer.log_key, reason),
+            message,
+            *args,
+            count=count,
+            kind=(reason, peer.proven),
+        )
 
     async def run(self, conn: Connection) -> PeerConnection | None:
         """Register ``conn`` and run the protocol on it until it ends; returns it, ended (None
@@ -183,7 +253,7 @@ class Connections:
                         nursery.start_soon(self._reader, peer, nursery.cancel_scope)
                         nursery.start_soon(self._writer, peer, nursery.cancel_scope)
                 except Exception as exc:
-                    log.exception("connection to %s failed", short_id(conn.peer))
+                    log.exception("connection to %s failed", self.name(peer))
                     peer.error = peer.error or f"internal error: {type(exc).__name__}: {exc}"
                     peer.dropped = True
                     self.refused += 1
@@ -199,49 +269,51 @@ class Connections:
         self._endpoint.close_session(session)
         if self.by_peer.get(conn.peer) is peer:
             del self.by_peer[conn.peer]
+        who = self.name(peer)
         if peer.replaced:
-            log.info("connection to %s replaced by a newer one", short_id(conn.peer))
+            line = "connection to %s replaced by a newer one"
+            self.log_line(peer, logging.INFO, "replaced", line, who)
             self._changes.announce()
             return
         closing = set(self._spaces.shared_with(conn.peer)) | peer.spaces
         self._peer_states.connection_ended(
             closing, conn.peer, error=error, failed=session.error is not None
         )
-        who = short_id(conn.peer)
         gap = session.version_gap
         if gap is not None:
-            self.log_limits.log(
-                logging.WARNING, (conn.peer, "version"), "peer %s %s", who, gap.describe()
-            )
+            self.log_line(peer, logging.WARNING, "version", "peer %s %s", who, gap.describe())
         elif session.error is not None and session.error.code is ErrorCode.UNSUPPORTED_VERSION:
-            self.log_limits.log(
+            self.log_line(
+                peer,
                 logging.WARNING,
-                (conn.peer, "version"),
+                "version",
                 "peer %s cannot sync with this release (%s): one of you must upgrade p2pspace",
                 who,
                 session.error,
             )
         elif error:
             kind = type(session.error).__name__ if session.error is not None else "closed"
-            self.log_limits.log(
-                logging.WARNING, (conn.peer, kind), "connection to %s closed: %s", who, error
-            )
+            # A stranger that merely went away is no news; one that broke the protocol is.
+            level = logging.WARNING if peer.proven or peer.failed else logging.DEBUG
+            self.log_line(peer, level, ("closed", kind), "connection to %s closed: %s", who, error)
         else:
-            log.info("connection to %s closed", who)
+            level = logging.INFO if peer.proven else logging.DEBUG
+            self.log_line(peer, level, "closed", "connection to %s closed", who)
         self._changes.announce(PeerDisconnected(peer=conn.peer, error=error))
 
     def report_refusals(self, peer: PeerConnection) -> None:
         """Log what the peer's session refused without blaming it, once per kind a minute."""
-        who = short_id(peer.peer)
+        who = self.name(peer)
         for refusal in peer.session.take_refusals():
             what = (
                 "a delta"
                 if refusal.delta_id is None
                 else (f"delta {short_id(refusal.delta_id.creator)}:{refusal.delta_id.seq}")
             )
-            self.log_limits.log(
+            self.log_line(
+                peer,
                 logging.WARNING,
-                (peer.peer, "refused", type(refusal.error).__name__),
+                ("refused", type(refusal.error).__name__),
                 "refused %s of space %s from %s: %s: %s",
                 what,
                 refusal.space.hex()[:8],
@@ -260,9 +332,10 @@ class Connections:
         for link in links:
             peer.spaces.add(link.space)
         self._peer_states.observe(peer.peer, links)
-        if peer.inbound_slot and (links or self._spaces.shared_with(peer.peer)):
-            # A member: its connection no longer counts against the strangers' cap.
-            peer.inbound_slot = False
+        if not peer.proven and (links or self._spaces.wants(peer.peer)):
+            # A member: full frames from now on, and no longer counted among the strangers.
+            peer.proven = True
+            peer.session.limit_frames(None)
         if not peer.spaces or links or self._spaces.wants(peer.peer):
             peer.unshared_since = None
             return
@@ -272,7 +345,13 @@ class Connections:
             return
         flushed = not peer.session.queued_bytes and not peer.scope.cancel_called
         if flushed and now - peer.unshared_since >= UNSHARED_GRACE:
-            log.info("closing the connection to %s: no space shared any more", short_id(peer.peer))
+            self.log_line(
+                peer,
+                logging.INFO,
+                "unshared",
+                "closing the connection to %s: no space shared any more",
+                self.name(peer),
+            )
             peer.scope.cancel()
 
     def observe_all(self) -> None:
@@ -285,10 +364,14 @@ class Connections:
     async def _reader(self, peer: PeerConnection, done: trio.CancelScope) -> None:
         session, stream = peer.session, peer.conn.stream
         stall = self._config.stall_timeout
-        read_size = self._config.read_size
         frame_deadline = math.inf
         try:
             while not session.closed:
+                read_size = (
+                    self._config.read_size
+                    if peer.proven
+                    else min(self._config.read_size, STRANGER_READ)
+                )
                 if session.mid_frame:
                     # A frame must be complete within stall_timeout of its first byte: a peer
                     # trickling a byte at a time is as stuck as one sending nothing.
@@ -359,4 +442,4 @@ class Connections:
             done.cancel()
 
 
-__all__ = ["Connections", "PeerConnection"]
+__all__ = ["STRANGER_READ", "Connections", "PeerConnection", "PeerName"]

@@ -7,6 +7,7 @@ unless told otherwise):
 ``identity.key``   the raw 32-byte Ed25519 private key (mode 0600); the endpoint's identity
 ``store.sqlite3``  the SQLite store of every replica (plus its WAL files)
 ``tls.pem``        the TLS key and self-signed certificate made from the identity key (0600)
+``atrest.json``    only in a home encrypted at rest: where its data key is kept
 ``config.json``    settings kept between runs (the display name)
 ``peers.json``     the address book: peers dialled successfully before
 ``node.lock``      held (``flock``) by the one process using the store
@@ -20,6 +21,13 @@ one, so a crash leaves the old file or the new one, never half of either); the s
 0600 before SQLite opens it, and SQLite gives its WAL and shared-memory files the store's mode.
 A node refuses to start on a home folder or identity key that other users can read
 (:func:`check_private`): one line says which ``chmod`` fixes it.
+
+A home made with ``p2pspace init --encrypt`` (:func:`encrypt_new_home`) is encrypted at rest:
+its store is a SQLCipher database and ``identity.key`` is sealed (AES-256-GCM), both under its
+data key (:mod:`~p2pspace.node.at_rest`), and ``tls.pem``'s key is encrypted too
+(:mod:`~p2pspace.node.tls`). Whatever reads the identity or opens the store unlocks the home
+first (:func:`unlock`; :func:`open_endpoint` does it once for both). A home without
+``atrest.json`` is plain, and its store is opened by the standard ``sqlite3`` as before.
 
 This module imports only the standard library at import time (the command line reads
 ``api.json`` and ``api.token`` through it without loading the engine); what needs the core
@@ -52,6 +60,7 @@ if TYPE_CHECKING:
     from p2pspace.core.causal import Limits
     from p2pspace.core.identity import Identity
     from p2pspace.core.store import Store
+    from p2pspace.node.at_rest import HomeKey, ScryptCost
     from p2pspace.sync.endpoint import Endpoint
 
 KEY_FILE = "identity.key"
@@ -62,6 +71,7 @@ PEERS_FILE = "peers.json"
 LOCK_FILE = "node.lock"
 TOKEN_FILE = "api.token"
 INFO_FILE = "api.json"
+AT_REST_FILE = "atrest.json"
 MAX_BOOK = 256  # peers kept in the address book
 PROOF_CONTEXT = b"p2pspace-api-proof-v1\0"
 
@@ -138,6 +148,85 @@ def tighten(path: Path) -> None:
         raise StorageError(f"cannot change the mode of {path}: {exc}") from None
 
 
+# -- encryption at rest --------------------------------------------------------------------------
+
+
+def is_encrypted(home: Path) -> bool:
+    """True if ``home`` is encrypted at rest (``p2pspace init --encrypt``)."""
+    return (home / AT_REST_FILE).exists()
+
+
+def at_rest_state(home: Path) -> str:
+    """``"plain"``, ``"encrypted (keyring)"`` or ``"encrypted (passphrase)"``: what ``status``
+    says of ``home``."""
+    try:
+        record = (home / AT_REST_FILE).read_bytes()
+    except FileNotFoundError:
+        return "plain"
+    except OSError:
+        return "encrypted"
+    from p2pspace.node.at_rest import describe
+
+    return describe(record)
+
+
+def unlock(home: Path, *, passphrase: str | None = None) -> HomeKey | None:
+    """The data key of an encrypted home; None for a plain one (no ``atrest.json``).
+
+    The key comes from the OS keyring or a passphrase (``passphrase``, else
+    ``$P2PSPACE_PASSPHRASE``, else asked on the terminal). Raises :class:`StorageError`, one
+    line, if it is not available or the passphrase is wrong; nothing in ``home`` is changed.
+    """
+    path = home / AT_REST_FILE
+    try:
+        record = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc}") from None
+    from p2pspace.node import at_rest
+
+    return at_rest.unlock(record, where=str(home), passphrase=passphrase)
+
+
+def encrypt_new_home(
+    home: Path,
+    *,
+    use_keyring: bool = True,
+    passphrase: str | None = None,
+    cost: ScryptCost | None = None,
+) -> HomeKey:
+    """Make ``home`` encrypted at rest before its endpoint is created: a new data key, kept in
+    the OS keyring or under a passphrase (see :func:`~p2pspace.node.at_rest.new_home_key`). A
+    home that is encrypted already is unlocked instead.
+
+    Raises :class:`LocalProtocolError` if ``home`` holds an unencrypted identity or store: it is
+    not converted in place (its plaintext could survive in the disk's free blocks anyway), and
+    :class:`StorageError` if no key can be kept.
+    """
+    from p2pspace.node import at_rest
+
+    existing = unlock(home, passphrase=passphrase)
+    if existing is not None:
+        return existing
+    store = home / STORE_FILE
+    if (home / KEY_FILE).exists() or (store.exists() and store.stat().st_size > 0):
+        raise LocalProtocolError(
+            f"{home} already holds an unencrypted endpoint and is not converted in place; "
+            "make an encrypted one in a new folder (p2pspace init --encrypt --home NEW) and "
+            "join your spaces from it"
+        )
+    make_home(home)
+    key, record = at_rest.new_home_key(
+        where=str(home.resolve()),
+        use_keyring=use_keyring,
+        passphrase=passphrase,
+        cost=cost or at_rest.SCRYPT_COST,
+    )
+    write_private(home / AT_REST_FILE, record, sync=True)
+    return key
+
+
 # -- identity, store, endpoint ----------------------------------------------------------------
 
 
@@ -146,32 +235,45 @@ def is_initialized(home: Path) -> bool:
     return (home / KEY_FILE).exists()
 
 
-def load_or_create_identity(home: Path, *, seed: bytes | None = None) -> Identity:
+def load_or_create_identity(
+    home: Path, *, seed: bytes | None = None, home_key: HomeKey | None = None
+) -> Identity:
     """The identity kept in ``home``; created (mode 0600) if the folder has none yet.
 
     ``seed`` makes a newly created key deterministic (simulations); it is ignored when a key
-    already exists. Raises :class:`StorageError` if the key file is unreadable or corrupt.
+    already exists. In a home encrypted at rest the key file is sealed under ``home_key``
+    (unlocked here if not given). Raises :class:`StorageError` if the key file is unreadable
+    or corrupt, or the home cannot be unlocked.
     """
     from p2pspace.core.identity import Identity
 
+    if home_key is None:
+        home_key = unlock(home)
     path = home / KEY_FILE
     if path.exists():
         try:
             raw = path.read_bytes()
         except OSError as exc:
             raise StorageError(f"cannot read {path}: {exc}") from None
+        if home_key is not None:
+            raw = home_key.unseal(KEY_FILE, raw, where=str(path))
         if len(raw) != 32:
             raise StorageError(f"{path} is not a 32-byte Ed25519 key")
         return Identity.from_private_bytes(raw)
     identity = Identity.from_seed(seed) if seed is not None else Identity.generate()
-    write_private(path, identity.private_bytes(), sync=True)
+    raw = identity.private_bytes()
+    write_private(path, raw if home_key is None else home_key.seal(KEY_FILE, raw), sync=True)
     return identity
 
 
-def open_store(home: Path, *, durability: str = "full") -> Store:
-    """The home's SQLite store (created with the folder if missing)."""
+def open_store(home: Path, *, durability: str = "full", home_key: HomeKey | None = None) -> Store:
+    """The home's SQLite store (created with the folder if missing): a SQLCipher database
+    under ``home_key`` in a home encrypted at rest (unlocked here if not given). Raises
+    :class:`StorageError`."""
     from p2pspace.core.store import Store
 
+    if home_key is None:
+        home_key = unlock(home)
     make_home(home)
     path = home / STORE_FILE
     try:
@@ -181,7 +283,8 @@ def open_store(home: Path, *, durability: str = "full") -> Store:
         raise StorageError(f"cannot create {path}: {exc}") from None
     for name in (STORE_FILE, STORE_FILE + "-wal", STORE_FILE + "-shm"):
         tighten(home / name)
-    return Store(path, durability=durability)
+    key = None if home_key is None else home_key.store_key()
+    return Store(path, durability=durability, key=key)
 
 
 def open_endpoint(
@@ -192,11 +295,13 @@ def open_endpoint(
     limits: Limits | None = None,
     name: str = "",
     new_store: bool = False,
+    home_key: HomeKey | None = None,
 ) -> Endpoint:
     """The endpoint kept in ``home``: its identity (created if new) and store, every replica
-    loaded. The caller closes it (:meth:`Endpoint.close`). Raises :class:`StorageError`, also
-    when the identity exists but the store is missing (unless ``new_store``) or belongs to
-    another endpoint."""
+    loaded. A home encrypted at rest is unlocked once, before anything is read (unless
+    ``home_key`` is given). The caller closes it (:meth:`Endpoint.close`). Raises
+    :class:`StorageError`, also when the home cannot be unlocked, or the identity exists but
+    the store is missing (unless ``new_store``) or belongs to another endpoint."""
     from p2pspace.core.causal import Limits
     from p2pspace.sync.endpoint import Endpoint
 
@@ -209,8 +314,10 @@ def open_endpoint(
             "the store from a backup, or start with an empty one explicitly (p2pspace init "
             "--new-store), which recovers this endpoint's changes from its peers first"
         )
-    identity = load_or_create_identity(home, seed=seed)
-    store = open_store(home, durability=durability)
+    if home_key is None:
+        home_key = unlock(home)
+    identity = load_or_create_identity(home, seed=seed, home_key=home_key)
+    store = open_store(home, durability=durability, home_key=home_key)
     try:
         store.claim_owner(identity.endpoint_id)
         return Endpoint(identity, store, limits=limits or Limits(), name=name)
@@ -344,6 +451,7 @@ def info_path(home: Path) -> Path:
 
 
 __all__ = [
+    "AT_REST_FILE",
     "CERT_FILE",
     "CONFIG_FILE",
     "INFO_FILE",
@@ -352,10 +460,13 @@ __all__ = [
     "PEERS_FILE",
     "STORE_FILE",
     "TOKEN_FILE",
+    "at_rest_state",
     "certificate_path",
     "check_private",
+    "encrypt_new_home",
     "home_lock",
     "info_path",
+    "is_encrypted",
     "is_initialized",
     "load_or_create_identity",
     "make_home",
@@ -367,6 +478,7 @@ __all__ = [
     "read_token",
     "tighten",
     "token_proof",
+    "unlock",
     "write_address_book",
     "write_config",
     "write_private",

@@ -62,6 +62,7 @@ from p2pspace.node.connections import Connections, PeerConnection
 from p2pspace.node.dialer import Dialer, DialTarget
 from p2pspace.node.discovery import PeerDiscovery
 from p2pspace.node.events import MembersWatch, NodeEvent
+from p2pspace.node.home import at_rest_state
 from p2pspace.node.joining import Joining
 from p2pspace.node.network import Address, Network
 from p2pspace.node.peer_states import PeerStates
@@ -490,6 +491,7 @@ class Node:
             peers=tuple(self.peers()),
             targets=tuple(target_view(t) for t in self.dialer.targets.values()),
             refused=self.refused,
+            at_rest=at_rest_state(self.home),
         )
 
     def statistics(self) -> NodeStatistics:

@@ -6,11 +6,15 @@ There is no certificate authority; chain and hostname checks are off and replace
 The certificate is made per home folder (``tls.pem``, mode 0600) from ``identity.key``, with
 ordinary validity dates, and renewed before it ends. It carries no endpoint id: TLS 1.3 encrypts
 certificates, so a passive observer sees none, and the key it holds is what peers pin.
+In a home encrypted at rest the key in ``tls.pem`` is encrypted (PKCS #8) under a password
+derived from the identity key, so the file gives away no more than the sealed key file does.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
+import hmac
 import ssl
 from pathlib import Path
 
@@ -18,6 +22,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import (
+    BestAvailableEncryption,
     Encoding,
     NoEncryption,
     PrivateFormat,
@@ -27,14 +32,17 @@ from cryptography.x509.oid import NameOID
 
 from p2pspace.core.identity import Identity, endpoint_id_of
 from p2pspace.errors import AuthenticationError, StorageError
-from p2pspace.node.home import certificate_path, write_private
+from p2pspace.node.home import certificate_path, is_encrypted, write_private
 
 VALIDITY = datetime.timedelta(days=397)  # what browsers accept of public certificates
 RENEW_BEFORE = datetime.timedelta(days=30)
 
 
-def make_certificate(identity: Identity, *, now: datetime.datetime | None = None) -> bytes:
-    """PEM of the private key followed by a self-signed certificate for it.
+def make_certificate(
+    identity: Identity, *, now: datetime.datetime | None = None, password: bytes | None = None
+) -> bytes:
+    """PEM of the private key (encrypted under ``password`` if given) followed by a
+    self-signed certificate for it.
 
     Nothing in it names the endpoint or the software beyond what any self-signed certificate
     says: a generic subject, a random serial, and ordinary validity (from a day before ``now``
@@ -53,19 +61,32 @@ def make_certificate(identity: Identity, *, now: datetime.datetime | None = None
         .not_valid_after(start + VALIDITY)
         .sign(identity.private_key, algorithm=None)
     )
-    key_pem = identity.private_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    encryption = NoEncryption() if password is None else BestAvailableEncryption(password)
+    key_pem = identity.private_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, encryption)
     return key_pem + certificate.public_bytes(Encoding.PEM)
 
 
+def pem_password(identity: Identity) -> bytes:
+    """The password of the key in an encrypted home's ``tls.pem``: whoever can read it holds
+    the identity key already."""
+    digest = hmac.new(identity.private_bytes(), b"p2pspace-tls-pem-v1", hashlib.sha256)
+    return digest.hexdigest().encode("ascii")
+
+
 def certificate_file(home: Path, identity: Identity) -> Path:
-    """The home folder's key-and-certificate file, (re)made if missing or for another key."""
+    """The home folder's key-and-certificate file, (re)made if missing or for another key, and
+    with its key encrypted if and only if the home is encrypted at rest."""
     path = certificate_path(home)
+    password = pem_password(identity) if is_encrypted(home) else None
     try:
-        if path.exists() and _pem_matches(path.read_bytes(), identity):
-            return path
+        if path.exists():
+            pem = path.read_bytes()
+            sealed = b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in pem
+            if sealed == (password is not None) and _pem_matches(pem, identity):
+                return path
     except OSError as exc:
         raise StorageError(f"cannot read {path}: {exc}") from None
-    write_private(path, make_certificate(identity), sync=True)
+    write_private(path, make_certificate(identity, password=password), sync=True)
     return path
 
 
@@ -84,7 +105,8 @@ def _pem_matches(pem: bytes, identity: Identity) -> bool:
 def server_context(home: Path, identity: Identity) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
-    context.load_cert_chain(str(certificate_file(home, identity)))
+    # The password is used only if the file's key is encrypted (an encrypted home).
+    context.load_cert_chain(str(certificate_file(home, identity)), password=pem_password(identity))
     return context
 
 
@@ -94,7 +116,7 @@ def client_context(home: Path, identity: Identity) -> ssl.SSLContext:
     # No CA: the server's key is pinned to its endpoint id after the handshake instead.
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    context.load_cert_chain(str(certificate_file(home, identity)))
+    context.load_cert_chain(str(certificate_file(home, identity)), password=pem_password(identity))
     return context
 
 

@@ -5,7 +5,9 @@
 the in-band handshake of :mod:`p2pspace.sync.handshake` (the listener pins nothing by
 certificate, so the dialler proves its key over a fresh nonce; the dialler pins the listener's
 certificate). Handshake frames are read exactly -- header, then payload -- so no byte of the
-session that follows is consumed here. Every failure is a typed error:
+session that follows is consumed here, and capped (:data:`~p2pspace.sync.handshake
+.MAX_HANDSHAKE_FRAME`; a Proof at :data:`~p2pspace.sync.handshake.MAX_PROOF_FRAME`). A listener
+makes no TLS state for a socket until it sends something. Every failure is a typed error:
 :class:`~p2pspace.errors.TransportError` (network, TLS, timeout),
 :class:`~p2pspace.errors.AuthenticationError` (wrong key, bad proof),
 :class:`~p2pspace.errors.InvitationError` (a refused join) or another
@@ -42,6 +44,7 @@ from p2pspace.sync.messages import Error
 
 HANDSHAKE_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 5.0
+FIRST_READ = 16 * 1024  # what a listener reads before it makes TLS state: one TLS record
 _BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
 
 JoinHandler = Callable[[bytes, bytes, JoinRequest, bytes], bytes]
@@ -67,6 +70,33 @@ class Connection:
             await self.stream.aclose()
 
 
+class _Replayed(trio.abc.Stream):
+    """A stream whose first bytes were read already: they are handed out again first."""
+
+    def __init__(self, stream: trio.abc.Stream, first: bytes | bytearray) -> None:
+        self.stream = stream
+        self._first: bytes | bytearray | None = first
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        first = self._first
+        if first is None:
+            return await self.stream.receive_some(max_bytes)
+        await trio.lowlevel.checkpoint()
+        size = len(first) if max_bytes is None else max_bytes
+        out, rest = first[:size], first[size:]
+        self._first = rest or None
+        return out
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
 async def _receive_exactly(stream: trio.abc.Stream, size: int) -> bytes:
     data = bytearray()
     while len(data) < size:
@@ -77,10 +107,12 @@ async def _receive_exactly(stream: trio.abc.Stream, size: int) -> bytes:
     return bytes(data)
 
 
-async def _read(stream: trio.abc.Stream, expect: type[Any]) -> Any:
+async def _read(
+    stream: trio.abc.Stream, expect: type[Any], *, limit: int = handshake.MAX_HANDSHAKE_FRAME
+) -> Any:
     length = int.from_bytes(await _receive_exactly(stream, HEADER), "big")
-    if length > handshake.MAX_HANDSHAKE_FRAME:
-        raise FrameTooLargeError(f"handshake frame of {length} bytes")
+    if length > limit:
+        raise FrameTooLargeError(f"handshake frame of {length} bytes (at most {limit})")
     return handshake.decode(await _receive_exactly(stream, length), expect)
 
 
@@ -168,14 +200,20 @@ async def accept(
     """Serve the handshake on an accepted stream that came from ``address``. Closes the
     stream on failure; raises as the module docstring says."""
     what = f"{address[0]}:{address[1]}"
-    stream = trio.SSLStream(raw, context, server_side=True)
+    stream: trio.SSLStream[trio.abc.Stream] | None = None
     try:
         with trio.fail_after(HANDSHAKE_TIMEOUT):
+            # TLS state (tens of KiB) is made once the peer speaks: a socket that stays silent
+            # costs a socket and nothing more.
+            first = await raw.receive_some(FIRST_READ)
+            if not first:
+                raise TransportError(f"{what}: closed before TLS began")
+            stream = trio.SSLStream(_Replayed(raw, first), context, server_side=True)
             await stream.do_handshake()
             nonce = os.urandom(handshake.NONCE_SIZE)
             await _write(stream, Challenge(server=identity.endpoint_id, nonce=nonce))
             try:
-                proof: Proof = await _read(stream, Proof)
+                proof: Proof = await _read(stream, Proof, limit=handshake.MAX_PROOF_FRAME)
                 peer = handshake.check_proof(proof, nonce=nonce, server=identity.endpoint_id)
             except RemoteProtocolError as exc:
                 await _refuse(stream, exc.code, str(exc))
@@ -194,9 +232,13 @@ async def accept(
             stream=stream, peer=peer, peer_key=proof.key, dialed=False, address=address
         )
     except BaseException as exc:
-        await Connection(
-            stream=stream, peer=b"", peer_key=b"", dialed=False, address=address
-        ).aclose()
+        if stream is not None:
+            await Connection(
+                stream=stream, peer=b"", peer_key=b"", dialed=False, address=address
+            ).aclose()
+        else:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(raw)
         if isinstance(exc, trio.TooSlowError):
             raise TransportError(f"{what}: handshake timed out") from None
         if isinstance(exc, (ssl.SSLError, OSError, trio.BrokenResourceError, P2PSpaceError)):

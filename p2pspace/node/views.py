@@ -261,6 +261,9 @@ class NodeStatus:
     peers: tuple[PeerView, ...]
     targets: tuple[DialTargetView, ...]
     refused: int
+    # How the home is kept on disk (p2pspace.node.home.at_rest_state): "plain",
+    # "encrypted (keyring)" or "encrypted (passphrase)".
+    at_rest: str = "plain"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -275,6 +278,7 @@ class NodeStatus:
             "peers": [p.to_json() for p in self.peers],
             "targets": [t.to_json() for t in self.targets],
             "refused": self.refused,
+            "at_rest": self.at_rest,
         }
 
 

@@ -204,7 +204,7 @@ class Endpoint:
             try:
                 while (event := session.next_event()) is not None:
                     if isinstance(event, DeltasReceived):
-                        result = self.receive(event.replica, event.wires)
+                        result = self.receive(event.replica, event.wires, sender=session.peer)
                         session.deltas_applied(event, result)
                     else:
                         # The merge the finished stream held back runs before the session
@@ -232,13 +232,19 @@ class Endpoint:
             return
         me = self.endpoint_id
         for space_id, replica in self.replicas.items():
-            held = session.acked(space_id).get(me, 0)
-            if held:
-                replica.note_peer_vector(peer, {me: held})
+            link = session.link(space_id)
+            if link is not None:
+                # What the peer still claims (a claim no repair backed is dropped): even 0
+                # counts, so that a withdrawn claim stops holding creation back.
+                replica.note_peer_vector(peer, {me: link.claims.get(me, 0)})
 
-    def receive(self, replica: Replica, wires: Iterable[bytes]) -> ReceiveResult:
-        """Offer received deltas to ``replica`` (staged while a catch-up for its space runs)."""
-        result = replica.receive(wires, defer=self.catching_up(replica.space_id))
+    def receive(
+        self, replica: Replica, wires: Iterable[bytes], *, sender: bytes | None = None
+    ) -> ReceiveResult:
+        """Offer received deltas to ``replica`` (staged while a catch-up for its space runs);
+        ``sender``: the peer they came from (its share of the pending set holds them)."""
+        defer = self.catching_up(replica.space_id)
+        result = replica.receive(wires, defer=defer, sender=sender)
         proof = replica.take_evidence_wires()
         if proof:
             for session in self.sessions:

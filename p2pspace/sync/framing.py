@@ -4,8 +4,9 @@
 every complete frame) or one frame at a time (:meth:`append` then :meth:`next_frame`, the
 session's pull). Its driver drains every complete frame after each read, so memory is bounded by
 what the driver reads per call (transports read bounded chunks) plus one frame. A declared length
-above ``max_frame`` raises
-:class:`~p2pspace.errors.FrameTooLargeError` before any of that frame is buffered.
+above ``max_frame`` raises :class:`~p2pspace.errors.FrameTooLargeError` before any of that frame
+is buffered. ``max_frame`` may change between frames: a peer that has proven nothing gets a small
+one (the handshake's), a member the full :data:`MAX_FRAME`.
 """
 
 from __future__ import annotations
@@ -24,16 +25,23 @@ def frame(payload: bytes, *, max_frame: int = MAX_FRAME) -> bytes:
 
 
 class FrameDecoder:
-    """Splits a byte stream into frame payloads."""
+    """Splits a byte stream into frame payloads.
+
+    A frame still incomplete once what arrived is parsed moves to a buffer of exactly its
+    declared length, which the bytes that follow fill in place: holding a partial frame costs
+    its length (at most ``max_frame``), not a growing buffer's slack and the holes it leaves.
+    """
 
     def __init__(self, *, max_frame: int = MAX_FRAME) -> None:
         self.max_frame = max_frame
-        self._buffer = bytearray()
-        self._need: int | None = None
+        self._buffer = bytearray()  # received, not yet parsed (follows the partial frame)
+        self._need: int | None = None  # the declared length of the frame being read
+        self._partial: bytearray | None = None  # that frame, when it did not arrive at once
+        self._filled = 0  # bytes of ``_partial`` received
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        return len(self._buffer) + self._filled
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return the payloads of every frame now complete."""
@@ -45,11 +53,25 @@ class FrameDecoder:
 
     def append(self, data: bytes) -> None:
         """Add received bytes without parsing them (:meth:`next_frame` does, one at a time)."""
-        self._buffer += data
+        partial = self._partial
+        if partial is None or self._filled == len(partial):
+            self._buffer += data
+            return
+        take = min(len(data), len(partial) - self._filled)
+        with memoryview(data) as view:
+            partial[self._filled : self._filled + take] = view[:take]
+            self._buffer += view[take:]
+        self._filled += take
 
     def next_frame(self) -> bytes | None:
         """The payload of the next complete frame, or None until more bytes arrive. Raises
         :class:`FrameTooLargeError` on a declared length over the maximum."""
+        partial = self._partial
+        if partial is not None:
+            if self._filled < len(partial):
+                return None
+            self._partial, self._filled, self._need = None, 0, None
+            return bytes(partial)
         if self._need is None:
             if len(self._buffer) < HEADER:
                 return None
@@ -61,10 +83,17 @@ class FrameDecoder:
                 )
             del self._buffer[:HEADER]
             self._need = length
-        if len(self._buffer) < self._need:
+        need = self._need
+        if len(self._buffer) < need:
+            # Everything buffered belongs to this frame: move it where the rest will land.
+            self._partial = bytearray(need)
+            self._filled = len(self._buffer)
+            self._partial[: self._filled] = self._buffer
+            self._buffer = bytearray()
             return None
-        payload = bytes(self._buffer[: self._need])
-        del self._buffer[: self._need]
+        with memoryview(self._buffer) as view:
+            payload = bytes(view[:need])
+        del self._buffer[:need]
         self._need = None
         return payload
 

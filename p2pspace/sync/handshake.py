@@ -50,6 +50,9 @@ from p2pspace.sync.messages import Error, MessageType, frame_version_error
 HANDSHAKE_LAYOUT = 1  # the version handshake frames are sent as
 NONCE_SIZE = 32
 MAX_HANDSHAKE_FRAME = 64 * 1024
+# A Proof, join request and a 200-character name included, is well under this: the listener
+# holds no more than this for a peer it knows nothing of.
+MAX_PROOF_FRAME = 4 * 1024
 MAX_NAME = 200
 
 

@@ -172,6 +172,7 @@ class Session:
         self._unlinked: set[bytes] = set()  # spaces whose link closed: late messages are ignored
         self._farewells: set[bytes] = set()  # spaces a removed peer got its removal of
         self.refusals = RefusalLog()
+        self._max_frame = max_frame
         self._decoder = FrameDecoder(max_frame=max_frame)
         self._outbox = Outbox(self.stats, max_frame=max_frame)
         self._offers = Offers()
@@ -201,6 +202,13 @@ class Session:
     def mid_frame(self) -> bool:
         """True while part of a frame from the peer has arrived (a stall leaves this set)."""
         return self._decoder.mid_frame
+
+    def limit_frames(self, max_frame: int | None) -> None:
+        """Refuse frames from the peer longer than ``max_frame`` bytes (a stranger's cap: a
+        longer length prefix fails the session before any of the frame is buffered) until the
+        peer syncs a space here, which lifts it before the next frame; None lifts it now."""
+        limit = self._max_frame if max_frame is None else min(max_frame, self._max_frame)
+        self._decoder.max_frame = limit
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -488,6 +496,7 @@ class Session:
             if self.peer is not None:
                 link.until = farewell_at(replica, self.peer)
             self._links[space] = link
+            self._decoder.max_frame = self._max_frame  # a member's frames: see limit_frames
             self._unlinked.discard(space)
             self._request(space, link)
 
@@ -534,7 +543,7 @@ class Session:
         if link is None:
             return
         vector = dict(message.vector)
-        merge_vector(link.acked, members_only(link.replica, vector))
+        link.hear(members_only(link.replica, vector), self.peer)
         if self.peer is not None:
             link.until = farewell_at(link.replica, self.peer)
         self._outbox.start_stream(link, vector, SendInput.REVISION)
@@ -558,7 +567,7 @@ class Session:
         link = self._link_for(message.space)
         if link is None:
             return None
-        merge_vector(link.acked, members_only(link.replica, dict(message.vector)))
+        link.hear(members_only(link.replica, dict(message.vector)), self.peer)
         link.feed_recv(RecvInput.SYNCED)
         return CatchUpEnded(space=message.space, vector=message.vector)
 
@@ -566,11 +575,13 @@ class Session:
         link = self._link_for(message.space)
         if link is None:
             return
-        # Only creators that are members count: made-up ids must not grow what we keep.
+        # Only creators that are members count: made-up ids must not grow what we keep. What
+        # it claims beyond what exists asks for a repair at most, never counts as held.
         vector = members_only(link.replica, dict(message.vector))
-        merge_vector(link.acked, vector)
+        link.hear(vector, self.peer)
         merge_vector(link.known, vector)
         if self.protocol >= 2 and divergence.asks_revision(link, message):
+            link.repair()
             self._request(message.space, link)
 
     def _on_fetch(self, message: Fetch) -> None:

@@ -8,14 +8,25 @@ space it syncs with its peer. A link runs two small machines, each a table:
   delta we execute is pushed). A fresh ``Revision`` restarts the stream; a live push that
   would overrun the outgoing queue falls back to a lazy stream (``overflow``).
 * **recv** (what we receive): ``requested`` from the moment our ``Revision`` is out until the
-  peer's ``Synced``; ``stalled`` when the peer stays silent past the session's patience (merges
-  stop being held back for it); ``synced`` afterwards. A new request (gap repair, a lossy
-  link's retransmission) goes back to ``requested``.
+  peer's ``Synced``; ``stalled`` when the peer stays silent past the session's patience, or
+  its frames bring nothing we accept for as long (merges stop being held back for it);
+  ``synced`` afterwards. A new request (gap repair, a lossy link's retransmission) goes back to
+  ``requested``; a gap repair never holds merges back.
 
 Besides the machines a link remembers what keeps a refusal from turning into a loop: the first
 seq of each creator we refused from this peer (gap repair and fetches do not ask for it again:
 its verdict would not change), the creators seen equivocating on it, and which divergences it
 already answered (:mod:`p2pspace.sync.divergence`).
+
+What the peer says it holds (its ``Revision``, ``Ack`` and ``Synced`` vectors) is a *claim*. A
+link keeps two views of it: :attr:`SpaceLink.claims`, as said (members' entries only), which
+only asks for work -- a gap repair when it runs ahead of us, tried at most
+:data:`MAX_LAG_TRIES` times with growing waits, each asking without holding our merges back --
+and :attr:`SpaceLink.acked`, each entry cut, when heard, to what we can tell existed then: our
+accepted vector, and for the peer's own deltas the highest seq we saw offered
+(:func:`plausible`). Only the second says what the peer holds -- "delivered to", fetch
+planning -- so a peer claiming everything is believed for nothing that does not exist, and a
+delta created later is not counted as delivered on an old claim.
 
 An input a table does not allow is our bug (:class:`~p2pspace.errors.LocalProtocolError`): the
 session only feeds inputs its handlers have already checked against the peer's messages.
@@ -37,7 +48,8 @@ from p2pspace.errors import LocalProtocolError
 
 MAX_REMEMBERED = 1024  # refused creators and answered divergences a link keeps, each
 RETRANSMIT_TICKS = 3  # a lossy link repeats its Revision this often; gap repair waits as long
-CATCH_UP_PATIENCE = 40  # ticks without stream activity before merges stop waiting for a peer
+CATCH_UP_PATIENCE = 40  # ticks without stream activity, or progress, before merges stop waiting
+MAX_LAG_TRIES = 4  # gap repairs for claims that stay ahead of us (each waits twice as long)
 
 
 class SendState(enum.Enum):
@@ -96,8 +108,11 @@ class LinkView:
     space: bytes
     send: SendState
     recv: RecvState
-    acked: Mapping[bytes, int]  # what the peer said it executed (members' entries only)
+    acked: Mapping[bytes, int]  # what the peer said it executed, cut to what existed then
     received: int  # deltas received on this link
+    # What the peer says it holds, as said (members' entries only) while gap repair still
+    # believes it; once the repairs it asked for came back empty, no more than ``acked``.
+    claims: Mapping[bytes, int] = field(default_factory=dict)
 
     @property
     def live(self) -> bool:
@@ -106,8 +121,9 @@ class LinkView:
 
     @property
     def peer_total(self) -> int:
-        """How many deltas the peer said it has (the sum of its acknowledged vector)."""
-        return sum(self.acked.values())
+        """How many deltas the peer says it has (the sum of its claims; for progress shown to
+        a user, never for a decision)."""
+        return sum(self.claims.values())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,13 +143,18 @@ class SpaceLink:
     send: SendState = SendState.IDLE
     recv: RecvState = RecvState.REQUESTED
     known: dict[bytes, int] = field(default_factory=dict)  # what we believe the peer has
-    acked: dict[bytes, int] = field(default_factory=dict)  # what the peer said it executed
+    acked: dict[bytes, int] = field(default_factory=dict)  # claims cut to what existed then
+    claims: dict[bytes, int] = field(default_factory=dict)  # what the peer says, as said
     stream_filter: dict[bytes, int] = field(default_factory=dict)
     cursor: OrderKey | None = None
     buffered: list[tuple[Delta, bytes]] = field(default_factory=list)
     buffer_overflow: bool = False
     ticks_requested: int = 0
     lag_ticks: int = 0
+    lag_tries: int = 0  # gap repairs asked since the claims last stopped running ahead
+    progress: int = 0  # the size of our accepted vector at the last tick
+    idle_ticks: int = 0  # ticks of a requested stream in which our accepted vector did not grow
+    repairing: bool = False  # the request under way is a repair: merges do not wait for it
     received_since_ack: bool = False
     received: int = 0
     refused: dict[bytes, int] = field(default_factory=dict)  # creator -> first refused seq
@@ -156,25 +177,58 @@ class SpaceLink:
         if new is None:
             raise LocalProtocolError(f"space link: {event.value} not allowed in {self.recv.value}")
         self.recv = new
+        if event is RecvInput.REQUEST:
+            self.idle_ticks = 0
+        elif event is RecvInput.SYNCED:
+            self.repairing = False
+
+    def hear(self, vector: Mapping[bytes, int], peer: bytes | None) -> None:
+        """The peer (``peer``, if known) claims to hold ``vector`` (members' entries only)."""
+        merge_vector(self.claims, vector)
+        merge_vector(self.acked, plausible(self.replica, vector, peer))
+
+    def repair(self) -> None:
+        """The next request is a repair (a claim ran ahead, a digest differs): the stream it
+        asks for is not waited for before merging."""
+        self.repairing = True
+
+    @property
+    def gave_up(self) -> bool:
+        """True once every gap repair the claims may ask for was tried."""
+        return self.lag_tries >= MAX_LAG_TRIES
 
     def tick(self, accepted: Mapping[bytes, int], *, lossy: bool, ack_due: bool) -> Duties:
         """One tick of the link, given our accepted vector: stop holding merges back for a
-        silent peer, and say what to send."""
+        peer whose stream is silent or brings nothing new, and say what to send."""
+        total = sum(accepted.values())
+        grew, self.progress = total > self.progress, total
         retransmit = False
         if self.recv is not RecvState.SYNCED:
             self.ticks_requested += 1
-            if self.recv is RecvState.REQUESTED and self.ticks_requested >= CATCH_UP_PATIENCE:
-                # Stop holding back merges for a peer that does not answer.
+            self.idle_ticks = 0 if grew else self.idle_ticks + 1
+            silent = max(self.ticks_requested, self.idle_ticks)
+            if self.recv is RecvState.REQUESTED and silent >= CATCH_UP_PATIENCE:
+                # Stop holding back merges for a peer that does not answer, or whose frames
+                # (duplicates, say) bring nothing we accept.
                 self.feed_recv(RecvInput.SILENT)
             retransmit = lossy and self.ticks_requested % RETRANSMIT_TICKS == 0
         request = False
-        if any(self.expects(c, accepted.get(c, 0), s) for c, s in self.acked.items()):
-            self.lag_ticks += 1
-            if self.lag_ticks >= RETRANSMIT_TICKS and self.recv is RecvState.SYNCED:
-                self.lag_ticks = 0
-                request = True
-        else:
+        if not any(self.expects(c, accepted.get(c, 0), s) for c, s in self.claims.items()):
             self.lag_ticks = 0
+            self.lag_tries = 0
+        elif self.recv is not RecvState.SYNCED and grew:
+            self.lag_ticks = 0  # a stream is bringing what the peer claims: the answer so far
+        elif not self.gave_up:
+            # The peer says it holds deltas we lack: ask again, waiting twice as long after
+            # each try that did not bring them -- one still unanswered counts too -- and give
+            # up after MAX_LAG_TRIES (a claim nobody backs with deltas is not worth more).
+            self.lag_ticks += 1
+            if self.lag_ticks >= RETRANSMIT_TICKS << self.lag_tries:
+                self.lag_ticks = 0
+                self.lag_tries += 1
+                if self.recv is RecvState.SYNCED:
+                    self.repair()
+                    request = True
         ack = self.received_since_ack or ack_due
         self.received_since_ack = False
         return Duties(revision=retransmit, request=request, ack=ack)
@@ -228,8 +282,9 @@ class SpaceLink:
     @property
     def holds_merges(self) -> bool:
         """True while our request is answered by a stream we still wait for: received deltas
-        that would reorder executed ones are staged until it ends."""
-        return self.recv is RecvState.REQUESTED
+        that would reorder executed ones are staged until it ends. A repair -- asked for on
+        the peer's word, which we cannot check -- holds nothing back."""
+        return self.recv is RecvState.REQUESTED and not self.repairing
 
     def view(self, space: bytes) -> LinkView:
         return LinkView(
@@ -238,6 +293,7 @@ class SpaceLink:
             recv=self.recv,
             acked=dict(self.acked),
             received=self.received,
+            claims=dict(self.acked if self.gave_up else self.claims),
         )
 
 
@@ -268,6 +324,21 @@ def farewell_at(replica: Replica, peer: bytes) -> OrderKey | None:
     return (0, info[0], creator, seq)
 
 
+def plausible(
+    replica: Replica, vector: Mapping[bytes, int], peer: bytes | None
+) -> dict[bytes, int]:
+    """``vector`` (a peer's claim) cut to what we can tell exists: per creator our accepted
+    seq; for ``peer``'s own deltas, the highest seq of them we saw offered (it may have made
+    more, but nothing shows it)."""
+    buffer = replica.buffer
+    out: dict[bytes, int] = {}
+    for creator, seq in vector.items():
+        limit = buffer.seen_seq(creator) if creator == peer else buffer.accepted_seq(creator)
+        if min(seq, limit) > 0:
+            out[creator] = min(seq, limit)
+    return out
+
+
 def members_only(replica: Replica, vector: Mapping[bytes, int]) -> dict[bytes, int]:
     """What a peer says it has, for creators we know (members, or members once): made-up ids
     in a vector must not grow what a session keeps."""
@@ -294,7 +365,9 @@ __all__ = [
     "SendInput",
     "SendState",
     "SpaceLink",
+    "MAX_LAG_TRIES",
     "members_only",
     "merge_vector",
+    "plausible",
     "sendable",
 ]

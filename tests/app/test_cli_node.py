@@ -90,11 +90,12 @@ def test_two_nodes_invite_join_and_share_records(tmp_path: Path) -> None:
         fails(a_home, "rdb", "get", "notes", "t", "missing", "--wait", "0.1", match="no record")
         fails(a_home, "invite", "notes", "--role", "emperor", match="role")
 
-        # A node whose API refuses our token: the command says so instead of touching the store.
+        # A token file that does not match the node: the listener cannot prove it is this
+        # home's node, so the token is not sent -- and the store is not touched either.
         token = (a_home / "api.token").read_text()
         (a_home / "api.token").write_text("wrong\n")
         try:
-            fails(a_home, "space", "list", match="refused the API token")
+            fails(a_home, "space", "list", match="is not this home's node; its token was not sent")
         finally:
             (a_home / "api.token").write_text(token)
 

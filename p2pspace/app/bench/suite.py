@@ -13,6 +13,7 @@ from p2pspace.app.bench.local import w1, w2, w3
 from p2pspace.app.bench.merge import w3r
 from p2pspace.app.bench.network import w4, w5
 from p2pspace.app.bench.report import median_of_runs
+from p2pspace.app.bench.strangers import w8
 
 RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     "W1": w1,
@@ -23,6 +24,7 @@ RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     "W5": w5,
     "W6": w6,
     "W7": w7,
+    "W8": w8,
 }
 
 QUICK: dict[str, dict[str, Any]] = {
@@ -34,6 +36,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "W5": {"deltas": 5000, "records": 100},
     "W6": {"posts": 1000, "threads": 50, "big": 100, "requests": 3},
     "W7": {"processes": 2, "topics": 2, "replies": 1},
+    "W8": {"strangers": 200},
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -126,12 +127,19 @@ PROGRAMS: dict[str, Callable[[argparse.Namespace], int]] = {
 def cmd_init(args: argparse.Namespace, home: Path) -> int:
     from p2pspace.core.identity import format_endpoint_id
     from p2pspace.errors import LocalProtocolError
-    from p2pspace.node.home import home_lock, open_endpoint, write_config
+    from p2pspace.node.home import encrypt_new_home, home_lock, open_endpoint, write_config
 
+    passphrase = bool(getattr(args, "passphrase", False))
+    encrypt = passphrase or bool(getattr(args, "encrypt", False))
     try:
         with home_lock(home):
+            # An encrypted home gets its key before anything else is written there.
+            home_key = encrypt_new_home(home, use_keyring=not passphrase) if encrypt else None
             endpoint = open_endpoint(
-                home, name=args.name or "", new_store=bool(getattr(args, "new_store", False))
+                home,
+                name=args.name or "",
+                new_store=bool(getattr(args, "new_store", False)),
+                home_key=home_key,
             )
             try:
                 endpoint_id = endpoint.endpoint_id
@@ -142,6 +150,12 @@ def cmd_init(args: argparse.Namespace, home: Path) -> int:
     except LocalProtocolError as exc:
         raise CliError(str(exc)) from None
     print(format_endpoint_id(endpoint_id))
+    if home_key is not None:
+        kept = {
+            "keyring": "under a key kept in the OS keyring",
+            "passphrase": "under your passphrase (nothing opens them without it)",
+        }[home_key.method.value]
+        print(f"the store and identity key are encrypted at rest, {kept}", file=sys.stderr)
     return 0
 
 

@@ -144,6 +144,17 @@ def _add_endpoint_commands(sub: Subparsers, homed: OneLineParser) -> None:
         help="start an empty store for an existing identity (its changes are recovered from "
         "peers before it makes new ones)",
     )
+    init.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="keep the store and key encrypted at rest, under a key held in the OS keyring if "
+        "there is one, else under a passphrase (asked, or $P2PSPACE_PASSPHRASE)",
+    )
+    init.add_argument(
+        "--passphrase",
+        action="store_true",
+        help="encrypt at rest under a passphrase, not the OS keyring (implies --encrypt)",
+    )
 
     ident = sub.add_parser("id", parents=[homed], help="print this endpoint's id")
     ident.add_argument("--hex", action="store_true", help="as hex instead of the display form")

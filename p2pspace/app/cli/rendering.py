@@ -36,6 +36,8 @@ def format_status(status: dict[str, Any], *, online: bool) -> str:
         lines.append(f"  listen {', '.join(status['listen']) or '-'}   api {status['api']}")
     else:
         lines.append("  node not running (offline view of the store)")
+    if status.get("at_rest"):
+        lines.append(f"  at rest: {one_line(status['at_rest'])}")
     people: dict[str, str] = {}
     space_names: dict[str, str] = {}
     for space in status["spaces"]:

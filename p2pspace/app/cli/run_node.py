@@ -20,6 +20,7 @@ from p2pspace.app.cli.backend import CliError
 from p2pspace.app.cli.rendering import describe_event
 from p2pspace.core.identity import format_endpoint_id
 from p2pspace.node.config import DEFAULT_PORT, NodeConfig, parse_hostport
+from p2pspace.node.log_limits import LogLimiter
 from p2pspace.node.node import Node
 from p2pspace.node.runtime import open_node
 
@@ -28,6 +29,8 @@ from p2pspace.node.runtime import open_node
 DEFAULT_LISTEN = "0.0.0.0"
 # Events the node logs itself; ``run`` logs every other event as one line.
 SELF_LOGGED_EVENTS = frozenset({"peer", "refused", "discovery"})
+# One per ack, per batch of deltas, per post or status change: logged at DEBUG only.
+DEBUG_EVENTS = frozenset({"acks", "deltas", "discussion", "status", "progress"})
 
 log = logging.getLogger("p2pspace.app.cli")
 
@@ -116,11 +119,20 @@ async def _run_node(
 
 
 async def _log_events(node: Node) -> None:
+    # A peer whose connection churns changes sync state many times a second: each distinct
+    # line (type, space, peer, state) once a minute, then a count, like the node's own lines.
+    limiter = LogLimiter(log, now=trio.current_time)
     while True:
         with node.subscribe() as events:
             async for event in events:
-                if event.TYPE not in SELF_LOGGED_EVENTS:
-                    log.info("%s", describe_event(event.to_json()))
+                limiter.flush()
+                if event.TYPE in SELF_LOGGED_EVENTS:
+                    continue
+                line = describe_event(event.to_json())
+                if event.TYPE in DEBUG_EVENTS:
+                    log.debug("%s", line)
+                else:
+                    limiter.log(logging.INFO, line, "%s", line)
         log.warning("the event log fell behind; some events were not logged")
 
 
