@@ -319,9 +319,8 @@ class Endpoint:
             # A catch-up stream under way will bring what its peer has: fetching that too
             # would only get it twice (chunks end anywhere, so their unsigned tails wait a
             # moment for the next chunk's signed delta).
-            streaming = [s for s in candidates if s.receiving_catch_up(space_id)]
             for i, (creator, first, last) in enumerate(missing):
-                if any(s.peer_has(space_id, creator, last) for s in streaming):
+                if any(s.stream_brings(space_id, creator, last) for s in candidates):
                     continue
                 holders = [s for s in candidates if s.peer_has(space_id, creator, first)]
                 chosen = (holders or candidates)[i % len(holders or candidates)]

@@ -238,8 +238,18 @@ class Session:
         return {} if link is None else dict(link.acked)
 
     def peer_has(self, space: bytes, creator: bytes, seq: int) -> bool:
+        """True if the peer held ``creator:seq`` when it last said what it holds (the verified
+        claims: what we knew existed then)."""
         link = self._links.get(space)
         return link is not None and link.acked.get(creator, 0) >= seq
+
+    def stream_brings(self, space: bytes, creator: bytes, seq: int) -> bool:
+        """True if a catch-up stream from the peer is under way for ``space`` and, by what the
+        peer said it holds, will bring ``creator:seq``: fetching it too would get it twice. Only
+        defers a fetch while the stream is awaited (the catch-up patience ends that), so an
+        untrue claim holds nothing back for long."""
+        link = self._links.get(space)
+        return link is not None and link.holds_merges and link.claims.get(creator, 0) >= seq
 
     def holds_merges(self, space: bytes) -> bool:
         """True while a catch-up stream we requested for ``space`` is still expected."""
