@@ -7,7 +7,9 @@ numbers already used: an equivocation, by accident (DESIGN §8). So each peer's 
 of our own deltas it holds (from its revision or acks) is kept while its session lasts; while
 any claim runs ahead of what we accepted, the replica fetches the difference and creates nothing.
 One log line says what happened -- when a claim first runs ahead, or when a peer first sends back
-one of our deltas that the store lacked. Pure; the replica asks it questions.
+one of our deltas that the store lacked. A claim the peer withdraws before backing it with the
+deltas (its session gave up the repairs) is an untrue one: that peer's claims are ignored from
+then on. Pure; the replica asks it questions.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class OwnRecovery:
     def __init__(self, space_name: str) -> None:
         self._name = space_name
         self._claims: dict[bytes, int] = {}  # peer -> how many of our deltas it holds
+        self._unbacked: set[bytes] = set()  # peers that claimed ours and withdrew unbacked
         self._told = False  # the one line saying the store was older is logged
 
     def behind(self, have: int) -> int:
@@ -32,8 +35,15 @@ class OwnRecovery:
         return max(0, max(self._claims.values()) - have)
 
     def note_claim(self, peer: bytes, theirs: int, have: int) -> None:
-        """``peer`` says it holds ``theirs`` of our deltas; we accepted ``have``."""
-        if theirs <= have:
+        """``peer`` says it holds ``theirs`` of our deltas; we accepted ``have``.
+
+        A peer whose claim was withdrawn before we got what it claimed (the session gave up
+        repairs nobody answered) never holds our creation back again: a member that keeps
+        claiming our deltas, reconnecting each time, must not stop us from writing."""
+        before = self._claims.get(peer, 0)
+        if before > max(theirs, have):
+            self._unbacked.add(peer)
+        if theirs <= have or peer in self._unbacked:
             self._claims.pop(peer, None)
             return
         if not self.behind(have):

@@ -74,3 +74,23 @@ def test_a_peer_that_goes_away_stops_holding_creation_back(
     # A vector that holds no more than this store is no claim at all.
     a.note_peer_vector(b.endpoint_id, dict(a.vector))
     assert a.recovering() == 0
+
+
+def test_a_claim_withdrawn_unbacked_never_holds_creation_back_again(
+    space_pair: tuple[Replica, Replica],
+) -> None:
+    """A member that claims to hold our deltas it never sends: once its session gives up the
+    repairs (the claim drops back), its claims are ignored -- reconnecting to claim again
+    cannot keep us from writing. An honest peer's claim, backed by the deltas, still counts."""
+    a, b = space_pair
+    liar, honest = b.endpoint_id, b"\x42" * 16
+    me = a.endpoint_id
+    a.note_peer_vector(liar, {me: 99})
+    assert not a.can_create()
+    a.note_peer_vector(liar, {me: 0})  # the repairs gave up: nothing came
+    assert a.can_create()
+    a.peer_gone(liar)
+    a.note_peer_vector(liar, {me: 99})  # a new connection, the same untrue claim
+    assert a.can_create() and a.recovering() == 0
+    a.note_peer_vector(honest, {me: a.vector[me] + 1})
+    assert not a.can_create()  # another peer's claim still counts
