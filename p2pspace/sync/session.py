@@ -387,6 +387,12 @@ class Session:
             if seq > link.known.get(creator, 0):
                 link.known[creator] = seq
         link.received_since_ack = True
+        fresh = len(result.seen) - result.duplicates - len(result.rejected)
+        if fresh > 0:
+            # Patience measures silence, not the length of a catch-up still bringing deltas:
+            # only deltas new to us count (a trickle of duplicates is silence).
+            link.fresh += fresh
+            link.ticks_requested = 0
         blamed = self.refusals.judge(event.space, link, result)
         if blamed is not None:
             self._fail(blamed)
@@ -569,8 +575,6 @@ class Session:
             return None
         self.stats.deltas_received += len(message.wires)
         link.received += len(message.wires)
-        # Patience measures silence, not the length of a catch-up that is still flowing.
-        link.ticks_requested = 0
         return DeltasReceived(space=message.space, replica=link.replica, wires=message.wires)
 
     def _on_synced(self, message: Synced) -> CatchUpEnded | None:

@@ -49,6 +49,9 @@ from p2pspace.errors import LocalProtocolError
 MAX_REMEMBERED = 1024  # refused creators and answered divergences a link keeps, each
 RETRANSMIT_TICKS = 3  # a lossy link repeats its Revision this often; gap repair waits as long
 CATCH_UP_PATIENCE = 40  # ticks without stream activity, or progress, before merges stop waiting
+# However it trickles, one request holds merges back at most this long (a catch-up of a
+# million deltas streams in well under it; staging is an optimisation, never needed for order).
+MAX_HOLD_TICKS = 600
 MAX_LAG_TRIES = 4  # gap repairs for claims that stay ahead of us (each waits twice as long)
 
 
@@ -152,8 +155,9 @@ class SpaceLink:
     ticks_requested: int = 0
     lag_ticks: int = 0
     lag_tries: int = 0  # gap repairs asked since the claims last stopped running ahead
-    progress: int = 0  # the size of our accepted vector at the last tick
-    idle_ticks: int = 0  # ticks of a requested stream in which our accepted vector did not grow
+    fresh: int = 0  # deltas from this peer new to us since the last tick
+    idle_ticks: int = 0  # ticks of a requested stream in which this peer brought nothing new
+    hold_ticks: int = 0  # ticks since the request that is awaited
     repairing: bool = False  # the request under way is a repair: merges do not wait for it
     received_since_ack: bool = False
     received: int = 0
@@ -179,6 +183,7 @@ class SpaceLink:
         self.recv = new
         if event is RecvInput.REQUEST:
             self.idle_ticks = 0
+            self.hold_ticks = 0
         elif event is RecvInput.SYNCED:
             self.repairing = False
 
@@ -200,16 +205,20 @@ class SpaceLink:
     def tick(self, accepted: Mapping[bytes, int], *, lossy: bool, ack_due: bool) -> Duties:
         """One tick of the link, given our accepted vector: stop holding merges back for a
         peer whose stream is silent or brings nothing new, and say what to send."""
-        total = sum(accepted.values())
-        grew, self.progress = total > self.progress, total
+        # Progress is what *this* peer brought that was new to us: another peer's deltas, or
+        # duplicates trickled by this one, say nothing about its stream.
+        grew, self.fresh = self.fresh > 0, 0
         retransmit = False
         if self.recv is not RecvState.SYNCED:
             self.ticks_requested += 1
+            self.hold_ticks += 1
             self.idle_ticks = 0 if grew else self.idle_ticks + 1
             silent = max(self.ticks_requested, self.idle_ticks)
-            if self.recv is RecvState.REQUESTED and silent >= CATCH_UP_PATIENCE:
-                # Stop holding back merges for a peer that does not answer, or whose frames
-                # (duplicates, say) bring nothing we accept.
+            if self.recv is RecvState.REQUESTED and (
+                silent >= CATCH_UP_PATIENCE or self.hold_ticks >= MAX_HOLD_TICKS
+            ):
+                # Stop holding back merges for a peer that does not answer, whose frames
+                # (duplicates, say) bring nothing new, or whose stream never ends.
                 self.feed_recv(RecvInput.SILENT)
             retransmit = lossy and self.ticks_requested % RETRANSMIT_TICKS == 0
         request = False

@@ -316,3 +316,27 @@ def test_delivered_to_k_of_n_counts_no_fake_ack(tmp_path: Path) -> None:
     finally:
         for e in opened:
             e.close()
+
+
+def test_a_trickle_cannot_hold_merges_back_while_others_keep_writing(net: Net) -> None:
+    """The trickler never ends its stream and resends one duplicate a tick, while an honest
+    member writes every 3 s: the others' progress is not the trickler's, so the catch-up
+    patience ends the wait, and every honest delta executes."""
+    (o, h, a), space = space_of(net, "o", "h", "a")
+    for i in range(5):
+        o.create(space, [rdb.set_fields("t", "r", {"v": i})], time=10 + i)
+    pump([(connect(o, a), None, None)])
+    trickle = Trickle(space, wires_of(o.replica(space))[-1])
+    links = [(connect(h, a), None, trickle), (connect(h, o), None, None)]
+    pump(links)
+    held = 0
+    for t in range(20 * CATCH_UP_PATIENCE):
+        if t % 30 == 0:
+            o.create(space, [rdb.set_fields("t", "x", {"v": t})], time=100 + t)
+        for endpoint in (o, h, a):
+            endpoint.tick()
+        pump(links)
+        held += h.catching_up(space)
+    assert held <= CATCH_UP_PATIENCE + 2
+    assert h.replica(space).staged_count == 0
+    assert h.replica(space).vector == o.replica(space).vector
