@@ -13,6 +13,7 @@ unless told otherwise):
 ``node.lock``      held (``flock``) by the one process using the store
 ``api.token``      the local API's token (0600), new on every node start
 ``api.json``       where the running node's API listens (``{"url", "pid"}``), while it runs
+``open.html``      the page ``p2pspace open`` hands the browser: it forwards to a one-time link
 =================  ==========================================================================
 
 The folder is created mode 0700 (:func:`make_home`) and every file in it is 0600 whatever the
@@ -71,6 +72,7 @@ PEERS_FILE = "peers.json"
 LOCK_FILE = "node.lock"
 TOKEN_FILE = "api.token"
 INFO_FILE = "api.json"
+OPEN_FILE = "open.html"  # the page `p2pspace open` hands the browser (forwards to a one-time link)
 AT_REST_FILE = "atrest.json"
 MAX_BOOK = 256  # peers kept in the address book
 PROOF_CONTEXT = b"p2pspace-api-proof-v1\0"
@@ -88,15 +90,17 @@ def write_private(path: Path, data: bytes | str, *, sync: bool = False) -> None:
     tmp = path.with_name(path.name + ".tmp")
     make_home(path.parent)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # A fresh file, never one that is there already or a link planted in its place.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
+            os.fchmod(fd, 0o600)  # the mode os.open gave was filtered by the umask
             os.write(fd, raw)
             if sync:
                 os.fsync(fd)
         finally:
             os.close(fd)
-        # os.open's mode is filtered by the umask and ignored for an existing file.
-        os.chmod(tmp, 0o600)
         os.replace(tmp, path)
     except OSError as exc:
         raise StorageError(f"cannot write {path}: {exc}") from None
@@ -125,11 +129,17 @@ def check_private(home: Path) -> None:
     """
     for path, mode in ((home, 0o700), (home / KEY_FILE, 0o600)):
         try:
-            current = stat.S_IMODE(path.stat().st_mode)
+            info = path.lstat()
         except FileNotFoundError:
             continue
         except OSError as exc:
             raise StorageError(f"cannot read {path}: {exc}") from None
+        if stat.S_ISLNK(info.st_mode) or info.st_uid != os.geteuid():
+            raise UnsafePermissionsError(
+                f"{path} is a link, or belongs to another user of this computer: p2pspace "
+                "keeps its files only in a folder of your own"
+            )
+        current = stat.S_IMODE(info.st_mode)
         if current & 0o077:
             raise UnsafePermissionsError(
                 f"{path} can be read by other users of this computer (mode {current:o}); "
@@ -397,9 +407,10 @@ def home_lock(home: Path) -> Iterator[None]:
     Raises :class:`LocalProtocolError` if another process holds it.
     """
     path = home / LOCK_FILE
+    check_private(home)  # before anything is written there (offline commands, init, a node)
     make_home(home)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
         raise StorageError(f"cannot open {path}: {exc}") from None
     try:
@@ -457,6 +468,7 @@ __all__ = [
     "INFO_FILE",
     "KEY_FILE",
     "LOCK_FILE",
+    "OPEN_FILE",
     "PEERS_FILE",
     "STORE_FILE",
     "TOKEN_FILE",

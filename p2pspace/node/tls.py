@@ -36,6 +36,7 @@ from p2pspace.node.home import certificate_path, is_encrypted, write_private
 
 VALIDITY = datetime.timedelta(days=397)  # what browsers accept of public certificates
 RENEW_BEFORE = datetime.timedelta(days=30)
+SUBJECT = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
 
 
 def make_certificate(
@@ -48,7 +49,7 @@ def make_certificate(
     says: a generic subject, a random serial, and ordinary validity (from a day before ``now``
     for clock skew, for :data:`VALIDITY`), so its dates do not single out p2pspace across
     networks. It is renewed when it nears its end (:func:`certificate_file`)."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    name = SUBJECT
     start = (now or datetime.datetime.now(datetime.UTC)).replace(microsecond=0)
     start -= datetime.timedelta(days=1)
     certificate = (
@@ -91,15 +92,20 @@ def certificate_file(home: Path, identity: Identity) -> Path:
 
 
 def _pem_matches(pem: bytes, identity: Identity) -> bool:
-    """True if ``pem`` holds a certificate for ``identity``'s key that is not near its end."""
+    """True if ``pem`` holds a certificate for ``identity``'s key, of the current kind (the
+    generic subject, ordinary validity -- an older release named the endpoint and ran a
+    century), and not near its end."""
     try:
         certificate = x509.load_pem_x509_certificate(pem)
         if public_key_of(certificate.public_bytes(Encoding.DER)) != identity.public_key:
             return False
     except (ValueError, AuthenticationError):
         return False
+    if certificate.subject != SUBJECT:
+        return False
+    span = certificate.not_valid_after_utc - certificate.not_valid_before_utc
     left = certificate.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
-    return left > RENEW_BEFORE
+    return span <= VALIDITY and left > RENEW_BEFORE
 
 
 def server_context(home: Path, identity: Identity) -> ssl.SSLContext:

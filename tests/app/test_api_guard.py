@@ -16,7 +16,7 @@ import httpx
 import pytest
 import trio
 
-from p2pspace.app.api.auth import COOKIE, NONCE_SECONDS, UiSessions
+from p2pspace.app.api.auth import COOKIE, NONCE_SECONDS, SESSION_HEADER, UiSessions
 from p2pspace.app.cli import choose_backend
 from p2pspace.app.cli.http_backend import HttpBackend
 from p2pspace.app.cli.offline_backend import OfflineBackend
@@ -123,6 +123,7 @@ async def test_every_answer_carries_the_security_headers(node: Node) -> None:
 
 
 async def test_a_one_time_link_works_once_and_gives_a_strict_cookie(node: Node) -> None:
+    port = port_of(node)
     async with client_of(node) as client, client_of(node, token=None) as browser:
         made = await client.post("/api/ui-link", json={})
         assert made.status_code == 201
@@ -130,28 +131,47 @@ async def test_a_one_time_link_works_once_and_gives_a_strict_cookie(node: Node) 
         assert link.startswith(f"{node.api_url}/?nonce=") and str(node.api_token) not in link
         # Only a holder of the token can make one.
         assert (await browser.post("/api/ui-link", json={})).status_code == 401
-        opened = await browser.get(link)
-        assert opened.status_code == 303 and opened.headers["location"] == "/"
+        opened = await browser.get(link + "&space=abc")
+        assert opened.status_code == 303
+        location = opened.headers["location"]
+        assert location.startswith("/#session=") and location.endswith("&space=abc")
+        session = location.removeprefix("/#session=").split("&", 1)[0]
         cookie = opened.headers["set-cookie"]
-        assert cookie.startswith(f"{COOKIE}=")
+        assert cookie.startswith(f"{COOKIE}_{port}=")  # one per node on the machine
         for flag in ("HttpOnly", "SameSite=strict", "Path=/"):
             assert flag in cookie
-        assert (await browser.get("/api/status")).status_code == 200  # the cookie is sent
+        # The cookie opens the page and its assets, which hold no data ...
         page = await browser.get("/")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-        # Cookie-authenticated writes still need the page's origin (or none) and JSON.
+        assert (await browser.get("/ui/app.js")).status_code == 200
+        # ... but not the API: a listener on another local port may catch the cookie (cookies
+        # for 127.0.0.1 go to every port of it); the session secret stays in this origin.
+        assert (await browser.get("/api/status")).status_code == 401
+        with_session = {SESSION_HEADER: session}
+        assert (await browser.get("/api/status", headers=with_session)).status_code == 200
         assert (
-            await browser.put(
-                "/api/spaces/s/rdb/t/r",
-                json={"fields": {"v": 1}},
-                headers={"Origin": "http://evil.example"},
-            )
-        ).status_code == 403
+            await browser.get("/api/status", headers={SESSION_HEADER: "wrong"})
+        ).status_code == 401
+        # The session alone is not enough either.
+        saved = dict(browser.cookies)
+        browser.cookies.clear()
+        assert (await browser.get("/api/status", headers=with_session)).status_code == 401
+        for name, value in saved.items():
+            browser.cookies.set(name, value)
+        # Cookie-authenticated writes still need the page's origin (or none) and JSON; the
+        # page may be opened under any of the API's own names.
+        path, body = "/api/spaces/s/rdb/t/r", {"fields": {"v": 1}}
+        foreign = {**with_session, "Origin": "http://evil.example"}
+        assert (await browser.put(path, json=body, headers=foreign)).status_code == 403
+        other_port = {**with_session, "Origin": f"http://127.0.0.1:{port + 1}"}
+        assert (await browser.put(path, json=body, headers=other_port)).status_code == 403
+        for origin in (str(node.api_url), f"http://localhost:{port}"):
+            own = {**with_session, "Origin": origin}
+            assert (await browser.put(path, json=body, headers=own)).status_code == 200
         browser.cookies.clear()
         again = await browser.get(link)
         assert again.status_code == 401
         assert "p2pspace open" in again.text
-        assert (await browser.get("/api/status")).status_code == 401
 
 
 def test_a_nonce_expires_and_outstanding_ones_are_bounded() -> None:
@@ -213,7 +233,7 @@ def foreign() -> Iterator[str]:
 
 
 def write_stale_home(home: Path, url: str) -> None:
-    home.mkdir()
+    home.mkdir(mode=0o700)
     (home / "api.token").write_text("the-real-token\n")
     (home / "api.json").write_text(json.dumps({"url": url, "pid": 1}))
 

@@ -121,7 +121,7 @@ def one_time_link(node: NodeProcess) -> str:
 
 
 def page_url(node: NodeProcess, space: str) -> str:
-    return f"{one_time_link(node)}#space={space}"
+    return f"{one_time_link(node)}&space={space}"
 
 
 def wait_for(driver: WebDriver, what: str, condition: Callable[[WebDriver], T | None]) -> T:
@@ -407,9 +407,12 @@ def test_page_needs_a_one_time_link_and_listens_on_loopback_only(tmp_path: Path)
         assert token not in link
         with pytest.raises(urllib.error.HTTPError) as redirected:
             opener.open(link, timeout=TIMEOUT)
-        assert redirected.value.code == 303 and redirected.value.headers["Location"] == "/"
+        assert redirected.value.code == 303
+        location = redirected.value.headers["Location"]
+        assert location.startswith("/#session=")  # the page's secret: in the fragment only
         cookie = redirected.value.headers["Set-Cookie"]
         redirected.value.close()
+        assert cookie.startswith(f"p2pspace_ui_{url.port}=")
         assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
         with pytest.raises(urllib.error.HTTPError) as again:
             opener.open(link, timeout=TIMEOUT)  # used: it works once

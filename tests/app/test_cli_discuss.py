@@ -6,8 +6,10 @@ subprocess; waits are on its output, bounded.
 
 from __future__ import annotations
 
+import html
 import json
 import re
+import stat
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -180,14 +182,14 @@ def test_discuss_and_open_through_the_running_node(
         assert url.startswith(f"{node.api_url}/?nonce=") and token not in url
         in_space = run.one("open", "talk", "--print-url")
         assert in_space.startswith(f"{node.api_url}/?nonce=") and in_space.endswith(
-            f"#space={space}"
+            f"&space={space}"
         )
-        assert in_space.split("#")[0] != url  # each link is new
+        assert in_space.split("&")[0] != url  # each link is new
         browser = urllib.request.build_opener(
             urllib.request.ProxyHandler({}), urllib.request.HTTPCookieProcessor()
         )
         with browser.open(url, timeout=TIMEOUT) as page:  # redeemed, then redirected to /
-            assert page.status == 200 and page.url == node.api_url + "/"
+            assert page.status == 200 and page.url.startswith(node.api_url + "/#session=")
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         for used in (url, node.api_url + "/"):
             with pytest.raises(urllib.error.HTTPError) as refused:
@@ -198,7 +200,13 @@ def test_discuss_and_open_through_the_running_node(
         opened: list[str] = []
         monkeypatch.setattr(webbrowser, "open", lambda u: opened.append(u) or True)
         printed = run.one("open", space[:8])
-        assert printed.endswith(f"#space={space}") and opened == [printed]
+        assert printed.endswith(f"&space={space}")
+        # The browser gets a private page that forwards to the link, not the link itself: its
+        # command line is readable by other users of this computer.
+        page = home / "open.html"
+        assert opened == [page.resolve().as_uri()] and printed not in opened[0]
+        assert stat.S_IMODE(page.stat().st_mode) == 0o600
+        assert html.escape(printed, quote=True) in page.read_text()
         # No browser to start: the URL is printed all the same, and the error says why.
         monkeypatch.setattr(webbrowser, "open", lambda u: False)
         assert cli.main(["open", "--home", str(home)]) == 2

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from p2pspace.errors import UnsafePermissionsError
-from p2pspace.node.home import KEY_FILE, STORE_FILE, open_store
+from p2pspace.node.home import KEY_FILE, STORE_FILE, open_store, write_private
 from p2pspace.node.runtime import open_node
 from tests.helpers.api_client import NODE_CONFIG, api_node
 
@@ -148,3 +148,35 @@ async def test_another_user_reads_nothing(shared_tmp: Path) -> None:
         os.chmod(home, 0o700)
         listing = subprocess.run(["ls", str(home)], user="nobody", capture_output=True, timeout=30)
         assert listing.returncode != 0 and b"Permission denied" in listing.stderr
+
+
+def test_a_planted_link_never_receives_a_private_file(shared_tmp: Path) -> None:
+    """Another user who could write into the folder plants ``identity.key.tmp`` as a link to
+    a file of theirs: the key is never written through it."""
+    home = shared_tmp / "home"
+    home.mkdir(mode=0o700)
+    target = shared_tmp / "leaked"
+    (home / "identity.key.tmp").symlink_to(target)
+    write_private(home / "identity.key", b"k" * 32)
+    assert not target.exists()
+    assert not (home / "identity.key").is_symlink()
+    assert mode(home / "identity.key") == 0o600
+
+
+def test_init_refuses_a_home_others_can_write_or_a_link(shared_tmp: Path) -> None:
+    cli = str(Path(sys.executable).with_name("p2pspace"))
+    loose = shared_tmp / "loose"
+    loose.mkdir()
+    os.chmod(loose, 0o777)
+    proc = subprocess.run(
+        [cli, "init", "--home", str(loose), "--name", "ann"], capture_output=True, text=True
+    )
+    assert proc.returncode != 0 and f"chmod 700 {loose}" in proc.stderr
+    assert not (loose / KEY_FILE).exists()
+    linked = shared_tmp / "linked"
+    linked.symlink_to(loose)
+    proc = subprocess.run(
+        [cli, "init", "--home", str(linked), "--name", "ann"], capture_output=True, text=True
+    )
+    assert proc.returncode != 0 and "is a link" in proc.stderr
+    assert not (loose / KEY_FILE).exists()

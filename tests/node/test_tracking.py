@@ -9,6 +9,8 @@ import socket
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from cryptography.x509.oid import NameOID
 from zeroconf import ServiceInfo
 
 from p2pspace.core.identity import Identity, endpoint_id_of
@@ -147,3 +149,27 @@ def test_a_certificate_near_its_end_is_renewed(tmp_path: Path) -> None:
     renewed = x509.load_pem_x509_certificate(pem[pem.index(b"-----BEGIN CERTIFICATE") :])
     assert renewed.not_valid_after_utc > datetime.datetime.now(datetime.UTC) + VALIDITY / 2
     assert certificate_file(tmp_path, me).read_bytes() == pem  # a fresh one is kept
+
+
+def test_a_certificate_of_an_older_release_is_replaced(tmp_path: Path) -> None:
+    """An older release named the endpoint in the subject and made it valid for a century:
+    an upgraded home gets a certificate of the current kind on its next start."""
+    me = Identity.from_seed(b"me")
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, me.endpoint_id.hex())])
+    start = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+    old = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(me.private_key.public_key())
+        .serial_number(int.from_bytes(me.endpoint_id[:8], "big") | 1)
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=365 * 100))
+        .sign(me.private_key, algorithm=None)
+    )
+    key = me.private_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    write_private(certificate_path(tmp_path), key + old.public_bytes(Encoding.PEM))
+    pem = certificate_file(tmp_path, me).read_bytes()
+    now = x509.load_pem_x509_certificate(pem[pem.index(b"-----BEGIN CERTIFICATE") :])
+    assert me.endpoint_id.hex() not in now.subject.rfc4514_string()
+    assert now.not_valid_after_utc - now.not_valid_before_utc == VALIDITY

@@ -11,13 +11,19 @@ a route cannot opt out. In order, for every request:
 1. **Host**: the ``Host`` header must name this API -- a loopback name or address with the API's
    port (:func:`allowed_hosts`). Anything else is 403 whatever the credentials: a rebound name is
    not us.
-2. **Credentials**, one of: ``Authorization: Bearer TOKEN`` (programs, the command line); the
-   UI cookie (a browser); ``?token=TOKEN`` on ``GET /api/events`` only (an EventSource cannot set
-   headers). A token in any other query string is refused (401): URLs end up in histories and
-   logs. The cookie is the per-start secret of :class:`UiSessions`, set ``HttpOnly;
-   SameSite=Strict`` when a browser opens a *one-time link*: ``/?nonce=N``, where ``N`` was made
-   for the command line by ``POST /api/ui-link`` (token required), is valid for
-   :data:`NONCE_SECONDS` and works once. So no long-lived secret is ever on a command line.
+2. **Credentials**, one of: ``Authorization: Bearer TOKEN`` (programs, the command line);
+   ``?token=TOKEN`` on ``GET /api/events`` only (an EventSource cannot set headers) -- a token in
+   any other query string is refused (401): URLs end up in histories and logs; or, for a
+   browser, the UI cookie *and* the page's session secret. A browser gets both by opening a
+   *one-time link*: ``/?nonce=N``, where ``N`` was made for the command line by ``POST
+   /api/ui-link`` (token required), is valid for :data:`NONCE_SECONDS` and works once. It answers
+   with the cookie (``HttpOnly; SameSite=Strict``, named after the port: nodes on one machine do
+   not overwrite each other's) and a redirect to ``/#session=S``: the page keeps ``S`` in its
+   origin's storage and sends it as ``X-P2PSpace-Session`` (``?session=`` on the event stream).
+   Cookies for ``127.0.0.1`` go to every port of it, so the cookie alone opens only the page and
+   its assets, which hold no data; every API route needs ``S`` too, which no other origin -- not
+   even a listener on another local port -- can read. So no lasting secret is ever on a command
+   line, and nothing another local listener can catch opens the API.
 3. **Writes** (any method but GET and HEAD): an ``Origin`` header, if sent, must be this API's
    own origin (else 403: another page's form or script), and a body must be
    ``Content-Type: application/json`` (else 415: forms can send ``text/plain``, which must not be
@@ -49,7 +55,8 @@ from p2pspace.node.home import token_proof
 
 REFUSED = "missing or wrong API token"
 WEBSOCKET_POLICY_VIOLATION = 1008
-COOKIE = "p2pspace_ui"
+COOKIE = "p2pspace_ui"  # + "_<port>"
+SESSION_HEADER = "x-p2pspace-session"
 NONCE_SECONDS = 60.0
 MAX_NONCES = 64  # one-time links outstanding at once
 MAX_CHALLENGE = 64  # bytes of a proof challenge
@@ -81,6 +88,7 @@ class UiSessions:
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.cookie = secrets.token_urlsafe(32)
+        self.session = secrets.token_urlsafe(32)
         self._clock = clock
         self._nonces: dict[str, float] = {}  # nonce -> when it expires
 
@@ -119,8 +127,10 @@ class ApiGuard:
         self.token = token
         self.url = url
         self.origin = url.rstrip("/")
+        self.origins = frozenset(f"http://{host}" for host in hosts)
         self.hosts = hosts
         self.sessions = sessions
+        self.cookie_name = f"{COOKIE}_{url.rsplit(':', 1)[-1]}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -165,16 +175,21 @@ class ApiGuard:
         kind, _, credential = headers.get("authorization", "").partition(" ")
         if kind.lower() == "bearer" and credential.strip():
             return _same(credential.strip(), self.token)
-        cookie = _cookie(headers.get("cookie", ""))
-        if cookie is not None and _same(cookie, self.sessions.cookie):
-            return True
         if "token" in query and path == EVENTS_PATH and method in SAFE_METHODS:
             return _same(query["token"], self.token)
-        return False
+        cookie = _cookie(headers.get("cookie", ""), self.cookie_name)
+        if cookie is None or not _same(cookie, self.sessions.cookie):
+            return False
+        if path == "/" or path.startswith("/ui/"):
+            return True  # the page and its assets: no data, no secret
+        session = headers.get(SESSION_HEADER)
+        if session is None and path == EVENTS_PATH and method in SAFE_METHODS:
+            session = query.get("session")
+        return session is not None and _same(session, self.sessions.session)
 
     def _write_problem(self, headers: dict[str, str]) -> tuple[int, str] | None:
         origin = headers.get("origin")
-        if origin is not None and origin.rstrip("/") != self.origin:
+        if origin is not None and origin.rstrip("/").lower() not in self.origins:
             return 403, "writes are accepted from this API's own page only"
         has_body = headers.get("content-length", "0") not in ("", "0") or (
             "transfer-encoding" in headers
@@ -200,10 +215,11 @@ class ApiGuard:
             return error_response(
                 401, "this link was already used or has expired: run p2pspace open again"
             )
-        rest = urlencode(query)
-        response = RedirectResponse("/" + (f"?{rest}" if rest else ""), status_code=303)
+        # The session secret travels in the fragment: it never reaches a server or a log.
+        fragment = urlencode({"session": self.sessions.session, **query})
+        response = RedirectResponse(f"/#{fragment}", status_code=303)
         response.set_cookie(
-            COOKIE, self.sessions.cookie, httponly=True, samesite="strict", path="/"
+            self.cookie_name, self.sessions.cookie, httponly=True, samesite="strict", path="/"
         )
         response.headers["Cache-Control"] = "no-store"
         return response
@@ -230,7 +246,7 @@ def _headers(scope: Scope) -> dict[str, str]:
     return out
 
 
-def _cookie(header: str) -> str | None:
+def _cookie(header: str, name: str) -> str | None:
     if not header:
         return None
     jar: SimpleCookie = SimpleCookie()
@@ -238,7 +254,7 @@ def _cookie(header: str) -> str | None:
         jar.load(header)
     except Exception:  # a malformed Cookie header is no credential, not a crash
         return None
-    morsel = jar.get(COOKIE)
+    morsel = jar.get(name)
     return None if morsel is None else morsel.value
 
 
@@ -260,6 +276,7 @@ __all__ = [
     "COOKIE",
     "NONCE_SECONDS",
     "REFUSED",
+    "SESSION_HEADER",
     "ApiGuard",
     "UiSessions",
     "allowed_hosts",

@@ -292,11 +292,27 @@ def cmd_discuss(args: argparse.Namespace, home: Path) -> int:
 
 
 def cmd_open(args: argparse.Namespace, home: Path) -> int:
+    import html
     import webbrowser
+
+    from p2pspace.node.home import OPEN_FILE, write_private
 
     url = connect(home).web_ui_url(args.space)
     print(url, flush=True)
-    if not args.print_url and not webbrowser.open(url):
+    if args.print_url:
+        return 0
+    # The browser is handed a page in the home folder (mode 0600, the folder 0700) that
+    # forwards to the one-time link: the link itself never appears on the browser's command
+    # line, which other users of this computer can read in /proc.
+    page = home / OPEN_FILE
+    quoted = html.escape(url, quote=True)
+    write_private(
+        page,
+        "<!doctype html><meta charset=utf-8><meta name=referrer content=no-referrer>"
+        f'<meta http-equiv=refresh content="0;url={quoted}"><title>p2pspace</title>'
+        f'<p><a href="{quoted}">Open p2pspace</a>',
+    )
+    if not webbrowser.open(page.resolve().as_uri()):
         raise CliError("cannot start a web browser here; open the URL above by hand")
     return 0
 

@@ -172,8 +172,8 @@ class HttpBackend:
     def web_ui_url(self, space: str | None) -> str:
         """A one-time link to the web UI (it works once, within a minute): no lasting secret
         goes on the browser's command line."""
-        fragment = "" if space is None else f"#space={self.space_id(space)}"
-        return str(self.call("POST", "/api/ui-link", {})["url"]) + fragment
+        link = str(self.call("POST", "/api/ui-link", {})["url"])
+        return link if space is None else f"{link}&space={self.space_id(space)}"
 
     def _discussion_path(self, space: str, *parts: str) -> str:
         return "/".join([f"/api/spaces/{quote(space)}/discussion", *map(quote, parts)])

@@ -8,8 +8,22 @@
 // an open reply or edit form (and what was typed into it, its focus, the scroll position)
 // survives a refresh.
 
-// The page holds no secret: the browser sends the HttpOnly cookie that the one-time link
-// (`p2pspace open`) set, with every fetch and the event stream (same origin).
+// Credentials: the one-time link (`p2pspace open`) sets an HttpOnly cookie and lands here with
+// `#session=S`. The cookie alone opens only this page and its assets (cookies for 127.0.0.1
+// reach every port of it); every API call also sends S, kept in this origin's storage, which
+// no other origin -- not even a listener on another local port -- can read.
+const SESSION_KEY = "p2pspace-session";
+const session = (() => {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const given = params.get("session");
+  if (given) {
+    localStorage.setItem(SESSION_KEY, given);
+    params.delete("session");
+    const rest = params.toString();
+    history.replaceState(null, "", location.pathname + (rest ? `#${rest}` : ""));
+  }
+  return localStorage.getItem(SESSION_KEY) ?? "";
+})();
 
 const REFRESH_DELAY_MS = 100;
 // Events that can change what the page shows (the others -- discovery, refused -- cannot).
@@ -40,7 +54,7 @@ class ApiError extends Error {
 }
 
 async function api(method, path, body) {
-  const headers = {};
+  const headers = { "X-P2PSpace-Session": session };
   const init = { method, headers, cache: "no-store", credentials: "same-origin" };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
@@ -764,7 +778,7 @@ function connectEvents() {
     conn.dataset.state = name;
     conn.textContent = text;
   };
-  const source = new EventSource("/api/events");
+  const source = new EventSource(`/api/events?session=${encodeURIComponent(session)}`);
   // On every (re)connection: what changed while the stream was down has no event, so re-fetch.
   source.addEventListener("open", () => {
     setConn("live", "live");
