@@ -17,7 +17,8 @@ of OpenSSH's ``MaxStartups``:
   (memory stays bounded whatever the number of addresses; a forgotten one starts full again).
 
 An address is the host a connection came from (an IPv4-mapped IPv6 address counts as its IPv4
-one). The book is bookkeeping only: the caller passes the time in and closes what it is told to;
+one, another IPv6 address as its /64: one host usually holds a whole /64). The book is
+bookkeeping only: the caller passes the time in and closes what it is told to;
 nothing here awaits, reads a clock or touches a socket.
 """
 
@@ -37,8 +38,13 @@ def address_of(host: str) -> str:
         ip = ipaddress.ip_address(host.partition("%")[0])
     except ValueError:
         return host  # not an IP address (an in-process network's host name): itself
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        if not (ip.is_loopback or ip.is_link_local):
+            # One host usually holds a whole /64 of a routed prefix (privacy addresses):
+            # count it as one. Link-local peers all share fe80::/64, so not those.
+            return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
     return str(ip)
 
 

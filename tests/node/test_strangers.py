@@ -396,7 +396,14 @@ def test_the_book_keeps_a_bounded_number_of_rate_buckets() -> None:
 
 @pytest.mark.parametrize(
     ("host", "counted"),
-    [("::ffff:10.0.0.1", "10.0.0.1"), ("fe80::1%eth0", "fe80::1"), ("node-a", "node-a")],
+    [
+        ("::ffff:10.0.0.1", "10.0.0.1"),
+        ("fe80::1%eth0", "fe80::1"),
+        ("2001:db8:1:2::99", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("::1", "::1"),
+        ("node-a", "node-a"),
+    ],
 )
 def test_addresses_are_counted_by_their_plain_form(host: str, counted: str) -> None:
     assert address_of(host) == counted
