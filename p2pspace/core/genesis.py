@@ -19,7 +19,8 @@ from p2pspace.core.delta import Delta, make_body, space_id_of
 from p2pspace.core.engine import DeltaContext, Engine
 from p2pspace.core.engine_registry import lookup_engine
 from p2pspace.core.identity import Identity, verify_signature
-from p2pspace.core.store import KVState, Store
+from p2pspace.core.kv_state import KVState
+from p2pspace.core.store import Store
 from p2pspace.errors import (
     AuthenticationError,
     CommandError,

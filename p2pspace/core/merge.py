@@ -39,6 +39,7 @@ from p2pspace.core.authority import Authority, Dirty
 from p2pspace.core.causal import Evidence, Head
 from p2pspace.core.delta import Delta, DeltaId, OrderKey, decode_delta
 from p2pspace.core.engine import DeltaContext, Engine
+from p2pspace.core.kv_state import KVState
 from p2pspace.core.membership import INSTANCE as MEMBERS_INSTANCE
 from p2pspace.core.membership import (
     NOT_A_MEMBER,
@@ -47,7 +48,7 @@ from p2pspace.core.membership import (
     authorize,
     member_grant,
 )
-from p2pspace.core.store import KVState, Store
+from p2pspace.core.store import Store
 from p2pspace.errors import StorageError
 
 VOID = "made concurrently with its creator's removal"

@@ -40,11 +40,12 @@ from p2pspace.core.engine import Engine
 from p2pspace.core.evidence import EvidenceLedger
 from p2pspace.core.genesis import found_space, make_genesis, space_engines, validate_genesis
 from p2pspace.core.identity import Identity
+from p2pspace.core.kv_state import KVState
 from p2pspace.core.membership import Membership, MembersView, authorize
 from p2pspace.core.merge import Entry, Frontier, TotalOrder
 from p2pspace.core.recovery import OwnRecovery
 from p2pspace.core.staging import MAX_STAGED, Stage
-from p2pspace.core.store import KVState, Store
+from p2pspace.core.store import Store
 from p2pspace.errors import (
     CommandError,
     InvalidDeltaError,

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from p2pspace.core.store import SCHEMA_VERSION, KVState, Store
+from p2pspace.core.kv_state import KVState
+from p2pspace.core.store import SCHEMA_VERSION, Store
 from p2pspace.errors import LocalProtocolError, StorageError
 
 SPACE = b"S" * 16

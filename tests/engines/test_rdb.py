@@ -22,8 +22,9 @@ from p2pspace.core import codec
 from p2pspace.core.delta import Command, Delta, make_body
 from p2pspace.core.engine import DeltaContext
 from p2pspace.core.identity import Identity
+from p2pspace.core.kv_state import KVState
 from p2pspace.core.replica import Replica
-from p2pspace.core.store import KVState, Store
+from p2pspace.core.store import Store
 from p2pspace.engines import rdb
 from p2pspace.engines.rdb import RdbEngine, RdbView, record_key
 from p2pspace.errors import CommandError, LocalProtocolError, StorageError
