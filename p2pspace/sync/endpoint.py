@@ -41,6 +41,8 @@ from p2pspace.core.store import Store
 from p2pspace.errors import NotFoundError, RemoteProtocolError
 from p2pspace.sync.session import DeltasReceived, Session
 
+MAX_FETCH_WAIT = 16  # ticks between two fetches of a range nobody answered, at most
+
 _log = logging.getLogger("p2pspace.sync.endpoint")
 
 
@@ -59,6 +61,11 @@ class Endpoint:
         self.limits = limits
         self.replicas: dict[bytes, Replica] = {}
         self._told_unsupported: set[tuple[bytes, bytes]] = set()  # (space, creator) logged
+        # Fetches of deltas pending replicas lack: (space, creator, first) -> (ticks to wait,
+        # the wait after the next try). A range nobody answers -- a member that sent a delta
+        # but never what it depends on -- is asked for ever less often, not every tick.
+        self._fetch_waits: dict[tuple[bytes, bytes, int], tuple[int, int]] = {}
+        self._fetch_round = 0  # rotates which peer a range goes to, try after try
         self.sessions: list[Session] = []
         self._executed: list[tuple[bytes, Sequence[tuple[Delta, bytes]]]] = []
         self._applying = 0  # > 0 while received deltas are being applied
@@ -308,8 +315,11 @@ class Endpoint:
         self.sessions = [s for s in self.sessions if not s.closed]
         for session in self.sessions:
             session.tick()
+        self._fetch_round += 1
+        wanted: set[tuple[bytes, bytes, int]] = set()
         for space_id, replica in self.replicas.items():
             missing = replica.missing()
+            wanted.update((space_id, creator, first) for creator, first, _last in missing)
             if not missing:
                 continue
             by_session: dict[int, list[tuple[bytes, int, int]]] = {}
@@ -322,13 +332,22 @@ class Endpoint:
             for i, (creator, first, last) in enumerate(missing):
                 if any(s.stream_brings(space_id, creator, last) for s in candidates):
                     continue
+                key = (space_id, creator, first)
+                wait, after = self._fetch_waits.get(key, (0, 1))
+                if wait > 0:
+                    self._fetch_waits[key] = (wait - 1, after)
+                    continue
+                self._fetch_waits[key] = (after, min(2 * after, MAX_FETCH_WAIT))
                 holders = [s for s in candidates if s.peer_has(space_id, creator, first)]
-                chosen = (holders or candidates)[i % len(holders or candidates)]
+                pool = holders or candidates
+                chosen = pool[(i + self._fetch_round) % len(pool)]
                 by_session.setdefault(id(chosen), []).append((creator, first, last))
             for session in candidates:
                 ranges = by_session.get(id(session))
                 if ranges:
                     session.send_fetch(space_id, ranges)
+        for key in self._fetch_waits.keys() - wanted:
+            del self._fetch_waits[key]  # arrived (or no longer wanted): a later gap starts afresh
         self.release_ready()
 
 

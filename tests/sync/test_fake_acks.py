@@ -22,7 +22,7 @@ from p2pspace.core.identity import Identity
 from p2pspace.core.store import Store
 from p2pspace.engines import rdb
 from p2pspace.node.acks import AckBook
-from p2pspace.sync.endpoint import Endpoint
+from p2pspace.sync.endpoint import MAX_FETCH_WAIT, Endpoint
 from p2pspace.sync.framing import FrameDecoder, frame
 from p2pspace.sync.messages import (
     Ack,
@@ -35,7 +35,7 @@ from p2pspace.sync.messages import (
 from p2pspace.sync.session import Session
 from p2pspace.sync.space_link import CATCH_UP_PATIENCE, MAX_LAG_TRIES
 from p2pspace.testing.loopback import Link, connect
-from tests.sync.endpoints import Net, space_of, wires_of
+from tests.sync.endpoints import Net, crafted, space_of, wires_of
 from tests.tools.forum import make_forum
 
 CLAIM = 10**9  # "I hold everything"
@@ -340,3 +340,32 @@ def test_a_trickle_cannot_hold_merges_back_while_others_keep_writing(net: Net) -
     assert held <= CATCH_UP_PATIENCE + 2
     assert h.replica(space).staged_count == 0
     assert h.replica(space).vector == o.replica(space).vector
+
+
+def test_a_range_nobody_answers_is_asked_for_ever_less_often(
+    net: Net, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member sends its second delta but never its first: the receiver asks for the gap
+    with backoff (at most every MAX_FETCH_WAIT ticks), not once a tick forever."""
+    (o, h, m), space = space_of(net, "o", "h", "m")
+    links = [(connect(o, h), None, None), (connect(m, h), None, None)]
+    pump(links)
+    first = crafted(m, o.replica(space), record="one")
+    second = crafted(m, o.replica(space), record="two", after=first)
+    h.receive(h.replica(space), [second.wire()])
+    assert h.replica(space).pending_count == 1
+    asked: list[tuple[bytes, int, int]] = []
+    real = Session.send_fetch
+
+    def counting(self: Session, space_id: bytes, ranges: list[tuple[bytes, int, int]]) -> None:
+        asked.extend(r for r in ranges if r[0] == m.endpoint_id)
+        real(self, space_id, ranges)
+
+    monkeypatch.setattr(Session, "send_fetch", counting)
+    ticks = 200
+    for _ in range(ticks):
+        for endpoint in (o, h):
+            endpoint.tick()
+        pump(links[:1])  # m is silent from now on: nobody has its first delta
+    assert asked and len(asked) <= 5 + ticks // MAX_FETCH_WAIT
+    assert h.replica(space).pending_count == 1
