@@ -21,8 +21,9 @@ The records hold typed values (ids as bytes, states as enums); nothing here does
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 from p2pspace.core.delta import Delta
@@ -30,6 +31,20 @@ from p2pspace.core.membership import INSTANCE as MEMBERS_INSTANCE
 from p2pspace.core.membership import Member, MembersView
 from p2pspace.sync.syncstate import PeerState, ProcessorState
 from p2pspace.tools.discussion import ChangeEvent
+
+
+def fields_json(event: Any) -> dict[str, Any]:
+    """The wire form of a record that is just its fields: ``type``, then each field in order,
+    ids (bytes) as hex and states (enums) as their values."""
+    out: dict[str, Any] = {"type": event.TYPE}
+    for field in fields(event):
+        value = getattr(event, field.name)
+        if isinstance(value, bytes):
+            value = value.hex()
+        elif isinstance(value, enum.Enum):
+            value = value.value
+        out[field.name] = value
+    return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,7 +86,7 @@ class SpaceAdded:
     name: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "space": self.space.hex(), "name": self.name}
+        return fields_json(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,7 +98,7 @@ class AcksAdvanced:
     peer: bytes
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "space": self.space.hex(), "peer": self.peer.hex()}
+        return fields_json(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,7 +111,7 @@ class PostStatusesChanged:
     peer: bytes
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "space": self.space.hex(), "peer": self.peer.hex()}
+        return fields_json(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,13 +125,7 @@ class SyncStateChanged:
     error: str
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "type": self.TYPE,
-            "space": self.space.hex(),
-            "peer": self.peer.hex(),
-            "state": self.state.value,
-            "error": self.error,
-        }
+        return fields_json(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,12 +138,7 @@ class JoinProgress:
     total: int
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "type": self.TYPE,
-            "space": self.space.hex(),
-            "have": self.have,
-            "total": self.total,
-        }
+        return fields_json(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,7 +150,7 @@ class ProcessorChanged:
     state: ProcessorState
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "space": self.space.hex(), "state": self.state.value}
+        return fields_json(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -181,7 +185,7 @@ class PeerSighted:
     present: bool
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "peer": self.peer.hex(), "present": self.present}
+        return fields_json(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -192,7 +196,7 @@ class ConnectionRefused:
     error: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "error": self.error}
+        return fields_json(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -206,13 +210,7 @@ class MemberAdded:
     by: bytes
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "type": self.TYPE,
-            "space": self.space.hex(),
-            "member": self.member.hex(),
-            "role": self.role,
-            "by": self.by.hex(),
-        }
+        return fields_json(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -225,12 +223,7 @@ class MemberRemoved:
     by: bytes
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "type": self.TYPE,
-            "space": self.space.hex(),
-            "member": self.member.hex(),
-            "by": self.by.hex(),
-        }
+        return fields_json(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -245,13 +238,7 @@ class RoleChanged:
     by: bytes | None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "type": self.TYPE,
-            "space": self.space.hex(),
-            "member": self.member.hex(),
-            "role": self.role,
-            "by": None if self.by is None else self.by.hex(),
-        }
+        return fields_json(self)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -264,7 +251,7 @@ class RemovedFromSpace:
     by: bytes
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "space": self.space.hex(), "by": self.by.hex()}
+        return fields_json(self)
 
 
 MembersEvent = MemberAdded | MemberRemoved | RoleChanged | RemovedFromSpace
