@@ -30,6 +30,17 @@ from p2pspace.testing import MemoryNetwork, open_test_node
 VIRTUAL_TIMEOUT = 600.0  # virtual seconds of the autojump clock
 PORT = 7455
 FAKE_HOST = "10.0.9.1"
+# bob, on the in-process network, dialling the fake peer with a quick, seeded backoff
+BOB = NodeConfig(
+    name="bob",
+    listen=("0.0.0.0", PORT),
+    peers=((FAKE_HOST, PORT),),
+    discovery=False,
+    durability="normal",
+    backoff_min=0.1,
+    backoff_max=10.0,
+    jitter_seed=3,
+)
 NEWER = PROTOCOL_VERSION + 1
 
 Behaviour = Callable[[Connection, Identity], Awaitable[None]]
@@ -91,16 +102,7 @@ async def test_a_peer_whose_handshake_is_refused_is_redialled_with_growing_delay
     behaviour: Behaviour,
 ) -> None:
     network = MemoryNetwork()
-    knobs = NodeConfig(
-        name="bob",
-        listen=("0.0.0.0", PORT),
-        peers=((FAKE_HOST, PORT),),
-        discovery=False,
-        durability="normal",
-        backoff_min=0.1,
-        backoff_max=10.0,
-        jitter_seed=3,
-    )
+    knobs = BOB
     caplog.set_level(logging.WARNING, logger="p2pspace.node")
     async with trio.open_nursery() as nursery:
         await nursery.start(fake_peer, network, tmp_path, behaviour)
@@ -147,16 +149,7 @@ async def test_a_connection_that_lasted_resets_the_backoff_even_if_it_then_faile
         await trio.sleep(40.0)
         await refuses_our_protocol(conn, identity)
 
-    knobs = NodeConfig(
-        name="bob",
-        listen=("0.0.0.0", PORT),
-        peers=((FAKE_HOST, PORT),),
-        discovery=False,
-        durability="normal",
-        backoff_min=0.1,
-        backoff_max=10.0,
-        jitter_seed=3,
-    )
+    knobs = BOB
     async with trio.open_nursery() as nursery:
         await nursery.start(fake_peer, network, tmp_path, lasts_then_refuses)
         async with open_test_node(tmp_path / "bob", network=network, config=knobs) as bob:
