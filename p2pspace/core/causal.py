@@ -71,6 +71,7 @@ class Limits:
     max_gap: int = 1_000_000
     max_fetch_ranges: int = 64
     enforce_roles: bool = True  # False only to measure what authorisation costs (the bench)
+    selective_undo: bool = True  # False: a merge undoes the whole suffix (tests compare both)
 
     def pending_bounds(self) -> Bounds:
         return Bounds(

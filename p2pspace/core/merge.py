@@ -5,9 +5,24 @@ key ``(block, rank, creator, seq)``; the executed log is kept sorted by that key
 :meth:`TotalOrder.commit` takes a batch of accepted deltas sorted by key:
 
 * if the batch sorts after the log's last key, its deltas are simply executed and appended;
-* otherwise the replica *merges*: it undoes the executed suffix after the batch's first key
+* otherwise the replica *merges*: it undoes executed deltas after the batch's first key
   (latest first, with the undo records stored when each delta executed), then executes the
   newcomers and the undone deltas together in key order, storing fresh undo records.
+
+**Selective undo** (DESIGN §13). A merge undoes only the executed deltas whose *footprints*
+(the state keys their commands read or write, declared by each engine's ``footprint``)
+conflict with a newcomer sorted before them, or transitively with a delta undone before them.
+Walking the executed suffix in key order with the set of keys touched so far by the newcomers
+before that point and by what was undone: a delta that touches none of them is left in place.
+Such a delta commutes with everything that moves in front of it (the engine contract checks
+that disjoint footprints commute, undo records included), so the result -- state, undo records,
+order -- is the one a full undo/redo gives. Every delta also reads its creator's role (the
+authorisation below), which only members deltas write; a members delta reads the whole
+membership (the last-manager rule), so it conflicts with everything after it, as does a command
+of an engine that declares no footprint. Role reads therefore need no keys: whenever a members
+delta moves, everything after it is undone. Evidence switches and re-execution after a
+removal (``redo_from``) undo the whole suffix, and so does ``selective=False`` (the strategy the
+tests compare against).
 
 One commit is one store transaction covering the log, the undo records, the member grants, the
 equivocation evidence, the own dependency vector (for local deltas) and the engine state, so a
@@ -117,8 +132,10 @@ class TotalOrder:
         engines: Mapping[str, Engine],
         states: Mapping[str, KVState],
         authority: Authority,
+        selective: bool = True,
     ) -> None:
         self.store = store
+        self.selective = selective
         self.space_id = space_id
         self.engines = engines
         self.states = states
@@ -159,7 +176,10 @@ class TotalOrder:
             with store.transaction(sync=own_deps is not None):
                 if first is not None:
                     if not frontier.appends(first):
-                        undone = self._undo_suffix(first)
+                        if self.selective and redo_from is None and not switches:
+                            undone = self._undo_conflicting(first, new)
+                        else:
+                            undone = self._undo_suffix(first)
                     if switches:
                         undone = self._switch(undone, switches)
                     self._execute_in_order(new, undone)
@@ -240,6 +260,68 @@ class TotalOrder:
             undone.append(Entry(delta=delta, wire=wire, key=delta.order_key, new=False))
         undone.reverse()
         return undone
+
+    def _undo_conflicting(self, first: OrderKey, new: Sequence[Entry]) -> list[Entry]:
+        """Undo the executed deltas after ``first`` that conflict with ``new`` (sorted by key)
+        or with one undone before them (see the module docstring), latest first; return them
+        in key order."""
+        rows = self.store.suffix_desc(self.space_id, first)
+        rows.reverse()
+        footprint = self.footprint
+        touched: set[bytes] = set()
+        everything = False
+        index, count = 0, len(new)
+        chosen: list[tuple[Entry, bytes | None]] = []
+        for _c, _s, _r, _h, wire, undo in rows:
+            delta = decode_delta(wire)
+            key = delta.order_key
+            while index < count and new[index].key < key:
+                if not everything:
+                    keys = footprint(new[index].delta)
+                    if keys is None:
+                        everything = True
+                    else:
+                        touched |= keys
+                index += 1
+            if not everything:
+                keys = footprint(delta)
+                if keys is None:
+                    everything = True
+                elif touched.isdisjoint(keys):
+                    continue  # commutes with everything that moves in front of it
+                else:
+                    touched |= keys
+            chosen.append((Entry(delta=delta, wire=wire, key=key, new=False), undo))
+        for entry, undo in reversed(chosen):
+            self.undo(entry.delta, undo)
+        return [entry for entry, _undo in chosen]
+
+    def footprint(self, delta: Delta) -> frozenset[bytes] | None:
+        """The state keys executing ``delta`` here may read or write, each prefixed by its
+        engine instance; None if they cannot be bounded (a members delta, an engine without
+        footprints)."""
+        authority = self.authority
+        if authority.enforce and (authority.void or authority.unsupported):
+            did = DeltaId(delta.creator, delta.seq)
+            if did in authority.void or did in authority.unsupported:
+                return frozenset()  # a recorded no-op that reads nothing
+        keys: set[bytes] = set()
+        engines = self.engines
+        for command in delta.commands:
+            if command.engine == MEMBERS_INSTANCE:
+                return None
+            engine = engines.get(command.engine)
+            if engine is None:
+                return None
+            try:
+                declared = engine.footprint(command)
+            except Exception:
+                return None  # an engine that cannot say: assume it touches everything
+            if declared is None:
+                return None
+            prefix = command.engine.encode() + b"\0"
+            keys.update(prefix + k for k in declared)
+        return frozenset(keys)
 
     def _execute_in_order(self, new: Sequence[Entry], undone: list[Entry]) -> None:
         store = self.store

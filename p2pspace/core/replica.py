@@ -202,6 +202,7 @@ class Replica:
             engines=self.engines,
             states=self._states,
             authority=self._authority,
+            selective=self._limits.selective_undo,
         )
         own = self.store.own_deps(self.space_id)
         self._own_deps: dict[bytes, int] = dict(codec.decode(own)) if own is not None else {}

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from p2pspace.core.causal import Limits
 from p2pspace.core.delta import Command
 from p2pspace.core.replica import Replica
 from p2pspace.engines import members as members_engine
@@ -99,6 +100,7 @@ class SimNetwork:
         faults: Faults = NO_FAULTS,
         topology: str = "mesh",
         durability: str = "normal",
+        limits: Limits | None = None,
     ) -> None:
         if endpoints < 1:
             raise ValueError("at least one endpoint")
@@ -114,11 +116,16 @@ class SimNetwork:
         self._counter = itertools.count()
         self._gen = itertools.count(1)
         self._durability = durability
+        self._limits = limits
         self.nodes: list[SimEndpoint] = []
         for i in range(endpoints):
             home = root / f"endpoint-{i}"
             ep = open_endpoint(
-                home, seed=f"sim-{seed}-{i}".encode(), durability=durability, name=f"e{i}"
+                home,
+                seed=f"sim-{seed}-{i}".encode(),
+                durability=durability,
+                limits=limits,
+                name=f"e{i}",
             )
             self.nodes.append(SimEndpoint(index=i, home=home, endpoint=ep))
         self.links: set[tuple[int, int]] = self._topology(endpoints, topology)
@@ -371,7 +378,9 @@ class SimNetwork:
         node = self.nodes[i]
         if node.endpoint is not None:
             return
-        node.endpoint = open_endpoint(node.home, durability=self._durability, name=f"e{i}")
+        node.endpoint = open_endpoint(
+            node.home, durability=self._durability, limits=self._limits, name=f"e{i}"
+        )
         self._watch(node)
 
     def partition(self, duration: int) -> None:
@@ -551,13 +560,20 @@ def run_simulation(
     topology: str = "mesh",
     dump_logs: Path | None = None,
     quiet_limit_ms: int = 120_000,
+    limits: Limits | None = None,
 ) -> SimulationReport:
     """One seeded run: workload under faults, heal, converge, compare. Deterministic per seed.
 
-    ``quiet_limit_ms``: how long (virtual time) the healed network may take to settle."""
+    ``quiet_limit_ms``: how long (virtual time) the healed network may take to settle.
+    ``limits``: every replica's (None: the defaults)."""
     started = _time.perf_counter()
     net = SimNetwork(
-        root, endpoints=endpoints, seed=seed, faults=Faults.of(faults), topology=topology
+        root,
+        endpoints=endpoints,
+        seed=seed,
+        faults=Faults.of(faults),
+        topology=topology,
+        limits=limits,
     )
     try:
         span = max(2000, deltas * 20)
