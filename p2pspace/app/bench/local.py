@@ -18,6 +18,10 @@ deciding roles on the causal past and at execution costs. The twins start from b
 copies of one home, and their timed parts alternate in the order on, off, off, on (W1: chain by
 chain of 1,024 deltas; W2: catch-up by catch-up), so a machine that slows down or speeds up
 during the run weighs on both alike.
+
+W1, W2 and W3 also report the same edits done on pycrdt and loro documents (``pycrdt_*`` and
+``loro_*`` figures, when the ``bench`` extra is installed):
+:mod:`~p2pspace.app.bench.crdt_baselines`.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any
 
 import cbor2
 
+from p2pspace.app.bench import crdt_baselines
 from p2pspace.app.bench.bulk import (
     GROUP,
     ROLES_OFF,
@@ -133,6 +138,7 @@ def w1(
         "roles_ratio_group": round(group_rate / group_rate_off, 3),
         "baseline_sqlite_per_s": round(sqlite_rate),
         "baseline_sign_per_s": round(sign_rate),
+        **crdt_baselines.w1(root, batches, records=records, single=single_n),
     }
 
 
@@ -159,7 +165,8 @@ def w2(root: Path, *, deltas: int = 50_000, records: int = 1_000) -> dict[str, A
     rng = random.Random(2)
     (a, b), space = member_space(root, ["w2a", "w2b"])
     add_records(a, space, records)
-    create_grouped(a, space, set_commands(rng, deltas, records))
+    batches = set_commands(rng, deltas, records)
+    create_grouped(a, space, batches)
     ra, rb = a.replica(space), b.replica(space)
     wires = [w for _c, _s, _r, w in ra.store.iter_log(space)]
     half = len(wires) - deltas // 2
@@ -224,6 +231,7 @@ def w2(root: Path, *, deltas: int = 50_000, records: int = 1_000) -> dict[str, A
         "roles_ratio": round(rate / rate_off, 3),
         "baseline_floor_per_s": round(floor),
         "converged": converged,
+        **crdt_baselines.w2(root, batches, records=records, catch_ups=CATCH_UPS),
     }
 
 
@@ -231,8 +239,9 @@ def w3(root: Path, *, per_endpoint: int = 16_667, shared: int = 100) -> dict[str
     rng = random.Random(3)
     eps, space = member_space(root, ["w3a", "w3b", "w3c"])
     go_offline(eps, space, shared)
-    for n, ep in enumerate(eps):
-        create_grouped(ep, space, offline_batches(rng, n, per_endpoint, shared))
+    offline = [offline_batches(rng, n, per_endpoint, shared) for n in range(len(eps))]
+    for ep, batches in zip(eps, offline, strict=True):
+        create_grouped(ep, space, batches)
     figures = merge_offline(eps, space)
     for ep in eps:
         ep.close()
@@ -244,6 +253,7 @@ def w3(root: Path, *, per_endpoint: int = 16_667, shared: int = 100) -> dict[str
         "redone": figures["redone"],
         "max_undos_per_delta": figures["max_undos_per_delta"],
         "converged": figures["converged"],
+        **crdt_baselines.w3(root, offline, shared=shared),
     }
 
 
