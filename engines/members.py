@@ -18,6 +18,8 @@ from p2pspace.core.delta import Command, DeltaId
 from p2pspace.core.engine import DeltaContext, Engine, EngineState
 from p2pspace.core.engine_registry import register_engine
 from p2pspace.core.membership import (
+    CHECKPOINT_KEY,
+    CHECKPOINTER_KEY,
     DEFAULT_QUOTA,
     ENGINE_NAME_MAX,
     INSTANCE,
@@ -33,11 +35,14 @@ from p2pspace.core.membership import (
     SpaceInfo,
     add_command,
     authorize,
+    checkpoint_command,
+    checkpointer_command,
     display_names,
     encode_member,
     encode_member_record,
     encode_space,
     genesis_command,
+    is_checkpoint,
     member_grant,
     member_key,
     next_member,
@@ -48,6 +53,8 @@ from p2pspace.core.membership import (
 )
 
 __all__ = [
+    "CHECKPOINT_KEY",
+    "CHECKPOINTER_KEY",
     "DEFAULT_QUOTA",
     "ENGINE_NAME_MAX",
     "INSTANCE",
@@ -64,8 +71,11 @@ __all__ = [
     "SpaceInfo",
     "add_command",
     "authorize",
+    "checkpoint_command",
+    "checkpointer_command",
     "display_names",
     "genesis_command",
+    "is_checkpoint",
     "member_grant",
     "member_key",
     "quota_command",
@@ -102,6 +112,18 @@ class MembersEngine(Engine):
             old = state.get(QUOTA_KEY)
             state.put(QUOTA_KEY, codec.encode(args["bytes"]))
             return [old]
+        if command.name == "checkpoint":
+            # Executed only where the checkpoint closes its block (p2pspace.core.checkpoint).
+            old = state.get(CHECKPOINT_KEY)
+            value = [args["number"], args["digest"], context.creator, context.seq]
+            state.put(CHECKPOINT_KEY, codec.encode(value))
+            return [old]
+        if command.name == "checkpointer":
+            old = state.get(CHECKPOINTER_KEY)
+            view = MembersView(state)
+            if view.checkpointer() == context.creator and view.role_of(args["id"]) == "manager":
+                state.put(CHECKPOINTER_KEY, codec.encode(args["id"]))
+            return [old]
         key = member_key(args["id"])
         old = state.get(key)
         new = next_member(MembersView(state).get(args["id"]), command, added_by)
@@ -117,14 +139,25 @@ class MembersEngine(Engine):
             _restore(state, member_key(args["member"]["id"]), old_member)
             return
         (old,) = undo_record
-        _restore(state, QUOTA_KEY if command.name == "quota" else member_key(args["id"]), old)
+        _restore(state, _key_of(command), old)
 
     def footprint(self, command: Command) -> frozenset[bytes] | None:
         if command.name == "genesis":
             return frozenset({SPACE_KEY, member_key(command.args["member"]["id"])})
-        if command.name == "quota":
-            return frozenset({QUOTA_KEY})
-        return frozenset({member_key(command.args["id"])})
+        if command.name == "checkpointer":
+            return None  # reads who the founder is: every member record
+        return frozenset({_key_of(command)})
+
+
+def _key_of(command: Command) -> bytes:
+    """The one state key an add, remove, role, quota or checkpoint command writes."""
+    if command.name == "quota":
+        return QUOTA_KEY
+    if command.name == "checkpoint":
+        return CHECKPOINT_KEY
+    if command.name == "checkpointer":
+        return CHECKPOINTER_KEY
+    return member_key(command.args["id"])
 
 
 def _restore(state: EngineState, key: bytes, old: bytes | None) -> None:

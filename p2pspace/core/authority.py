@@ -36,7 +36,7 @@ This module has no I/O: the replica loads its rows from the store and saves what
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from p2pspace.core.delta import Command, Delta, DeltaId, OrderKey
@@ -121,6 +121,7 @@ class Authority:
         self._replays: dict[frozenset[DeltaId], MemberTable] = {}
         self._full: MemberTable | None = None
         self._dirty = Dirty()
+        self.closed: dict[bytes, int] = {}  # each creator's last delta in a closed block
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -340,15 +341,35 @@ class Authority:
                 return True
         return False
 
+    def unvoided_by_closing(self, reached: Mapping[bytes, int]) -> set[DeltaId]:
+        """The void deltas that a checkpoint with open-window ancestors ``reached`` (see
+        :func:`~p2pspace.core.checkpoint.ancestors`) makes valid again: its ancestors voided
+        only by removals that are not its ancestors (those sort after the block it closes).
+        Forked creators' deltas stay void. Nothing is changed here."""
+        out: set[DeltaId] = set()
+        for did in self.void:
+            if did.seq > reached.get(did.creator, 0) or self.forked(*did):
+                continue
+            kept = any(
+                target == did.creator
+                and record.id.seq <= reached.get(record.id.creator, 0)
+                and record.vector.get(did.creator, 0) < did.seq
+                for record, target in self._removals
+            )
+            if not kept:
+                out.add(did)
+        return out
+
     def _void_victims(self, record: MembersDelta) -> set[DeltaId]:
         """Accepted deltas that the removals in ``record`` make void: the victim's deltas
-        beyond the removal's vector (accepted before it, so none of them covers it)."""
+        beyond the removal's vector (accepted before it, so none of them covers it), except
+        those in a closed block (the removal sorts after it)."""
         out: set[DeltaId] = set()
         remover = record.id.creator
         counters = {m.id for m in self._mdeltas if m.counters(remover)}
         for target in record.removes():
             head = self._vectors.get(target, {}).get(target, 0)
-            start = record.vector.get(target, 0) + 1
+            start = max(record.vector.get(target, 0), self.closed.get(target, 0)) + 1
             for seq in range(start, head + 1):
                 did = DeltaId(target, seq)
                 if did != record.id and did not in self.void and did not in counters:

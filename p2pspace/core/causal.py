@@ -72,6 +72,10 @@ class Limits:
     max_fetch_ranges: int = 64
     enforce_roles: bool = True  # False only to measure what authorisation costs (the bench)
     selective_undo: bool = True  # False: a merge undoes the whole suffix (tests compare both)
+    # Protocol v3 fan-out: relayed deltas are announced by acks and fetched, not pushed. Off
+    # by default: a peer that refused a copy before it met the proof of an equivocation fetches
+    # nothing it refused, and without copies offered again some hostile runs do not converge.
+    announce_relays: bool = False
 
     def pending_bounds(self) -> Bounds:
         return Bounds(

@@ -20,12 +20,20 @@ Commands:
 * ``role {id, role}`` -- changes a current member's role.
 * ``quota {bytes}`` -- the space's per-member quota: the most delta body bytes one member may
   create in the space (default :data:`DEFAULT_QUOTA`).
+* ``checkpoint {number, digest}`` -- closes block ``number`` (DESIGN §12, see
+  :mod:`p2pspace.core.checkpoint`): ``digest`` is the state digest at its position. Only the
+  space's *checkpointer* makes one that closes anything; the engine records the last one.
+* ``checkpointer {id}`` -- the checkpointer hands its duty to ``id``, a current manager. Only
+  the checkpointer itself can (a handover is in its own chain, so no two endpoints are ever
+  checkpointer for the same block); anyone else's is a no-op. Until the first handover the
+  checkpointer is the space's founder.
 
 ``id`` is the 16-byte endpoint id and must be derived from ``key`` (32-byte Ed25519 public key);
 roles are :data:`ROLES`. State: key :data:`SPACE_KEY` holds ``{name, engines}``; key
 ``m/<id>`` (:func:`member_key`) holds ``{key, name, role, added_by: [creator, seq]}`` plus
-``removed_by: [creator, seq]`` once removed; key :data:`QUOTA_KEY` holds the quota; all in
-canonical CBOR.
+``removed_by: [creator, seq]`` once removed; key :data:`QUOTA_KEY` holds the quota; key
+:data:`CHECKPOINTER_KEY` the checkpointer's id once handed over; key :data:`CHECKPOINT_KEY` the
+last checkpoint ``[number, digest, creator, seq]``; all in canonical CBOR.
 
 Who may do what (DESIGN §8) is :func:`authorize`, one pure function over a :class:`RoleSource`.
 It is asked twice with the same rules: before storage, over the membership that the delta's
@@ -58,10 +66,14 @@ KIND = "members"
 ROLES = ("manager", "participant", "guest")
 SPACE_KEY = b"space"
 QUOTA_KEY = b"quota"
+CHECKPOINTER_KEY = b"checkpointer"
+CHECKPOINT_KEY = b"checkpoint"
+DIGEST_SIZE = 32
 MEMBER_PREFIX = b"m/"
 DEFAULT_QUOTA = 256 * 1024 * 1024
 MAX_QUOTA = 2**40
-MANAGING = frozenset({"add", "remove", "role", "quota"})
+MANAGING = frozenset({"add", "remove", "role", "quota", "checkpoint", "checkpointer"})
+_NO_TARGET = frozenset({"genesis", "quota", "checkpoint", "checkpointer"})  # change no member
 
 # Why a delta is refused (before storage) or a no-op (at execution).
 NOT_A_MEMBER = "not a member"
@@ -152,6 +164,21 @@ def quota_command(limit: int) -> Command:
     return Command(engine=INSTANCE, name="quota", args={"bytes": limit})
 
 
+def checkpoint_command(number: int, digest: bytes) -> Command:
+    return Command(engine=INSTANCE, name="checkpoint", args={"number": number, "digest": digest})
+
+
+def checkpointer_command(member_id: bytes) -> Command:
+    return Command(engine=INSTANCE, name="checkpointer", args={"id": member_id})
+
+
+def is_checkpoint(commands: Sequence[Command]) -> bool:
+    """True if a delta of ``commands`` is a checkpoint (its only command is one)."""
+    return (
+        len(commands) == 1 and commands[0].engine == INSTANCE and commands[0].name == "checkpoint"
+    )
+
+
 def validate_command(command: Command) -> None:
     """Check the shape and types of a members command (state-independent).
 
@@ -190,6 +217,14 @@ def validate_command(command: Command) -> None:
         limit = _check_map(command.args, {"bytes"})["bytes"]
         if type(limit) is not int or not 0 < limit <= MAX_QUOTA:
             raise CommandError(f"quota must be an integer of bytes in 1..{MAX_QUOTA}")
+    elif command.name == "checkpoint":
+        args = _check_map(command.args, {"number", "digest"})
+        if type(args["number"]) is not int or not 0 < args["number"] <= 2**53:
+            raise CommandError("checkpoint number must be an integer in 1..2**53")
+        if type(args["digest"]) is not bytes or len(args["digest"]) != DIGEST_SIZE:
+            raise CommandError(f"checkpoint digest must be {DIGEST_SIZE} bytes")
+    elif command.name == "checkpointer":
+        _member_id(_check_map(command.args, {"id"})["id"])
     else:
         raise CommandError(f"members has no command {command.name!r}")
 
@@ -292,7 +327,7 @@ def _managers_after(commands: Sequence[Command], roles: RoleSource) -> set[bytes
     """The managers left once ``commands`` (members commands among them) have run."""
     managers = roles.managers()
     for command in commands:
-        if command.engine != INSTANCE or command.name in ("genesis", "quota"):
+        if command.engine != INSTANCE or command.name in _NO_TARGET:
             continue
         target: bytes = command.args["id"]
         if command.name == "remove":
@@ -349,6 +384,8 @@ class MemberTable:
             if command.name == "quota":
                 self.quota = command.args["bytes"]
                 continue
+            if command.name in _NO_TARGET:
+                continue
             target = command.args["id"]
             new = next_member(self.members.get(target), command, (creator, seq))
             if new is not None:
@@ -398,6 +435,26 @@ class MembersView:
     def quota(self) -> int:
         raw = self._state.get(QUOTA_KEY)
         return DEFAULT_QUOTA if raw is None else int(_decode_stored(raw))
+
+    def founder(self) -> bytes | None:
+        """The member the genesis made (its record says it added itself, first)."""
+        for member in self.everyone():
+            if member.added_by == (member.id, 1):
+                return member.id
+        return None
+
+    def checkpointer(self) -> bytes | None:
+        """Who makes the space's checkpoints: the last handover's target, else the founder."""
+        raw = self._state.get(CHECKPOINTER_KEY)
+        return self.founder() if raw is None else bytes(_decode_stored(raw))
+
+    def last_checkpoint(self) -> tuple[int, bytes, DeltaId] | None:
+        """``(number, digest, id)`` of the last checkpoint that closed a block, or None."""
+        raw = self._state.get(CHECKPOINT_KEY)
+        if raw is None:
+            return None
+        number, digest, creator, seq = _decode_stored(raw)
+        return int(number), bytes(digest), DeltaId(bytes(creator), int(seq))
 
 
 def display_names(everyone: Iterable[Member]) -> dict[bytes, str]:

@@ -49,9 +49,19 @@ import heapq
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from p2pspace.core import codec
+from p2pspace.core import audit, codec
 from p2pspace.core.authority import Authority, Dirty
 from p2pspace.core.causal import Evidence, Head
+from p2pspace.core.checkpoint import (
+    BAD_DIGEST,
+    NOT_CHECKPOINTER,
+    NOT_YET,
+    OUT_OF_SEQUENCE,
+    Horizon,
+    ancestors,
+    block_value,
+    is_ancestor,
+)
 from p2pspace.core.delta import Delta, DeltaId, OrderKey, decode_delta
 from p2pspace.core.engine import DeltaContext, Engine
 from p2pspace.core.kv_state import KVState
@@ -61,6 +71,7 @@ from p2pspace.core.membership import (
     NOT_ALLOWED,
     MembersView,
     authorize,
+    is_checkpoint,
     member_grant,
 )
 from p2pspace.core.store import Store
@@ -70,6 +81,13 @@ VOID = "made concurrently with its creator's removal"
 UNSUPPORTED = "made by a newer release: its commands are unknown here"
 _WRITERS = frozenset({"participant", "manager"})
 _UNKNOWN = "?"
+
+
+def _is_noop(undo: bytes | None) -> bool:
+    if undo is None:
+        return False
+    record = codec.decode_stored(undo)
+    return type(record) is dict and "noop" in record
 
 
 @dataclass(slots=True, kw_only=True)
@@ -142,6 +160,13 @@ class TotalOrder:
         self.authority = authority
         self._members = MembersView(states[MEMBERS_INSTANCE])
         self._roles: dict[bytes, str | None] = {}  # creator -> role, until a members delta
+        self.horizon = Horizon()
+        self.closures = 0  # blocks closed by the last commit
+        self.closure_undos = 0  # deltas the last commit's closures undid and redid
+        self._closing: DeltaId | None = None  # the checkpoint being executed where it closes
+        # Checkpoints found not to close, and why (kept, so a later merge that re-executes
+        # one records the same reason; one entry per checkpoint a manager made).
+        self._verdicts: dict[DeltaId, str] = {}
 
     def commit(
         self,
@@ -172,6 +197,8 @@ class TotalOrder:
         if redo_from is not None and (first is None or redo_from < first):
             first = redo_from
         self._roles.clear()
+        self.closures = self.closure_undos = 0
+        horizon = self.horizon
         try:
             with store.transaction(sync=own_deps is not None):
                 if first is not None:
@@ -183,6 +210,9 @@ class TotalOrder:
                     if switches:
                         undone = self._switch(undone, switches)
                     self._execute_in_order(new, undone)
+                    for entry in new:
+                        if is_checkpoint(entry.delta.commands) and self._open_noop(entry.delta):
+                            self._close(entry.delta)
                 if dirty is not None:
                     self._save(dirty)
                 for state in self.states.values():
@@ -199,9 +229,115 @@ class TotalOrder:
             # An undecodable stored delta or an engine failing on a validated command: the
             # transaction rolled back.
             self._roles.clear()
+            self.horizon = horizon
             raise StorageError(f"execution failed and was rolled back: {exc!r}") from exc
+        except BaseException:
+            self.horizon = horizon
+            raise
+        finally:
+            self._closing = None
         frontier.advance(new)
+        if self.closures:
+            frontier.last_key = store.last_key(self.space_id)
         return undone
+
+    # -- closing blocks (p2pspace.core.checkpoint) ------------------------------------------
+
+    def _open_noop(self, delta: Delta) -> bool:
+        """True if checkpoint ``delta`` executed as "not closed yet" (not void, say)."""
+        undo = self.store.undo_of(self.space_id, delta.creator, delta.seq)
+        return undo is not None and codec.decode_stored(undo) == {"noop": NOT_YET}
+
+    def _close(self, checkpoint: Delta) -> None:
+        """Close the block of ``checkpoint`` (executed in the open window as not closed yet),
+        or record why it does not close; inside the commit's transaction."""
+        store, space = self.store, self.space_id
+        horizon = self.horizon
+        closed = dict(horizon.closed or {})
+        reached = ancestors(checkpoint, closed, lambda c, a, b: store.wires_range(space, c, a, b))
+        unvoided = self.authority.unvoided_by_closing(reached)
+        rows = store.open_window(space)
+        start = len(rows)
+        for index, (creator, seq, *_rest) in enumerate(rows):
+            if not is_ancestor(reached, creator, seq) or DeltaId(creator, seq) in unvoided:
+                start = index
+                break
+        window = [(decode_delta(wire), undo) for _c, _s, _r, _h, wire, undo in rows[start:]]
+        for delta, undo in reversed(window):
+            self.undo(delta, undo)
+        moved = [d for d, _u in window if is_ancestor(reached, d.creator, d.seq)]
+        rest = [d for d, _u in window if not is_ancestor(reached, d.creator, d.seq)]
+        void = self.authority.void
+        void -= unvoided
+        moved_undos = [self.execute(d) for d in moved]
+        reason = self._closing_refusal(checkpoint, horizon.number + 1)
+        self.closure_undos += len(window)
+        if reason is not None:
+            # It closes nothing: back to the window's order, the checkpoint a recorded no-op.
+            for delta, undo in zip(reversed(moved), reversed(moved_undos), strict=True):
+                self.undo(delta, undo)
+            void |= unvoided
+            self._verdicts[checkpoint.id] = reason
+            self._redo([d for d, _u in window])
+            return
+        self._closing = checkpoint.id
+        store.set_undos([(self.execute(checkpoint), space, checkpoint.creator, checkpoint.seq)])
+        self._closing = None
+        number = horizon.number + 1
+        # Undo records are dropped; a recorded no-op keeps its reason (refusal() still says
+        # why it did nothing, a bad checkpoint stays shown).
+        blobs = [(c, s, u) for c, s, _r, _h, _w, u in rows[:start]]
+        blobs += [(d.creator, d.seq, u) for d, u in zip(moved, moved_undos, strict=True)]
+        ids = [(c, s) for c, s, u in blobs if not _is_noop(u)]
+        ids.append((checkpoint.creator, checkpoint.seq))
+        store.close_block(space, block_value(number), ids)
+        store.close_block(
+            space, block_value(number), [(c, s) for c, s, u in blobs if _is_noop(u)], keep=True
+        )
+        if unvoided:
+            store.remove_void([(space, d.creator, d.seq) for d in unvoided])
+        for creator, seq in reached.items():
+            closed[creator] = max(closed.get(creator, 0), seq)
+        closed[checkpoint.creator] = checkpoint.seq
+        self.horizon = Horizon(
+            number=number,
+            checkpoint=checkpoint.id,
+            digest=checkpoint.commands[0].args["digest"],
+            time=checkpoint.time,
+            closed=closed,
+        )
+        self.authority.closed = closed
+        self.closures += 1
+        self._redo([d for d in rest if d.id != checkpoint.id])
+
+    def _redo(self, deltas: Sequence[Delta]) -> None:
+        """Execute already-stored ``deltas`` in this order, storing fresh undo records."""
+        space = self.space_id
+        self.store.set_undos([(self.execute(d), space, d.creator, d.seq) for d in deltas])
+
+    def _closing_refusal(self, checkpoint: Delta, number: int) -> str | None:
+        """Why ``checkpoint`` closes no block on the state where it would sit (its ancestors
+        executed after the closed blocks), or None: see :mod:`p2pspace.core.checkpoint`."""
+        members = self._members
+        self._roles.clear()
+        if self.authority.enforce:
+            reason = authorize(checkpoint.creator, checkpoint.commands, members)
+            if reason is not None:
+                return reason
+        if members.checkpointer() != checkpoint.creator:
+            return NOT_CHECKPOINTER
+        args = checkpoint.commands[0].args
+        if args["number"] != number:
+            return OUT_OF_SEQUENCE
+        if args["digest"] != self.state_digest():
+            return BAD_DIGEST
+        return None
+
+    def state_digest(self) -> bytes:
+        """The state digest of the space as executed so far (inside the transaction)."""
+        for state in self.states.values():
+            state.flush()
+        return bytes.fromhex(audit.state_digest(self.store, self.space_id))
 
     def _switch(self, undone: list[Entry], switches: Sequence[Entry]) -> list[Entry]:
         """Replace undone entries (and their rows) by the copies kept; back in key order."""
@@ -363,7 +499,7 @@ class TotalOrder:
         """Why ``delta`` must be a no-op at this point of the order, or None (hot path)."""
         authority = self.authority
         if not authority.enforce:
-            return None
+            return self._checkpoint_verdict(delta)
         if authority.void or authority.unsupported:
             did = DeltaId(delta.creator, delta.seq)
             if did in authority.unsupported:
@@ -372,6 +508,9 @@ class TotalOrder:
                 return VOID
         for command in delta.commands:
             if command.engine == MEMBERS_INSTANCE:
+                verdict = self._checkpoint_verdict(delta)
+                if verdict is not None:
+                    return verdict
                 self._roles.clear()  # the members state may change under this delta
                 return authorize(delta.creator, delta.commands, self._members)
         creator = delta.creator
@@ -382,6 +521,21 @@ class TotalOrder:
         if role in _WRITERS:
             return None
         return NOT_A_MEMBER if role is None else NOT_ALLOWED
+
+    def _checkpoint_verdict(self, delta: Delta) -> str | None:
+        """For a checkpoint executed anywhere but where it closes: why it is a no-op there."""
+        if not is_checkpoint(delta.commands):
+            return None
+        did = DeltaId(delta.creator, delta.seq)
+        if did == self._closing:
+            return None
+        verdict = self._verdicts.get(did)
+        if verdict is None:
+            # Re-executed by a merge: it keeps the reason found where it would have closed
+            # (still in its row until this merge stores the new undo records).
+            verdict = self.refusal(did) or NOT_YET
+            self._verdicts[did] = verdict
+        return verdict
 
     def execute(self, delta: Delta) -> bytes:
         """Run ``delta``'s commands; return the encoded undo records (inside a transaction)."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ from p2pspace.core.authenticity import authenticate_batch
 from p2pspace.core.authoring import write_chain
 from p2pspace.core.authority import Authority, MembersDelta
 from p2pspace.core.causal import CausalBuffer, Evidence, Limits, Rejection
+from p2pspace.core.checkpoint import BAD_DIGEST, CheckpointPolicy, Horizon
 from p2pspace.core.delta import Command, Delta, DeltaId, OrderKey, decode_delta
 from p2pspace.core.engine import Engine
 from p2pspace.core.evidence import EvidenceLedger
@@ -91,6 +92,7 @@ class ReplicaStats:
     merges: int = 0
     rejected: int = 0
     duplicates: int = 0
+    closed: int = 0  # blocks closed by checkpoints executed here
 
 
 ExecutedListener = Callable[["Replica", Sequence[tuple[Delta, bytes]]], None]
@@ -204,11 +206,28 @@ class Replica:
             authority=self._authority,
             selective=self._limits.selective_undo,
         )
+        self._order.horizon = self._load_horizon()
+        self._authority.closed = dict(self._order.horizon.closed or {})
         own = self.store.own_deps(self.space_id)
         self._own_deps: dict[bytes, int] = dict(codec.decode(own)) if own is not None else {}
         self._membership = Membership()
         for member, key, creator, seq in self.store.grants(self.space_id):
             self._membership.add(member, key, DeltaId(creator, seq))
+
+    def _load_horizon(self) -> Horizon:
+        last = MembersView(self._states[membership.INSTANCE]).last_checkpoint()
+        if last is None:
+            return Horizon(time=self.genesis.time, closed={})
+        number, digest, checkpoint = last
+        rows = self.store.wires_range(self.space_id, *checkpoint, checkpoint.seq)
+        time = decode_delta(rows[0][2]).time if rows else self.genesis.time
+        return Horizon(
+            number=number,
+            checkpoint=checkpoint,
+            digest=digest,
+            time=time,
+            closed=self.store.closed_vector(self.space_id),
+        )
 
     def _load_authority(self) -> Authority:
         """The causal-past membership, from its rows; rebuilt from the log where rows are
@@ -284,6 +303,10 @@ class Replica:
         self._make_buffer()
 
     # -- views ------------------------------------------------------------------------------
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
 
     @property
     def endpoint_id(self) -> bytes:
@@ -412,6 +435,68 @@ class Replica:
 
     # -- local creation ---------------------------------------------------------------------
 
+    # -- checkpoints (p2pspace.core.checkpoint) ----------------------------------------------
+
+    def horizon(self) -> Horizon:
+        """What this replica has closed: the last checkpoint and each creator's closed seq."""
+        return self._order.horizon
+
+    def window(self) -> tuple[int, int]:
+        """``(count, bytes)`` of the open window: executed deltas no checkpoint has closed."""
+        return self.store.window_size(self.space_id)
+
+    def is_checkpointer(self) -> bool:
+        """True if this endpoint makes the space's checkpoints (and is a manager)."""
+        view = self.members()
+        me = self.identity.endpoint_id
+        return view.checkpointer() == me and view.role_of(me) == "manager"
+
+    def checkpoint_due(
+        self,
+        policy: CheckpointPolicy,
+        *,
+        now: int,
+        acked: Mapping[bytes, Mapping[bytes, int]],
+    ) -> bool:
+        """True if this endpoint is the checkpointer and ``policy`` says the window should
+        close now (``acked``: each peer's acknowledged vector; ``now`` in ms)."""
+        if not self.is_checkpointer() or self.recovering():
+            return False
+        count, size = self.window()
+        me = self.identity.endpoint_id
+        others = [m.id for m in self.members().members() if m.id != me]
+        return policy.due(
+            count=count,
+            size=size,
+            age_ms=now - self._order.horizon.time,
+            vector=self.vector,
+            acked=acked,
+            members=others,
+        )
+
+    def create_checkpoint(self, *, time: int) -> Delta:
+        """Close the open window: a checkpoint carrying the state digest here. Raises
+        :class:`PermissionDeniedError` unless this endpoint is the space's checkpointer."""
+        if not self.is_checkpointer():
+            raise PermissionDeniedError(
+                "refused: only the space's checkpointer (a manager) makes checkpoints"
+            )
+        digest = bytes.fromhex(self.state_digest())
+        number = self._order.horizon.number + 1
+        return self.create([membership.checkpoint_command(number, digest)], time=time)
+
+    def checkpoint_faults(self) -> list[tuple[DeltaId, str]]:
+        """Checkpoints that closed nothing because their state digest did not match (evidence
+        against their creators, shown to managers), with the reason recorded."""
+        out = []
+        for wire, _vector, _unsupported in self.store.members_deltas(self.space_id):
+            delta = decode_delta(wire)
+            if membership.is_checkpoint(delta.commands):
+                reason = self.refusal(delta.id)
+                if reason == BAD_DIGEST:
+                    out.append((delta.id, reason))
+        return out
+
     def create(self, commands: Sequence[Command], *, time: int) -> Delta:
         """Create, execute and durably commit one signed delta of ``commands``."""
         return self.create_many([commands], time=time)[0]
@@ -458,6 +543,11 @@ class Replica:
         if void:
             raise PermissionDeniedError("this endpoint was removed from the space")
         made = [Entry.of(delta, delta.wire()) for delta in deltas]
+        # Noted before the commit, so that the authority rows it dirties (a members delta of
+        # ours, its claimed vector) are saved in the same transaction: a crash right after
+        # cannot leave the store without them.
+        for delta in deltas:
+            self.buffer.note_local(delta)
         self._commit(made, own_deps=vector)
         executed = [(m.delta, m.wire) for m in made]
         try:
@@ -659,10 +749,15 @@ class Replica:
         if own_deps is not None:
             self._own_deps = own_deps
         me = self.identity.endpoint_id
-        for item in new:
-            if item.delta.creator == me:
-                self.buffer.note_local(item.delta)
+        if own_deps is None:  # local deltas were noted before their commit
+            for item in new:
+                if item.delta.creator == me:
+                    self.buffer.note_local(item.delta)
         self.stats.executed += len(new)
+        if self._order.closures:
+            self.stats.closed += self._order.closures
+            self.stats.undone += self._order.closure_undos
+            self.stats.redone += self._order.closure_undos
         if undone:
             self.stats.undone += len(undone)
             self.stats.redone += len(undone)
@@ -707,7 +802,9 @@ class Replica:
 
     def catch_up_start(self, peer_vector: dict[bytes, int]) -> OrderKey | None:
         """Order key just before the first executed delta ``peer_vector`` lacks, or None."""
-        return serving.catch_up_start(self._frontier.heads, peer_vector, self._lookup)
+        return serving.catch_up_start(
+            self._frontier.heads, peer_vector, self._lookup, self._order.horizon.closed
+        )
 
     def catch_up_chunk(
         self,

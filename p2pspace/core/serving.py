@@ -24,21 +24,26 @@ from p2pspace.core.delta import OrderKey
 from p2pspace.core.store import Store
 
 MIN_PAGE = 64
+FIRST_KEY: OrderKey = (-(2**63), 0, b"", 0)  # before every delta, closed blocks included
 
 
 def catch_up_start(
     heads: Mapping[bytes, Head],
     peer_vector: Mapping[bytes, int],
     lookup: Callable[[bytes, int], tuple[int, bytes] | None],
+    closed: Mapping[bytes, int] | None = None,
 ) -> OrderKey | None:
     """Order key just before the first executed delta ``peer_vector`` lacks, or None.
 
     ``heads`` are the executed heads; ``lookup(creator, seq)`` gives an executed delta's
-    ``(rank, hash)``.
+    ``(rank, hash)``; ``closed``: each creator's last delta in a closed block (a peer lacking
+    one of those is streamed from the first block).
     """
     start: int | None = None
     for creator, head in heads.items():
         have = peer_vector.get(creator, 0)
+        if closed and have < closed.get(creator, 0):
+            return FIRST_KEY
         if head.seq > have:
             info = lookup(creator, have + 1)
             rank = info[0] if info is not None else 1
@@ -70,8 +75,8 @@ def catch_up_chunk(
     page = max(MIN_PAGE, max_count)
     while True:
         rows = store.log_after(space_id, cursor, page)
-        for creator, seq, rank, wire in rows:
-            cursor = (0, rank, creator, seq)
+        for block, creator, seq, rank, wire in rows:
+            cursor = (block, rank, creator, seq)
             if until is not None and cursor > until:
                 return wires, None
             if seq <= peer_vector.get(creator, 0):

@@ -400,15 +400,66 @@ class Store:
 
     def log_after(
         self, space: bytes, after: tuple[int, int, bytes, int], limit: int
-    ) -> list[tuple[bytes, int, int, bytes]]:
-        """``(creator, seq, rank, wire)`` of executed deltas with order key > ``after``."""
+    ) -> list[tuple[int, bytes, int, int, bytes]]:
+        """``(block, creator, seq, rank, wire)`` of executed deltas with order key > ``after``."""
         rows = self._read(
-            "SELECT creator, seq, rank, wire FROM log WHERE space=? "
+            "SELECT block, creator, seq, rank, wire FROM log WHERE space=? "
             "AND (block, rank, creator, seq) > (?, ?, ?, ?) "
             "ORDER BY block, rank, creator, seq LIMIT ?",
             (space, *after, limit),
         )
-        return [(bytes(c), s, r, bytes(w)) for c, s, r, w in rows]
+        return [(b, bytes(c), s, r, bytes(w)) for b, c, s, r, w in rows]
+
+    def open_window(self, space: bytes) -> list[LogRow]:
+        """The executed deltas no checkpoint has closed (block 0), in order-key order."""
+        rows = self._read(
+            "SELECT creator, seq, rank, hash, wire, undo FROM log WHERE space=? AND block=0 "
+            "ORDER BY rank, creator, seq",
+            (space,),
+        )
+        return [
+            (bytes(c), s, r, bytes(h), bytes(w), None if u is None else bytes(u))
+            for c, s, r, h, w, u in rows
+        ]
+
+    def close_block(
+        self, space: bytes, block: int, ids: Sequence[tuple[bytes, int]], *, keep: bool = False
+    ) -> None:
+        """Move deltas into closed ``block``, dropping their undo records unless ``keep`` (a
+        recorded no-op's reason); they are never undone again."""
+        self._require_txn()
+        sql = "UPDATE log SET block=?" + ("" if keep else ", undo=NULL")
+        try:
+            self._db.executemany(
+                sql + " WHERE space=? AND creator=? AND seq=?",
+                [(block, space, c, s) for c, s in ids],
+            )
+        except self._errors as exc:
+            raise StorageError(f"store write failed: {exc}") from None
+
+    def closed_vector(self, space: bytes) -> dict[bytes, int]:
+        """Per creator, its last delta in a closed block (blocks below 0)."""
+        rows = self._read(
+            "SELECT creator, MAX(seq) FROM log WHERE space=? AND block<0 GROUP BY creator",
+            (space,),
+        )
+        return {bytes(c): s for c, s in rows}
+
+    def window_size(self, space: bytes) -> tuple[int, int]:
+        """``(count, bytes)`` of the open window's deltas."""
+        rows = self._read(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(wire)), 0) FROM log WHERE space=? AND block=0",
+            (space,),
+        )
+        return int(rows[0][0]), int(rows[0][1])
+
+    def key_of(self, space: bytes, creator: bytes, seq: int) -> tuple[int, int, bytes, int] | None:
+        """The order key an executed delta holds now, or None."""
+        rows = self._read(
+            "SELECT block, rank FROM log WHERE space=? AND creator=? AND seq=?",
+            (space, creator, seq),
+        )
+        return (rows[0][0], rows[0][1], creator, seq) if rows else None
 
     def suffix_desc(self, space: bytes, after: tuple[int, int, bytes, int]) -> list[LogRow]:
         """Executed deltas with order key > ``after``, latest first (the undo order)."""
@@ -438,14 +489,15 @@ class Store:
         self, space: bytes, *, chunk: int = 4096
     ) -> Iterator[tuple[bytes, int, int, bytes]]:
         """Every executed delta ``(creator, seq, rank, wire)`` in order-key order."""
-        after: tuple[int, int, bytes, int] = (-1, 0, b"", 0)
+        after: tuple[int, int, bytes, int] = (-(2**63), 0, b"", 0)
         while True:
             rows = self.log_after(space, after, chunk)
-            yield from rows
+            for _b, c, s, r, w in rows:
+                yield c, s, r, w
             if len(rows) < chunk:
                 return
-            c, s, r, _w = rows[-1]
-            after = (0, r, c, s)
+            b, c, s, r, _w = rows[-1]
+            after = (b, r, c, s)
 
     # -- members, evidence, own vector ----------------------------------------------------------
 
@@ -519,6 +571,13 @@ class Store:
             self._db.executemany(
                 "INSERT OR IGNORE INTO void (space, creator, seq) VALUES (?, ?, ?)", rows
             )
+        except self._errors as exc:
+            raise StorageError(f"store write failed: {exc}") from None
+
+    def remove_void(self, rows: Sequence[tuple[bytes, bytes, int]]) -> None:
+        self._require_txn()
+        try:
+            self._db.executemany("DELETE FROM void WHERE space=? AND creator=? AND seq=?", rows)
         except self._errors as exc:
             raise StorageError(f"store write failed: {exc}") from None
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from p2pspace.core.causal import Limits
+from p2pspace.core.checkpoint import CheckpointPolicy
 from p2pspace.errors import LocalProtocolError, P2PSpaceError
 from p2pspace.sync import invitations
 from p2pspace.sync.handshake import MAX_HANDSHAKE_FRAME
@@ -60,6 +61,8 @@ class NodeConfig:
     # -- the store -------------------------------------------------------------------------
     durability: str = "full"  # "full": a returned write survives a power cut; "normal": a crash
     limits: Limits = Limits()
+    # When this endpoint, as a space's checkpointer, closes the open window by itself.
+    checkpoints: CheckpointPolicy = CheckpointPolicy()
     space_engines: Mapping[str, str] = field(default_factory=lambda: DEFAULT_SPACE_ENGINES)
     # -- timings (seconds) and bounds ------------------------------------------------------
     tick_seconds: float = 0.1  # sessions' periodic duties: acks, gap repair

@@ -293,6 +293,24 @@ class Node:
 
     # -- records ------------------------------------------------------------------------------
 
+    def make_due_checkpoints(self) -> list[Delta]:
+        """Close the open window of every space where this endpoint is the checkpointer and
+        ``config.checkpoints`` says it is due (run by the ticker). A failure is logged and
+        tried again on the next round."""
+        made = []
+        now = self.clock.now_ms()
+        policy = self.config.checkpoints
+        for space, replica in list(self.endpoint.replicas.items()):
+            try:
+                if replica.checkpoint_due(policy, now=now, acked=self.acked(space)):
+                    made.append(replica.create_checkpoint(time=now))
+            except (LocalProtocolError, PermissionDeniedError, StorageError) as exc:
+                # Tried again every round: kept out of INFO (a failing store shows elsewhere).
+                log.debug("space %r: no checkpoint this round: %s", replica.name, exc)
+        if made:
+            self.conns.kick()
+        return made
+
     def commit(self, space: bytes, commands: Sequence[Any]) -> Delta:
         """Create one delta of ``commands`` here and push it to peers.
 

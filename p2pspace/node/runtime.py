@@ -134,6 +134,7 @@ async def _tick(node: Node) -> None:
         if ticks % config.housekeeping_ticks == 0:
             node.dialer.dial_discovered_members()
             node.admission.close_idle_strangers()
+            node.make_due_checkpoints()
         node.acks.flush()
         node.conns.kick()
         node.changes.announce()

@@ -139,10 +139,22 @@ class SpaceView:
     removed_by: bytes | None = None
     removed_by_name: str = ""
     equivocators: tuple[str, ...] = ()  # display names of members caught signing two histories
+    # The horizon (DESIGN §12): blocks closed, the last checkpoint's time (ms; 0: none yet),
+    # and the open window (deltas no checkpoint closed: what a late delta can still reorder).
+    checkpoints: int = 0
+    last_checkpoint: int = 0
+    window: int = 0
+    window_bytes: int = 0
+    bad_checkpoints: int = 0  # checkpoints refused for a state digest that does not match
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id.hex(),
+            "checkpoints": self.checkpoints,
+            "last_checkpoint": self.last_checkpoint,
+            "window": self.window,
+            "window_bytes": self.window_bytes,
+            "bad_checkpoints": self.bad_checkpoints,
             "name": self.name,
             "processor": self.processor,
             "equivocators": list(self.equivocators),
@@ -453,7 +465,14 @@ def space_view(
     )
     role = view.role_of(me) if replica.can_create() else None
     removal = removal_of(view, me)
+    horizon = replica.horizon()
+    window, window_bytes = replica.window()
     return SpaceView(
+        checkpoints=horizon.number,
+        last_checkpoint=horizon.time if horizon.number else 0,
+        window=window,
+        window_bytes=window_bytes,
+        bad_checkpoints=len(replica.checkpoint_faults()),
         id=space,
         name=space_name(replica),
         processor=processor,

@@ -7,10 +7,18 @@ connected peer, and it is the one place where what a session received is applied
 :class:`~p2pspace.sync.session.DeltasReceived` to its replica and tells the session what it saw.
 
 When a replica executes deltas -- created here, received from any session, or released from the
-stage -- the endpoint hands them to every session (:meth:`Session.push`), which sends them to its
-peer if the peer lacks them (that is how deltas relay across peers that are not directly
-connected). While an event is being applied the hand-out waits until the session that delivered
-the deltas has recorded what its peer has, so nothing is echoed back to its sender.
+stage -- the endpoint hands them to every session (:meth:`Session.push`), which sends its peer
+those the peer lacks: all of them to an old peer, only those created here to a peer that fetches
+what acks announce (protocol v3). While an event is being applied the hand-out waits until the
+session that delivered the deltas has recorded what its peer has, so nothing is echoed back to
+its sender.
+
+Relaying. A peer's Ack announces what it holds; on each tick the endpoint asks for what peers
+announced and no replica accepted yet (:meth:`Session.claimed_ahead`), each range from one peer
+that announced it, once a tick has passed since it was heard (the creator's own push, under way,
+usually brings it first). That is how deltas cross peers that are not directly connected, each
+reaching each peer about once. The same backoff as for pending deltas' fetches applies, and a
+peer whose announcements stay unbacked is asked no more (its link gave up on its claims).
 
 Membership decides whom a space is synced with: only current members
 (:meth:`Endpoint.spaces_for`), and nobody once this endpoint itself was removed. When executed
@@ -39,9 +47,12 @@ from p2pspace.core.identity import Identity
 from p2pspace.core.replica import ReceiveResult, Replica
 from p2pspace.core.store import Store
 from p2pspace.errors import NotFoundError, RemoteProtocolError
-from p2pspace.sync.session import DeltasReceived, Session
+from p2pspace.sync.ack_digest import AckDigests
+from p2pspace.sync.session import ACK_EVERY_TICKS, DeltasReceived, Session
 
 MAX_FETCH_WAIT = 16  # ticks between two fetches of a range nobody answered, at most
+ACK_PEERS = 4  # peers up to which each grown vector is acknowledged every ACK_EVERY_TICKS
+ANNOUNCE_GRACE = 1  # ticks an announced range waits before it is fetched (its push may be near)
 
 _log = logging.getLogger("p2pspace.sync.endpoint")
 
@@ -67,6 +78,10 @@ class Endpoint:
         self._fetch_waits: dict[tuple[bytes, bytes, int], tuple[int, int]] = {}
         self._fetch_round = 0  # rotates which peer a range goes to, try after try
         self.sessions: list[Session] = []
+        self.ack_digests = AckDigests()  # what every session's acks of one state share
+        # Sessions handed deltas since take_handed(), in the order they were (a dict: drivers
+        # that flush them must do so in a reproducible order).
+        self._handed: dict[Session, None] = {}
         self._executed: list[tuple[bytes, Sequence[tuple[Delta, bytes]]]] = []
         self._applying = 0  # > 0 while received deltas are being applied
         self._members_moved = False  # executed members commands: sessions follow after hand-out
@@ -194,6 +209,7 @@ class Endpoint:
 
     def close_session(self, session: Session) -> None:
         session.close()
+        self._handed.pop(session, None)
         if session in self.sessions:
             self.sessions.remove(session)
         if session.peer is not None:
@@ -245,6 +261,13 @@ class Endpoint:
                 # counts, so that a withdrawn claim stops holding creation back.
                 replica.note_peer_vector(peer, {me: link.claims.get(me, 0)})
 
+    def take_handed(self) -> list[Session]:
+        """The sessions handed executed deltas to send since the last call: besides the
+        session it fed, what a driver that flushes only the sessions with news must flush
+        (everything else a session queues answers its own input, or waits for a tick)."""
+        handed, self._handed = list(self._handed), {}
+        return handed
+
     def receive(
         self, replica: Replica, wires: Iterable[bytes], *, sender: bytes | None = None
     ) -> ReceiveResult:
@@ -266,6 +289,21 @@ class Endpoint:
                     replica.name,
                 )
         return result
+
+    @staticmethod
+    def _announced(
+        sessions: Sequence[Session], space_id: bytes, missing: Sequence[tuple[bytes, int, int]]
+    ) -> list[tuple[bytes, int, int]]:
+        """The ranges peers announced that the replica lacks, one per creator (the longest),
+        except creators a pending delta already has a range of (``missing``)."""
+        longest: dict[bytes, tuple[int, int]] = {}
+        for session in sessions:
+            for creator, first, last in session.claimed_ahead(space_id):
+                if last > longest.get(creator, (first, 0))[1]:
+                    longest[creator] = (first, last)
+        for creator, _first, _last in missing:
+            longest.pop(creator, None)
+        return [(creator, first, last) for creator, (first, last) in sorted(longest.items())]
 
     def catching_up(self, space_id: bytes) -> bool:
         """True while some session still expects a catch-up stream for the space."""
@@ -290,7 +328,8 @@ class Endpoint:
         while self._executed:
             space_id, executed = self._executed.pop(0)
             for session in self.sessions:
-                session.push(space_id, executed)
+                if session.push(space_id, executed):
+                    self._handed[session] = None
         if self._members_moved:
             # After the push: a peer removed by these deltas got the removal before its link
             # closes; one added may now be offered the space.
@@ -313,32 +352,44 @@ class Endpoint:
     def tick(self) -> None:
         """Periodic duties of every session, and fetches for deltas pending replicas lack."""
         self.sessions = [s for s in self.sessions if not s.closed]
+        for session in [s for s in self._handed if s.closed]:
+            del self._handed[session]
+        # Acks announce what we relay; with many peers -- a mesh, where each delta came from
+        # its creator directly -- announcing a grown vector less often keeps the acks an
+        # endpoint sends per tick about constant instead of growing with its peers.
+        ack_every = ACK_EVERY_TICKS * max(1, len(self.sessions) // ACK_PEERS)
         for session in self.sessions:
-            session.tick()
+            session.tick(ack_every=ack_every)
         self._fetch_round += 1
         wanted: set[tuple[bytes, bytes, int]] = set()
         for space_id, replica in self.replicas.items():
+            candidates = [s for s in self.sessions if s.syncs(space_id)]
             missing = replica.missing()
+            announced = self._announced(candidates, space_id, missing)
             wanted.update((space_id, creator, first) for creator, first, _last in missing)
-            if not missing:
+            wanted.update((space_id, creator, first) for creator, first, _last in announced)
+            if not candidates or not (missing or announced):
                 continue
             by_session: dict[int, list[tuple[bytes, int, int]]] = {}
-            candidates = [s for s in self.sessions if s.syncs(space_id)]
-            if not candidates:
-                continue
             # A catch-up stream under way will bring what its peer has: fetching that too
             # would only get it twice (chunks end anywhere, so their unsigned tails wait a
             # moment for the next chunk's signed delta).
-            for i, (creator, first, last) in enumerate(missing):
+            for i, (creator, first, last) in enumerate(missing + announced):
                 if any(s.stream_brings(space_id, creator, last) for s in candidates):
                     continue
                 key = (space_id, creator, first)
-                wait, after = self._fetch_waits.get(key, (0, 1))
+                grace = ANNOUNCE_GRACE if i >= len(missing) else 0
+                wait, after = self._fetch_waits.get(key, (grace, 1))
                 if wait > 0:
                     self._fetch_waits[key] = (wait - 1, after)
                     continue
                 self._fetch_waits[key] = (after, min(2 * after, MAX_FETCH_WAIT))
-                holders = [s for s in candidates if s.peer_has(space_id, creator, first)]
+                holders = [
+                    s
+                    for s in candidates
+                    if s.peer_has(space_id, creator, first)
+                    or s.claims_hold(space_id, creator, first)
+                ]
                 pool = holders or candidates
                 chosen = pool[(i + self._fetch_round) % len(pool)]
                 by_session.setdefault(id(chosen), []).append((creator, first, last))

@@ -28,7 +28,7 @@ from p2pspace.core.delta import FORMAT_VERSION, HASH_SIZE, MAX_SEQ, SPACE_ID_SIZ
 from p2pspace.core.identity import ENDPOINT_ID_SIZE
 from p2pspace.errors import ErrorCode, MalformedError, RemoteProtocolError
 
-PROTOCOL_VERSION = 2  # the highest protocol version this release speaks
+PROTOCOL_VERSION = 3  # the highest protocol version this release speaks (v3: relays announced)
 MIN_PROTOCOL_VERSION = 1  # the lowest
 MIN_FORMAT_VERSION = 1  # the oldest delta format this release reads (it writes FORMAT_VERSION)
 VERSIONS_MARK = b"p2pspace"  # how the versions entry of a Hello's space list begins

@@ -7,6 +7,11 @@ when the queue has room, so a slow reader makes us produce less instead of buffe
 push that would overrun half the queue falls back to such a lazy stream from what the peer is
 known to have. Every ``Deltas`` frame is cut by count and by bytes, so deltas of up to 64 KiB
 each never add up to a frame over the maximum.
+
+Fan-out (:func:`fan_out`): to a peer speaking protocol v3, only the deltas this endpoint created
+are pushed -- nobody else can hold them yet -- and those that change the members; a delta
+received from someone else most likely reached the peer from its creator too, so our next Ack
+announces it and the peer fetches it only if it still lacks it.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from p2pspace.core import membership
 from p2pspace.core.delta import Delta
 from p2pspace.sync.framing import MAX_FRAME, frame
 from p2pspace.sync.messages import Deltas, Message, Synced, encode_message, vector_of
@@ -36,6 +42,19 @@ class SessionStats:
     bytes_received: int = 0
     deltas_sent: int = 0
     deltas_received: int = 0
+
+
+def fan_out(me: bytes, executed: Sequence[tuple[Delta, bytes]]) -> Sequence[tuple[Delta, bytes]]:
+    """What of ``executed`` is pushed in full to a peer that fetches what our acks announce:
+    the deltas ``me`` created; or all of them when one changes the members (a removed peer
+    gets its removal before its link closes, a new member learns at once that it was added --
+    and an unsigned one travels with the rest of its chain, as relays must send it)."""
+    own = [(delta, wire) for delta, wire in executed if delta.creator == me]
+    if len(own) == len(executed):
+        return executed
+    if any(c.engine == membership.INSTANCE for delta, _w in executed for c in delta.commands):
+        return executed
+    return own
 
 
 class Outbox:
@@ -94,6 +113,7 @@ class Outbox:
         link.stream_filter = vector
         link.known = dict(vector)
         link.cursor = link.replica.catch_up_start(vector)
+        link.stream_closures = link.replica.stats.closed
         link.buffered = []
         link.buffer_overflow = False
         link.feed_send(why)
@@ -113,6 +133,12 @@ class Outbox:
     def _stream_chunk(self, space: bytes, link: SpaceLink) -> None:
         replica = link.replica
         wires: list[tuple[bytes, int, bytes]] = []
+        if link.cursor is not None and link.stream_closures != replica.stats.closed:
+            # A checkpoint closed a block meanwhile: deltas not sent yet may have moved into
+            # it, before the cursor. Go on from what the peer has now.
+            link.stream_filter = dict(link.known)
+            link.cursor = replica.catch_up_start(link.stream_filter)
+            link.stream_closures = replica.stats.closed
         if link.cursor is not None:
             wires, link.cursor = replica.catch_up_chunk(
                 link.stream_filter,
@@ -186,4 +212,4 @@ class Outbox:
         )
 
 
-__all__ = ["MAX_OUTBOX", "Outbox", "SessionStats"]
+__all__ = ["MAX_OUTBOX", "Outbox", "SessionStats", "fan_out"]

@@ -23,11 +23,19 @@ gives the session deltas the endpoint executed, created or received from any pee
    delta that vector lacks, in log order, in bounded chunks, then ``Synced``. Deltas executed
    meanwhile are buffered for that peer and released after ``Synced``, so the peer receives one
    causal stream.
-3. Live: each delta the endpoint executes is pushed to every peer whose known vector lacks it
-   (which relays deltas between peers that are not directly connected).
-4. ``Ack`` carries the executed vector after received batches and on ticks; a peer whose acks
-   show deltas we lack gets a fresh ``Revision`` (repairing anything lost in transit).
-5. ``Fetch`` asks for deltas that pending deltas wait for; the answer is ``Deltas``.
+3. Live: each delta the endpoint *created* is pushed to every peer whose known vector lacks it
+   (nobody else can have it yet). A delta it received from someone else is pushed on only to a
+   peer that speaks protocol v1-v2; a v3 peer is told of it by our next ``Ack`` instead (the
+   announcement), and fetches what it still lacks (:meth:`Session.claimed_ahead`), so that in a
+   mesh each delta reaches each peer once while relaying still covers peers that are not
+   directly connected. Deltas that change the members are pushed on in full to every peer (a
+   removed peer must get its removal before its link closes).
+4. ``Ack`` carries the executed vector after received batches and, on ticks, whenever it grew
+   since the last one (and every :data:`ACK_IDLE_TICKS` regardless); a peer whose acks show
+   deltas we lack is fetched from, and, when that brings nothing for a while, gets a fresh
+   ``Revision`` (repairing anything lost in transit).
+5. ``Fetch`` asks for deltas that pending deltas wait for, or that a peer announced; the answer
+   is ``Deltas``.
 
 Connection states and the inputs each accepts are one table (:data:`TRANSITIONS`); an input the
 table does not allow is a :class:`~p2pspace.errors.RemoteProtocolError`, answered by an
@@ -83,10 +91,18 @@ from p2pspace.sync.messages import (
     version_gap,
 )
 from p2pspace.sync.offers import Offers
-from p2pspace.sync.outbox import CHUNK_BYTES, MAX_OUTBOX, Outbox, SessionStats
+from p2pspace.sync.outbox import (
+    CHUNK_BYTES,
+    FETCH_ANSWER_MAX,
+    MAX_OUTBOX,
+    Outbox,
+    SessionStats,
+    fan_out,
+)
 from p2pspace.sync.refusals import Refusal, RefusalLog
 from p2pspace.sync.session_events import CatchUpEnded, DeltasReceived, Event, SessionHost
 from p2pspace.sync.space_link import (
+    ACK_IDLE_TICKS,
     RETRANSMIT_TICKS,
     LinkView,
     RecvInput,
@@ -98,9 +114,12 @@ from p2pspace.sync.space_link import (
     members_only,
     merge_vector,
     sendable,
+    under_attack,
 )
 
 ACK_EVERY_TICKS = 2
+ANNOUNCING = 3  # the protocol version from which relayed deltas are announced, not pushed
+FETCH_SPAN = FETCH_ANSWER_MAX  # deltas of one creator asked for at once on a peer's claim
 
 
 class State(enum.Enum):
@@ -177,6 +196,7 @@ class Session:
         self._outbox = Outbox(self.stats, max_frame=max_frame)
         self._offers = Offers()
         self._waiting: Event | None = None  # returned, not yet answered
+        self._ack_every = ACK_EVERY_TICKS
         self._send_hello(reply=False)
 
     # -- state machine ------------------------------------------------------------------------
@@ -217,6 +237,16 @@ class Session:
         return tuple(self._links)
 
     @property
+    def has_output(self) -> bool:
+        """True if :meth:`data_to_send` may return bytes now (frames queued, a catch-up
+        stream to cut, a failed session's Error frame); cheap, for drivers polling many."""
+        if self.state is State.CLOSED:
+            return False
+        if self._outbox or self.state is State.ERROR:
+            return True
+        return any(link.send is SendState.STREAMING for link in self._links.values())
+
+    @property
     def queued_bytes(self) -> int:
         """Bytes of whole frames queued for the peer (catch-up streams are not queued)."""
         return self._outbox.bytes
@@ -255,6 +285,23 @@ class Session:
         """True while a catch-up stream we requested for ``space`` is still expected."""
         link = self._links.get(space)
         return link is not None and link.holds_merges
+
+    def claims_hold(self, space: bytes, creator: bytes, seq: int) -> bool:
+        """True if the peer says it holds ``creator:seq`` and gap repair still believes it
+        (what fetches for announced deltas go to)."""
+        link = self._links.get(space)
+        return link is not None and not link.gave_up and link.claims.get(creator, 0) >= seq
+
+    def claimed_ahead(self, space: bytes) -> list[tuple[bytes, int, int]]:
+        """``(creator, first, last)``: deltas the peer says it holds (announced by its acks)
+        that we have not accepted, at most :data:`FETCH_SPAN` per creator -- what the endpoint
+        fetches, from one peer each. Empty once the peer's claims went unbacked for every gap
+        repair (a hostile peer claiming everything is asked a bounded number of times), and
+        for this endpoint's own deltas (recovering those is the replica's business)."""
+        link = self._links.get(space)
+        if link is None or self.state is not State.OPEN or link.gave_up:
+            return []
+        return link.ahead(self.host.endpoint_id, FETCH_SPAN)
 
     def receiving_catch_up(self, space: bytes) -> bool:
         """True until the peer's Synced for ``space`` arrives (even if it went quiet)."""
@@ -304,16 +351,27 @@ class Session:
 
     # -- what the endpoint tells the session ----------------------------------------------------
 
-    def push(self, space: bytes, executed: Sequence[tuple[Delta, bytes]]) -> None:
+    def push(self, space: bytes, executed: Sequence[tuple[Delta, bytes]]) -> bool:
         """Deltas the endpoint executed in ``space`` (created here or received from anyone):
-        send those the peer lacks, now or after its catch-up stream. A peer removed from the
-        space gets the delta that removed it, and nothing executed after it."""
+        send those the peer lacks, now or after its catch-up stream -- on protocol v3 only
+        those created here or changing the members (the rest are announced by our acks). A
+        peer removed from the space gets the delta that removed it, and nothing executed after
+        it. True if that may have queued frames."""
         link = self._links.get(space)
-        if link is not None and self.state is State.OPEN:
-            if self.peer is not None:
-                executed = sendable(link.replica, self.peer, executed)
-            if executed:
-                self._outbox.buffer_or_push(space, link, executed)
+        if link is None or self.state is not State.OPEN:
+            return False
+        if (
+            self.protocol >= ANNOUNCING
+            and link.replica.limits.announce_relays
+            and not under_attack(link.replica)
+        ):
+            executed = fan_out(self.host.endpoint_id, executed)
+        if self.peer is not None and executed:
+            executed = sendable(link.replica, self.peer, executed)
+        if not executed:
+            return False
+        self._outbox.buffer_or_push(space, link, executed)
+        return True
 
     def send_evidence(self, space: bytes, wires: Sequence[bytes]) -> None:
         """Both copies of an equivocation (or a delta proving one): sent even if the peer
@@ -540,8 +598,9 @@ class Session:
 
     def _send_ack(self, space: bytes, link: SpaceLink) -> None:
         vector = vector_of(link.replica.vector)
-        digest = divergence.link_digest(link, vector) if self.protocol >= 2 else b""
+        digest = self.host.ack_digests.digest(space, link, vector) if self.protocol >= 2 else b""
         self._send(Ack(space=space, vector=vector, digest=digest))
+        link.acked_sent(vector)
 
     def _link_for(self, space: bytes) -> SpaceLink | None:
         link = self._links.get(space)
@@ -563,6 +622,10 @@ class Session:
         if self.peer is not None:
             link.until = farewell_at(link.replica, self.peer)
         self._outbox.start_stream(link, vector, SendInput.REVISION)
+        if self.protocol >= 2:
+            # Our proofs of equivocation go to whoever asks too, not only to those we ask:
+            # deltas are no longer relayed (v3), so the proofs must not wait for our request.
+            self.send_evidence(message.space, link.replica.evidence_wires())
         if message.heads:
             # Our copies go out before the stream: what it brings may chain to them.
             ranges = divergence.answer(link, vector, message.heads, again=self.lossy)
@@ -594,6 +657,8 @@ class Session:
         vector = members_only(link.replica, dict(message.vector))
         link.hear(vector, self.peer)
         merge_vector(link.known, vector)
+        if self.protocol >= 2:
+            self.host.ack_digests.prime(message.space, link, vector_of(link.replica.vector))
         if self.protocol >= 2 and divergence.asks_revision(link, message):
             link.repair()
             self._request(message.space, link)
@@ -615,10 +680,12 @@ class Session:
 
     # -- periodic work ------------------------------------------------------------------------
 
-    def tick(self) -> None:
-        """Periodic duties: acks, retransmission (lossy links) and gap repair."""
+    def tick(self, *, ack_every: int = ACK_EVERY_TICKS) -> None:
+        """Periodic duties: acks, retransmission (lossy links) and gap repair. A grown vector
+        is acknowledged (announced) every ``ack_every`` ticks."""
         if self.closed:
             return
+        self._ack_every = max(1, ack_every)
         offers = self._offers
         offers.ticks += 1
         if self.state is State.AWAIT_HELLO:
@@ -638,8 +705,10 @@ class Session:
             self._tick_link(space, link)
 
     def _tick_link(self, space: bytes, link: SpaceLink) -> None:
-        ack_due = self._offers.ticks % ACK_EVERY_TICKS == 0
-        duties = link.tick(link.replica.accepted_vector(), lossy=self.lossy, ack_due=ack_due)
+        ack_due = self._offers.ticks % self._ack_every == 0
+        # Idle acks thin out as announcements do (a big mesh): a tenth as often.
+        idle = max(ACK_IDLE_TICKS, 10 * self._ack_every)
+        duties = link.tick(lossy=self.lossy, ack_due=ack_due, idle_acks=idle)
         if duties.revision:
             self._send_revision(space, link)
         if duties.request:

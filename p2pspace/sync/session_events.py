@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from p2pspace.core.replica import Replica
+from p2pspace.sync.ack_digest import AckDigests
 
 
 class SessionHost(Protocol):
@@ -25,6 +26,9 @@ class SessionHost(Protocol):
     def replicas(self) -> Mapping[bytes, Replica]: ...
 
     def spaces_for(self, peer: bytes, peer_offered: Iterable[bytes] = ()) -> list[bytes]: ...
+
+    @property
+    def ack_digests(self) -> AckDigests: ...  # shared by its sessions (a cache only)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -20,7 +20,8 @@ already answered (:mod:`p2pspace.sync.divergence`).
 
 What the peer says it holds (its ``Revision``, ``Ack`` and ``Synced`` vectors) is a *claim*. A
 link keeps two views of it: :attr:`SpaceLink.claims`, as said (members' entries only), which
-only asks for work -- a gap repair when it runs ahead of us, tried at most
+only asks for work -- fetches of what it announces and we lack (:meth:`SpaceLink.ahead`), then,
+while our vector makes no progress towards it, a gap repair, tried at most
 :data:`MAX_LAG_TRIES` times with growing waits, each asking without holding our merges back --
 and :attr:`SpaceLink.acked`, each entry cut, when heard, to what we can tell existed then: our
 accepted vector, and for the peer's own deltas the highest seq we saw offered
@@ -53,6 +54,9 @@ CATCH_UP_PATIENCE = 40  # ticks without stream activity, or progress, before mer
 # million deltas streams in well under it; staging is an optimisation, never needed for order).
 MAX_HOLD_TICKS = 600
 MAX_LAG_TRIES = 4  # gap repairs for claims that stay ahead of us (each waits twice as long)
+# An unchanged vector is acknowledged again this often (a lost Ack on a lossy link, a peer that
+# missed our announcement); a changed one at the next tick an ack is due.
+ACK_IDLE_TICKS = 20
 
 
 class SendState(enum.Enum):
@@ -150,6 +154,7 @@ class SpaceLink:
     claims: dict[bytes, int] = field(default_factory=dict)  # what the peer says, as said
     stream_filter: dict[bytes, int] = field(default_factory=dict)
     cursor: OrderKey | None = None
+    stream_closures: int = 0  # blocks the replica had closed when the stream's cursor was set
     buffered: list[tuple[Delta, bytes]] = field(default_factory=list)
     buffer_overflow: bool = False
     ticks_requested: int = 0
@@ -169,6 +174,12 @@ class SpaceLink:
     mismatch: tuple[tuple[tuple[bytes, int], ...], bytes] = ((), b"")  # last one acted on
     until: OrderKey | None = None  # a removed peer's streams end at the delta removing it
     farewell_sent: bool = False  # ... and once one has, the link closes
+    # Creators whose claimed seq ran ahead of our accepted one when heard (pruned as we catch
+    # up): what :meth:`ahead` looks at, instead of every claim on every tick.
+    claimed_ahead: dict[bytes, int] = field(default_factory=dict)
+    last_ack: dict[bytes, int] = field(default_factory=dict)  # the vector of our last Ack
+    ack_idle: int = 0  # ticks since our last Ack
+    progress: int = 0  # our accepted seqs of the claimed-ahead creators, summed, last tick
 
     def feed_send(self, event: SendInput) -> None:
         new = SEND_TRANSITIONS.get((self.send, event))
@@ -191,6 +202,28 @@ class SpaceLink:
         """The peer (``peer``, if known) claims to hold ``vector`` (members' entries only)."""
         merge_vector(self.claims, vector)
         merge_vector(self.acked, plausible(self.replica, vector, peer))
+        buffer = self.replica.buffer
+        for creator, seq in vector.items():
+            if seq > buffer.accepted_seq(creator):
+                self.claimed_ahead[creator] = max(seq, self.claimed_ahead.get(creator, 0))
+
+    def ahead(self, me: bytes, span: int) -> list[tuple[bytes, int, int]]:
+        """``(creator, first, last)`` ranges the peer claims and we have not accepted (not
+        ``me``'s, at most ``span`` deltas each, short of what it sent that we refused)."""
+        buffer = self.replica.buffer
+        ranges: list[tuple[bytes, int, int]] = []
+        for creator, seq in list(self.claimed_ahead.items()):
+            have = buffer.accepted_seq(creator)
+            if seq <= have:
+                del self.claimed_ahead[creator]
+            elif creator != me and self.expects(creator, have, seq):
+                ranges.append((creator, have + 1, min(seq, have + span)))
+        return ranges
+
+    def acked_sent(self, vector: Sequence[tuple[bytes, int]]) -> None:
+        """Our Ack of ``vector`` went out."""
+        self.last_ack = dict(vector)
+        self.ack_idle = 0
 
     def repair(self) -> None:
         """The next request is a repair (a claim ran ahead, a digest differs): the stream it
@@ -202,9 +235,11 @@ class SpaceLink:
         """True once every gap repair the claims may ask for was tried."""
         return self.lag_tries >= MAX_LAG_TRIES
 
-    def tick(self, accepted: Mapping[bytes, int], *, lossy: bool, ack_due: bool) -> Duties:
-        """One tick of the link, given our accepted vector: stop holding merges back for a
-        peer whose stream is silent or brings nothing new, and say what to send."""
+    def tick(self, *, lossy: bool, ack_due: bool, idle_acks: int = ACK_IDLE_TICKS) -> Duties:
+        """One tick of the link: stop holding merges back for a peer whose stream is silent
+        or brings nothing new, and say what to send (an Ack after received deltas; when an ack
+        is due and we executed deltas the peer is not known to hold -- that Ack is how it hears
+        of the deltas we relay; or after ``idle_acks`` ticks without one)."""
         # Progress is what *this* peer brought that was new to us: another peer's deltas, or
         # duplicates trickled by this one, say nothing about its stream.
         grew, self.fresh = self.fresh > 0, 0
@@ -222,10 +257,17 @@ class SpaceLink:
                 self.feed_recv(RecvInput.SILENT)
             retransmit = lossy and self.ticks_requested % RETRANSMIT_TICKS == 0
         request = False
-        if not any(self.expects(c, accepted.get(c, 0), s) for c, s in self.claims.items()):
+        # Deltas the peer claims arriving from anyone (the fetches its announcement asked
+        # for, a stream) are the answer so far: no repair while they keep coming.
+        accepted = self.replica.buffer.accepted_seq
+        progress = sum(accepted(c) for c in self.claimed_ahead)
+        advanced, self.progress = progress > self.progress, progress
+        if not self.claimed_ahead or not any(
+            self.expects(c, accepted(c), s) for c, s in self.claims.items()
+        ):
             self.lag_ticks = 0
             self.lag_tries = 0
-        elif self.recv is not RecvState.SYNCED and grew:
+        elif (self.recv is not RecvState.SYNCED and grew) or advanced:
             self.lag_ticks = 0  # a stream is bringing what the peer claims: the answer so far
         elif not self.gave_up:
             # The peer says it holds deltas we lack: ask again, waiting twice as long after
@@ -238,9 +280,20 @@ class SpaceLink:
                 if self.recv is RecvState.SYNCED:
                     self.repair()
                     request = True
-        ack = self.received_since_ack or ack_due
+        self.ack_idle += 1
+        # An announcement the peer needs: we executed something it is not known to hold.
+        executed = self.replica.vector
+        if self.replica.limits.announce_relays:
+            changed = ack_due and executed != self.last_ack and self._tells_news(executed)
+        else:  # deltas are relayed in full: acks keep their pace (the digests compare copies)
+            changed = ack_due
+        ack = self.received_since_ack or changed or self.ack_idle >= idle_acks
         self.received_since_ack = False
         return Duties(revision=retransmit, request=request, ack=ack)
+
+    def _tells_news(self, executed: Mapping[bytes, int]) -> bool:
+        known = self.known
+        return any(seq > known.get(creator, 0) for creator, seq in executed.items())
 
     def refuse(self, creator: bytes, seq: int) -> None:
         """The peer sent ``creator:seq`` and we refused it for good (its creator broke a rule):
@@ -327,10 +380,8 @@ def farewell_at(replica: Replica, peer: bytes) -> OrderKey | None:
     if member is None or member.removed_by is None:
         return None
     creator, seq = member.removed_by
-    info = replica.store.delta_info(replica.space_id, creator, seq)
-    if info is None:
-        return None
-    return (0, info[0], creator, seq)
+    # The key it holds now: in a closed block, its block is not 0.
+    return replica.store.key_of(replica.space_id, creator, seq)
 
 
 def plausible(
@@ -374,9 +425,18 @@ __all__ = [
     "SendInput",
     "SendState",
     "SpaceLink",
+    "ACK_IDLE_TICKS",
     "MAX_LAG_TRIES",
     "members_only",
     "merge_vector",
     "plausible",
     "sendable",
 ]
+
+
+def under_attack(replica: Replica) -> bool:
+    """True once this replica of the space has refused a delta or holds a proof that a member
+    equivocated. Such a space goes back to relaying every delta in full (protocol v2's flood):
+    a peer that refused a copy before it met the proof fetches nothing it refused, and only
+    copies offered again let it accept what the proof now allows (DESIGN §8)."""
+    return replica.stats.rejected > 0 or bool(replica.equivocators())

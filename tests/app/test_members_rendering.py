@@ -131,3 +131,25 @@ def test_an_equivocator_is_named_in_member_list() -> None:
     (line,) = [row for row in text.splitlines() if "mallory" in row]
     assert "signed two histories" in line
     assert "signed two" not in next(row for row in text.splitlines() if "ann" in row)
+
+
+def test_status_shows_each_spaces_horizon() -> None:
+    fresh = space(window=12, window_bytes=3 * 1024)
+    closed = space(
+        id="22" * 16,
+        name="busy",
+        checkpoints=3,
+        last_checkpoint=1_790_000_000_000,
+        window=4,
+        window_bytes=2 * 1048576,
+        bad_checkpoints=1,
+    )
+    text = format_status(status(fresh, closed), online=False)
+    assert (
+        "  history: no checkpoint yet; 12 change(s) since (3.0 KiB) can still be reordered" in text
+    )
+    assert (
+        "  history: 3 checkpoint(s), the last at 2026-09-21 14:13 UTC; 4 change(s) since "
+        "(2.0 MiB) can still be reordered"
+    ) in text
+    assert "1 checkpoint(s) carried a state that is not this space's" in text

@@ -219,17 +219,19 @@ def test_log_after_orders_by_block_rank_creator_seq(make_store: Callable[[str], 
     _fill(store)
     _fill(store, OTHER_SPACE, ROWS[:2])
     everything = store.log_after(SPACE, (-1, 0, b"", 0), 100)
-    assert [(c, s, r) for c, s, r, _w in everything] == EXPECTED
-    assert everything[0][3] == b"wire:" + C2[:1] + b"\x01"
+    assert [(c, s, r) for _b, c, s, r, _w in everything] == EXPECTED
+    assert everything[0][4] == b"wire:" + C2[:1] + b"\x01"
     # Strictly after a key, for every key in the log, with a limit.
     for i, (creator, seq, rank) in enumerate(EXPECTED):
         rows = store.log_after(SPACE, (0, rank, creator, seq), 100)
-        assert [(c, s, r) for c, s, r, _w in rows] == EXPECTED[i + 1 :]
+        assert [(c, s, r) for _b, c, s, r, _w in rows] == EXPECTED[i + 1 :]
         limited = store.log_after(SPACE, (0, rank, creator, seq), 2)
-        assert [(c, s, r) for c, s, r, _w in limited] == EXPECTED[i + 1 : i + 3]
+        assert [(c, s, r) for _b, c, s, r, _w in limited] == EXPECTED[i + 1 : i + 3]
     # A key between entries: same rank, creator sorts between C1 and C3.
     rows = store.log_after(SPACE, (0, 2, C2, 99), 100)
-    assert [(c, s, r) for c, s, r, _w in rows] == [e for e in EXPECTED if (e[2], e[0]) > (2, C2)]
+    assert [(c, s, r) for _b, c, s, r, _w in rows] == [
+        e for e in EXPECTED if (e[2], e[0]) > (2, C2)
+    ]
 
 
 def test_suffix_desc_is_reverse_order_with_undo(make_store: Callable[[str], Store]) -> None:

@@ -138,6 +138,11 @@ def test_views_serialise_with_the_keys_the_api_serves() -> None:
     )
     assert space.to_json() == {
         "id": S.hex(),
+        "checkpoints": 0,
+        "last_checkpoint": 0,
+        "window": 0,
+        "window_bytes": 0,
+        "bad_checkpoints": 0,
         "name": "s",
         "processor": "ready",
         "equivocators": [],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from p2pspace.core.causal import Limits
 from p2pspace.core.delta import Delta, make_body
 from p2pspace.core.replica import Replica
 from p2pspace.engines import members, rdb
@@ -11,6 +12,7 @@ from p2pspace.node.home import open_endpoint
 from p2pspace.sync.endpoint import Endpoint
 from p2pspace.sync.framing import FrameDecoder
 from p2pspace.sync.messages import Message, decode_message
+from p2pspace.testing.loopback import Link, pump
 
 
 class Net:
@@ -20,9 +22,13 @@ class Net:
         self.root = root
         self.endpoints: list[Endpoint] = []
 
+    limits: Limits | None = None  # every endpoint's made from now on (None: the defaults)
+
     def endpoint(self, name: str, *, seed: bytes | None = None) -> Endpoint:
         seed = name.encode() if seed is None else seed
-        ep = open_endpoint(self.root / name, seed=seed, durability="normal", name=name)
+        ep = open_endpoint(
+            self.root / name, seed=seed, durability="normal", name=name, limits=self.limits
+        )
         self.endpoints.append(ep)
         return ep
 
@@ -55,6 +61,20 @@ def disconnect(*eps: Endpoint) -> None:
     for ep in eps:
         for session in list(ep.sessions):
             ep.close_session(session)
+
+
+def settle(links: list[Link], eps: list[Endpoint], space: bytes, *, ticks: int = 40) -> int:
+    """Pump ``links`` and tick ``eps`` until their replicas of ``space`` executed the same
+    deltas; returns the ticks it took (relayed deltas travel on announcements and fetches,
+    which ticks drive). Raises AssertionError if ``ticks`` were not enough."""
+    for used in range(ticks + 1):
+        pump(links)
+        vectors = [e.replica(space).vector for e in eps]
+        if all(v == vectors[0] for v in vectors):
+            return used
+        for e in eps:
+            e.tick()
+    raise AssertionError(f"not converged after {ticks} ticks")
 
 
 def same(a: Replica, b: Replica) -> None:

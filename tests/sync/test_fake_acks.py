@@ -181,7 +181,7 @@ def catch_up(root: Path, *, attack: bool) -> tuple[list[int], list[int]]:
                 held.append(round_)
         assert h.replica(space).vector == o.replica(space).vector
         if attacker is not None:
-            assert attacker.acks > 50 and attacker.synced > 1  # the attack ran throughout
+            assert attacker.acks > 30 and attacker.synced > 1  # the attack ran throughout
             assert not attacker.flood
             buffer = h.replica(space).buffer
             assert buffer.dropped > 0  # the flood outgrew its room ...

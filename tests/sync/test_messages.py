@@ -133,15 +133,16 @@ def test_content_fields_travel_in_layout_2_and_plain_messages_in_layout_1() -> N
 def test_versions_meet_or_name_both_sides() -> None:
     assert version_gap(LEGACY) is None and common_protocol(LEGACY) == 1
     assert version_gap(OURS) is None and common_protocol(OURS) == PROTOCOL_VERSION
-    newer = Versions(protocol_low=3, protocol_high=4, formats_low=1, formats_high=1)
+    low = PROTOCOL_VERSION + 1
+    newer = Versions(protocol_low=low, protocol_high=low + 1, formats_low=1, formats_high=1)
     gap = version_gap(newer)
     assert gap is not None and gap.peer_is_newer
     assert gap.describe() == (
-        f"runs protocol v3; this release speaks v1-v{PROTOCOL_VERSION}: upgrade p2pspace"
+        f"runs protocol v{low}; this release speaks v1-v{PROTOCOL_VERSION}: upgrade p2pspace"
     )
     error = gap.error()
     assert error.code == ErrorCode.UNSUPPORTED_VERSION
-    assert str(error) == f"you run protocol v3; this endpoint speaks v1-v{PROTOCOL_VERSION}"
+    assert str(error) == f"you run protocol v{low}; this endpoint speaks v1-v{PROTOCOL_VERSION}"
     writes_newer = Versions(protocol_low=1, protocol_high=2, formats_low=1, formats_high=2)
     gap = version_gap(writes_newer)
     assert gap is not None and gap.what == "delta format"

@@ -16,7 +16,7 @@ from p2pspace.sync.messages import Deltas, Error, Fetch, Hello, decode_message, 
 from p2pspace.sync.outbox import MAX_OUTBOX
 from p2pspace.sync.session import SendState, State
 from p2pspace.testing.loopback import Link, connect, pump
-from tests.sync.endpoints import Net, add, disconnect, same, space_of
+from tests.sync.endpoints import Net, add, disconnect, same, settle, space_of
 
 
 def test_catch_up_sends_exactly_what_is_missing(net: Net) -> None:
@@ -43,7 +43,8 @@ def test_live_deltas_relay_through_a_peer(net: Net) -> None:
     pump(links)
     a.create(sid, [rdb.create("t", "x", {"from": "a"})], time=5)
     c.create(sid, [rdb.set_fields("t", "x", {"from": "c"})], time=5)
-    pump(links)
+    # b announces what it got from each to the other; each fetches it from b.
+    assert settle(links, [a, b, c], sid) <= 6
     for ep in (b, c):
         same(a.replica(sid), ep.replica(sid))
     assert rdb.view(a.replica(sid)).get("t", "x") is not None

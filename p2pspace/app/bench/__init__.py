@@ -13,6 +13,8 @@
   (:mod:`~p2pspace.app.bench.cli`).
 * **W8 strangers' memory** -- a node's resident memory while it holds 1,000 unauthenticated
   connections, over the same node idle (:mod:`~p2pspace.app.bench.strangers`).
+* **W9 many endpoints** -- the simulated network at 20 and 50 endpoints under every network
+  fault (:mod:`~p2pspace.app.bench.many`).
 
 :mod:`~p2pspace.app.bench.suite` runs them (``run``, ``QUICK`` sizes) and
 :mod:`~p2pspace.app.bench.report` merges repeated runs into medians and prints them. Every
@@ -22,6 +24,6 @@ This package's ``__init__`` holds only the workload names: the command line's pa
 and must not pay for the workloads themselves.
 """
 
-WORKLOADS = ("W1", "W2", "W3", "W3R", "W4", "W5", "W6", "W7", "W8")
+WORKLOADS = ("W1", "W2", "W3", "W3R", "W4", "W5", "W6", "W7", "W8", "W9")
 
 __all__ = ["WORKLOADS"]

@@ -7,7 +7,9 @@
   ``replica.listeners`` call on a receiver (both receivers are samples; the earlier and the later
   of the two are also reported apart, since one process runs all three nodes one after another).
   Baselines: the median round trip of a 64-byte message over bare trio TCP and over trio TLS on
-  loopback.
+  loopback. ``duplicates_per_delta``: copies the three replicas received of deltas they already
+  held, over the deltas -- 2.0 when every node relayed every delta to both others; with relayed
+  deltas announced instead of pushed (protocol v3), about 0.
 * **W5 network catch-up** -- node B joined A's space, went offline; A made 100,000 deltas (group
   commit, not timed); B reopens on the same home and dials A. Seconds from the dial until B's
   vector equals A's; bytes B received (sync frames, TLS excluded, and TCP payload bytes, TLS

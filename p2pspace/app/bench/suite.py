@@ -10,6 +10,7 @@ from typing import Any
 from p2pspace.app.bench.api import w6
 from p2pspace.app.bench.cli import w7
 from p2pspace.app.bench.local import w1, w2, w3
+from p2pspace.app.bench.many import w9
 from p2pspace.app.bench.merge import w3r
 from p2pspace.app.bench.network import w4, w5
 from p2pspace.app.bench.report import median_of_runs
@@ -25,6 +26,7 @@ RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     "W6": w6,
     "W7": w7,
     "W8": w8,
+    "W9": w9,
 }
 
 QUICK: dict[str, dict[str, Any]] = {
@@ -37,6 +39,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "W6": {"posts": 1000, "threads": 50, "big": 100, "requests": 3},
     "W7": {"processes": 2, "topics": 2, "replies": 1},
     "W8": {"strangers": 200},
+    "W9": {"sizes": ((6, 200), (10, 300)), "baseline_endpoints": 3},
 }
 
 

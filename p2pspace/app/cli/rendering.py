@@ -11,6 +11,7 @@ import json
 import sys
 import time
 import unicodedata
+from datetime import UTC, datetime
 from typing import Any
 
 PROGRESS_EVERY = 1.0  # seconds between catch-up progress lines
@@ -51,6 +52,12 @@ def format_status(status: dict[str, Any], *, online: bool) -> str:
             f"{space['executed']} executed, {space['pending']} pending, {space['staged']} staged, "
             f"processor {space['processor']}"
         )
+        lines.append(f"  history: {_horizon(space)}")
+        if space.get("bad_checkpoints"):
+            lines.append(
+                f"  warning: {space['bad_checkpoints']} checkpoint(s) carried a state that is "
+                "not this space's and closed nothing (made by a manager whose copy differs)"
+            )
         for name in space.get("equivocators", ()):
             lines.append(
                 f"  warning: {one_line(name)} signed two different histories; its changes since "
@@ -174,3 +181,21 @@ __all__ = [
     "format_value",
     "one_line",
 ]
+
+
+def _horizon(space: dict[str, Any]) -> str:
+    """The space's horizon in words: what is closed, and what a late change can still reorder."""
+    window = space.get("window", 0)
+    size = _kib(space.get("window_bytes", 0))
+    open_part = f"{window} change(s) since ({size}) can still be reordered"
+    count = space.get("checkpoints", 0)
+    if not count:
+        return f"no checkpoint yet; {open_part}"
+    when = datetime.fromtimestamp(space["last_checkpoint"] / 1000, tz=UTC).strftime(
+        "%Y-%m-%d %H:%M UTC"
+    )
+    return f"{count} checkpoint(s), the last at {when}; {open_part}"
+
+
+def _kib(size: int) -> str:
+    return f"{size / 1024:.1f} KiB" if size < 1024 * 1024 else f"{size / 1048576:.1f} MiB"
