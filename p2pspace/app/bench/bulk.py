@@ -31,11 +31,13 @@ def bench_endpoint(root: Path, name: str, *, limits: Limits | None = None) -> En
     return open_endpoint(root / name, seed=f"bench-{name}".encode(), name=name, limits=limits)
 
 
-def member_space(root: Path, names: Sequence[str]) -> tuple[list[Endpoint], bytes]:
+def member_space(
+    root: Path, names: Sequence[str], *, limits: Limits | None = None
+) -> tuple[list[Endpoint], bytes]:
     """Endpoints named ``names`` and a space the first one creates (a fixed nonce: the same
     space id every run) and adds the others to as participants, in one delta; the others have
     joined it but hold nothing else of it yet."""
-    eps = [bench_endpoint(root, n) for n in names]
+    eps = [bench_endpoint(root, n, limits=limits) for n in names]
     first = eps[0]
     replica = first.create_space("bench", time=0, nonce=b"\x01" * 16)
     first.create(

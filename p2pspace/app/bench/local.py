@@ -236,15 +236,21 @@ def w2(root: Path, *, deltas: int = 50_000, records: int = 1_000) -> dict[str, A
 
 
 def w3(root: Path, *, per_endpoint: int = 16_667, shared: int = 100) -> dict[str, Any]:
-    rng = random.Random(3)
-    eps, space = member_space(root, ["w3a", "w3b", "w3c"])
-    go_offline(eps, space, shared)
-    offline = [offline_batches(rng, n, per_endpoint, shared) for n in range(len(eps))]
-    for ep, batches in zip(eps, offline, strict=True):
-        create_grouped(ep, space, batches)
-    figures = merge_offline(eps, space)
-    for ep in eps:
-        ep.close()
+    """W3, and the same merge with full undo/redo (``full_*``: the baseline selective undo is
+    measured against, in the same run)."""
+    runs = {}
+    offline: list[list[list[Command]]] = []
+    for label, limits in (("selective", None), ("full", Limits(selective_undo=False))):
+        rng = random.Random(3)
+        eps, space = member_space(root / label, ["w3a", "w3b", "w3c"], limits=limits)
+        go_offline(eps, space, shared)
+        offline = [offline_batches(rng, n, per_endpoint, shared) for n in range(len(eps))]
+        for ep, batches in zip(eps, offline, strict=True):
+            create_grouped(ep, space, batches)
+        runs[label] = merge_offline(eps, space)
+        for ep in eps:
+            ep.close()
+    figures, full = runs["selective"], runs["full"]
     return {
         "workload": "W3",
         "deltas": per_endpoint * MERGERS,
@@ -252,7 +258,9 @@ def w3(root: Path, *, per_endpoint: int = 16_667, shared: int = 100) -> dict[str
         "undone": figures["undone"],
         "redone": figures["redone"],
         "max_undos_per_delta": figures["max_undos_per_delta"],
-        "converged": figures["converged"],
+        "converged": figures["converged"] and full["converged"],
+        "full_undo_seconds": full["seconds"],
+        "full_undone": full["undone"],
         **crdt_baselines.w3(root, offline, shared=shared),
     }
 
