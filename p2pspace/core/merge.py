@@ -244,9 +244,11 @@ class TotalOrder:
     # -- closing blocks (p2pspace.core.checkpoint) ------------------------------------------
 
     def _open_noop(self, delta: Delta) -> bool:
-        """True if checkpoint ``delta`` executed as "not closed yet" (not void, say)."""
+        """True if checkpoint ``delta`` executed in the window as not closed yet, or as void
+        (a removal of its creator that is not its ancestor voids nothing at its closed place:
+        :meth:`_close` decides)."""
         undo = self.store.undo_of(self.space_id, delta.creator, delta.seq)
-        return undo is not None and codec.decode_stored(undo) == {"noop": NOT_YET}
+        return undo is not None and codec.decode_stored(undo) in ({"noop": NOT_YET}, {"noop": VOID})
 
     def _close(self, checkpoint: Delta) -> None:
         """Close the block of ``checkpoint`` (executed in the open window as not closed yet),
@@ -255,7 +257,11 @@ class TotalOrder:
         horizon = self.horizon
         closed = dict(horizon.closed or {})
         reached = ancestors(checkpoint, closed, lambda c, a, b: store.wires_range(space, c, a, b))
-        unvoided = self.authority.unvoided_by_closing(reached)
+        # The checkpoint itself counts as closed with its ancestors (a concurrent removal of
+        # its creator sorts after the block it closes).
+        unvoided = self.authority.unvoided_by_closing(
+            {**reached, checkpoint.creator: checkpoint.seq}
+        )
         rows = store.open_window(space)
         start = len(rows)
         for index, (creator, seq, *_rest) in enumerate(rows):

@@ -322,3 +322,32 @@ def test_a_removal_outside_the_block_voids_nothing_in_it(space: Space, tmp_path:
         finally:
             store.close()
     assert len(results) == 1
+
+
+def test_a_checkpoint_concurrent_with_its_creators_removal_still_closes(
+    space: Space, tmp_path: Path
+) -> None:
+    a, b, _c = space.replicas
+    a.create([rdb.create("t", "x", {"v": 1})], time=10)
+    space.sync()
+    checkpoint = a.create_checkpoint(time=11)
+    removal = b.create([members.remove_command(IDS[0].endpoint_id)], time=12)  # b lacks it
+    everything = [*wires_of(a), removal.wire()]
+    genesis, rest = everything[0], everything[1:]
+    results = set()
+    for label, order in {
+        "removal first": [removal.wire()] + [w for w in rest if w != removal.wire()],
+        "checkpoint first": rest,
+    }.items():
+        store = Store(tmp_path / f"{label}.sqlite3", durability="normal")
+        try:
+            fresh = Replica.join(store, IDS[3], genesis)
+            for wire in order:
+                fresh.receive([wire])
+            assert fresh.pending_count == 0, label
+            assert fresh.horizon().checkpoint == checkpoint.id, label
+            assert fresh.members().role_of(IDS[0].endpoint_id) is None, label  # removed after
+            results.add((fresh.order_digest(), fresh.state_digest()))
+        finally:
+            store.close()
+    assert len(results) == 1
