@@ -4,8 +4,9 @@ Every seed runs the convergence scenarios of ``test_convergence.py`` with three 
 checkpointer (the founder, then the endpoint it hands over to halfway) makes checkpoints at
 random times; the other managers make checkpoints too, concurrently, which must close nothing.
 After healing, every replica must hold the same order, state and closed blocks, no undo record
-inside a closed block, an order that respects every dependency, and every delta outside a
-closed block must sort after it. CI runs 200 seeds (``P2PSPACE_SEEDS=N`` runs N).
+inside a closed block, and an order that respects every dependency. Every fourth seed adds a
+byzantine member (not a manager).
+CI runs 200 seeds (``P2PSPACE_SEEDS=N`` runs N).
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ def _handover(net: SimNetwork, rng: random.Random, target: bytes) -> Callable[[]
 def _run(root: Path, seed: int) -> tuple[SimNetwork, bool, list[bytes]]:
     endpoints, faults, topology = scenario(seed)
     endpoints = max(endpoints, MANAGERS)
+    hostile = seed % 4 == 3
+    if hostile:  # a byzantine member (the last endpoint, never a manager) on every fourth seed
+        endpoints, faults = max(endpoints, MANAGERS + 1), [*faults, "hostile"]
     net = SimNetwork(
         root, endpoints=endpoints, seed=seed, faults=Faults.of(faults), topology=topology
     )
@@ -85,6 +89,8 @@ def _run(root: Path, seed: int) -> tuple[SimNetwork, bool, list[bytes]]:
     net.schedule(
         rng.randint(span // 3, 2 * span // 3), _handover(net, rng, net.endpoint(1).endpoint_id)
     )
+    if hostile:
+        net.schedule_hostile(max(6, DELTAS // 3), over_ms=span)
     net.schedule_faults(over_ms=span)
     net.run_for(span + 100)
     net.heal()
