@@ -23,10 +23,12 @@ Commands:
 * ``checkpoint {number, digest}`` -- closes block ``number`` (DESIGN §12, see
   :mod:`p2pspace.core.checkpoint`): ``digest`` is the state digest at its position. Only the
   space's *checkpointer* makes one that closes anything; the engine records the last one.
-* ``checkpointer {id}`` -- the checkpointer hands its duty to ``id``, a current manager. Only
-  the checkpointer itself can (a handover is in its own chain, so no two endpoints are ever
-  checkpointer for the same block); anyone else's is a no-op. Until the first handover the
-  checkpointer is the space's founder.
+* ``checkpointer {id}`` -- the checkpointer hands its duty to ``id`` (a manager: a checkpoint
+  closes only if its creator is a manager where it closes). Only the checkpointer itself can
+  (a handover is in its own chain, so no two endpoints are ever checkpointer for the same
+  block); anyone else's is a no-op. Its effect depends on nothing else, so a concurrent role
+  change cannot make replicas disagree on who the checkpointer is. Until the first handover
+  the checkpointer is the space's founder.
 
 ``id`` is the 16-byte endpoint id and must be derived from ``key`` (32-byte Ed25519 public key);
 roles are :data:`ROLES`. State: key :data:`SPACE_KEY` holds ``{name, engines}``; key

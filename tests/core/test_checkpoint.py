@@ -351,3 +351,20 @@ def test_a_checkpoint_concurrent_with_its_creators_removal_still_closes(
         finally:
             store.close()
     assert len(results) == 1
+
+
+def test_a_concurrent_demotion_does_not_split_who_the_checkpointer_is(space: Space) -> None:
+    a, b, c = space.replicas
+    demote = c.create([members.role_command(IDS[1].endpoint_id, "participant")], time=10)
+    a.create([members.checkpointer_command(IDS[1].endpoint_id)], time=12)
+    b.receive(wires_of(a))
+    made = b.create_checkpoint(time=13)  # b holds no demotion yet
+    a.receive([demote.wire()])
+    with pytest.raises(PermissionDeniedError):  # a handed over, whatever sorts first
+        a.create_checkpoint(time=14)
+    space.sync()
+    for replica in space.replicas:
+        assert replica.members().checkpointer() == IDS[1].endpoint_id
+        assert replica.horizon().checkpoint == made.id
+        assert replica.members().role_of(IDS[1].endpoint_id) == "participant"
+    assert len({(r.order_digest(), r.state_digest()) for r in space.replicas}) == 1
