@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -295,18 +295,13 @@ def test_every_delivery_order_closes_the_same_blocks(histories: Any, data: Any) 
             store.close()
 
 
-def test_a_removal_outside_the_block_voids_nothing_in_it(space: Space, tmp_path: Path) -> None:
-    a, b, c = space.replicas
-    v = c.create([rdb.create("t", "by-c", {"v": 1})], time=10)
-    a.receive([v.wire()])
-    checkpoint = a.create_checkpoint(time=11)  # v is in its block
-    removal = b.create([members.remove_command(IDS[2].endpoint_id)], time=12)  # b lacks v
-    everything = [*wires_of(a), removal.wire()]
-    genesis, rest = everything[0], everything[1:]
-    orders = {
-        "removal first": [removal.wire()] + [w for w in rest if w != removal.wire()],
-        "checkpoint first": rest,
-    }
+def _removal_first_or_last(
+    tmp_path: Path, history: list[bytes], removal: bytes, check: Callable[[str, Replica], None]
+) -> None:
+    """Deliver ``history`` (genesis first) to two fresh replicas, ``removal`` first to one and
+    last to the other; ``check`` each, then require that both ended alike."""
+    genesis, rest = history[0], [*history[1:], removal]
+    orders = {"removal first": [removal, *rest[:-1]], "checkpoint first": rest}
     results = set()
     for label, order in orders.items():
         store = Store(tmp_path / f"{label}.sqlite3", durability="normal")
@@ -315,13 +310,26 @@ def test_a_removal_outside_the_block_voids_nothing_in_it(space: Space, tmp_path:
             for wire in order:
                 fresh.receive([wire])
             assert fresh.pending_count == 0, label
-            assert fresh.horizon().checkpoint == checkpoint.id, label
-            assert fresh.refusal(v.id) is None, label  # it ran: the removal sorts after
-            assert rdb.view(fresh).get("t", "by-c") is not None, label
+            check(label, fresh)
             results.add((fresh.order_digest(), fresh.state_digest()))
         finally:
             store.close()
     assert len(results) == 1
+
+
+def test_a_removal_outside_the_block_voids_nothing_in_it(space: Space, tmp_path: Path) -> None:
+    a, b, c = space.replicas
+    v = c.create([rdb.create("t", "by-c", {"v": 1})], time=10)
+    a.receive([v.wire()])
+    checkpoint = a.create_checkpoint(time=11)  # v is in its block
+    removal = b.create([members.remove_command(IDS[2].endpoint_id)], time=12)  # b lacks v
+
+    def check(label: str, fresh: Replica) -> None:
+        assert fresh.horizon().checkpoint == checkpoint.id, label
+        assert fresh.refusal(v.id) is None, label  # it ran: the removal sorts after
+        assert rdb.view(fresh).get("t", "by-c") is not None, label
+
+    _removal_first_or_last(tmp_path, wires_of(a), removal.wire(), check)
 
 
 def test_a_checkpoint_concurrent_with_its_creators_removal_still_closes(
@@ -332,25 +340,12 @@ def test_a_checkpoint_concurrent_with_its_creators_removal_still_closes(
     space.sync()
     checkpoint = a.create_checkpoint(time=11)
     removal = b.create([members.remove_command(IDS[0].endpoint_id)], time=12)  # b lacks it
-    everything = [*wires_of(a), removal.wire()]
-    genesis, rest = everything[0], everything[1:]
-    results = set()
-    for label, order in {
-        "removal first": [removal.wire()] + [w for w in rest if w != removal.wire()],
-        "checkpoint first": rest,
-    }.items():
-        store = Store(tmp_path / f"{label}.sqlite3", durability="normal")
-        try:
-            fresh = Replica.join(store, IDS[3], genesis)
-            for wire in order:
-                fresh.receive([wire])
-            assert fresh.pending_count == 0, label
-            assert fresh.horizon().checkpoint == checkpoint.id, label
-            assert fresh.members().role_of(IDS[0].endpoint_id) is None, label  # removed after
-            results.add((fresh.order_digest(), fresh.state_digest()))
-        finally:
-            store.close()
-    assert len(results) == 1
+
+    def check(label: str, fresh: Replica) -> None:
+        assert fresh.horizon().checkpoint == checkpoint.id, label
+        assert fresh.members().role_of(IDS[0].endpoint_id) is None, label  # removed after
+
+    _removal_first_or_last(tmp_path, wires_of(a), removal.wire(), check)
 
 
 def test_a_concurrent_demotion_does_not_split_who_the_checkpointer_is(space: Space) -> None:
