@@ -40,6 +40,7 @@ class ErrorCode(enum.IntEnum):
     INVITATION_REFUSED = 16
     NOT_AUTHORIZED = 17
     QUOTA_EXCEEDED = 18
+    BAD_SNAPSHOT = 19
 
 
 class P2PSpaceError(Exception):
@@ -106,6 +107,14 @@ class MalformedError(RemoteProtocolError):
     """Bytes that do not decode to a valid value of the expected schema."""
 
     code = ErrorCode.MALFORMED
+
+
+class SnapshotError(RemoteProtocolError):
+    """A snapshot (or one of its chunks) does not verify: a corrupted or forged chunk, state
+    whose digest is not the one its checkpoint attests, or a checkpoint that is not one. It
+    replaces nothing; the receiver asks another member, or falls back to deltas."""
+
+    code = ErrorCode.BAD_SNAPSHOT
 
 
 class InvalidDeltaError(RemoteProtocolError):

@@ -49,7 +49,7 @@ import heapq
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from p2pspace.core import audit, codec
+from p2pspace.core import audit, codec, snapshot
 from p2pspace.core.authority import Authority, Dirty
 from p2pspace.core.causal import Evidence, Head
 from p2pspace.core.checkpoint import (
@@ -286,6 +286,8 @@ class TotalOrder:
             self._verdicts[checkpoint.id] = reason
             self._redo([d for d, _u in window])
             return
+        # The state its digest attests: what a snapshot of this block carries.
+        store.capture_base(space)
         self._closing = checkpoint.id
         store.set_undos([(self.execute(checkpoint), space, checkpoint.creator, checkpoint.seq)])
         self._closing = None
@@ -302,9 +304,11 @@ class TotalOrder:
         )
         if unvoided:
             store.remove_void([(space, d.creator, d.seq) for d in unvoided])
+        before = dict(closed)
         for creator, seq in reached.items():
             closed[creator] = max(closed.get(creator, 0), seq)
         closed[checkpoint.creator] = checkpoint.seq
+        snapshot.advance_heads(store, space, before, closed)
         self.horizon = Horizon(
             number=number,
             checkpoint=checkpoint.id,

@@ -30,14 +30,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from p2pspace.core import audit, codec, membership, serving
+from p2pspace.core import audit, codec, membership, serving, snapshot
 from p2pspace.core.authenticity import authenticate_batch
 from p2pspace.core.authoring import write_chain
 from p2pspace.core.authority import Authority, MembersDelta
 from p2pspace.core.causal import CausalBuffer, Evidence, Limits, Rejection
 from p2pspace.core.checkpoint import BAD_DIGEST, CheckpointPolicy, Horizon
 from p2pspace.core.delta import Command, Delta, DeltaId, OrderKey, decode_delta
-from p2pspace.core.engine import Engine
+from p2pspace.core.engine import DeltaContext, Engine
 from p2pspace.core.evidence import EvidenceLedger
 from p2pspace.core.genesis import found_space, make_genesis, space_engines, validate_genesis
 from p2pspace.core.identity import Identity
@@ -839,6 +839,47 @@ class Replica:
         return serving.fetch(
             self.store, self.space_id, ranges, max_count=max_count, max_bytes=max_bytes
         )
+
+    # -- snapshots (p2pspace.core.snapshot) ---------------------------------------------------
+
+    def snapshot(self) -> tuple[snapshot.Manifest, list[bytes]]:
+        """The snapshot at the last closed checkpoint; :class:`LocalProtocolError` if none."""
+        checkpoint = self._order.horizon.checkpoint
+        if checkpoint is None:
+            raise LocalProtocolError("no checkpoint has closed a block of this space yet")
+        return snapshot.build(self.store, self.space_id, checkpoint)
+
+    def install_snapshot(self, snap: snapshot.Snapshot) -> None:
+        """Replace this replica's content by a verified snapshot and execute its checkpoint.
+
+        Only a replica that holds nothing beyond the snapshot takes one (a joiner, a laggard,
+        a restored backup): :class:`LocalProtocolError` if it has executed a delta the
+        snapshot does not cover, or already holds the snapshot's block or a later one."""
+        if snap.manifest.space != self.space_id:
+            raise LocalProtocolError("the snapshot is of another space")
+        if snap.manifest.number <= self._order.horizon.number:
+            raise LocalProtocolError("this replica already holds that checkpoint's block")
+        covered = snap.vector
+        for creator, seq in self.vector.items():
+            if seq > covered.get(creator, 0):
+                raise LocalProtocolError(
+                    "this replica holds deltas the snapshot does not cover: it catches up by deltas"
+                )
+        checkpoint = snap.checkpoint
+        try:
+            with self.store.transaction():
+                snapshot.install(self.store, snap)
+                self.store.drop_snapshot_parts(self.space_id)
+                states = {i: KVState(self.store, self.space_id, i) for i in self.engines}
+                context = DeltaContext(
+                    self.space_id, checkpoint.creator, checkpoint.seq, checkpoint.time
+                )
+                for command in checkpoint.commands:
+                    self.engines[command.engine].execute(states[command.engine], command, context)
+                for state in states.values():
+                    state.flush()
+        finally:
+            self._reload()
 
     # -- digests and dumps ------------------------------------------------------------------
 

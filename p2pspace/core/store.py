@@ -73,6 +73,18 @@ CREATE TABLE IF NOT EXISTS sponsors (
 CREATE TABLE IF NOT EXISTS peer_acks (
     space BLOB NOT NULL, peer BLOB NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (space, peer)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS base (
+    space BLOB NOT NULL, instance TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL,
+    PRIMARY KEY (space, instance, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS base_heads (
+    space BLOB NOT NULL, creator BLOB NOT NULL, seq INTEGER NOT NULL, vector BLOB NOT NULL,
+    used INTEGER NOT NULL, PRIMARY KEY (space, creator)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshot_parts (
+    space BLOB NOT NULL, manifest BLOB NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (space, idx)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS invitations (
     id BLOB PRIMARY KEY, space BLOB NOT NULL, secret BLOB NOT NULL, role TEXT NOT NULL,
     expires INTEGER NOT NULL, used_by BLOB
@@ -663,6 +675,135 @@ class Store:
                 (space, instance),
             )
         return [(bytes(k), bytes(v)) for k, v in rows]
+
+    # -- the state at the last checkpoint (p2pspace.core.snapshot) -------------------------------
+
+    def capture_base(self, space: bytes) -> None:
+        """Copy the engine state as it is now (a checkpoint just closed) as the base state."""
+        self._write("DELETE FROM base WHERE space=?", (space,))
+        self._write(
+            "INSERT INTO base (space, instance, key, value) "
+            "SELECT space, instance, key, value FROM state WHERE space=?",
+            (space,),
+        )
+
+    def base_rows(self, space: bytes) -> list[tuple[str, bytes, bytes]]:
+        rows = self._read(
+            "SELECT instance, key, value FROM base WHERE space=? ORDER BY instance, key", (space,)
+        )
+        return [(i, bytes(k), bytes(v)) for i, k, v in rows]
+
+    def set_base_heads(self, rows: Sequence[tuple[bytes, bytes, int, bytes, int]]) -> None:
+        """``(space, creator, seq, vector, used)``: each creator's last closed delta, the full
+        dependency vector it claims (itself included) and its creator's bytes up to it."""
+        self._require_txn()
+        try:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO base_heads (space, creator, seq, vector, used) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+        except self._errors as exc:
+            raise StorageError(f"store write failed: {exc}") from None
+
+    def base_heads(self, space: bytes) -> list[tuple[bytes, int, bytes, int]]:
+        rows = self._read(
+            "SELECT creator, seq, vector, used FROM base_heads WHERE space=? ORDER BY creator",
+            (space,),
+        )
+        return [(bytes(c), s, bytes(v), u) for c, s, v, u in rows]
+
+    def closed_members_deltas(self, space: bytes) -> list[tuple[bytes, bytes, int]]:
+        """``(wire, vector, unsupported)`` of the members deltas in closed blocks, in order."""
+        rows = self._read(
+            "SELECT l.wire, m.vector, m.unsupported FROM members_deltas AS m JOIN log AS l "
+            "ON l.space = m.space AND l.creator = m.creator AND l.seq = m.seq "
+            "WHERE m.space=? AND l.block<0 ORDER BY l.block, l.rank, l.creator, l.seq",
+            (space,),
+        )
+        return [(bytes(w), bytes(v), u) for w, v, u in rows]
+
+    def log_row(self, space: bytes, creator: bytes, seq: int) -> tuple[int, int, bool, bytes] | None:
+        """``(block, rank, signed, wire)`` of one executed delta, or None."""
+        rows = self._read(
+            "SELECT block, rank, signed, wire FROM log WHERE space=? AND creator=? AND seq=?",
+            (space, creator, seq),
+        )
+        return (rows[0][0], rows[0][1], bool(rows[0][2]), bytes(rows[0][3])) if rows else None
+
+    def replace_space_content(
+        self,
+        space: bytes,
+        *,
+        state: Sequence[tuple[str, bytes, bytes]],
+        log: Sequence[tuple[bytes, int, int, int, bytes, bool, bytes]],
+        heads: Sequence[tuple[bytes, int, bytes, int]],
+        members: Sequence[tuple[bytes, int, bytes, int]],
+        grants: Sequence[tuple[bytes, bytes, bytes, int]],
+    ) -> None:
+        """Replace a space's log, state and authority rows by a verified snapshot's (inside a
+        transaction). ``log``: ``(creator, seq, block, rank, hash, signed, wire)``; ``heads``:
+        ``(creator, seq, vector, used)``; ``members``: ``(creator, seq, vector, unsupported)``;
+        ``grants``: ``(member, key, creator, seq)``."""
+        self._require_txn()
+        try:
+            for table in ("log", "state", "base", "base_heads", "grants", "claimed",
+                          "members_deltas", "void"):
+                self._db.execute(f"DELETE FROM {table} WHERE space=?", (space,))  # noqa: S608
+            self._db.executemany(
+                "INSERT INTO state (space, instance, key, value) VALUES (?, ?, ?, ?)",
+                [(space, i, k, v) for i, k, v in state],
+            )
+            self._db.executemany(
+                "INSERT INTO base (space, instance, key, value) VALUES (?, ?, ?, ?)",
+                [(space, i, k, v) for i, k, v in state],
+            )
+            self._db.executemany(
+                "INSERT INTO log (space, creator, seq, block, rank, hash, signed, wire, undo) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                [(space, c, q, b, r, h, int(g), w) for c, q, b, r, h, g, w in log],
+            )
+            self._db.executemany(
+                "INSERT INTO base_heads (space, creator, seq, vector, used) VALUES (?, ?, ?, ?, ?)",
+                [(space, c, q, v, u) for c, q, v, u in heads],
+            )
+            self._db.executemany(
+                "INSERT INTO claimed (space, creator, vector, used) VALUES (?, ?, ?, ?)",
+                [(space, c, v, u) for c, _q, v, u in heads],
+            )
+            self._db.executemany(
+                "INSERT INTO members_deltas (space, creator, seq, vector, unsupported) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(space, c, q, v, u) for c, q, v, u in members],
+            )
+            self._db.executemany(
+                "INSERT OR IGNORE INTO grants (space, member, key, creator, seq) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(space, m, k, c, q) for m, k, c, q in grants],
+            )
+        except self._errors as exc:
+            raise StorageError(f"store write failed: {exc}") from None
+
+    # -- a snapshot being received: its verified chunks, kept across connections -----------------
+
+    def snapshot_parts(self, space: bytes) -> tuple[bytes | None, dict[int, bytes]]:
+        """The manifest of the snapshot being received for ``space`` and its chunks held."""
+        rows = self._read(
+            "SELECT manifest, idx, data FROM snapshot_parts WHERE space=? ORDER BY idx", (space,)
+        )
+        if not rows:
+            return None, {}
+        return bytes(rows[0][0]), {i: bytes(d) for _m, i, d in rows}
+
+    def add_snapshot_part(self, space: bytes, manifest: bytes, index: int, data: bytes) -> None:
+        self._write("DELETE FROM snapshot_parts WHERE space=? AND manifest<>?", (space, manifest))
+        self._write(
+            "INSERT OR REPLACE INTO snapshot_parts (space, manifest, idx, data) VALUES (?, ?, ?, ?)",
+            (space, manifest, index, data),
+        )
+
+    def drop_snapshot_parts(self, space: bytes) -> None:
+        self._write("DELETE FROM snapshot_parts WHERE space=?", (space,))
 
     def state_rows(self, space: bytes) -> list[tuple[str, bytes, bytes]]:
         rows = self._read(
