@@ -30,7 +30,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from p2pspace.core import audit, codec, membership, serving, snapshot
+from p2pspace.core import audit, codec, membership, serving
+from p2pspace.core import snapshot as snapshots
 from p2pspace.core.authenticity import authenticate_batch
 from p2pspace.core.authoring import write_chain
 from p2pspace.core.authority import Authority, MembersDelta
@@ -133,6 +134,7 @@ class Replica:
         self._pending_evidence: list[Evidence] = []
         self._switches: list[Entry] = []
         self._recovery = OwnRecovery(self.name)
+        self._snapshot: tuple[DeltaId, snapshots.Manifest, list[bytes]] | None = None
         self._load()
         self.buffer: CausalBuffer
         self._make_buffer()
@@ -842,14 +844,18 @@ class Replica:
 
     # -- snapshots (p2pspace.core.snapshot) ---------------------------------------------------
 
-    def snapshot(self) -> tuple[snapshot.Manifest, list[bytes]]:
+    def snapshot(self) -> tuple[snapshots.Manifest, list[bytes]]:
         """The snapshot at the last closed checkpoint; :class:`LocalProtocolError` if none."""
         checkpoint = self._order.horizon.checkpoint
         if checkpoint is None:
             raise LocalProtocolError("no checkpoint has closed a block of this space yet")
-        return snapshot.build(self.store, self.space_id, checkpoint)
+        held = self._snapshot
+        if held is None or held[0] != checkpoint:
+            held = (checkpoint, *snapshots.build(self.store, self.space_id, checkpoint))
+            self._snapshot = held  # built once per checkpoint: every peer gets the same bytes
+        return held[1], held[2]
 
-    def install_snapshot(self, snap: snapshot.Snapshot) -> None:
+    def install_snapshot(self, snap: snapshots.Snapshot) -> None:
         """Replace this replica's content by a verified snapshot and execute its checkpoint.
 
         Only a replica that holds nothing beyond the snapshot takes one (a joiner, a laggard,
@@ -868,7 +874,7 @@ class Replica:
         checkpoint = snap.checkpoint
         try:
             with self.store.transaction():
-                snapshot.install(self.store, snap)
+                snapshots.install(self.store, snap)
                 self.store.drop_snapshot_parts(self.space_id)
                 states = {i: KVState(self.store, self.space_id, i) for i in self.engines}
                 context = DeltaContext(

@@ -42,12 +42,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from p2pspace.core import codec
 from p2pspace.core.authenticity import chains_to, check_signature
 from p2pspace.core.checkpoint import block_value
 from p2pspace.core.delta import Delta, DeltaId, decode_delta
+from p2pspace.core.kv_state import KVState
 from p2pspace.core.membership import (
     INSTANCE,
     MembersView,
@@ -254,7 +255,7 @@ def verify(manifest: Manifest, chunks: Sequence[bytes], genesis: Delta) -> Snaps
         raise SnapshotError(f"the snapshot's checkpoint does not verify: {exc}") from None
     if _digest(state) != manifest.digest:
         raise SnapshotError("the snapshot's state does not match its checkpoint's digest")
-    view = MembersView(_Rows({k: v for i, k, v in state if i == INSTANCE}))
+    view = MembersView(cast(KVState, _Rows({k: v for i, k, v in state if i == INSTANCE})))
     if view.checkpointer() != checkpoint.creator:
         raise SnapshotError("the snapshot's checkpoint is not by the checkpointer of its state")
     last = view.last_checkpoint()

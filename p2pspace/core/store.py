@@ -723,7 +723,9 @@ class Store:
         )
         return [(bytes(w), bytes(v), u) for w, v, u in rows]
 
-    def log_row(self, space: bytes, creator: bytes, seq: int) -> tuple[int, int, bool, bytes] | None:
+    def log_row(
+        self, space: bytes, creator: bytes, seq: int
+    ) -> tuple[int, int, bool, bytes] | None:
         """``(block, rank, signed, wire)`` of one executed delta, or None."""
         rows = self._read(
             "SELECT block, rank, signed, wire FROM log WHERE space=? AND creator=? AND seq=?",
@@ -747,9 +749,17 @@ class Store:
         ``grants``: ``(member, key, creator, seq)``."""
         self._require_txn()
         try:
-            for table in ("log", "state", "base", "base_heads", "grants", "claimed",
-                          "members_deltas", "void"):
-                self._db.execute(f"DELETE FROM {table} WHERE space=?", (space,))  # noqa: S608
+            for table in (
+                "log",
+                "state",
+                "base",
+                "base_heads",
+                "grants",
+                "claimed",
+                "members_deltas",
+                "void",
+            ):
+                self._db.execute(f"DELETE FROM {table} WHERE space=?", (space,))
             self._db.executemany(
                 "INSERT INTO state (space, instance, key, value) VALUES (?, ?, ?, ?)",
                 [(space, i, k, v) for i, k, v in state],
@@ -798,7 +808,8 @@ class Store:
     def add_snapshot_part(self, space: bytes, manifest: bytes, index: int, data: bytes) -> None:
         self._write("DELETE FROM snapshot_parts WHERE space=? AND manifest<>?", (space, manifest))
         self._write(
-            "INSERT OR REPLACE INTO snapshot_parts (space, manifest, idx, data) VALUES (?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO snapshot_parts (space, manifest, idx, data) "
+            "VALUES (?, ?, ?, ?)",
             (space, manifest, index, data),
         )
 

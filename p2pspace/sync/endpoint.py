@@ -41,14 +41,16 @@ import logging
 from collections.abc import Iterable, Sequence
 
 from p2pspace.core import membership
+from p2pspace.core import snapshot as snapshots
 from p2pspace.core.causal import Limits
 from p2pspace.core.delta import Command, Delta
 from p2pspace.core.identity import Identity
 from p2pspace.core.replica import ReceiveResult, Replica
 from p2pspace.core.store import Store
-from p2pspace.errors import NotFoundError, RemoteProtocolError
+from p2pspace.errors import LocalProtocolError, NotFoundError, RemoteProtocolError, SnapshotError
 from p2pspace.sync.ack_digest import AckDigests
 from p2pspace.sync.session import ACK_EVERY_TICKS, DeltasReceived, Session
+from p2pspace.sync.session_events import SnapshotReceived
 
 MAX_FETCH_WAIT = 16  # ticks between two fetches of a range nobody answered, at most
 ACK_PEERS = 4  # peers up to which each grown vector is acknowledged every ACK_EVERY_TICKS
@@ -229,6 +231,8 @@ class Endpoint:
                     if isinstance(event, DeltasReceived):
                         result = self.receive(event.replica, event.wires, sender=session.peer)
                         session.deltas_applied(event, result)
+                    elif isinstance(event, SnapshotReceived):
+                        session.snapshot_done(event, self._install_snapshot(event))
                     else:
                         # The merge the finished stream held back runs before the session
                         # answers its Synced, so that the Ack covers it.
@@ -245,6 +249,24 @@ class Endpoint:
             raise
         self._note_own_deltas(session)
         self.release_ready()
+
+    def _install_snapshot(self, event: SnapshotReceived) -> Exception | None:
+        """Verify and install a received snapshot; the error that refused it, or None."""
+        replica = event.replica
+        try:
+            replica.install_snapshot(
+                snapshots.verify(event.manifest, event.chunks, replica.genesis)
+            )
+        except (SnapshotError, LocalProtocolError) as exc:
+            _log.warning("refused a snapshot of %r: %s", replica.name, exc)
+            return exc
+        _log.info(
+            "took the snapshot of %r at checkpoint %d (%d bytes)",
+            replica.name,
+            event.manifest.number,
+            event.manifest.size,
+        )
+        return None
 
     def _note_own_deltas(self, session: Session) -> None:
         """Tell each replica how many of this endpoint's own deltas the peer holds: more than

@@ -28,7 +28,7 @@ from p2pspace.core.delta import FORMAT_VERSION, HASH_SIZE, MAX_SEQ, SPACE_ID_SIZ
 from p2pspace.core.identity import ENDPOINT_ID_SIZE
 from p2pspace.errors import ErrorCode, MalformedError, RemoteProtocolError
 
-PROTOCOL_VERSION = 3  # the highest protocol version this release speaks (v3: relays announced)
+PROTOCOL_VERSION = 4  # the highest protocol version this release speaks (v4: snapshots)
 MIN_PROTOCOL_VERSION = 1  # the lowest
 MIN_FORMAT_VERSION = 1  # the oldest delta format this release reads (it writes FORMAT_VERSION)
 VERSIONS_MARK = b"p2pspace"  # how the versions entry of a Hello's space list begins
@@ -47,6 +47,7 @@ class MessageType(enum.IntEnum):
     ACK = 5
     FETCH = 6
     ERROR = 7
+    SNAPSHOT = 8
 
 
 Vector = tuple[tuple[bytes, int], ...]
@@ -434,6 +435,51 @@ class Fetch:
         return cls(space=space, ranges=tuple(parsed))
 
 
+SNAPSHOT_PARTS = ("offer", "get", "chunk", "decline")
+MAX_SNAPSHOT_DATA = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Snapshot:
+    """A snapshot transfer (protocol v4, :mod:`p2pspace.core.snapshot`). ``part``:
+
+    * ``offer`` -- ``data`` is the manifest of the snapshot we would send instead of the
+      closed deltas the peer's revision lacks (no stream follows);
+    * ``get`` -- ask for chunk ``index`` of the manifest whose SHA-256 is ``data``;
+    * ``chunk`` -- chunk ``index`` (``data``) of the manifest offered last;
+    * ``decline`` -- the snapshot whose manifest hash is ``data`` did not verify here: send
+      the deltas instead.
+    """
+
+    TYPE: ClassVar[MessageType] = MessageType.SNAPSHOT
+    space: bytes
+    part: str
+    index: int
+    data: bytes
+
+    def __post_init__(self) -> None:
+        _space(self.space)
+        if self.part not in SNAPSHOT_PARTS:
+            raise MalformedError(f"unknown snapshot part {self.part!r}")
+        if type(self.index) is not int or not 0 <= self.index < 2**32:
+            raise MalformedError("a snapshot chunk index is an integer in 0..2**32-1")
+        if type(self.data) is not bytes or len(self.data) > MAX_SNAPSHOT_DATA:
+            raise MalformedError("snapshot data is a byte string of at most 1 MiB")
+        if self.part in ("get", "decline") and len(self.data) != 32:
+            raise MalformedError("a snapshot get or decline names a 32-byte manifest hash")
+
+    def layout(self) -> int:
+        return 1
+
+    def body(self) -> list[Any]:
+        return [self.space, self.part, self.index, self.data]
+
+    @classmethod
+    def from_body(cls, value: object, version: int = 1) -> Snapshot:
+        space, part, index, data = _body(value, 4, "Snapshot")
+        return cls(space=space, part=part, index=index, data=data)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Error:
     """The sender is closing the connection because of ``code``."""
@@ -471,12 +517,13 @@ class Error:
             return ErrorCode.MALFORMED
 
 
-Message = Hello | Revision | Deltas | Synced | Ack | Fetch | Error
+Message = Hello | Revision | Deltas | Synced | Ack | Fetch | Error | Snapshot
 
 MESSAGE_TYPES: dict[int, Any] = {
     MessageType.HELLO: Hello,
     MessageType.REVISION: Revision,
     MessageType.DELTAS: Deltas,
+    MessageType.SNAPSHOT: Snapshot,
     MessageType.SYNCED: Synced,
     MessageType.ACK: Ack,
     MessageType.FETCH: Fetch,

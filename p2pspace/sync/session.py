@@ -68,7 +68,7 @@ from p2pspace.errors import (
     RemoteProtocolError,
     ResourceLimitError,
 )
-from p2pspace.sync import divergence
+from p2pspace.sync import divergence, snapshot_link
 from p2pspace.sync.framing import MAX_FRAME, FrameDecoder
 from p2pspace.sync.messages import (
     MAX_RANGES,
@@ -81,6 +81,7 @@ from p2pspace.sync.messages import (
     Message,
     MessageType,
     Revision,
+    Snapshot,
     Synced,
     VersionGap,
     Versions,
@@ -100,7 +101,13 @@ from p2pspace.sync.outbox import (
     fan_out,
 )
 from p2pspace.sync.refusals import Refusal, RefusalLog
-from p2pspace.sync.session_events import CatchUpEnded, DeltasReceived, Event, SessionHost
+from p2pspace.sync.session_events import (
+    CatchUpEnded,
+    DeltasReceived,
+    Event,
+    SessionHost,
+    SnapshotReceived,
+)
 from p2pspace.sync.space_link import (
     ACK_IDLE_TICKS,
     RETRANSMIT_TICKS,
@@ -137,6 +144,7 @@ class Input(enum.Enum):
     ACK = MessageType.ACK
     FETCH = MessageType.FETCH
     ERROR = MessageType.ERROR
+    SNAPSHOT = MessageType.SNAPSHOT
     CLOSE = "close"
     PROTOCOL_ERROR = "protocol-error"
     FLUSHED = "flushed"  # the Error frame of a failed session has been sent
@@ -153,6 +161,7 @@ TRANSITIONS: dict[tuple[State, Input], State] = {
     (State.OPEN, Input.SYNCED): State.OPEN,
     (State.OPEN, Input.ACK): State.OPEN,
     (State.OPEN, Input.FETCH): State.OPEN,
+    (State.OPEN, Input.SNAPSHOT): State.OPEN,
     (State.OPEN, Input.ERROR): State.CLOSED,
     (State.OPEN, Input.CLOSE): State.CLOSED,
     (State.OPEN, Input.PROTOCOL_ERROR): State.ERROR,
@@ -621,7 +630,14 @@ class Session:
         link.hear(members_only(link.replica, vector), self.peer)
         if self.peer is not None:
             link.until = farewell_at(link.replica, self.peer)
-        self._outbox.start_stream(link, vector, SendInput.REVISION)
+        offer = snapshot_link.offer(link, vector, self.protocol)
+        if offer is not None:
+            # The snapshot instead of the closed history; the stream is then empty, and the
+            # peer asks again (for the open window) once the snapshot is in.
+            self._send(offer)
+            self._outbox.start_stream(link, dict(link.replica.vector), SendInput.REVISION)
+        else:
+            self._outbox.start_stream(link, vector, SendInput.REVISION)
         if self.protocol >= 2:
             # Our proofs of equivocation go to whoever asks too, not only to those we ask:
             # deltas are no longer relayed (v3), so the proofs must not wait for our request.
@@ -670,6 +686,29 @@ class Session:
         if self._outbox.bytes > MAX_OUTBOX // 2:
             raise ResourceLimitError("peer keeps asking while not reading the answers")
         self._outbox.answer_fetch(message.space, link, message.ranges)
+
+    def _on_snapshot(self, message: Snapshot) -> SnapshotReceived | None:
+        link = self._link_for(message.space)
+        if link is None:
+            return None
+        answer = snapshot_link.on_message(link, message)
+        if isinstance(answer, Snapshot):
+            self._send(answer)
+            return None
+        return answer
+
+    def snapshot_done(self, event: SnapshotReceived, error: Exception | None = None) -> None:
+        """The endpoint installed the snapshot of ``event`` (or it failed with ``error``: the
+        peer is told, and streams the deltas instead); either way we ask again."""
+        if self._waiting is not event:
+            raise LocalProtocolError("snapshot_done answers the SnapshotReceived event")
+        self._waiting = None
+        link = self._links.get(event.space)
+        if link is None or self.state is not State.OPEN:
+            return
+        if error is not None:
+            self._send(snapshot_link.decline(link, event.manifest))
+        self._request(event.space, link)
 
     def _on_error(self, message: Error) -> None:
         self.error = RemoteProtocolError(
@@ -738,6 +777,7 @@ _HANDLERS: dict[type, Callable[[Session, Any], Event | None]] = {
     Synced: Session._on_synced,
     Ack: Session._on_ack,
     Fetch: Session._on_fetch,
+    Snapshot: Session._on_snapshot,
     Error: Session._on_error,
 }
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from p2pspace.core.replica import Replica
+from p2pspace.core.snapshot import Manifest
 from p2pspace.sync.ack_digest import AckDigests
 
 
@@ -50,7 +51,18 @@ class CatchUpEnded:
     vector: tuple[tuple[bytes, int], ...]
 
 
-Event = DeltasReceived | CatchUpEnded
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SnapshotReceived:
+    """Every chunk of a snapshot for ``space`` is in (:mod:`p2pspace.sync.snapshot_link`):
+    verify and install it, then call :meth:`Session.snapshot_done`."""
+
+    space: bytes
+    replica: Replica
+    manifest: Manifest
+    chunks: tuple[bytes, ...]
 
 
-__all__ = ["CatchUpEnded", "DeltasReceived", "Event", "SessionHost"]
+Event = DeltasReceived | CatchUpEnded | SnapshotReceived
+
+
+__all__ = ["CatchUpEnded", "DeltasReceived", "Event", "SessionHost", "SnapshotReceived"]

@@ -178,6 +178,8 @@ class SpaceLink:
     # up): what :meth:`ahead` looks at, instead of every claim on every tick.
     claimed_ahead: dict[bytes, int] = field(default_factory=dict)
     last_ack: dict[bytes, int] = field(default_factory=dict)  # the vector of our last Ack
+    snapshot_offer: bytes | None = None  # the manifest of the snapshot we are fetching
+    declined: set[bytes] = field(default_factory=set)  # manifest hashes the peer refused
     ack_idle: int = 0  # ticks since our last Ack
     progress: int = 0  # our accepted seqs of the claimed-ahead creators, summed, last tick
 

@@ -31,7 +31,9 @@ class Space:
                     member_id=IDS[1].endpoint_id, key=IDS[1].public_key, name="b", role="manager"
                 ),
                 members.add_command(
-                    member_id=IDS[2].endpoint_id, key=IDS[2].public_key, name="c",
+                    member_id=IDS[2].endpoint_id,
+                    key=IDS[2].public_key,
+                    name="c",
                     role="participant",
                 ),
             ],
@@ -64,8 +66,10 @@ def space(tmp_path: Path) -> Iterator[Space]:
 def _busy(space: Space, count: int) -> None:
     for k in range(count):
         space.a.create([rdb.create("t", f"a{k}", {"v": k})], time=10)
-        space.b.create([rdb.set_fields("t", "a0", {"b": k})] if k else
-                       [rdb.create("t", "b", {"v": 0})], time=10)
+        space.b.create(
+            [rdb.set_fields("t", "a0", {"b": k})] if k else [rdb.create("t", "b", {"v": 0})],
+            time=10,
+        )
         if k % 7 == 0:
             assert not space.a.receive(wires_of(space.b)).rejected
             assert not space.b.receive(wires_of(space.a)).rejected
@@ -102,7 +106,7 @@ def test_a_joiner_takes_the_snapshot_then_only_the_window(space: Space) -> None:
         assert not replica.receive([made.wire()]).rejected
     assert len({r.state_digest() for r in (space.a, space.b, c)}) == 1
     # It can serve the same snapshot on.
-    again, again_chunks = c.snapshot()
+    again, _chunks = c.snapshot()
     assert again.digest == manifest.digest and again.checkpoint == manifest.checkpoint
 
 
@@ -168,7 +172,10 @@ def test_a_snapshot_checkpoint_must_verify_under_admitted_keys(space: Space) -> 
     stranger = Identity.from_seed(b"stranger")
     other = Replica.create_space(
         Store(space.folder / "other.sqlite3", durability="normal"),
-        stranger, name="s", time=1, nonce=b"\x06" * 16,
+        stranger,
+        name="s",
+        time=1,
+        nonce=b"\x06" * 16,
     )
     try:
         with pytest.raises(SnapshotError):
