@@ -182,7 +182,7 @@ def test_error_of_carries_the_code_and_truncates() -> None:
     assert decode_message(encode_message(message)) == message
 
 
-@pytest.mark.parametrize("mtype", [0, 8, 99, -1, 2**32, "hello", b"\x01", None, 1.0, True, [1]])
+@pytest.mark.parametrize("mtype", [0, 9, 99, -1, 2**32, "hello", b"\x01", None, 1.0, True, [1]])
 def test_unknown_type_is_unknown_type_error(mtype: Any) -> None:
     with pytest.raises(RemoteProtocolError) as info:
         decode_message(payload(mtype, PROTOCOL_VERSION, []))
