@@ -114,6 +114,8 @@ class CausalBuffer:
         authority: Authority,
         lookup: Callable[[bytes, int], tuple[int, bytes] | None],
         limits: Limits = Limits(),
+        compacted: Callable[[bytes, int], bool] | None = None,
+        compacted_rank: Callable[[bytes, int], int | None] | None = None,
     ) -> None:
         self.space = space
         self.heads = heads
@@ -121,6 +123,9 @@ class CausalBuffer:
         self.authority = authority
         self.limits = limits
         self._lookup = lookup
+        # Deltas below a compacted horizon (p2pspace.core.history): held, but only their rank.
+        self._compacted = compacted or (lambda _c, _s: False)
+        self._compacted_rank = compacted_rank or (lambda _c, _s: None)
         self._pending = PendingSet(limits.pending_bounds(), keyed=membership.keys)
         self._offered: dict[bytes, int] = {}  # member -> the highest seq of it offered here
         self._accepted: list[tuple[Delta, bytes]] = []
@@ -206,6 +211,8 @@ class CausalBuffer:
             known = self._known(delta.creator, delta.seq)
             if known is not None and known[1] == delta.hash:
                 return False
+            if known is None and self._compacted(delta.creator, delta.seq):
+                return False  # compacted here: a copy cannot be compared, only dropped
             self._conflict(delta, wire, known[1] if known else b"", authentic=authentic)
         existing = self._pending.get(did)
         if existing is not None:
@@ -521,6 +528,9 @@ class CausalBuffer:
             return head.rank
         info = self._known(creator, seq)
         if info is None:
+            rank = self._compacted_rank(creator, seq)
+            if rank is not None:
+                return rank
             raise RankError(f"dependency {creator.hex()}:{seq} is not accepted")
         return info[0]
 

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from p2pspace.core import audit, codec, membership, serving
+from p2pspace.core import audit, codec, history, membership, serving
 from p2pspace.core import snapshot as snapshots
 from p2pspace.core.authenticity import authenticate_batch
 from p2pspace.core.authoring import write_chain
@@ -41,6 +41,7 @@ from p2pspace.core.delta import Command, Delta, DeltaId, OrderKey, decode_delta
 from p2pspace.core.engine import DeltaContext, Engine
 from p2pspace.core.evidence import EvidenceLedger
 from p2pspace.core.genesis import found_space, make_genesis, space_engines, validate_genesis
+from p2pspace.core.history import History
 from p2pspace.core.identity import Identity
 from p2pspace.core.kv_state import KVState
 from p2pspace.core.membership import Membership, MembersView, authorize
@@ -197,6 +198,7 @@ class Replica:
         raise LocalProtocolError(f"no space {space_id.hex()} in this store")
 
     def _load(self) -> None:
+        self._history = History.load(self.store, self.space_id)
         self._frontier = Frontier.load(self.store, self.space_id)
         self._ledger = EvidenceLedger(self.store.evidence(self.space_id))
         self._authority = self._load_authority()
@@ -286,6 +288,8 @@ class Replica:
             authority=self._authority,
             lookup=self._lookup,
             limits=self._limits,
+            compacted=self._history.compacted,
+            compacted_rank=self._history.rank,
         )
 
     def _lookup(self, creator: bytes, seq: int) -> tuple[int, bytes] | None:
@@ -837,10 +841,47 @@ class Replica:
         max_bytes: int = FETCH_MAX_BYTES,
     ) -> list[bytes]:
         """Executed deltas in the requested ranges, with their chains
-        (see :func:`~p2pspace.core.serving.fetch`)."""
+        (see :func:`~p2pspace.core.serving.fetch`); compacted deltas are not held, and a range
+        starts after them (:meth:`lacks_compacted` tells whether the asker needs a snapshot)."""
+        purged = self._history.purged
+        held = [(c, max(first, purged.get(c, 0) + 1), last) for c, first, last in ranges]
         return serving.fetch(
-            self.store, self.space_id, ranges, max_count=max_count, max_bytes=max_bytes
+            self.store, self.space_id, held, max_count=max_count, max_bytes=max_bytes
         )
+
+    # -- the closed history kept (p2pspace.core.history) ---------------------------------------
+
+    def compacted(self) -> dict[bytes, int]:
+        """Per creator, the last seq this replica no longer holds (compacted, or below the
+        snapshot it was installed from); empty if it holds its whole history."""
+        return self._history.purged
+
+    def lacks_compacted(self, vector: Mapping[bytes, int]) -> bool:
+        """True if a peer holding ``vector`` lacks deltas this replica no longer holds."""
+        return self._history.lacks(vector)
+
+    @property
+    def keeps_history(self) -> bool:
+        return self._history.keep
+
+    def set_keep_history(self, keep: bool) -> None:
+        """Keep (or stop keeping) the closed deltas of this space: an audit trail."""
+        with self.store.transaction():
+            history.set_keep(self.store, self._history, keep)
+
+    def compact(self, *, vacuum: bool = False) -> int:
+        """Delete the closed deltas no longer needed (DESIGN §12, purge) and return how many;
+        ``vacuum`` gives the freed pages back to the file system. :class:`LocalProtocolError`
+        if the space keeps its history or no checkpoint has closed a block."""
+        try:
+            with self.store.transaction():
+                deleted = history.compact(self.store, self._history)
+        except StorageError:
+            self._reload()
+            raise
+        if vacuum:
+            self.store.vacuum()
+        return deleted
 
     # -- snapshots (p2pspace.core.snapshot) ---------------------------------------------------
 
@@ -875,6 +916,7 @@ class Replica:
         try:
             with self.store.transaction():
                 snapshots.install(self.store, snap)
+                history.installed(self.store, self._history, covered)
                 self.store.drop_snapshot_parts(self.space_id)
                 states = {i: KVState(self.store, self.space_id, i) for i in self.engines}
                 context = DeltaContext(

@@ -85,6 +85,13 @@ CREATE TABLE IF NOT EXISTS snapshot_parts (
     space BLOB NOT NULL, manifest BLOB NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (space, idx)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS history (
+    space BLOB PRIMARY KEY, purged BLOB NOT NULL, keep INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS purged_ranks (
+    space BLOB NOT NULL, creator BLOB NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL,
+    data BLOB NOT NULL, PRIMARY KEY (space, creator, first)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS invitations (
     id BLOB PRIMARY KEY, space BLOB NOT NULL, secret BLOB NOT NULL, role TEXT NOT NULL,
     expires INTEGER NOT NULL, used_by BLOB
@@ -793,6 +800,92 @@ class Store:
             )
         except self._errors as exc:
             raise StorageError(f"store write failed: {exc}") from None
+
+    # -- the closed history kept (p2pspace.core.history) ----------------------------------------
+
+    def history(self, space: bytes) -> tuple[bytes | None, bool]:
+        """``(purged vector blob, keep history)`` of a space; ``(None, False)`` if never set."""
+        rows = self._read("SELECT purged, keep FROM history WHERE space=?", (space,))
+        return (bytes(rows[0][0]), bool(rows[0][1])) if rows else (None, False)
+
+    def set_history(self, space: bytes, purged: bytes, *, keep: bool) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO history (space, purged, keep) VALUES (?, ?, ?)",
+            (space, purged, int(keep)),
+        )
+
+    def closed_ranks(self, space: bytes) -> Iterator[tuple[bytes, int, int]]:
+        """``(creator, seq, rank)`` of every closed delta held, by creator and seq (streamed)."""
+        try:
+            cursor = self._db.execute(
+                "SELECT creator, seq, rank FROM log WHERE space=? AND block<0"
+                " ORDER BY creator, seq",
+                (space,),
+            )
+            while rows := cursor.fetchmany(4096):
+                for c, s, r in rows:
+                    yield bytes(c), s, r
+        except self._errors as exc:
+            raise StorageError(f"store read failed: {exc}") from None
+
+    def purged_ranks_through(self, space: bytes) -> dict[bytes, int]:
+        """Per creator, the last seq whose rank is packed."""
+        rows = self._read(
+            "SELECT creator, MAX(last) FROM purged_ranks WHERE space=? GROUP BY creator", (space,)
+        )
+        return {bytes(c): s for c, s in rows}
+
+    def add_purged_ranks(self, rows: Sequence[tuple[bytes, bytes, int, int, bytes]]) -> None:
+        """``(space, creator, first, last, packed)`` chunks of compacted deltas' ranks."""
+        self._require_txn()
+        try:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO purged_ranks (space, creator, first, last, data) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+        except self._errors as exc:
+            raise StorageError(f"store write failed: {exc}") from None
+
+    def purged_ranks(self, space: bytes, creator: bytes, seq: int) -> tuple[int, bytes] | None:
+        """``(first, packed)`` of the chunk holding ``creator``'s ``seq``, or None."""
+        rows = self._read(
+            "SELECT first, last, data FROM purged_ranks WHERE space=? AND creator=? AND first<=? "
+            "ORDER BY first DESC LIMIT 1",
+            (space, creator, seq),
+        )
+        if not rows or rows[0][1] < seq:
+            return None
+        return rows[0][0], bytes(rows[0][2])
+
+    def drop_purged_ranks(self, space: bytes) -> None:
+        self._write("DELETE FROM purged_ranks WHERE space=?", (space,))
+
+    def delete_closed(self, space: bytes) -> int:
+        """Delete the closed deltas that are neither a creator's last closed one nor a members
+        delta; returns how many."""
+        self._require_txn()
+        try:
+            cursor = self._db.execute(
+                "DELETE FROM log WHERE space=? AND block<0 AND NOT EXISTS (SELECT 1 FROM "
+                "base_heads AS h WHERE h.space=log.space AND h.creator=log.creator AND "
+                "h.seq=log.seq) AND NOT EXISTS (SELECT 1 FROM members_deltas AS m WHERE "
+                "m.space=log.space AND m.creator=log.creator AND m.seq=log.seq)",
+                (space,),
+            )
+        except self._errors as exc:
+            raise StorageError(f"store write failed: {exc}") from None
+        return int(cursor.rowcount)
+
+    def vacuum(self) -> None:
+        """Give the pages freed by deletions back to the file system (outside transactions)."""
+        if self._in_txn:
+            raise LocalProtocolError("vacuum runs outside a transaction")
+        try:
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except self._errors as exc:
+            raise StorageError(f"store vacuum failed: {exc}") from None
 
     # -- a snapshot being received: its verified chunks, kept across connections -----------------
 

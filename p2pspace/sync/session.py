@@ -637,7 +637,8 @@ class Session:
             self._send(offer)
             self._outbox.start_stream(link, dict(link.replica.vector), SendInput.REVISION)
         else:
-            self._outbox.start_stream(link, vector, SendInput.REVISION)
+            stream_from = snapshot_link.held_part(link, vector)
+            self._outbox.start_stream(link, stream_from, SendInput.REVISION)
         if self.protocol >= 2:
             # Our proofs of equivocation go to whoever asks too, not only to those we ask:
             # deltas are no longer relayed (v3), so the proofs must not wait for our request.
@@ -686,6 +687,12 @@ class Session:
         if self._outbox.bytes > MAX_OUTBOX // 2:
             raise ResourceLimitError("peer keeps asking while not reading the answers")
         self._outbox.answer_fetch(message.space, link, message.ranges)
+        compacted = link.replica.compacted()
+        if any(first <= compacted.get(c, 0) for c, first, _last in message.ranges):
+            # Asked for deltas compacted here: the snapshot instead, if it can take one.
+            offer = snapshot_link.offer(link, dict(link.claims), self.protocol)
+            if offer is not None:
+                self._send(offer)
 
     def _on_snapshot(self, message: Snapshot) -> SnapshotReceived | None:
         link = self._link_for(message.space)

@@ -30,7 +30,10 @@ SNAPSHOTS_FROM = 4  # the protocol version that carries snapshots
 
 
 def offer(link: SpaceLink, vector: dict[bytes, int], protocol: int) -> Snapshot | None:
-    """The offer to send instead of a catch-up stream for a peer holding ``vector``, or None."""
+    """The offer to send instead of a catch-up stream for a peer holding ``vector``, or None.
+
+    A peer that lacks deltas this replica compacted (:mod:`p2pspace.core.history`) is offered
+    the snapshot however little it lacks: the deltas are not here to send."""
     replica = link.replica
     horizon = replica.horizon()
     if protocol < SNAPSHOTS_FROM or horizon.number == 0 or not horizon.closed:
@@ -42,13 +45,27 @@ def offer(link: SpaceLink, vector: dict[bytes, int], protocol: int) -> Snapshot 
             return None  # it holds deltas the snapshot does not cover
     for creator, seq in closed.items():
         lack += max(0, seq - vector.get(creator, 0))
-    if lack < SNAPSHOT_MIN_LACK:
+    if lack < SNAPSHOT_MIN_LACK and not replica.lacks_compacted(vector):
         return None
     manifest, _chunks = replica.snapshot()
     encoded = manifest.encode()
     if hashlib.sha256(encoded).digest() in link.declined:
         return None
     return Snapshot(space=replica.space_id, part="offer", index=0, data=encoded)
+
+
+def held_part(link: SpaceLink, vector: dict[bytes, int]) -> dict[bytes, int]:
+    """The vector to stream to a peer holding ``vector`` that takes no snapshot: what this
+    replica compacted counts as held (it is not here to send; the peer gets it from a member
+    that keeps it, or joins again from a snapshot)."""
+    compacted = link.replica.compacted()
+    if not compacted:
+        return vector
+    lifted = dict(vector)
+    for creator, seq in compacted.items():
+        if seq > lifted.get(creator, 0):
+            lifted[creator] = seq
+    return lifted
 
 
 def on_message(link: SpaceLink, message: Snapshot) -> Snapshot | SnapshotReceived | None:

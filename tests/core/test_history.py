@@ -1,0 +1,102 @@
+"""Purge: a replica compacts its closed history and goes on without it (DESIGN §12)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from p2pspace.core import history, snapshot
+from p2pspace.core.replica import Replica
+from p2pspace.engines import rdb
+from p2pspace.errors import LocalProtocolError, StorageError
+from tests.core.test_snapshot import IDS, Space, _busy
+from tests.helpers.replicas import wires_of
+
+
+@pytest.fixture
+def space(tmp_path: Path) -> Iterator[Space]:
+    s = Space(tmp_path)
+    yield s
+    s.close()
+
+
+def test_packed_ranks_round_trip_and_truncation_is_a_storage_error() -> None:
+    pairs = [(1, 5), (2, 3), (9, 300), (10, -4), (4000, 70000), (4001, 69999)]
+    data = history.pack_ranks(pairs)
+    assert history.unpack_ranks(data) == pairs
+    assert len(data) < 3 * 2 * len(pairs)
+    with pytest.raises(StorageError, match="truncated"):
+        history.unpack_ranks(data[:-1] + bytes([data[-1] | 0x80]))
+    with pytest.raises(StorageError, match="truncated"):
+        history.unpack_ranks(history.pack_ranks([(1, 1)])[:1])
+    with pytest.raises(LocalProtocolError):
+        history.pack_ranks([(2, 1), (2, 2)])
+
+
+def test_compaction_deletes_closed_deltas_and_keeps_state_and_the_window(space: Space) -> None:
+    _busy(space, 80)
+    space.a.create_checkpoint(time=20)
+    for k in range(5):
+        space.a.create([rdb.set_fields("t", f"a{k}", {"after": k})], time=30)
+    assert not space.b.receive(wires_of(space.a)).rejected
+    digest, vector = space.a.state_digest(), dict(space.a.vector)
+    held = len(wires_of(space.a))
+    path = space.stores[0].path
+    space.a.store.vacuum()
+    before = path.stat().st_size
+    deleted = space.a.compact(vacuum=True)
+    assert deleted > 100
+    assert len(wires_of(space.a)) == held - deleted
+    assert path.stat().st_size < before
+    assert space.a.state_digest() == digest and dict(space.a.vector) == vector
+    assert space.a.compacted() == space.a.store.closed_vector(space.a.space_id)
+    # A copy of a compacted delta arriving again is a duplicate, not evidence or a rejection.
+    old = wires_of(space.b)[:50]
+    result = space.a.receive(old)
+    assert not result.rejected and not result.executed
+    assert space.a.state_digest() == digest
+    # The space goes on: new deltas both ways, and the replica reopens compacted.
+    made = space.b.create([rdb.set_fields("t", "a1", {"b2": 1})], time=40)
+    assert not space.a.receive([made.wire()]).rejected
+    mine = space.a.create([rdb.set_fields("t", "a2", {"a2": 1})], time=40)
+    assert not space.b.receive([mine.wire()]).rejected
+    assert space.a.state_digest() == space.b.state_digest()
+    again = Replica.open(space.a.store, IDS[0], space.a.space_id)
+    assert again.compacted() == space.a.compacted()
+    assert again.state_digest() == space.b.state_digest()
+    assert space.a.compact() == 0  # nothing more closed
+
+
+def test_a_compacted_replica_serves_a_joiner_by_snapshot(space: Space) -> None:
+    _busy(space, 40)
+    space.a.create_checkpoint(time=20)
+    space.a.create([rdb.set_fields("t", "a3", {"after": 1})], time=30)
+    assert space.a.compact() > 0
+    c = space.joiner()
+    assert space.a.lacks_compacted(dict(c.vector))
+    manifest, chunks = space.a.snapshot()
+    c.install_snapshot(snapshot.verify(manifest, chunks, c.genesis))
+    missing = [w for w in wires_of(space.a) if w not in set(wires_of(c))]
+    assert not c.receive(missing).rejected
+    assert c.state_digest() == space.a.state_digest()
+    assert not space.a.lacks_compacted(dict(c.vector))
+
+
+def test_compaction_is_refused_without_a_checkpoint_or_when_history_is_kept(
+    space: Space,
+) -> None:
+    _busy(space, 5)
+    held = len(wires_of(space.a))
+    with pytest.raises(LocalProtocolError, match="no checkpoint"):
+        space.a.compact()
+    space.a.create_checkpoint(time=20)
+    space.a.set_keep_history(True)
+    assert space.a.keeps_history
+    with pytest.raises(LocalProtocolError, match="keeps its history"):
+        space.a.compact()
+    assert len(wires_of(space.a)) == held + 1  # the checkpoint delta, nothing deleted
+    assert Replica.open(space.a.store, IDS[0], space.a.space_id).keeps_history
+    space.a.set_keep_history(False)
+    assert space.a.compact() > 0
