@@ -428,6 +428,33 @@ class Node:
             )
         return self.commit(space, [membership.remove_command(self.endpoint_id)])
 
+    def compact_space(self, space: bytes, *, keep_history: bool | None = None) -> dict[str, Any]:
+        """Purge ``space`` here (DESIGN §12): delete the closed deltas this replica no longer
+        needs and give the room back to the file system. ``keep_history`` True keeps the whole
+        history from now on (an audit trail) and compacts nothing; False lets it compact again.
+
+        Raises :class:`ConflictError` if the space keeps its history or has no closed block.
+        """
+        replica = self.replica(space)
+        if keep_history is not None:
+            replica.set_keep_history(keep_history)
+        deleted = 0
+        if not replica.keeps_history:
+            try:
+                deleted = replica.compact(vacuum=True)
+            except ConflictError:
+                raise
+            except LocalProtocolError as exc:
+                raise ConflictError(f"{space_name(replica)}: {exc}") from None
+        horizon = replica.horizon()
+        return {
+            "id": space.hex(),
+            "name": space_name(replica),
+            "deleted": deleted,
+            "keep_history": replica.keeps_history,
+            "checkpoint": horizon.number,
+        }
+
     def _who_is(self, replica: Replica, member: bytes) -> str:
         if member == self.endpoint_id:
             return "you are"

@@ -58,6 +58,7 @@ class NodeRoutes:
             Route(SPACE + "/members/remove", self.remove_member, methods=["POST"]),
             Route(SPACE + "/members/role", self.set_role, methods=["POST"]),
             Route(SPACE + "/leave", self.leave_space, methods=["POST"]),
+            Route(SPACE + "/compact", self.compact_space, methods=["POST"]),
             Route(SPACE + "/invitations", self.create_invitation, methods=["POST"]),
             Route("/api/join", self.join, methods=["POST"]),
             Route(SPACE + "/rdb/{table}", self.get_table, methods=["GET"]),
@@ -108,6 +109,14 @@ class NodeRoutes:
         space = self.context.space(request)
         delta = self.node.leave_space(space)
         return json_response({"delta": delta_json(delta), "space": self.node.space_info(space)})
+
+    async def compact_space(self, request: Request) -> Response:
+        body = await self.context.body(request)
+        space = self.context.space(request)
+        keep = body.get("keep_history")
+        if keep is not None and type(keep) is not bool:
+            raise HTTPError(400, "keep_history is true, false or absent")
+        return json_response({"compacted": self.node.compact_space(space, keep_history=keep)})
 
     def _member(self, space: bytes, member: bytes) -> object:
         return next(m for m in self.node.members(space) if m.id == member)

@@ -196,6 +196,17 @@ def cmd_space(args: argparse.Namespace, home: Path) -> int:
         info = backend.leave_space(args.space)
         print(f"you left {one_line(info['name']) or info['id']}; it stays readable here")
         return 0
+    if args.space_command == "compact":
+        done = backend.compact_space(args.space, args.keep_history)
+        name = one_line(done["name"]) or done["id"]
+        if done["keep_history"]:
+            print(f"{name} keeps its whole history; nothing was deleted")
+        else:
+            print(
+                f"{name}: deleted {done['deleted']} closed delta(s) below checkpoint "
+                f"{done['checkpoint']}"
+            )
+        return 0
     spaces = backend.spaces()
     if args.json:
         print(json.dumps(spaces, indent=2))

@@ -116,6 +116,12 @@ class HttpBackend:
         answer: dict[str, Any] = self.call("POST", f"/api/spaces/{quote(space)}/leave")["space"]
         return answer
 
+    def compact_space(self, space: str, keep_history: bool | None) -> dict[str, Any]:
+        body = {} if keep_history is None else {"keep_history": keep_history}
+        path = f"/api/spaces/{quote(space)}/compact"
+        answer: dict[str, Any] = self.call("POST", path, body)["compacted"]
+        return answer
+
     def join(self, code: str, timeout: float) -> str:
         body = {"code": code, "timeout_s": timeout}
         progress = ProgressPrinter()

@@ -121,6 +121,12 @@ class OfflineBackend:
 
         return self._with_node(leave)
 
+    def compact_space(self, space: str, keep_history: bool | None) -> dict[str, Any]:
+        def compact(node: Node) -> dict[str, Any]:
+            return node.compact_space(node.resolve_space(space), keep_history=keep_history)
+
+        return self._with_node(compact)
+
     def web_ui_url(self, space: str | None) -> str:
         self.check_lock()  # a node runs but its API does not answer: says so
         raise CliError(

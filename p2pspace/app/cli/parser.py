@@ -178,9 +178,9 @@ def _add_endpoint_commands(sub: Subparsers, homed: OneLineParser) -> None:
     )
     run.add_argument("--no-discovery", action="store_true", help="no mDNS on the local network")
 
-    space = sub.add_parser("space", help="create, list or leave spaces")
+    space = sub.add_parser("space", help="create, list, leave or compact spaces")
     space_sub = space.add_subparsers(
-        dest="space_command", required=True, metavar="{create,list,leave}"
+        dest="space_command", required=True, metavar="{create,list,leave,compact}"
     )
     create = space_sub.add_parser("create", parents=[homed], help="found a new space")
     create.add_argument("name")
@@ -196,6 +196,18 @@ def _add_endpoint_commands(sub: Subparsers, homed: OneLineParser) -> None:
         "leave", parents=[homed], help="leave a space (it stays readable here, read-only)"
     )
     leave.add_argument("space", metavar="SPACE", help="space id or name")
+    compact = space_sub.add_parser(
+        "compact",
+        parents=[homed],
+        help="delete the history below the last checkpoint (the state stays)",
+    )
+    compact.add_argument("space", metavar="SPACE", help="space id or name")
+    compact.add_argument(
+        "--keep-history",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep this space's whole history from now on (an audit trail), or stop keeping it",
+    )
 
     invite = sub.add_parser("invite", parents=[homed], help="print a one-time invitation code")
     invite.add_argument("space", metavar="SPACE", help="space id or name")
