@@ -214,6 +214,13 @@ class Store:
         except self._errors as exc:
             raise StorageError(f"store write failed: {exc}") from None
 
+    def _write_many(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        self._require_txn()
+        try:
+            self._db.executemany(sql, rows)
+        except self._errors as exc:
+            raise StorageError(f"store write failed: {exc}") from None
+
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         try:
             return self._db.execute(sql, params).fetchall()
@@ -837,15 +844,11 @@ class Store:
 
     def add_purged_ranks(self, rows: Sequence[tuple[bytes, bytes, int, int, bytes]]) -> None:
         """``(space, creator, first, last, packed)`` chunks of compacted deltas' ranks."""
-        self._require_txn()
-        try:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO purged_ranks (space, creator, first, last, data) "
-                "VALUES (?, ?, ?, ?, ?)",
-                rows,
-            )
-        except self._errors as exc:
-            raise StorageError(f"store write failed: {exc}") from None
+        self._write_many(
+            "INSERT OR REPLACE INTO purged_ranks (space, creator, first, last, data) "
+            "VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
 
     def purged_ranks(self, space: bytes, creator: bytes, seq: int) -> tuple[int, bytes] | None:
         """``(first, packed)`` of the chunk holding ``creator``'s ``seq``, or None."""
