@@ -39,12 +39,20 @@ async def test_three_nodes_discover_edit_concurrently_and_converge(tmp_path: Pat
         try:
             await c.join(a.invite(space), timeout=TIMEOUT)
             nodes = [a, b, c]
-            # B and C learnt each other's address only from mDNS.
+            # B and C learnt each other's address only from mDNS. Whichever saw the other first
+            # dials, so the connection can exist before the other side's sighting arrives: wait
+            # for both sightings, not only for the connection.
+            seen_b, seen_c = b.discovery, c.discovery
+            assert seen_b is not None and seen_c is not None
             await a.wait_until(
-                lambda: c.endpoint_id in b.connections and b.endpoint_id in c.connections,
+                lambda: (
+                    c.endpoint_id in b.connections
+                    and b.endpoint_id in c.connections
+                    and c.endpoint_id in seen_b.peers
+                    and b.endpoint_id in seen_c.peers
+                ),
                 timeout=TIMEOUT,
             )
-            assert b.discovery is not None and c.endpoint_id in b.discovery.peers
             for i in range(60):
                 node = nodes[rng.randrange(3)]
                 node.rdb_set(space, "t", f"r{rng.randrange(10)}", {"v": i, "by": node.name})
