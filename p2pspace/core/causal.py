@@ -355,12 +355,11 @@ class CausalBuffer:
         """True if ``delta`` (a copy of a forked creator's delta) can be checked here and sorts
         after every dependency head (the relaxed rule of :meth:`_check_causal_past`)."""
         try:
-            top = self._rank_of(delta.creator, delta.seq - 1) if delta.seq > 1 else 0
-            for endpoint, seq in delta.deps:
-                top = max(top, self._rank_of(endpoint, seq))
+            known = [self._rank_of(delta.creator, delta.seq - 1)] if delta.seq > 1 else []
+            known += [self._rank_of(endpoint, seq) for endpoint, seq in delta.deps]
         except RankError:
             return False
-        return delta.rank > top
+        return delta.rank > max((rank for rank in known if rank is not None), default=0)
 
     def _remove(self, did: DeltaId) -> Pending | None:
         return self._pending.remove(did)
@@ -510,19 +509,33 @@ class CausalBuffer:
         else:
             top = 0
         relaxed = forked
+        ceiling = 0  # the most an unknown rank below a snapshot can be: its creator's head's
         for endpoint, seq in delta.deps:
             rank = self._rank_of(endpoint, seq)
+            if rank is None:
+                ceiling = max(ceiling, self.heads[endpoint].rank)
+                continue
             if rank > top:
                 top = rank
             if not relaxed and self.authority.forked(endpoint, seq):
                 relaxed = True
+        if ceiling > top:
+            # A dependency below the snapshot this replica was installed from, whose rank it
+            # never received: the rank is only bounded -- above what is known, at most one
+            # above the dependency's creator's head (ranks grow along a chain). Such a delta
+            # sorts after the closed block whatever its rank.
+            if not top < delta.rank <= ceiling + 1:
+                raise RankError(f"rank {delta.rank} should be in {top + 1}..{ceiling + 1}")
+            return
         if delta.rank != top + 1 and not (relaxed and delta.rank > top):
             # A delta that depends on an equivocator's void delta may rank above its heads
             # (it was built on a copy of it that we do not keep), and so may the equivocator's
             # own; it must still sort after everything it depends on.
             raise RankError(f"rank {delta.rank} should be {top + 1}")
 
-    def _rank_of(self, creator: bytes, seq: int) -> int:
+    def _rank_of(self, creator: bytes, seq: int) -> int | None:
+        """The rank of an accepted delta; None for one below the snapshot this replica was
+        installed from (held as state, its rank not received)."""
         head = self.heads.get(creator)
         if head is not None and head.seq == seq:
             return head.rank
@@ -531,6 +544,8 @@ class CausalBuffer:
             rank = self._compacted_rank(creator, seq)
             if rank is not None:
                 return rank
+            if head is not None and seq < head.seq and self._compacted(creator, seq):
+                return None
             raise RankError(f"dependency {creator.hex()}:{seq} is not accepted")
         return info[0]
 

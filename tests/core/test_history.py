@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from p2pspace.core import history, snapshot
+from p2pspace.core.delta import Delta, make_body
 from p2pspace.core.replica import Replica
 from p2pspace.engines import rdb
 from p2pspace.errors import LocalProtocolError, StorageError
+from p2pspace.testing.hostile import craft_next
 from tests.core.test_snapshot import IDS, Space, _busy
 from tests.helpers.replicas import wires_of
 
@@ -100,3 +102,65 @@ def test_compaction_is_refused_without_a_checkpoint_or_when_history_is_kept(
     assert Replica.open(space.a.store, IDS[0], space.a.space_id).keeps_history
     space.a.set_keep_history(False)
     assert space.a.compact() > 0
+
+
+def _late_from_b(space: Space, *, rank_offset: int = 0) -> Delta:
+    """B's next delta naming an old, closed, non-head delta of A among its dependencies (a
+    delta made from an old view; ``rank_offset`` forges its rank)."""
+    honest = craft_next(
+        space.b,
+        IDS[1],
+        [rdb.set_fields("t", "a1", {"late": 1})],
+        time=40,
+        deps={IDS[0].endpoint_id: 5},
+    )
+    if not rank_offset:
+        return honest
+    forged = make_body(
+        space=honest.space,
+        creator=honest.creator,
+        seq=honest.seq,
+        rank=honest.rank + rank_offset,
+        deps=dict(honest.deps),
+        prev=honest.prev,
+        time=honest.time,
+        commands=list(honest.commands),
+    )
+    return forged.with_signature(IDS[1].sign(forged.body))
+
+
+def _joined_from_snapshot(space: Space) -> Replica:
+    _busy(space, 40)
+    space.a.create_checkpoint(time=20)
+    assert not space.b.receive(wires_of(space.a)).rejected
+    space.a.compact()
+    c = space.joiner()
+    manifest, chunks = space.a.snapshot()
+    c.install_snapshot(snapshot.verify(manifest, chunks, c.genesis))
+    assert not c.receive([w for w in wires_of(space.a) if w not in set(wires_of(c))]).rejected
+    assert c.state_digest() == space.a.state_digest()
+    return c
+
+
+def test_a_snapshot_installed_replica_accepts_a_late_delta_on_closed_history(
+    space: Space,
+) -> None:
+    c = _joined_from_snapshot(space)
+    late = _late_from_b(space)
+    # C holds A's delta 5 only as state, not its rank: the rank is bounded, not refused.
+    for replica in (space.a, c):
+        result = replica.receive([late.wire()])
+        assert not result.rejected and [d.id for d in result.executed] == [late.id]
+    assert c.state_digest() == space.a.state_digest()
+    assert not space.b.receive([late.wire()]).rejected
+    assert space.b.state_digest() == c.state_digest()
+
+
+def test_a_snapshot_installed_replica_refuses_a_rank_beyond_the_bound(space: Space) -> None:
+    c = _joined_from_snapshot(space)
+    forged = _late_from_b(space, rank_offset=10_000)
+    for replica in (space.a, c):
+        result = replica.receive([forged.wire()])
+        assert [r.delta_id for r in result.rejected] == [forged.id]
+        assert "rank" in str(result.rejected[0].error)
+    assert c.state_digest() == space.a.state_digest()
