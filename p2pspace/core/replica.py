@@ -869,9 +869,39 @@ class Replica:
         with self.store.transaction():
             history.set_keep(self.store, self._history, keep)
 
+    def compaction_due(self, acked: Mapping[bytes, Mapping[bytes, int]]) -> bool:
+        """True if automatic compaction should run now: the space does not keep its history,
+        the last checkpoint closed deltas not compacted yet, and no other current member is
+        known to lack them (``acked``: what each peer acknowledged to this endpoint).
+
+        A member that acknowledged something here must have acknowledged the whole closed
+        block. A member never heard from directly counts as holding it, except on the
+        checkpointer: it closes a block only once every member acknowledged it (or a member
+        was silent far past the bounds), so the checkpointer keeps the block until it has
+        every acknowledgement itself, and a returning laggard can always get the deltas from
+        it."""
+        closed = self._order.horizon.closed
+        if self._history.keep or not closed or self.recovering():
+            return False
+        purged = self._history.purged
+        if all(seq <= purged.get(creator, 0) for creator, seq in closed.items()):
+            return False
+        me = self.identity.endpoint_id
+        checkpointer = self.is_checkpointer()
+        for member in self.members().members():
+            if member.id == me:
+                continue
+            seen = acked.get(member.id)
+            if seen is None and not checkpointer:
+                continue
+            if seen is None or any(seen.get(c, 0) < seq for c, seq in closed.items()):
+                return False
+        return True
+
     def compact(self, *, vacuum: bool = False) -> int:
         """Delete the closed deltas no longer needed (DESIGN §12, purge) and return how many;
-        ``vacuum`` gives the freed pages back to the file system. :class:`LocalProtocolError`
+        ``vacuum`` gives the freed pages back to the file system (without it they are reused by
+        what follows, and the write-ahead log is cut back). :class:`LocalProtocolError`
         if the space keeps its history or no checkpoint has closed a block."""
         try:
             with self.store.transaction():
@@ -881,6 +911,8 @@ class Replica:
             raise
         if vacuum:
             self.store.vacuum()
+        elif deleted:
+            self.store.truncate_wal()
         return deleted
 
     # -- snapshots (p2pspace.core.snapshot) ---------------------------------------------------

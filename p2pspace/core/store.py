@@ -880,6 +880,16 @@ class Store:
             raise StorageError(f"store write failed: {exc}") from None
         return int(cursor.rowcount)
 
+    def truncate_wal(self) -> None:
+        """Copy the write-ahead log into the database and cut the log file to nothing (outside
+        transactions): after a purge, so the log does not hold on to the deleted history."""
+        if self._in_txn:
+            raise LocalProtocolError("the write-ahead log is truncated outside a transaction")
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except self._errors as exc:
+            raise StorageError(f"store checkpoint failed: {exc}") from None
+
     def vacuum(self) -> None:
         """Give the pages freed by deletions back to the file system (outside transactions)."""
         if self._in_txn:

@@ -63,6 +63,9 @@ class NodeConfig:
     limits: Limits = Limits()
     # When this endpoint, as a space's checkpointer, closes the open window by itself.
     checkpoints: CheckpointPolicy = CheckpointPolicy()
+    # Purge each space's closed history by itself once every member has it (DESIGN §12);
+    # a space set to keep its history (``space compact --keep-history``) is never purged.
+    auto_compact: bool = True
     space_engines: Mapping[str, str] = field(default_factory=lambda: DEFAULT_SPACE_ENGINES)
     # -- timings (seconds) and bounds ------------------------------------------------------
     tick_seconds: float = 0.1  # sessions' periodic duties: acks, gap repair

@@ -311,6 +311,30 @@ class Node:
             self.conns.kick()
         return made
 
+    def compact_due_spaces(self) -> dict[bytes, int]:
+        """Purge every space whose last checkpoint closed deltas that every other member has
+        acknowledged (run by the ticker unless ``config.auto_compact`` is off); returns how many
+        deltas each compacted space deleted. The freed pages are reused by the deltas that
+        follow (no VACUUM here: it would rewrite the whole file while the node waits). A
+        failure is logged and tried again on the next round."""
+        done: dict[bytes, int] = {}
+        if not self.config.auto_compact:
+            return done
+        for space, replica in list(self.endpoint.replicas.items()):
+            try:
+                if replica.compaction_due(self.acked(space)):
+                    done[space] = replica.compact()
+            except (LocalProtocolError, StorageError) as exc:
+                log.debug("space %r: no compaction this round: %s", replica.name, exc)
+                continue
+            if space in done:
+                log.info(
+                    "space %r: purged %d delta(s) of history every member has",
+                    replica.name,
+                    done[space],
+                )
+        return done
+
     def commit(self, space: bytes, commands: Sequence[Any]) -> Delta:
         """Create one delta of ``commands`` here and push it to peers.
 

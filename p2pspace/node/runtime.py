@@ -135,6 +135,7 @@ async def _tick(node: Node) -> None:
             node.dialer.dial_discovered_members()
             node.admission.close_idle_strangers()
             node.make_due_checkpoints()
+            node.compact_due_spaces()
         node.acks.flush()
         node.conns.kick()
         node.changes.announce()
