@@ -1,4 +1,4 @@
-"""A stranger's side of the connection handshake: what the strangers' tests and the W8 benchmark
+"""A stranger's side of the connection handshake: what the strangers' tests and the W10 benchmark
 play against a node.
 
 :func:`authenticate_stranger` completes TLS and the key proof with a key no space knows, then

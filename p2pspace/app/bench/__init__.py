@@ -11,7 +11,9 @@
   (:mod:`~p2pspace.app.bench.api`).
 * **W7 CLI latency** -- whole ``p2pspace`` processes against a running node
   (:mod:`~p2pspace.app.bench.cli`).
-* **W8 strangers' memory** -- a node's resident memory while it holds 1,000 unauthenticated
+* **W8 long history** -- three members over a long history with automatic checkpoints and
+  purge: storage, a new member's join, a backdated delta (:mod:`~p2pspace.app.bench.history`).
+* **W10 strangers' memory** -- a node's resident memory while it holds 1,000 unauthenticated
   connections, over the same node idle (:mod:`~p2pspace.app.bench.strangers`).
 * **W9 many endpoints** -- the simulated network at 20 and 50 endpoints under every network
   fault (:mod:`~p2pspace.app.bench.many`).
@@ -24,6 +26,6 @@ This package's ``__init__`` holds only the workload names: the command line's pa
 and must not pay for the workloads themselves.
 """
 
-WORKLOADS = ("W1", "W2", "W3", "W3R", "W4", "W5", "W6", "W7", "W8", "W9")
+WORKLOADS = ("W1", "W2", "W3", "W3R", "W4", "W5", "W6", "W7", "W8", "W9", "W10")
 
 __all__ = ["WORKLOADS"]

@@ -1,5 +1,5 @@
-"""Same-run baselines for W1, W2 and W3: the workload's own edits done on pycrdt (Yjs) and loro
-documents, reported beside our figures as ``pycrdt_*`` and ``loro_*``.
+"""Same-run baselines for W1, W2, W3 and W8: the workload's own edits done on pycrdt (Yjs) and
+loro documents, reported beside our figures as ``pycrdt_*`` and ``loro_*``.
 
 Both libraries come with the ``bench`` extra (``pip install -e '.[bench]'``). A library that is
 not importable gives no figures and no error; the bench says once, on stderr, which are missing.
@@ -23,6 +23,9 @@ ends with its result on disk and ``fsync``-ed, as ours do (SQLite WAL, ``synchro
   each other one the update it lacks (from the pre-merge state vectors); every replica applies
   what it received and writes its encoded state to a file, ``fsync``-ed. ``*_converged``: the
   three documents hold equal values.
+* **W8** -- one document makes the whole long history; ``*_state_bytes`` is its encoded state
+  (what a new replica is sent), and a fresh document joins by applying it and writing its own
+  state, ``fsync``-ed (``*_join_seconds``).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -361,6 +364,37 @@ def w3(
     return figures
 
 
+def w8(
+    root: Path, rounds: Iterable[Sequence[Sequence[Command]]], *, records: int
+) -> dict[str, Any]:
+    """W8 on each library: one document makes every edit of ``rounds`` (``GROUP`` a
+    transaction) on ``records`` records; ``*_state_bytes`` is its whole encoded state, and a new
+    replica joins by applying that state and writing its own to a file, ``fsync``-ed
+    (``*_join_seconds``; ``*_join_bytes`` is the state it received)."""
+    figures: dict[str, Any] = {}
+    makers = libraries()
+    if not makers:
+        return figures
+    docs = {name: _seeded(make, 1, records) for name, make in makers.items()}
+    for batches in rounds:
+        edits = edits_of(batches)
+        for doc in docs.values():
+            for chunk in _grouped(edits):
+                doc.commit(chunk)
+    for name, doc in docs.items():
+        state = doc.encoded_state()
+        started = time.perf_counter()
+        joiner = makers[name](2)
+        joiner.apply(state)
+        _write_synced(root / f"{name}-w8-join.state", joiner.encoded_state())
+        elapsed = time.perf_counter() - started
+        figures[f"{name}_state_bytes"] = len(state)
+        figures[f"{name}_join_seconds"] = round(elapsed, 4)
+        figures[f"{name}_join_bytes"] = len(state)
+        figures[f"{name}_converged"] = joiner.value() == doc.value()
+    return figures
+
+
 __all__ = [
     "HAVE_LORO",
     "HAVE_PYCRDT",
@@ -374,4 +408,5 @@ __all__ = [
     "w1",
     "w2",
     "w3",
+    "w8",
 ]

@@ -1,4 +1,4 @@
-"""W8 strangers' memory: what a node pays for each unauthenticated connection it holds.
+"""W10 strangers' memory: what a node pays for each unauthenticated connection it holds.
 
 The node runs in a process of its own on loopback (so the memory measured is the node's alone),
 configured to hold every stranger it is sent: caps and handshake rate raised past the workload,
@@ -58,7 +58,7 @@ def rss():
 
 async def main(home, strangers):
     config = NodeConfig(
-        listen=("127.0.0.1", 0), discovery=False, name="w8", durability="normal",
+        listen=("127.0.0.1", 0), discovery=False, name="w10", durability="normal",
         max_inbound=strangers + 16, max_inbound_per_address=strangers + 16,
         handshake_rate=1e6, handshake_burst=strangers + 16,
         stranger_grace=3600.0, stall_timeout=3600.0,
@@ -150,7 +150,7 @@ def _client_context(tmp: Path) -> ssl.SSLContext:
     """A TLS client context with one throwaway certificate: the node pins nobody by client
     certificate (the key proof names the stranger), so every stranger may share it."""
     pem = tmp / "stranger.pem"
-    pem.write_bytes(make_certificate(Identity.from_seed(b"w8-certificate")))
+    pem.write_bytes(make_certificate(Identity.from_seed(b"w10-certificate")))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -162,7 +162,7 @@ async def _stranger(
     port: int, context: ssl.SSLContext, n: int
 ) -> trio.SSLStream[trio.SocketStream]:
     """TLS, the key proof of a fresh key, then the node's Hello: an accepted stranger."""
-    identity = Identity.from_seed(f"w8-stranger-{n}".encode())
+    identity = Identity.from_seed(f"w10-stranger-{n}".encode())
     stream = trio.SSLStream(
         await trio.open_tcp_stream("127.0.0.1", port), context, server_side=False
     )
@@ -179,7 +179,7 @@ def _kib_each(figures: dict[str, int], baseline: dict[str, int], count: int) -> 
 
 
 async def _sockets(root: Path, count: int) -> dict[str, Any]:
-    async with _node_process(root / "w8-sockets", count) as node:
+    async with _node_process(root / "w10-sockets", count) as node:
         idle = await node.figures()
         sockets: list[trio.SocketStream] = []
         try:
@@ -200,7 +200,7 @@ async def _sockets(root: Path, count: int) -> dict[str, Any]:
 async def _strangers(root: Path, count: int, stranger_frame: int) -> dict[str, Any]:
     context = _client_context(root)
     streams: list[trio.SSLStream[trio.SocketStream]] = []
-    async with _node_process(root / "w8-strangers", count) as node:
+    async with _node_process(root / "w10-strangers", count) as node:
         idle = await node.figures()
         limit = trio.CapacityLimiter(CONCURRENT)
 
@@ -236,10 +236,10 @@ async def _strangers(root: Path, count: int, stranger_frame: int) -> dict[str, A
     }
 
 
-async def _w8(root: Path, strangers: int) -> dict[str, Any]:
+async def _w10(root: Path, strangers: int) -> dict[str, Any]:
     defaults = NodeConfig()
     result: dict[str, Any] = {
-        "workload": "W8",
+        "workload": "W10",
         "strangers": strangers,
         "stranger_frame": defaults.stranger_frame,
     }
@@ -251,8 +251,8 @@ async def _w8(root: Path, strangers: int) -> dict[str, Any]:
     return result
 
 
-def w8(root: Path, *, strangers: int = 1_000) -> dict[str, Any]:
-    return trio.run(_w8, root, strangers)
+def w10(root: Path, *, strangers: int = 1_000) -> dict[str, Any]:
+    return trio.run(_w10, root, strangers)
 
 
-__all__ = ["STRANGERS_TIMEOUT", "w8"]
+__all__ = ["STRANGERS_TIMEOUT", "w10"]

@@ -9,12 +9,13 @@ from typing import Any
 
 from p2pspace.app.bench.api import w6
 from p2pspace.app.bench.cli import w7
+from p2pspace.app.bench.history import w8
 from p2pspace.app.bench.local import w1, w2, w3
 from p2pspace.app.bench.many import w9
 from p2pspace.app.bench.merge import w3r
 from p2pspace.app.bench.network import w4, w5
 from p2pspace.app.bench.report import median_of_runs
-from p2pspace.app.bench.strangers import w8
+from p2pspace.app.bench.strangers import w10
 
 RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     "W1": w1,
@@ -27,6 +28,7 @@ RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     "W7": w7,
     "W8": w8,
     "W9": w9,
+    "W10": w10,
 }
 
 QUICK: dict[str, dict[str, Any]] = {
@@ -38,8 +40,9 @@ QUICK: dict[str, dict[str, Any]] = {
     "W5": {"deltas": 5000, "records": 100},
     "W6": {"posts": 1000, "threads": 50, "big": 100, "requests": 3},
     "W7": {"processes": 2, "topics": 2, "replies": 1},
-    "W8": {"strangers": 200},
+    "W8": {"deltas": 6000, "records": 100, "window": 1000},
     "W9": {"sizes": ((6, 200), (10, 300)), "baseline_endpoints": 3},
+    "W10": {"strangers": 200},
 }
 
 
