@@ -116,6 +116,7 @@ class CausalBuffer:
         limits: Limits = Limits(),
         compacted: Callable[[bytes, int], bool] | None = None,
         compacted_rank: Callable[[bytes, int], int | None] | None = None,
+        compacted_through: Callable[[bytes], int] | None = None,
     ) -> None:
         self.space = space
         self.heads = heads
@@ -126,6 +127,7 @@ class CausalBuffer:
         # Deltas below a compacted horizon (p2pspace.core.history): held, but only their rank.
         self._compacted = compacted or (lambda _c, _s: False)
         self._compacted_rank = compacted_rank or (lambda _c, _s: None)
+        self._compacted_through = compacted_through or (lambda _c: 0)
         self._pending = PendingSet(limits.pending_bounds(), keyed=membership.keys)
         self._offered: dict[bytes, int] = {}  # member -> the highest seq of it offered here
         self._accepted: list[tuple[Delta, bytes]] = []
@@ -509,21 +511,22 @@ class CausalBuffer:
         else:
             top = 0
         relaxed = forked
-        ceiling = 0  # the most an unknown rank below a snapshot can be: its creator's head's
+        # The most an unknown rank below a snapshot can be: one less than the rank of its
+        # creator's last delta at that snapshot (held, with its rank; ranks grow along a chain).
+        ceiling = 0
         for endpoint, seq in delta.deps:
+            if not relaxed and self.authority.forked(endpoint, seq):
+                relaxed = True
             rank = self._rank_of(endpoint, seq)
             if rank is None:
-                ceiling = max(ceiling, self.heads[endpoint].rank)
+                ceiling = max(ceiling, self._installed_head_rank(endpoint) - 1)
                 continue
             if rank > top:
                 top = rank
-            if not relaxed and self.authority.forked(endpoint, seq):
-                relaxed = True
-        if ceiling > top:
+        if ceiling > top and not relaxed:
             # A dependency below the snapshot this replica was installed from, whose rank it
-            # never received: the rank is only bounded -- above what is known, at most one
-            # above the dependency's creator's head (ranks grow along a chain). Such a delta
-            # sorts after the closed block whatever its rank.
+            # never received: the rank is only bounded, the same way on every replica installed
+            # from that snapshot. Such a delta sorts after the closed block whatever its rank.
             if not top < delta.rank <= ceiling + 1:
                 raise RankError(f"rank {delta.rank} should be in {top + 1}..{ceiling + 1}")
             return
@@ -532,6 +535,14 @@ class CausalBuffer:
             # (it was built on a copy of it that we do not keep), and so may the equivocator's
             # own; it must still sort after everything it depends on.
             raise RankError(f"rank {delta.rank} should be {top + 1}")
+
+    def _installed_head_rank(self, creator: bytes) -> int:
+        """The rank of ``creator``'s last delta below the snapshot this replica was installed
+        from (held: a snapshot carries each creator's last closed delta)."""
+        info = self._known(creator, self._compacted_through(creator))
+        if info is None:
+            raise RankError(f"the last closed delta of {creator.hex()} is not held")
+        return info[0]
 
     def _rank_of(self, creator: bytes, seq: int) -> int | None:
         """The rank of an accepted delta; None for one below the snapshot this replica was
@@ -544,7 +555,7 @@ class CausalBuffer:
             rank = self._compacted_rank(creator, seq)
             if rank is not None:
                 return rank
-            if head is not None and seq < head.seq and self._compacted(creator, seq):
+            if head is not None and seq < self._compacted_through(creator):
                 return None
             raise RankError(f"dependency {creator.hex()}:{seq} is not accepted")
         return info[0]

@@ -58,6 +58,10 @@ class History:
         """True if ``creator``'s delta ``seq`` is below what this replica compacted."""
         return seq <= self.purged.get(creator, 0)
 
+    def through(self, creator: bytes) -> int:
+        """The last seq of ``creator`` compacted here (0: none); that delta itself is held."""
+        return self.purged.get(creator, 0)
+
     def lacks(self, vector: Mapping[bytes, int]) -> bool:
         """True if a peer holding ``vector`` lacks deltas this replica no longer holds."""
         return any(vector.get(c, 0) < s for c, s in self.purged.items())

@@ -290,6 +290,7 @@ class Replica:
             limits=self._limits,
             compacted=self._history.compacted,
             compacted_rank=self._history.rank,
+            compacted_through=self._history.through,
         )
 
     def _lookup(self, creator: bytes, seq: int) -> tuple[int, bytes] | None:
@@ -887,7 +888,10 @@ class Replica:
         if all(seq <= purged.get(creator, 0) for creator, seq in closed.items()):
             return False
         me = self.identity.endpoint_id
-        checkpointer = self.is_checkpointer()
+        # Strict where this endpoint closes blocks, or closed this one (a handover since does
+        # not make a block it closed without every acknowledgement safe to drop).
+        made_it = self._order.horizon.checkpoint
+        checkpointer = self.is_checkpointer() or (made_it is not None and made_it.creator == me)
         for member in self.members().members():
             if member.id == me:
                 continue

@@ -114,17 +114,20 @@ def _late_from_b(space: Space, *, rank_offset: int = 0) -> Delta:
         time=40,
         deps={IDS[0].endpoint_id: 5},
     )
-    if not rank_offset:
-        return honest
+    return _reranked(honest, honest.rank + rank_offset) if rank_offset else honest
+
+
+def _reranked(delta: Delta, rank: int) -> Delta:
+    """``delta`` signed again by B with another rank (a forgery only its rank gives away)."""
     forged = make_body(
-        space=honest.space,
-        creator=honest.creator,
-        seq=honest.seq,
-        rank=honest.rank + rank_offset,
-        deps=dict(honest.deps),
-        prev=honest.prev,
-        time=honest.time,
-        commands=list(honest.commands),
+        space=delta.space,
+        creator=delta.creator,
+        seq=delta.seq,
+        rank=rank,
+        deps=dict(delta.deps),
+        prev=delta.prev,
+        time=delta.time,
+        commands=list(delta.commands),
     )
     return forged.with_signature(IDS[1].sign(forged.body))
 
@@ -164,3 +167,34 @@ def test_a_snapshot_installed_replica_refuses_a_rank_beyond_the_bound(space: Spa
         assert [r.delta_id for r in result.rejected] == [forged.id]
         assert "rank" in str(result.rejected[0].error)
     assert c.state_digest() == space.a.state_digest()
+
+
+def test_a_rank_set_by_a_dependency_below_the_snapshot_is_accepted_and_bounded(
+    space: Space,
+) -> None:
+    # A's deltas only, so B's next delta takes its rank from A's delta 20, which the joiner
+    # holds only as state.
+    for k in range(40):
+        space.a.create([rdb.create("t", f"a{k}", {"v": k})], time=10)
+    checkpoint = space.a.create_checkpoint(time=20)
+    assert not space.b.receive(wires_of(space.a)).rejected
+    space.a.compact()
+    c = space.joiner()
+    manifest, chunks = space.a.snapshot()
+    c.install_snapshot(snapshot.verify(manifest, chunks, c.genesis))
+    assert not c.receive([w for w in wires_of(space.a) if w not in set(wires_of(c))]).rejected
+    honest = craft_next(
+        space.b, IDS[1], [rdb.set_fields("t", "a1", {"late": 1})], time=40,
+        deps={IDS[0].endpoint_id: 20},
+    )  # fmt: skip
+    assert honest.seq == 1 and honest.rank == 21
+    # The joiner bounds that rank by A's last delta it holds, the checkpoint: a rank above it
+    # is refused there as by the replicas that know the exact rank.
+    too_high = _reranked(honest, checkpoint.rank + 1)
+    for replica in (space.a, c):
+        result = replica.receive([too_high.wire()])
+        assert [r.delta_id for r in result.rejected] == [too_high.id]
+        assert "rank" in str(result.rejected[0].error)
+    for replica in (space.a, space.b, c):
+        assert not replica.receive([honest.wire()]).rejected
+    assert c.state_digest() == space.a.state_digest() == space.b.state_digest()

@@ -16,9 +16,10 @@ the freed pages are reused by the next rounds. Then:
 * ``state_bytes`` -- the state at A's last checkpoint: its snapshot (manifest and chunks);
 * ``join_seconds``, ``join_bytes`` -- A adds a fourth member D; D catches up from A over a
   session, from nothing to A's state digest (time, and bytes from A to D);
-* ``backdate_ms``, ``backdate_undone`` -- one delta C made right after the records were created
-  (a copy of C's home taken then, so it depends on old history only, the lowest rank) arrives
-  at A at the end: the time A takes to receive it, and how many deltas A undid for it;
+* ``backdate_ms``, ``backdate_undone`` -- after D joined, A and B make half a window more
+  (``open_window``: what no checkpoint closed yet); then one delta C made right after the
+  records were created (a copy of C's home taken then, so it depends on old history only, the
+  lowest rank) arrives at A: the time A takes to receive it, and how many deltas A undid;
 * ``rss_mb`` -- the peak resident memory of the process that ran all of it (the workload runs in
   its own interpreter, so nothing else counts), four endpoints together;
 * ``converged`` -- A, B, C and D hold the same state, and A executed the backdated delta.
@@ -40,7 +41,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from p2pspace.app.bench import crdt_baselines
 from p2pspace.app.bench.bulk import add_records, bench_endpoint, copy_home, member_space
 from p2pspace.core.checkpoint import CheckpointPolicy
 from p2pspace.core.delta import Command
@@ -52,6 +52,7 @@ from p2pspace.testing.loopback import connect, pump
 DELTAS = 1_000_000
 RECORDS = 1_000
 WINDOW = 10_000  # the checkpoint policy's max_count (the node's default)
+RUN_TIMEOUT = 4 * 3600  # seconds: the full size takes minutes
 TURN = 500  # edits one member makes (one transaction, one signature) before the other's turn
 
 
@@ -156,8 +157,20 @@ def run_w8(root: Path, *, deltas: int, records: int, window: int) -> dict[str, A
     join = connect(a, d)
     pump([join])
     join_seconds = time.perf_counter() - started
+    join_bytes = join.bytes_a_to_b
     rd = d.replica(space)
     joined = rd.state_digest() == ra.state_digest() and rd.vector == ra.vector
+    # The space goes on: half a window of edits that no checkpoint closes yet, the part a
+    # backdated delta can still reorder.
+    rng = random.Random(88)
+    tail = [
+        [rdb.set_fields("t", f"r{rng.randrange(records)}", {"v": rng.randrange(1 << 30)})]
+        for _ in range(window // 2)
+    ]
+    for turn, start in enumerate(range(0, len(tail), TURN)):
+        (a, b)[turn % 2].create_many(space, tail[start : start + TURN], time=now)
+        pump([*links, join])
+    open_window = ra.window()[0]
     # The backdated delta: C's early copy writes once, A receives it.
     early = bench_endpoint(root, "w8c-early")
     late = early.create(space, [rdb.set_fields("t", "r0", {"late": 1})], time=now)
@@ -180,7 +193,8 @@ def run_w8(root: Path, *, deltas: int, records: int, window: int) -> dict[str, A
         "state_bytes": state_bytes,
         "history_bytes": history_bytes,
         "join_seconds": round(join_seconds, 3),
-        "join_bytes": join.bytes_a_to_b,
+        "join_bytes": join_bytes,
+        "open_window": open_window,
         "backdate_ms": round(backdate_ms, 2),
         "backdate_undone": undone[0],
         "converged": joined and executed and len(digests) == 1,
@@ -201,10 +215,13 @@ def w8(
         capture_output=True,
         text=True,
         check=False,
+        timeout=RUN_TIMEOUT,
     )
     if done.returncode != 0:
         raise RuntimeError(f"W8 failed: {done.stderr.strip()[-2000:]}")
     figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    from p2pspace.app.bench import crdt_baselines  # here: not in the measured interpreter
+
     figures.update(crdt_baselines.w8(root, edit_rounds(deltas, records, window), records=records))
     return figures
 
