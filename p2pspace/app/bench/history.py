@@ -160,8 +160,13 @@ def run_w8(root: Path, *, deltas: int, records: int, window: int) -> dict[str, A
     join_bytes = join.bytes_a_to_b
     rd = d.replica(space)
     joined = rd.state_digest() == ra.state_digest() and rd.vector == ra.vector
-    # The space goes on: half a window of edits that no checkpoint closes yet, the part a
-    # backdated delta can still reorder.
+    # D's admission is closed into a block (a members delta in the open window has no bounded
+    # footprint: a delta sorting before it would undo everything after it). Then the space goes
+    # on: half a window of edits that no checkpoint closes yet, the part a backdated delta can
+    # still reorder.
+    ra.create_checkpoint(time=now)
+    pump([*links, join])
+    purged += _purge([a, b, c, d], space)
     rng = random.Random(88)
     tail = [
         [rdb.set_fields("t", f"r{rng.randrange(records)}", {"v": rng.randrange(1 << 30)})]
