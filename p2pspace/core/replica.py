@@ -877,10 +877,10 @@ class Replica:
 
         A member that acknowledged something here must have acknowledged the whole closed
         block. A member never heard from directly counts as holding it, except on the
-        checkpointer: it closes a block only once every member acknowledged it (or a member
-        was silent far past the bounds), so the checkpointer keeps the block until it has
-        every acknowledgement itself, and a returning laggard can always get the deltas from
-        it."""
+        checkpointer and on the endpoint that made the last checkpoint: a block is closed only
+        once every member acknowledged it (or a member was silent far past the bounds), so
+        they keep it until they have every acknowledgement themselves, and a returning laggard
+        can always get the deltas from them."""
         closed = self._order.horizon.closed
         if self._history.keep or not closed or self.recovering():
             return False

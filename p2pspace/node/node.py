@@ -312,27 +312,23 @@ class Node:
         return made
 
     def compact_due_spaces(self) -> dict[bytes, int]:
-        """Purge every space whose last checkpoint closed deltas that every other member has
-        acknowledged (run by the ticker unless ``config.auto_compact`` is off); returns how many
-        deltas each compacted space deleted. The freed pages are reused by the deltas that
-        follow (no VACUUM here: it would rewrite the whole file while the node waits). A
-        failure is logged and tried again on the next round."""
+        """Purge every space whose last checkpoint closed deltas no other member is known to
+        lack (:meth:`Replica.compaction_due`; run by the ticker unless ``config.auto_compact``
+        is off); returns how many deltas each compacted space deleted. The freed pages are
+        reused by the deltas that follow (no VACUUM here: it would rewrite the whole file while
+        the node waits). A failure is logged and tried again on the next round."""
         done: dict[bytes, int] = {}
         if not self.config.auto_compact:
             return done
         for space, replica in list(self.endpoint.replicas.items()):
             try:
-                if replica.compaction_due(self.acked(space)):
-                    done[space] = replica.compact()
+                if not replica.compaction_due(self.acked(space)):
+                    continue
+                done[space] = replica.compact()
             except (LocalProtocolError, StorageError) as exc:
                 log.debug("space %r: no compaction this round: %s", replica.name, exc)
                 continue
-            if space in done:
-                log.info(
-                    "space %r: purged %d delta(s) of history every member has",
-                    replica.name,
-                    done[space],
-                )
+            log.info("space %r: purged %d delta(s) of history", replica.name, done[space])
         return done
 
     def commit(self, space: bytes, commands: Sequence[Any]) -> Delta:

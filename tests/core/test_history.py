@@ -132,15 +132,21 @@ def _reranked(delta: Delta, rank: int) -> Delta:
     return forged.with_signature(IDS[1].sign(forged.body))
 
 
-def _joined_from_snapshot(space: Space) -> Replica:
-    _busy(space, 40)
-    space.a.create_checkpoint(time=20)
-    assert not space.b.receive(wires_of(space.a)).rejected
+def _snapshot_joiner(space: Space) -> Replica:
+    """A compacts; a joiner installs A's snapshot and receives what A holds beyond it."""
     space.a.compact()
     c = space.joiner()
     manifest, chunks = space.a.snapshot()
     c.install_snapshot(snapshot.verify(manifest, chunks, c.genesis))
     assert not c.receive([w for w in wires_of(space.a) if w not in set(wires_of(c))]).rejected
+    return c
+
+
+def _joined_from_snapshot(space: Space) -> Replica:
+    _busy(space, 40)
+    space.a.create_checkpoint(time=20)
+    assert not space.b.receive(wires_of(space.a)).rejected
+    c = _snapshot_joiner(space)
     assert c.state_digest() == space.a.state_digest()
     return c
 
@@ -178,11 +184,7 @@ def test_a_rank_set_by_a_dependency_below_the_snapshot_is_accepted_and_bounded(
         space.a.create([rdb.create("t", f"a{k}", {"v": k})], time=10)
     checkpoint = space.a.create_checkpoint(time=20)
     assert not space.b.receive(wires_of(space.a)).rejected
-    space.a.compact()
-    c = space.joiner()
-    manifest, chunks = space.a.snapshot()
-    c.install_snapshot(snapshot.verify(manifest, chunks, c.genesis))
-    assert not c.receive([w for w in wires_of(space.a) if w not in set(wires_of(c))]).rejected
+    c = _snapshot_joiner(space)
     honest = craft_next(
         space.b, IDS[1], [rdb.set_fields("t", "a1", {"late": 1})], time=40,
         deps={IDS[0].endpoint_id: 20},
