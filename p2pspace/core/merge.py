@@ -24,6 +24,12 @@ delta moves, everything after it is undone. Evidence switches and re-execution a
 removal (``redo_from``) undo the whole suffix, and so does ``selective=False`` (the strategy the
 tests compare against).
 
+Each log row keeps its delta's footprint as the engines declared it when the delta was
+inserted (:func:`pack_keys`; footprints are pure functions of the commands), so the walk reads
+those small columns and decodes only the deltas it undoes. Rows without one (stores made before
+footprints were kept) are decoded as before. Void and unsupported deltas are no-ops that read
+nothing whatever their commands: that part is decided at merge time, from the authority.
+
 One commit is one store transaction covering the log, the undo records, the member grants, the
 equivocation evidence, the own dependency vector (for local deltas) and the engine state, so a
 crash at any instant leaves a state equal to replaying the committed log. On any failure the
@@ -81,6 +87,38 @@ VOID = "made concurrently with its creator's removal"
 UNSUPPORTED = "made by a newer release: its commands are unknown here"
 _WRITERS = frozenset({"participant", "manager"})
 _UNKNOWN = "?"
+_UNBOUNDED = b"\xff\xff"  # a packed footprint that cannot be bounded
+_MAX_KEY = 0xFFFE  # longer keys are not packed: the delta counts as touching everything
+
+
+def pack_keys(keys: frozenset[bytes] | None) -> bytes:
+    """A footprint as a log row keeps it: each key as a 2-byte length and its bytes, in
+    sorted order; :data:`_UNBOUNDED` for None (or a key too long to pack)."""
+    if keys is None:
+        return _UNBOUNDED
+    out = bytearray()
+    for key in sorted(keys):
+        if len(key) > _MAX_KEY:
+            return _UNBOUNDED
+        out += len(key).to_bytes(2, "big")
+        out += key
+    return bytes(out)
+
+
+def unpack_keys(packed: bytes) -> frozenset[bytes] | None:
+    """The inverse of :func:`pack_keys`; a malformed value is a :class:`StorageError`."""
+    if packed == _UNBOUNDED:
+        return None
+    keys = []
+    index, end = 0, len(packed)
+    while index < end:
+        size = int.from_bytes(packed[index : index + 2], "big")
+        index += 2
+        keys.append(packed[index : index + size])
+        index += size
+    if index != end:
+        raise StorageError("corrupt footprint in the log")
+    return frozenset(keys)
 
 
 def _is_noop(undo: bytes | None) -> bool:
@@ -359,7 +397,15 @@ class TotalOrder:
                 out.append(entry)
                 continue
             d = kept.delta
-            self.store.replace_delta(self.space_id, d.creator, d.seq, d.rank, d.hash, kept.wire)
+            self.store.replace_delta(
+                self.space_id,
+                d.creator,
+                d.seq,
+                d.rank,
+                d.hash,
+                kept.wire,
+                pack_keys(self.declared_footprint(d)),
+            )
             out.append(Entry(delta=d, wire=kept.wire, key=kept.key, new=False))
         out.sort(key=lambda e: e.key)
         return out
@@ -410,34 +456,55 @@ class TotalOrder:
     def _undo_conflicting(self, first: OrderKey, new: Sequence[Entry]) -> list[Entry]:
         """Undo the executed deltas after ``first`` that conflict with ``new`` (sorted by key)
         or with one undone before them (see the module docstring), latest first; return them
-        in key order."""
-        rows = self.store.suffix_desc(self.space_id, first)
-        rows.reverse()
+        in key order. Only the deltas undone (and rows without a recorded footprint) are
+        read whole and decoded."""
+        store, space = self.store, self.space_id
+        authority = self.authority
+        void = authority.void if authority.enforce else set()
+        unsupported = authority.unsupported if authority.enforce else set()
         footprint = self.footprint
         touched: set[bytes] = set()
         everything = False
         index, count = 0, len(new)
         chosen: list[tuple[Entry, bytes | None]] = []
-        for _c, _s, _r, _h, wire, undo in rows:
-            delta = decode_delta(wire)
-            key = delta.order_key
-            while index < count and new[index].key < key:
-                if not everything:
-                    keys = footprint(new[index].delta)
-                    if keys is None:
-                        everything = True
-                    else:
-                        touched |= keys
-                index += 1
+        unpacked: dict[bytes, frozenset[bytes] | None] = {}  # many deltas edit the same keys
+        for row in store.suffix_keys(space, first):
+            key, packed = row[:4], row[4]
             if not everything:
-                keys = footprint(delta)
+                while index < count and new[index].key < key:
+                    moved = footprint(new[index].delta)
+                    if moved is None:
+                        everything = True
+                        break
+                    touched |= moved
+                    index += 1
+            creator, seq = row[2], row[3]
+            delta = wire = undo = None
+            if not everything:
+                keys: frozenset[bytes] | None
+                if packed is None:  # not recorded: decode the delta to learn its footprint
+                    wire, undo = store.wire_and_undo(space, creator, seq)
+                    delta = decode_delta(wire)
+                    keys = footprint(delta)
+                elif (void or unsupported) and (
+                    DeltaId(creator, seq) in void or DeltaId(creator, seq) in unsupported
+                ):
+                    keys = frozenset()  # a recorded no-op that reads nothing
+                else:
+                    keys = unpacked.get(packed)
+                    if keys is None:
+                        keys = unpacked[packed] = unpack_keys(packed)
                 if keys is None:
                     everything = True
                 elif touched.isdisjoint(keys):
                     continue  # commutes with everything that moves in front of it
                 else:
                     touched |= keys
-            chosen.append((Entry(delta=delta, wire=wire, key=key, new=False), undo))
+            if delta is None:
+                wire, undo = store.wire_and_undo(space, creator, seq)
+                delta = decode_delta(wire)
+            assert wire is not None
+            chosen.append((Entry(delta=delta, wire=wire, key=delta.order_key, new=False), undo))
         for entry, undo in reversed(chosen):
             self.undo(entry.delta, undo)
         return [entry for entry, _undo in chosen]
@@ -451,6 +518,11 @@ class TotalOrder:
             did = DeltaId(delta.creator, delta.seq)
             if did in authority.void or did in authority.unsupported:
                 return frozenset()  # a recorded no-op that reads nothing
+        return self.declared_footprint(delta)
+
+    def declared_footprint(self, delta: Delta) -> frozenset[bytes] | None:
+        """:meth:`footprint` as the engines declare it, whatever the authority decides (what
+        a log row keeps)."""
         keys: set[bytes] = set()
         engines = self.engines
         for command in delta.commands:
@@ -492,6 +564,7 @@ class TotalOrder:
                     int(d.signature is not None),
                     item.wire,
                     undo_blob,
+                    pack_keys(self.declared_footprint(d)),
                 )
             )
             unsupported = self.authority.unsupported

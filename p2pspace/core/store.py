@@ -36,10 +36,12 @@ CREATE TABLE IF NOT EXISTS spaces (space BLOB PRIMARY KEY, genesis BLOB NOT NULL
 CREATE TABLE IF NOT EXISTS log (
     space BLOB NOT NULL, creator BLOB NOT NULL, seq INTEGER NOT NULL,
     block INTEGER NOT NULL, rank INTEGER NOT NULL,
-    hash BLOB NOT NULL, signed INTEGER NOT NULL, wire BLOB NOT NULL, undo BLOB,
+    hash BLOB NOT NULL, signed INTEGER NOT NULL, wire BLOB NOT NULL, undo BLOB, keys BLOB,
     PRIMARY KEY (space, creator, seq)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS log_order ON log (space, block, rank, creator, seq);
+-- In order-key order, with each row's packed footprint: the walk of a selective merge reads
+-- the index alone.
+CREATE INDEX IF NOT EXISTS log_walk ON log (space, block, rank, creator, seq, keys);
 CREATE TABLE IF NOT EXISTS grants (
     space BLOB NOT NULL, member BLOB NOT NULL, key BLOB NOT NULL,
     creator BLOB NOT NULL, seq INTEGER NOT NULL,
@@ -99,6 +101,8 @@ CREATE TABLE IF NOT EXISTS invitations (
 """
 
 LogRow = tuple[bytes, int, int, bytes, bytes, bytes | None]
+# (space, creator, seq, rank, hash, signed, wire, undo, keys): a row as a commit inserts it.
+LogInsert = tuple[bytes, bytes, int, int, bytes, int, bytes, bytes | None, bytes | None]
 """``(creator, seq, rank, hash, wire, undo)`` of one executed delta."""
 
 
@@ -128,6 +132,12 @@ class Store:
             # Checkpoint the WAL every ~40 MB instead of every 4 MB: write-heavy batches then
             # stall for checkpoints a tenth as often (the WAL is synced on every commit anyway).
             self._db.execute("PRAGMA wal_autocheckpoint=10000")
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(log)")}
+            if columns and "keys" not in columns:
+                # A store made before footprints were kept: its rows read as NULL (not
+                # recorded), so merges decode them as before; the order index gains them.
+                self._db.execute("ALTER TABLE log ADD COLUMN keys BLOB")
+                self._db.execute("DROP INDEX IF EXISTS log_order")
             self._db.executescript(_SCHEMA)
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
@@ -356,16 +366,16 @@ class Store:
             (undo, space, creator, seq),
         )
 
-    def insert_deltas(
-        self, rows: Sequence[tuple[bytes, bytes, int, int, bytes, int, bytes, bytes | None]]
-    ) -> None:
+    def insert_deltas(self, rows: Sequence[LogInsert]) -> None:
         """Many :meth:`insert_delta` rows ``(space, creator, seq, rank, hash, signed, wire,
-        undo)`` in one statement."""
+        undo, keys)`` in one statement; ``keys`` is the delta's packed footprint
+        (:func:`p2pspace.core.merge.pack_keys`), or None if not recorded."""
         self._require_txn()
         try:
             self._db.executemany(
-                "INSERT INTO log (space, creator, seq, block, rank, hash, signed, wire, undo) "
-                "VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)",
+                "INSERT INTO log "
+                "(space, creator, seq, block, rank, hash, signed, wire, undo, keys) "
+                "VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
         except self._errors as exc:
@@ -382,12 +392,21 @@ class Store:
             raise StorageError(f"store write failed: {exc}") from None
 
     def replace_delta(
-        self, space: bytes, creator: bytes, seq: int, rank: int, hash_: bytes, wire: bytes
+        self,
+        space: bytes,
+        creator: bytes,
+        seq: int,
+        rank: int,
+        hash_: bytes,
+        wire: bytes,
+        keys: bytes | None,
     ) -> None:
-        """Put another copy of an executed delta in its row (equivocation: the copy kept)."""
+        """Put another copy of an executed delta (and its packed footprint) in its row
+        (equivocation: the copy kept)."""
         self._write(
-            "UPDATE log SET rank=?, hash=?, signed=1, wire=? WHERE space=? AND creator=? AND seq=?",
-            (rank, hash_, wire, space, creator, seq),
+            "UPDATE log SET rank=?, hash=?, signed=1, wire=?, keys=? "
+            "WHERE space=? AND creator=? AND seq=?",
+            (rank, hash_, wire, keys, space, creator, seq),
         )
 
     def undo_of(self, space: bytes, creator: bytes, seq: int) -> bytes | None:
@@ -451,10 +470,10 @@ class Store:
     def close_block(
         self, space: bytes, block: int, ids: Sequence[tuple[bytes, int]], *, keep: bool = False
     ) -> None:
-        """Move deltas into closed ``block``, dropping their undo records unless ``keep`` (a
-        recorded no-op's reason); they are never undone again."""
+        """Move deltas into closed ``block``, dropping their footprints, and their undo
+        records unless ``keep`` (a recorded no-op's reason); they are never undone again."""
         self._require_txn()
-        sql = "UPDATE log SET block=?" + ("" if keep else ", undo=NULL")
+        sql = "UPDATE log SET block=?, keys=NULL" + ("" if keep else ", undo=NULL")
         try:
             self._db.executemany(
                 sql + " WHERE space=? AND creator=? AND seq=?",
@@ -499,6 +518,30 @@ class Store:
             (bytes(c), s, r, bytes(h), bytes(w), None if u is None else bytes(u))
             for c, s, r, h, w, u in rows
         ]
+
+    def suffix_keys(
+        self, space: bytes, after: tuple[int, int, bytes, int]
+    ) -> list[tuple[int, int, bytes, int, bytes | None]]:
+        """Executed deltas with order key > ``after``, in order: ``(block, rank, creator, seq,
+        keys)``, keys the packed footprint or None if not recorded (what a selective merge
+        walks; read from the order index alone)."""
+        return self._read(
+            "SELECT block, rank, creator, seq, keys FROM log WHERE space=? "
+            "AND (block, rank, creator, seq) > (?, ?, ?, ?) "
+            "ORDER BY block, rank, creator, seq",
+            (space, *after),
+        )
+
+    def wire_and_undo(self, space: bytes, creator: bytes, seq: int) -> tuple[bytes, bytes | None]:
+        """An executed delta's wire form and undo record."""
+        rows = self._read(
+            "SELECT wire, undo FROM log WHERE space=? AND creator=? AND seq=?",
+            (space, creator, seq),
+        )
+        if not rows:
+            raise StorageError(f"no executed delta {creator.hex()[:12]}/{seq} in the log")
+        wire, undo = rows[0]
+        return bytes(wire), None if undo is None else bytes(undo)
 
     def last_key(self, space: bytes) -> tuple[int, int, bytes, int] | None:
         rows = self._read(

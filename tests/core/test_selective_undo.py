@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from p2pspace.core import merge
 from p2pspace.core.causal import Limits
 from p2pspace.core.delta import Command, decode_delta
 from p2pspace.core.engine_registry import register_engine
@@ -27,6 +28,7 @@ from p2pspace.core.replica import Replica
 from p2pspace.core.store import Store
 from p2pspace.engines import members, rdb
 from p2pspace.engines.rdb import RdbEngine
+from p2pspace.errors import StorageError
 from tests.helpers.replicas import UndoCounter, wires_of
 
 IDS = [Identity.from_seed(f"selective-{i}".encode()) for i in range(4)]
@@ -211,3 +213,63 @@ def test_an_engine_without_footprints_falls_back_to_full_undo(tmp_path: Path) ->
     batches = [order[i : i + 3] for i in range(0, len(order), 3)]
     selective, full = _deliver(wires, batches, Limits()), _deliver(wires, batches, FULL)
     assert selective == full
+
+
+def _deliver_late(wires: list[bytes], *, forget_footprints: bool = False) -> tuple[Any, int, int]:
+    """:func:`_late_first` into a fresh replica; ``forget_footprints`` clears the rows'
+    recorded footprints between the batches (a store made before they were kept). Returns
+    the digests, the undo count and how many stored deltas the late merge decoded."""
+    early, late = _late_first(wires)
+    fresh = _Fresh(wires[0], Limits())
+    try:
+        r = fresh.replica
+        assert not r.receive(early).rejected
+        if forget_footprints:
+            with r.store.transaction():
+                r.store._db.execute("UPDATE log SET keys=NULL")
+        decoded = 0
+
+        def counting(wire: bytes) -> Any:
+            nonlocal decoded
+            decoded += 1
+            return decode_delta(wire)
+
+        undone = r.stats.undone
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(merge, "decode_delta", counting)
+            assert not r.receive(late).rejected
+        return (r.order_digest(), r.state_digest(), _undo_rows(r)), r.stats.undone - undone, decoded
+    finally:
+        fresh.close()
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_merge_decodes_only_what_it_undoes(tmp_path: Path, shared: bool) -> None:
+    """The footprints kept in the log spare the merge decoding the deltas it leaves in place;
+    a store without them decodes the whole suffix and still reaches the same result."""
+    wires = _two_writers(tmp_path, shared=shared)
+    kept, undone, decoded = _deliver_late(wires)
+    assert decoded == undone
+    assert (undone > 0) is shared
+    forgotten, undone_again, decoded_all = _deliver_late(wires, forget_footprints=True)
+    assert forgotten == kept and undone_again == undone
+    early, late = _late_first(wires)
+    first = min(decode_delta(w).order_key for w in late)
+    suffix = [w for w in early if decode_delta(w).order_key > first]
+    assert 0 < len(suffix) == decoded_all
+
+
+keys_sets = st.frozensets(st.binary(max_size=40), max_size=6)
+
+
+@given(keys=st.none() | keys_sets)
+def test_packed_footprints_round_trip(keys: frozenset[bytes] | None) -> None:
+    assert merge.unpack_keys(merge.pack_keys(keys)) == keys
+
+
+def test_unpackable_footprints() -> None:
+    # A key too long to pack counts as touching everything; a cut value is a storage error.
+    assert merge.unpack_keys(merge.pack_keys(frozenset({b"k" * 70_000}))) is None
+    packed = merge.pack_keys(frozenset({b"abc", b"de"}))
+    with pytest.raises(StorageError):
+        merge.unpack_keys(packed[:-1])

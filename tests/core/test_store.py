@@ -118,6 +118,29 @@ def test_schema_version_mismatch_refused(tmp_path: Path) -> None:
         Store(path)
 
 
+def test_store_without_footprint_column_gains_it(tmp_path: Path) -> None:
+    """A store made before log rows kept footprints opens, keeps its rows, and reads their
+    footprints as not recorded (NULL)."""
+    path = tmp_path / "s.sqlite3"
+    store = Store(path)
+    _fill(store)
+    store.close()
+    db = sqlite3.connect(str(path))
+    db.execute("DROP INDEX log_walk")
+    db.execute("ALTER TABLE log DROP COLUMN keys")
+    db.execute("CREATE INDEX log_order ON log (space, block, rank, creator, seq)")
+    db.commit()
+    db.close()
+    again = Store(path)
+    assert [(c, s, r) for c, s, r, _w in again.iter_log(SPACE)] == EXPECTED
+    assert [row[4] for row in again.suffix_keys(SPACE, (-1, 0, b"", 0))] == [None] * len(ROWS)
+    again.close()
+    db = sqlite3.connect(str(path))
+    indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    db.close()
+    assert "log_walk" in indexes and "log_order" not in indexes
+
+
 def test_rollback_on_exception_leaves_nothing(make_store: Callable[[str], Store]) -> None:
     store = make_store("s")
     _fill(store, rows=ROWS[:1])
@@ -176,7 +199,7 @@ WRITES: list[tuple[str, Callable[[Store], None]]] = [
     ("state_delete", lambda s: s.state_delete(SPACE, "db", b"k")),
     (
         "insert_deltas",
-        lambda s: s.insert_deltas([(SPACE, C1, 1, 1, b"h" * 32, 1, b"w", None)]),
+        lambda s: s.insert_deltas([(SPACE, C1, 1, 1, b"h" * 32, 1, b"w", None, None)]),
     ),
     ("set_undos", lambda s: s.set_undos([(b"u", SPACE, C1, 1)])),
     ("state_write", lambda s: s.state_write([(SPACE, "db", b"k", b"v")], [])),
@@ -367,13 +390,23 @@ def test_batched_writes(make_store: Callable[[str], Store]) -> None:
     store = make_store("s")
     with store.transaction():
         store.insert_deltas(
-            [(SPACE, c, s, r, bytes([s]) * 32, s % 2, b"w" + bytes([s]), None) for c, s, r in ROWS]
+            [
+                (SPACE, c, s, r, bytes([s]) * 32, s % 2, b"w" + bytes([s]), None, bytes([r]))
+                for c, s, r in ROWS
+            ]
         )
         store.set_undos([(b"u1", SPACE, C1, 1), (b"u2", SPACE, C2, 2)])
         store.state_write([(SPACE, "db", b"a", b"1"), (SPACE, "db", b"b", b"2")], [])
     assert [(c, s, r) for c, s, r, _w in store.iter_log(SPACE)] == EXPECTED
     undos = {(c, s): u for c, s, _r, _h, _w, u in store.suffix_desc(SPACE, (-1, 0, b"", 0))}
     assert undos[(C1, 1)] == b"u1" and undos[(C2, 2)] == b"u2" and undos[(C3, 1)] is None
+    # The walk a selective merge makes: order keys and packed footprints only, in order.
+    walked = store.suffix_keys(SPACE, (-1, 0, b"", 0))
+    assert [(c, s, r) for _b, r, c, s, _k in walked] == EXPECTED
+    assert all(k == bytes([r]) for _b, r, _c, _s, k in walked)
+    assert store.wire_and_undo(SPACE, C1, 1) == (b"w\x01", b"u1")
+    with pytest.raises(StorageError):
+        store.wire_and_undo(SPACE, C1, 99)
     with store.transaction():
         store.state_write([(SPACE, "db", b"c", b"3")], [(SPACE, "db", b"a")])
     assert store.state_rows(SPACE) == [("db", b"b", b"2"), ("db", b"c", b"3")]
