@@ -56,7 +56,8 @@ def revision_heads(replica: Replica, vector: Mapping[bytes, int]) -> Heads:
 
 
 def _executed_hash(replica: Replica, creator: bytes, seq: int) -> bytes | None:
-    return replica.executed_hash(creator, seq)
+    info = replica.store.delta_info(replica.space_id, creator, seq)
+    return None if info is None else info[1]
 
 
 def diverging_ranges(

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from p2pspace.core import causal, evidence
+from p2pspace.core import evidence
 from p2pspace.core.causal import Evidence
 from p2pspace.core.delta import Delta, decode_delta, make_body
 from p2pspace.core.evidence import EvidenceLedger
@@ -116,74 +116,3 @@ def test_what_is_sent_of_the_proofs_is_bounded(monkeypatch: pytest.MonkeyPatch) 
     # The lowest seqs first: the lowest fork is what decides.
     assert [decode_delta(w).seq for w in sent] == list(range(2, 12))
     assert ledger.forks() == {creator.endpoint_id: 2}
-
-
-def test_both_copies_stay_sendable_when_the_first_was_still_pending(team: Team) -> None:
-    """The copy met first waits for its creator's previous delta when the other arrives: a
-    replica then holds neither copy in its log, yet can send both (whichever it keeps, and even
-    if the kept one were refused later), so its peers meet the same proof."""
-    before = team.p.create([rdb.set_fields("t", "r", {"v": 0})], time=3)
-    one, other = pair(team, 1)
-    assert one.seq == before.seq + 1
-    assert not team.a.receive([one.wire()]).rejected  # pending: it waits for `before`
-    assert team.a.receive([other.wire()]).rejected
-    assert {one.wire(), other.wire()} <= set(team.a.evidence_wires())
-    observer = team.observer("o")
-    send(observer, before)
-    observer.receive(team.a.evidence_wires())
-    assert observer.equivocators() == team.a.equivocators() == {team.id("p"): one.seq}
-    send(team.a, before)
-    assert observer.evidence_digest() == team.a.evidence_digest() != b""
-
-
-def test_two_refused_copies_prove_an_equivocation(team: Team) -> None:
-    """A guest signs two different deltas under one id, each refused on its own (a guest may
-    not write): neither is held, yet the two authentic copies prove the equivocation, on every
-    replica that meets them, in any order."""
-    me = team.ids["g"]
-    one = craft_next(team.g, me, [rdb.set_fields("t", "r", {"v": 1})], time=5)
-    other = twin(one, me, [rdb.set_fields("t", "r", {"v": 2})])
-    assert team.a.receive([one.wire()]).rejected
-    assert team.a.equivocators() == {}
-    team.a.receive([other.wire()])
-    assert team.a.equivocators() == {team.id("g"): one.seq}
-    assert {one.wire(), other.wire()} <= set(team.a.evidence_wires())
-    observer = team.observer("o")
-    observer.receive([other.wire(), one.wire()])
-    assert observer.equivocators() == team.a.equivocators()
-    assert observer.evidence_digest() == team.a.evidence_digest() != b""
-    # Met again, the copies change nothing more.
-    observer.receive([one.wire(), other.wire()])
-    assert observer.evidence_digest() == team.a.evidence_digest()
-
-
-def test_what_is_remembered_of_refused_copies_is_bounded(
-    team: Team, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Refused copies are remembered up to a count and a byte budget, oldest dropped: a
-    member refused over and over costs bounded memory."""
-    monkeypatch.setattr(causal, "MAX_REFUSED_COPIES", 3)
-    buffer = team.a.buffer
-    me = team.ids["g"]
-    first = craft_next(team.g, me, [rdb.set_fields("t", "r", {"v": 0})], time=5)
-    copies = [
-        make_body(
-            space=first.space,
-            creator=first.creator,
-            seq=first.seq + k,
-            rank=first.rank + k,
-            deps=dict(first.deps),
-            prev=first.prev if k == 0 else bytes([k]) * 32,
-            time=first.time,
-            commands=[rdb.set_fields("t", "r", {"v": k})],
-        )
-        for k in range(6)
-    ]
-    for delta in copies:
-        assert not buffer._refused_twin(delta, delta.wire())
-    assert len(buffer._refused_copies) == 3
-    assert set(buffer._refused_copies) == {d.id for d in copies[3:]}
-    assert buffer._refused_bytes == sum(len(d.wire()) for d in copies[3:])
-    monkeypatch.setattr(causal, "MAX_REFUSED_COPY_BYTES", len(copies[0].wire()) + 1)
-    assert not buffer._refused_twin(copies[0], copies[0].wire())
-    assert set(buffer._refused_copies) == {copies[0].id}
