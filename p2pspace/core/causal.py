@@ -45,6 +45,7 @@ from p2pspace.errors import (
     EquivocationError,
     ForgedDeltaError,
     InvalidDeltaError,
+    NotAuthorizedError,
     NotMemberError,
     RankError,
     RemoteProtocolError,
@@ -57,6 +58,10 @@ class Head(NamedTuple):
     seq: int
     rank: int
     hash: bytes
+
+
+MAX_REFUSED_COPIES = 256  # authentic refused copies remembered to find equivocations
+MAX_REFUSED_COPY_BYTES = 4 * 1024 * 1024  # ... and their bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,10 +77,11 @@ class Limits:
     max_fetch_ranges: int = 64
     enforce_roles: bool = True  # False only to measure what authorisation costs (the bench)
     selective_undo: bool = True  # False: a merge undoes the whole suffix (tests compare both)
-    # Protocol v3 fan-out: relayed deltas are announced by acks and fetched, not pushed. Off
-    # by default: a peer that refused a copy before it met the proof of an equivocation fetches
-    # nothing it refused, and without copies offered again some hostile runs do not converge.
-    announce_relays: bool = False
+    # Protocol v3 fan-out: relayed deltas are announced by acks and fetched, not pushed (False:
+    # every delta relayed in full, as in v2). A peer that refused what another relayed asks it
+    # for its proofs of equivocation (:mod:`p2pspace.sync.refusals`), so it need not be offered
+    # the delta again to accept it once the proof allows it.
+    announce_relays: bool = True
 
     def pending_bounds(self) -> Bounds:
         return Bounds(
@@ -136,6 +142,10 @@ class CausalBuffer:
         self.evidence: list[Evidence] = []
         self.newly_void: set[DeltaId] = set()
         self.switches: list[tuple[Delta, bytes]] = []  # accepted copies replaced (equivocation)
+        # Authentic copies refused after their signature checked out: a second, different
+        # copy of one of them proves an equivocation even though neither is held.
+        self._refused_copies: dict[DeltaId, tuple[bytes, bytes]] = {}  # id -> (hash, wire)
+        self._refused_bytes = 0
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -233,12 +243,18 @@ class CausalBuffer:
             raise TooFarAheadError(f"delta {did} depends on deltas too far ahead to buffer")
         if authentic and self._blocker(delta) is None:
             # Fast path (in-order streams): ready and authentic, so accepted without queuing.
-            try:
-                self._check_causal_past(delta, wire)
-                void = self.authority.check(delta, unsupported=unsupported)
-            except InvalidDeltaError as exc:
-                self.rejections.append(Rejection(delta_id=did, error=exc, delta_hash=delta.hash))
-                return True
+            while True:
+                try:
+                    self._check_causal_past(delta, wire)
+                    void = self.authority.check(delta, unsupported=unsupported)
+                    break
+                except InvalidDeltaError as exc:
+                    if self._refused_twin(delta, wire, exc):
+                        continue  # judged again: its creator is known to have forked
+                    self.rejections.append(
+                        Rejection(delta_id=did, error=exc, delta_hash=delta.hash)
+                    )
+                    return True
             woken: deque[DeltaId] = deque()
             self._accept(delta, wire, did, woken, void=void, unsupported=unsupported)
             if woken:
@@ -333,6 +349,13 @@ class CausalBuffer:
             self.newly_void |= self.authority.fork(delta.creator, delta.seq - 1)
         known = self._known(delta.creator, delta.seq)
         held = self._pending.get(delta.id)
+        if known is None and held is not None:
+            # The copy met first is still pending: it may be dropped below or refused later,
+            # and then never stored. Its wire is kept in the evidence too, so both copies can
+            # be sent to peers that must meet the same proof.
+            self.evidence.append(
+                Evidence(delta_id=delta.id, kept_hash=delta.hash, other_wire=held.wire)
+            )
         held_key = (known[0], known[1]) if known is not None else None
         if held_key is None and held is not None:
             held_key = (held.delta.rank, held.delta.hash)
@@ -353,15 +376,57 @@ class CausalBuffer:
             f"{delta.id} was signed twice with different contents: its creator equivocated"
         )
 
+    def _refused_twin(self, delta: Delta, wire: bytes, error: InvalidDeltaError) -> bool:
+        """``delta`` (authentic) is being refused for ``error``. True if it is refused by
+        role and another authentic copy of its id was refused by role before: that proves its
+        creator equivocated (neither copy is held, so :meth:`_conflict` never saw them meet),
+        and the proof is recorded, with both wires, so that its verdict -- now on membership
+        alone -- is decided again. Otherwise a copy refused by role is remembered (bounded by
+        :data:`MAX_REFUSED_COPIES` and bytes, oldest dropped). Only role refusals count: they
+        are what a proof of equivocation can overturn (a forked creator's deltas are judged on
+        membership alone). A copy refused for its rank or chain is malformed wherever it
+        arrives, so it never stands against a copy another replica executed."""
+        if not isinstance(error, NotAuthorizedError | NotMemberError):
+            return False
+        did = delta.id
+        other = self._refused_copies.get(did)
+        if other is None:
+            copies = self._refused_copies
+            while copies and (
+                len(copies) >= MAX_REFUSED_COPIES
+                or self._refused_bytes + len(wire) > MAX_REFUSED_COPY_BYTES
+            ):
+                _hash, dropped = copies.pop(next(iter(copies)))
+                self._refused_bytes -= len(dropped)
+            if len(wire) <= MAX_REFUSED_COPY_BYTES:
+                copies[did] = (delta.hash, wire)
+                self._refused_bytes += len(wire)
+            return False
+        if other[0] == delta.hash or self.authority.forked(delta.creator, delta.seq):
+            return False
+        self.evidence.append(Evidence(delta_id=did, kept_hash=delta.hash, other_wire=other[1]))
+        self.evidence.append(Evidence(delta_id=did, kept_hash=other[0], other_wire=wire))
+        self.newly_void |= self.authority.fork(delta.creator, delta.seq)
+        return True
+
     def _rank_valid(self, delta: Delta) -> bool:
-        """True if ``delta`` (a copy of a forked creator's delta) can be checked here and sorts
-        after every dependency head (the relaxed rule of :meth:`_check_causal_past`)."""
+        """True if ``delta`` (a copy of a forked creator's delta) can be checked here, sorts
+        after every dependency head (the relaxed rule of :meth:`_check_causal_past`) and would
+        be accepted on its own (its creator a member in its causal past: a forked creator's
+        copies are judged on membership alone). A copy that would be refused never replaces
+        one that was accepted, however low its rank."""
         try:
             known = [self._rank_of(delta.creator, delta.seq - 1)] if delta.seq > 1 else []
             known += [self._rank_of(endpoint, seq) for endpoint, seq in delta.deps]
         except RankError:
             return False
-        return delta.rank > max((rank for rank in known if rank is not None), default=0)
+        if delta.rank <= max((rank for rank in known if rank is not None), default=0):
+            return False
+        try:
+            self.authority.check(delta, unsupported=True)
+        except InvalidDeltaError:
+            return False
+        return True
 
     def _remove(self, did: DeltaId) -> Pending | None:
         return self._pending.remove(did)
@@ -413,6 +478,9 @@ class CausalBuffer:
                 self._check_causal_past(delta, entry.wire)
                 void = self.authority.check(delta, unsupported=entry.unsupported)
             except InvalidDeltaError as exc:
+                if entry.authentic and self._refused_twin(delta, entry.wire, exc):
+                    work.appendleft(did)  # judged again: its creator is known to have forked
+                    continue
                 self._reject(did, exc)
                 continue
             self._remove(did)
@@ -534,6 +602,14 @@ class CausalBuffer:
             # A delta that depends on an equivocator's void delta may rank above its heads
             # (it was built on a copy of it that we do not keep), and so may the equivocator's
             # own; it must still sort after everything it depends on.
+            if forked and delta.seq > 1 and delta.prev != self.heads[delta.creator].hash:
+                # Built on the other copy of its creator's previous delta, which may rank
+                # lower than the copy held here: judged once that copy is kept (it is the
+                # one every replica keeps if it sorts first), so not refused for good.
+                raise EquivocationError(
+                    f"{delta.id} is built on a copy of its creator's previous delta that "
+                    "this replica does not hold"
+                )
             raise RankError(f"rank {delta.rank} should be {top + 1}")
 
     def _installed_head_rank(self, creator: bytes) -> int:

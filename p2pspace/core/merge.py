@@ -388,27 +388,39 @@ class TotalOrder:
         return bytes.fromhex(audit.state_digest(self.store, self.space_id))
 
     def _switch(self, undone: list[Entry], switches: Sequence[Entry]) -> list[Entry]:
-        """Replace undone entries (and their rows) by the copies kept; back in key order."""
+        """Replace undone entries (and their rows) by the copies kept; back in key order.
+
+        A switched delta that is not undone sits in a closed block (the walk covers both
+        copies' keys in the open window). Its row takes the kept copy too and sorts by that
+        copy's rank inside its block, so every replica's block ends the same whichever copy
+        it met first: both copies are void, so nothing executes again."""
         by_id = {(e.delta.creator, e.delta.seq): e for e in switches}
         out = []
         for entry in undone:
-            kept = by_id.get((entry.delta.creator, entry.delta.seq))
+            kept = by_id.pop((entry.delta.creator, entry.delta.seq), None)
             if kept is None:
                 out.append(entry)
                 continue
+            self._replace_row(kept)
+            out.append(Entry(delta=kept.delta, wire=kept.wire, key=kept.key, new=False))
+        for kept in by_id.values():
             d = kept.delta
-            self.store.replace_delta(
-                self.space_id,
-                d.creator,
-                d.seq,
-                d.rank,
-                d.hash,
-                kept.wire,
-                pack_keys(self.declared_footprint(d)),
-            )
-            out.append(Entry(delta=d, wire=kept.wire, key=kept.key, new=False))
+            if self.store.delta_info(self.space_id, d.creator, d.seq) is not None:
+                self._replace_row(kept)
         out.sort(key=lambda e: e.key)
         return out
+
+    def _replace_row(self, kept: Entry) -> None:
+        d = kept.delta
+        self.store.replace_delta(
+            self.space_id,
+            d.creator,
+            d.seq,
+            d.rank,
+            d.hash,
+            kept.wire,
+            pack_keys(self.declared_footprint(d)),
+        )
 
     def _save(self, dirty: Dirty) -> None:
         store, space = self.store, self.space_id

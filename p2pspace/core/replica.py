@@ -967,6 +967,15 @@ class Replica:
 
     # -- digests and dumps ------------------------------------------------------------------
 
+    def executed_hash(self, creator: bytes, seq: int) -> bytes | None:
+        """The hash of ``creator``'s executed delta ``seq``, or None if it is not executed
+        here (a creator's head is answered from memory, the rest from the store)."""
+        head = self._frontier.heads.get(creator)
+        if head is not None and head.seq == seq:
+            return head.hash
+        info = self.store.delta_info(self.space_id, creator, seq)
+        return None if info is None else info[1]
+
     def order_digest(self) -> str:
         return audit.order_digest(self.store, self.space_id)
 

@@ -56,8 +56,7 @@ def revision_heads(replica: Replica, vector: Mapping[bytes, int]) -> Heads:
 
 
 def _executed_hash(replica: Replica, creator: bytes, seq: int) -> bytes | None:
-    info = replica.store.delta_info(replica.space_id, creator, seq)
-    return None if info is None else info[1]
+    return replica.executed_hash(creator, seq)
 
 
 def diverging_ranges(

@@ -16,7 +16,9 @@ each with a typed error. Whose fault it is decides what happens (``blames_sender
 A refusal of the second kind must not turn into a loop: the link remembers the first refused
 seq of that creator and neither gap repair nor fetches ask this peer for it again (its verdict
 depends only on its causal past, so it would not change -- unless evidence shows its creator
-equivocated at or before it: the link then forgets it). Copies refused as equivocations and
+equivocated at or before it: the link then forgets it). The peer holds what it relayed, so it
+may hold that evidence while we do not: the link asks it for its proofs (a Revision, answered
+with them; a few times, backing off). Copies refused as equivocations and
 deltas too far ahead are not remembered: another copy wins, or the gap closes. Refusals are
 counted per (space, error type) in a :class:`RefusalLog` that the driver drains to report them
 -- once per kind and interval, not once per frame. Pure; no I/O.
@@ -87,6 +89,7 @@ class RefusalLog:
                 did = rejection.delta_id
                 if did is not None:
                     link.refuse(did.creator, did.seq)
+                    link.refused_relay()
             self.note(space, rejection, late=False)
         for rejection in result.late_rejected:
             self.note(space, rejection, late=True)

@@ -54,6 +54,7 @@ CATCH_UP_PATIENCE = 40  # ticks without stream activity, or progress, before mer
 # million deltas streams in well under it; staging is an optimisation, never needed for order).
 MAX_HOLD_TICKS = 600
 MAX_LAG_TRIES = 4  # gap repairs for claims that stay ahead of us (each waits twice as long)
+MAX_PROOF_ASKS = 4  # requests for a peer's proofs after refusing what it relayed (see below)
 # An unchanged vector is acknowledged again this often (a lost Ack on a lossy link, a peer that
 # missed our announcement); a changed one at the next tick an ack is due.
 ACK_IDLE_TICKS = 20
@@ -181,6 +182,10 @@ class SpaceLink:
     snapshot_offer: bytes | None = None  # the manifest of the snapshot we are fetching
     declined: set[bytes] = field(default_factory=set)  # manifest hashes the peer refused
     ack_idle: int = 0  # ticks since our last Ack
+    # Asking the peer for its proofs of equivocation (:meth:`refused_relay`).
+    proofs_wanted: bool = False
+    proof_asks: int = 0
+    proof_wait: int = 0
     progress: int = 0  # our accepted seqs of the claimed-ahead creators, summed, last tick
 
     def feed_send(self, event: SendInput) -> None:
@@ -282,6 +287,14 @@ class SpaceLink:
                 if self.recv is RecvState.SYNCED:
                     self.repair()
                     request = True
+        if self.proof_wait:
+            self.proof_wait -= 1
+        if self.proofs_wanted:
+            self.proofs_wanted = False
+            self.proof_asks += 1
+            self.proof_wait = RETRANSMIT_TICKS << self.proof_asks
+            self.repair()
+            request = True
         self.ack_idle += 1
         # An announcement the peer needs: we executed something it is not known to hold.
         executed = self.replica.vector
@@ -305,6 +318,17 @@ class SpaceLink:
             return
         if known is None or seq < known:
             self.refused[creator] = seq
+
+    def refused_relay(self) -> None:
+        """We refused for good a delta the peer relayed, which it therefore accepted: it may
+        hold a proof of equivocation we lack (a forked creator's later deltas are void there
+        and judged on membership alone, but refused here by role). A Revision is answered
+        with the peer's proofs, so ask for one at the next tick -- at most
+        :data:`MAX_PROOF_ASKS` times a link, waiting twice as long after each (a proof lost
+        on the way is asked for again; a peer relaying forbidden deltas gets a few requests,
+        not one each)."""
+        if self.proof_wait == 0 and self.proof_asks < MAX_PROOF_ASKS:
+            self.proofs_wanted = True
 
     def refused_from(self, creator: bytes) -> int | None:
         """The first seq of ``creator`` this peer sent that we refused for good, or None. A

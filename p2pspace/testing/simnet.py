@@ -530,7 +530,13 @@ class SimNetwork:
             if any(did.creator not in hostile for did in replica.buffer.pending_ids()):
                 return False
             vectors.append(replica.vector)
-        return all(v == vectors[0] for v in vectors)
+        if not all(v == vectors[0] for v in vectors):
+            return False
+        # The same deltas may still have executed differently: a replica that has not met a
+        # proof of equivocation yet runs deltas that the proof makes void. Settled once the
+        # proofs that matter have spread too.
+        states = {self.replica(i).state_digest() for i in self.honest}
+        return len(states) == 1
 
     def run_until_quiet(self, *, limit_ms: int = 120_000) -> bool:
         """Run until every honest replica executed the same deltas (and a little longer for

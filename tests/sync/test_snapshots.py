@@ -15,7 +15,7 @@ from p2pspace.errors import RemoteProtocolError
 from p2pspace.sync.endpoint import Endpoint
 from p2pspace.sync.session import State
 from p2pspace.testing.loopback import Link, connect, pump
-from tests.sync.endpoints import Net, disconnect
+from tests.sync.endpoints import Net, disconnect, settle
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_a_joiner_and_a_laggard_of_100000_deltas_take_the_snapshot(net: Net) -> 
         disconnect(a, ep)
     # The joiner's own edit reaches everyone, and the space goes on converging.
     d.create(space, [rdb.set_fields("t", "r1", {"d": 1})], time=10)
-    pump([connect(d, a), connect(a, b), connect(a, c)])
+    settle([connect(d, a), connect(a, b), connect(a, c)], [a, b, c, d], space)
     assert len({ep.replica(space).state_digest() for ep in (a, b, c, d)}) == 1
 
 

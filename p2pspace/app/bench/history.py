@@ -47,13 +47,27 @@ from p2pspace.core.delta import Command
 from p2pspace.core.replica import Replica
 from p2pspace.engines import members, rdb
 from p2pspace.sync.endpoint import Endpoint
-from p2pspace.testing.loopback import connect, pump
+from p2pspace.testing.loopback import Link, connect, pump
 
 DELTAS = 1_000_000
 RECORDS = 1_000
 WINDOW = 10_000  # the checkpoint policy's max_count (the node's default)
 RUN_TIMEOUT = 4 * 3600  # seconds: the full size takes minutes
+SETTLE_TICKS = 200  # ticks the replicas get to agree after a round (a few suffice)
 TURN = 500  # edits one member makes (one transaction, one signature) before the other's turn
+
+
+def _settle(links: Sequence[Link], eps: Sequence[Endpoint], space: bytes) -> None:
+    """Pump ``links`` and tick ``eps`` until every replica of ``space`` executed the same
+    deltas: relayed deltas travel on acks' announcements and fetches, which ticks drive."""
+    for _ in range(SETTLE_TICKS):
+        pump(links)
+        vectors = [ep.replica(space).vector for ep in eps]
+        if all(v == vectors[0] for v in vectors):
+            return
+        for ep in eps:
+            ep.tick()
+    raise RuntimeError(f"W8: replicas still differ after {SETTLE_TICKS} ticks")
 
 
 def _store_bytes(home: Path) -> int:
@@ -174,7 +188,7 @@ def run_w8(root: Path, *, deltas: int, records: int, window: int) -> dict[str, A
     ]
     for turn, start in enumerate(range(0, len(tail), TURN)):
         (a, b)[turn % 2].create_many(space, tail[start : start + TURN], time=now)
-        pump([*links, join])
+        _settle([*links, join], [a, b, c, d], space)
     open_window = ra.window()[0]
     # The backdated delta: C's early copy writes once, A receives it.
     early = bench_endpoint(root, "w8c-early")
@@ -184,7 +198,7 @@ def run_w8(root: Path, *, deltas: int, records: int, window: int) -> dict[str, A
     result = ra.receive([late.wire()])
     backdate_ms = (time.perf_counter() - started) * 1000
     ra.undo_listener = None
-    pump([*links, join])
+    _settle([*links, join], [a, b, c, d], space)
     executed = ra.refusal(late.id) is None and late.id in {delta.id for delta in result.executed}
     digests = {e.replica(space).state_digest() for e in (a, b, c, d)}
     figures: dict[str, Any] = {
