@@ -139,6 +139,7 @@ class Replica:
         self._load()
         self.buffer: CausalBuffer
         self._make_buffer()
+        self._receive_held_back()  # a snapshot installed before a crash: its later deltas
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -935,22 +936,25 @@ class Replica:
     def install_snapshot(self, snap: snapshots.Snapshot) -> None:
         """Replace this replica's content by a verified snapshot and execute its checkpoint.
 
-        Only a replica that holds nothing beyond the snapshot takes one (a joiner, a laggard,
-        a restored backup): :class:`LocalProtocolError` if it has executed a delta the
-        snapshot does not cover, or already holds the snapshot's block or a later one."""
+        A joiner, a laggard or a restored backup takes one. Deltas it executed that the
+        snapshot does not cover (a laggard's own offline edits, say) sort after the snapshot's
+        block: they are kept in the store with the snapshot, in the same transaction, and
+        received again on top of it (:meth:`_receive_held_back`; after a crash in between, at
+        the next open). :class:`LocalProtocolError` if this replica already holds the
+        snapshot's block or a later one."""
         if snap.manifest.space != self.space_id:
             raise LocalProtocolError("the snapshot is of another space")
         if snap.manifest.number <= self._order.horizon.number:
             raise LocalProtocolError("this replica already holds that checkpoint's block")
         covered = snap.vector
-        for creator, seq in self.vector.items():
-            if seq > covered.get(creator, 0):
-                raise LocalProtocolError(
-                    "this replica holds deltas the snapshot does not cover: it catches up by deltas"
-                )
+        beyond = any(seq > covered.get(creator, 0) for creator, seq in self.vector.items())
         checkpoint = snap.checkpoint
         try:
             with self.store.transaction():
+                if beyond:
+                    self.store.hold_back(
+                        self.space_id, self.store.wires_beyond(self.space_id, covered)
+                    )
                 snapshots.install(self.store, snap)
                 history.installed(self.store, self._history, covered)
                 self.store.drop_snapshot_parts(self.space_id)
@@ -964,6 +968,27 @@ class Replica:
                     state.flush()
         finally:
             self._reload()
+        self._receive_held_back()
+
+    def _receive_held_back(self) -> None:
+        """Receive again the deltas :meth:`install_snapshot` kept, then forget them. They were
+        executed here on the same causal past, so they are accepted again; one that is not
+        (its verdict changed with evidence the snapshot brought) is logged and dropped, as a
+        refused delta from a peer would be."""
+        wires = self.store.held_back(self.space_id)
+        if not wires:
+            return
+        result = self.receive(wires)
+        refused = len(result.rejected) + len(result.late_rejected)
+        if refused:
+            _log.warning(
+                "space %r: %d change(s) made after the snapshot it installed were refused on "
+                "top of it",
+                self.name,
+                refused,
+            )
+        with self.store.transaction():
+            self.store.drop_held_back(self.space_id)
 
     # -- digests and dumps ------------------------------------------------------------------
 

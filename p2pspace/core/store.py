@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -86,6 +86,9 @@ CREATE TABLE IF NOT EXISTS base_heads (
 CREATE TABLE IF NOT EXISTS snapshot_parts (
     space BLOB NOT NULL, manifest BLOB NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (space, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS held_back (
+    space BLOB NOT NULL, idx INTEGER NOT NULL, wire BLOB NOT NULL, PRIMARY KEY (space, idx)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS history (
     space BLOB PRIMARY KEY, purged BLOB NOT NULL, keep INTEGER NOT NULL
@@ -964,6 +967,31 @@ class Store:
 
     def drop_snapshot_parts(self, space: bytes) -> None:
         self._write("DELETE FROM snapshot_parts WHERE space=?", (space,))
+
+    def wires_beyond(self, space: bytes, covered: Mapping[bytes, int]) -> list[bytes]:
+        """The wires of the executed deltas of ``space`` that ``covered`` (a vector) does
+        not cover, in executed order."""
+        rows = self._read(
+            "SELECT creator, seq, wire FROM log WHERE space=? ORDER BY block, rank, creator, seq",
+            (space,),
+        )
+        return [bytes(w) for c, q, w in rows if q > covered.get(bytes(c), 0)]
+
+    def hold_back(self, space: bytes, wires: Sequence[bytes]) -> None:
+        """Keep ``wires`` (deltas to receive again once a snapshot is installed) until
+        :meth:`drop_held_back`: they survive a crash in between."""
+        self._write("DELETE FROM held_back WHERE space=?", (space,))
+        self._write_many(
+            "INSERT INTO held_back (space, idx, wire) VALUES (?, ?, ?)",
+            [(space, i, w) for i, w in enumerate(wires)],
+        )
+
+    def held_back(self, space: bytes) -> list[bytes]:
+        rows = self._read("SELECT wire FROM held_back WHERE space=? ORDER BY idx", (space,))
+        return [bytes(w) for (w,) in rows]
+
+    def drop_held_back(self, space: bytes) -> None:
+        self._write("DELETE FROM held_back WHERE space=?", (space,))
 
     def state_rows(self, space: bytes) -> list[tuple[str, bytes, bytes]]:
         rows = self._read(

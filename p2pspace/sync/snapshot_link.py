@@ -1,7 +1,8 @@
 """Snapshot transfer on one space link (protocol v4; see :mod:`p2pspace.core.snapshot`).
 
 Theory of operation. A peer's ``Revision`` shows what it lacks. When it lacks at least
-:data:`SNAPSHOT_MIN_LACK` closed deltas, holds nothing beyond our closed blocks and speaks v4,
+:data:`SNAPSHOT_MIN_LACK` closed deltas and speaks v4 (what it holds beyond our closed blocks it
+keeps, and executes again on top of the snapshot),
 we answer with an ``offer`` of the snapshot at our last checkpoint instead of streaming the
 closed history (the stream that follows is empty: ``Synced`` at once). The peer asks for the
 chunks it lacks one ``get`` at a time (so it paces the transfer), checks each against the
@@ -40,9 +41,8 @@ def offer(link: SpaceLink, vector: dict[bytes, int], protocol: int) -> Snapshot 
         return None
     closed = horizon.closed
     lack = 0
-    for creator, seq in vector.items():
-        if seq > closed.get(creator, 0):
-            return None  # it holds deltas the snapshot does not cover
+    # Deltas the peer holds beyond our closed blocks do not stop it: it keeps them and
+    # receives them again on top of the snapshot (Replica.install_snapshot).
     for creator, seq in closed.items():
         lack += max(0, seq - vector.get(creator, 0))
     if lack < SNAPSHOT_MIN_LACK and not replica.lacks_compacted(vector):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from p2pspace.core import snapshot
+from p2pspace.core.delta import Delta
 from p2pspace.core.identity import Identity
 from p2pspace.core.replica import Replica
 from p2pspace.core.store import Store
@@ -184,20 +185,58 @@ def test_a_snapshot_checkpoint_must_verify_under_admitted_keys(space: Space) -> 
         other.store.close()
 
 
-def test_a_replica_ahead_of_the_snapshot_refuses_it(space: Space) -> None:
+def _laggard_with_own_edit(space: Space) -> tuple[Replica, Delta]:
+    """``c`` joins early, edits while away, and meanwhile ``a`` and ``b`` close a block."""
     _busy(space, 3)
-    space.a.create_checkpoint(time=20)
-    manifest, chunks = space.a.snapshot()
-    verified = snapshot.verify(manifest, chunks, space.b.genesis)
     c = space.joiner()
     assert not c.receive(wires_of(space.a)[:2]).rejected
-    c_own = c.create([rdb.create("t", "mine", {"v": 1})], time=30)  # beyond the snapshot
-    with pytest.raises(LocalProtocolError, match="does not cover"):
-        c.install_snapshot(verified)
-    assert c.vector[c_own.creator] == c_own.seq
+    own = c.create([rdb.create("t", "mine", {"v": 1})], time=30)  # beyond any snapshot
+    _busy(space, 40)
+    space.a.create_checkpoint(time=40)
     assert not space.b.receive(wires_of(space.a)).rejected
+    return c, own
+
+
+def test_a_laggard_keeps_its_own_later_edit_through_the_snapshot(space: Space) -> None:
+    c, own = _laggard_with_own_edit(space)
+    manifest, chunks = space.a.snapshot()
+    verified = snapshot.verify(manifest, chunks, space.b.genesis)
+    c.install_snapshot(verified)
+    assert c.horizon().number == 1
+    assert c.vector[own.creator] == own.seq
+    assert c.state("db").get(rdb.record_key("t", "mine")) is not None
+    assert c.store.held_back(c.space_id) == []
+    # Its edit reaches the others, and all three end the same.
+    assert not space.a.receive(wires_of(c)).rejected
+    assert not space.b.receive(wires_of(c)).rejected
+    assert not c.receive(wires_of(space.a)).rejected
+    assert c.vector == space.a.vector == space.b.vector
+    assert c.state_digest() == space.a.state_digest() == space.b.state_digest()
     with pytest.raises(LocalProtocolError, match="already holds"):
         space.b.install_snapshot(verified)  # b holds the block already
+
+
+def test_edits_kept_through_a_snapshot_survive_a_crash_before_they_run_again(
+    space: Space, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process dies after the snapshot's transaction committed and before the kept
+    deltas were received again: the next open receives them."""
+    c, own = _laggard_with_own_edit(space)
+    manifest, chunks = space.a.snapshot()
+    with monkeypatch.context() as patch:
+        patch.setattr(Replica, "_receive_held_back", lambda self: None)  # the crash
+        _take(c, manifest, chunks)
+    assert own.creator not in c.vector
+    assert len(c.store.held_back(c.space_id)) == 1
+    path = space.folder / f"s{space.stores.index(c.store)}.sqlite3"
+    c.store.close()
+    store = Store(path, durability="normal")
+    space.stores.append(store)
+    reopened = Replica.open(store, IDS[2], c.space_id)
+    assert reopened.vector[own.creator] == own.seq
+    assert store.held_back(c.space_id) == []
+    assert not space.a.receive(wires_of(reopened)).rejected
+    assert reopened.state_digest() == space.a.state_digest()
 
 
 def test_the_snapshot_follows_the_last_checkpoint(space: Space) -> None:

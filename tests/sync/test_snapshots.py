@@ -91,6 +91,31 @@ def test_a_joiner_and_a_laggard_of_100000_deltas_take_the_snapshot(net: Net) -> 
     assert len({ep.replica(space).state_digest() for ep in (a, b, c, d)}) == 1
 
 
+def test_a_laggard_with_its_own_offline_edits_takes_the_snapshot_and_keeps_them(
+    net: Net,
+) -> None:
+    """``c`` edits while away from a space that closed a block of 5,000 deltas: it is sent
+    the snapshot, not the history, keeps its edits on top, and they reach everyone."""
+    a, b, c, space = _team(net)
+    c.join_space(a.replica(space).genesis.wire(), sponsors=[a.endpoint_id])
+    pump([connect(a, b), connect(a, c)])
+    disconnect(a, b, c)
+    mine = [c.create(space, [rdb.create("t", f"c{k}", {"v": k})], time=3) for k in range(3)]
+    _history(a, space, 5_000, records=100)
+    a.replica(space).create_checkpoint(time=7)
+    a.create(space, [rdb.set_fields("t", "r1", {"after": 1})], time=8)
+    history = sum(len(w) for *_r, w in a.replica(space).store.iter_log(space))
+    link = connect(a, c)
+    settle([link], [a, c], space)
+    assert c.replica(space).horizon().checkpoint == a.replica(space).horizon().checkpoint
+    assert link.bytes_a_to_b < history // 4  # the state and the window, not the history
+    assert c.replica(space).vector[c.endpoint_id] == mine[-1].seq
+    settle([link, connect(a, b)], [a, b, c], space)
+    for ep in (a, b):
+        assert ep.replica(space).vector[c.endpoint_id] == mine[-1].seq
+    assert len({ep.replica(space).state_digest() for ep in (a, b, c)}) == 1
+
+
 def _small_space(net: Net, *, records: int) -> tuple[Endpoint, Endpoint, Endpoint, bytes]:
     a, b, c, space = _team(net)
     pump([connect(a, b)])
