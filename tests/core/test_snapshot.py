@@ -190,7 +190,14 @@ def _laggard_with_own_edit(space: Space) -> tuple[Replica, Delta]:
     _busy(space, 3)
     c = space.joiner()
     assert not c.receive(wires_of(space.a)[:2]).rejected
-    own = c.create([rdb.create("t", "mine", {"v": 1})], time=30)  # beyond any snapshot
+    # Beyond any snapshot: one group commit, its deltas chained to one signature.
+    own = c.create_many(
+        [
+            [rdb.create("t", "mine", {"v": 1})],
+            *([rdb.set_fields("t", "mine", {"v": k})] for k in range(5)),
+        ],
+        time=30,
+    )[-1]
     _busy(space, 40)
     space.a.create_checkpoint(time=40)
     assert not space.b.receive(wires_of(space.a)).rejected
@@ -227,7 +234,7 @@ def test_edits_kept_through_a_snapshot_survive_a_crash_before_they_run_again(
         patch.setattr(Replica, "_receive_held_back", lambda self: None)  # the crash
         _take(c, manifest, chunks)
     assert own.creator not in c.vector
-    assert len(c.store.held_back(c.space_id)) == 1
+    assert len(c.store.held_back(c.space_id)) == own.seq
     path = space.folder / f"s{space.stores.index(c.store)}.sqlite3"
     c.store.close()
     store = Store(path, durability="normal")
