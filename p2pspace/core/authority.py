@@ -174,6 +174,17 @@ class Authority:
             return True
         return self._voided_by_removal(creator, seq, base, deps, delta.commands)
 
+    def may_write_void(self, delta: Delta) -> bool:
+        """True if ``delta``'s creator is a member above guest in ``delta``'s causal past: how
+        a forked creator's copy is judged (:meth:`check` on membership alone), without the
+        quota, which counts whatever copies this replica happened to accept."""
+        if not self.enforce:
+            return True
+        creator, seq = delta.creator, delta.seq
+        base = self._vectors.get(creator) if seq > 1 else None
+        role = self._table_for(creator, seq, base, dict(delta.deps)).role_of(creator)
+        return role is not None and role != "guest"
+
     def accept(self, delta: Delta, *, void: bool, unsupported: bool = False) -> set[DeltaId]:
         """Record an accepted delta (checked by :meth:`check`, or created here). Returns the
         already-accepted deltas it makes void (a removal arriving after its victim's deltas)."""

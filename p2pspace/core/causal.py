@@ -412,9 +412,9 @@ class CausalBuffer:
     def _rank_valid(self, delta: Delta) -> bool:
         """True if ``delta`` (a copy of a forked creator's delta) can be checked here, sorts
         after every dependency head (the relaxed rule of :meth:`_check_causal_past`) and would
-        be accepted on its own (its creator a member in its causal past: a forked creator's
-        copies are judged on membership alone). A copy that would be refused never replaces
-        one that was accepted, however low its rank."""
+        be accepted on its own (its creator a member above guest in its causal past: a forked
+        creator's copies are judged on membership alone). A copy that would be refused never
+        replaces one that was accepted, however low its rank."""
         try:
             known = [self._rank_of(delta.creator, delta.seq - 1)] if delta.seq > 1 else []
             known += [self._rank_of(endpoint, seq) for endpoint, seq in delta.deps]
@@ -422,11 +422,7 @@ class CausalBuffer:
             return False
         if delta.rank <= max((rank for rank in known if rank is not None), default=0):
             return False
-        try:
-            self.authority.check(delta, unsupported=True)
-        except InvalidDeltaError:
-            return False
-        return True
+        return self.authority.may_write_void(delta)
 
     def _remove(self, did: DeltaId) -> Pending | None:
         return self._pending.remove(did)

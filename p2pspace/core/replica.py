@@ -135,6 +135,7 @@ class Replica:
         self._pending_evidence: list[Evidence] = []
         self._switches: list[Entry] = []
         self._recovery = OwnRecovery(self.name)
+        self._replaying = False  # receiving our held-back deltas: ours coming back is expected
         self._snapshot: tuple[DeltaId, snapshots.Manifest, list[bytes]] | None = None
         self._load()
         self.buffer: CausalBuffer
@@ -687,7 +688,8 @@ class Replica:
             own += delta.creator == me
             if not_executable and delta.id in not_executable:
                 kept.append(delta.id)
-        self._recovery.note_returned(own)  # ours, and the store lacked them: it is older
+        if not self._replaying:
+            self._recovery.note_returned(own)  # ours, and the store lacked them: it is older
         self.stats.rejected += len(rejected) + len(late)
         self.stats.duplicates += duplicates
         result = self._run_staged(defer)
@@ -750,9 +752,11 @@ class Replica:
             self._reload()
             raise
         if self._switches:
-            # A kept copy may sit elsewhere in the order, or be a creator's head.
+            # A kept copy may sit elsewhere in the order, or be a creator's head -- or its
+            # last closed delta, which the snapshot built for this checkpoint holds.
             self._switches.clear()
             self._frontier = Frontier.load(self.store, self.space_id)
+            self._snapshot = None
         self._pending_evidence.clear()
         if own_deps is not None:
             self._own_deps = own_deps
@@ -978,7 +982,11 @@ class Replica:
         wires = self.store.held_back(self.space_id)
         if not wires:
             return
-        result = self.receive(wires)
+        self._replaying = True
+        try:
+            result = self.receive(wires)
+        finally:
+            self._replaying = False
         refused = len(result.rejected) + len(result.late_rejected)
         if refused:
             _log.warning(
