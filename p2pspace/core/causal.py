@@ -391,6 +391,8 @@ class CausalBuffer:
         did = delta.id
         other = self._refused_copies.get(did)
         if other is None:
+            if len(wire) > MAX_REFUSED_COPY_BYTES:
+                return False  # never kept: it must not push the others out first
             copies = self._refused_copies
             while copies and (
                 len(copies) >= MAX_REFUSED_COPIES
@@ -398,9 +400,8 @@ class CausalBuffer:
             ):
                 _hash, dropped = copies.pop(next(iter(copies)))
                 self._refused_bytes -= len(dropped)
-            if len(wire) <= MAX_REFUSED_COPY_BYTES:
-                copies[did] = (delta.hash, wire)
-                self._refused_bytes += len(wire)
+            copies[did] = (delta.hash, wire)
+            self._refused_bytes += len(wire)
             return False
         if other[0] == delta.hash or self.authority.forked(delta.creator, delta.seq):
             return False

@@ -970,12 +970,19 @@ class Store:
 
     def wires_beyond(self, space: bytes, covered: Mapping[bytes, int]) -> list[bytes]:
         """The wires of the executed deltas of ``space`` that ``covered`` (a vector) does
-        not cover, in executed order."""
+        not cover, in executed order. The order index is walked alone; only the deltas
+        beyond are read whole."""
         rows = self._read(
-            "SELECT creator, seq, wire FROM log WHERE space=? ORDER BY block, rank, creator, seq",
+            "SELECT creator, seq FROM log WHERE space=? ORDER BY block, rank, creator, seq",
             (space,),
         )
-        return [bytes(w) for c, q, w in rows if q > covered.get(bytes(c), 0)]
+        wires = []
+        for creator, seq in rows:
+            if seq > covered.get(bytes(creator), 0):
+                row = self.log_row(space, bytes(creator), seq)
+                if row is not None:
+                    wires.append(row[3])
+        return wires
 
     def hold_back(self, space: bytes, wires: Sequence[bytes]) -> None:
         """Keep ``wires`` (deltas to receive again once a snapshot is installed) until
