@@ -48,6 +48,7 @@ from p2pspace.core.membership import (
     next_member,
     quota_command,
     remove_command,
+    rename_command,
     role_command,
     validate_command,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "member_key",
     "quota_command",
     "remove_command",
+    "rename_command",
     "role_command",
     "validate_command",
 ]
@@ -108,6 +110,12 @@ class MembersEngine(Engine):
                 ),
             )
             return [old_space, old_member]
+        if command.name == "rename":
+            old = state.get(SPACE_KEY)
+            space = MembersView(state).space()
+            if space is not None:
+                state.put(SPACE_KEY, encode_space(args["name"], space.engines))
+            return [old]
         if command.name == "quota":
             old = state.get(QUOTA_KEY)
             state.put(QUOTA_KEY, codec.encode(args["bytes"]))
@@ -152,7 +160,9 @@ class MembersEngine(Engine):
 
 
 def _key_of(command: Command) -> bytes:
-    """The one state key an add, remove, role, quota or checkpoint command writes."""
+    """The one state key an add, remove, role, rename, quota or checkpoint command writes."""
+    if command.name == "rename":
+        return SPACE_KEY
     if command.name == "quota":
         return QUOTA_KEY
     if command.name == "checkpoint":

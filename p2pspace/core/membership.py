@@ -18,6 +18,7 @@ Commands:
 * ``remove {id}`` -- removes a current member (its record stays, marked removed, so its old
   deltas keep their author's name); a member removing itself is leaving.
 * ``role {id, role}`` -- changes a current member's role.
+* ``rename {name}`` -- gives the space a new name (what every member's list shows).
 * ``quota {bytes}`` -- the space's per-member quota: the most delta body bytes one member may
   create in the space (default :data:`DEFAULT_QUOTA`).
 * ``checkpoint {number, digest}`` -- closes block ``number`` (DESIGN §12, see
@@ -45,7 +46,8 @@ A delta is allowed or refused whole:
 
 * the creator must be a current member;
 * a **guest** may only leave; a **participant** may also run every command of the space's other
-  engines; a **manager** may also add and remove members, change roles and set the quota;
+  engines; a **manager** may also add and remove members, change roles, rename the space and
+  set the quota;
 * no delta may leave the space without a manager (the last manager cannot leave, be removed or
   be demoted).
 """
@@ -74,8 +76,9 @@ DIGEST_SIZE = 32
 MEMBER_PREFIX = b"m/"
 DEFAULT_QUOTA = 256 * 1024 * 1024
 MAX_QUOTA = 2**40
-MANAGING = frozenset({"add", "remove", "role", "quota", "checkpoint", "checkpointer"})
-_NO_TARGET = frozenset({"genesis", "quota", "checkpoint", "checkpointer"})  # change no member
+MANAGING = frozenset({"add", "remove", "role", "rename", "quota", "checkpoint", "checkpointer"})
+# Commands that change no member.
+_NO_TARGET = frozenset({"genesis", "rename", "quota", "checkpoint", "checkpointer"})
 
 # Why a delta is refused (before storage) or a no-op (at execution).
 NOT_A_MEMBER = "not a member"
@@ -162,6 +165,10 @@ def role_command(member_id: bytes, role: str) -> Command:
     return Command(engine=INSTANCE, name="role", args={"id": member_id, "role": role})
 
 
+def rename_command(name: str) -> Command:
+    return Command(engine=INSTANCE, name="rename", args={"name": name})
+
+
 def quota_command(limit: int) -> Command:
     return Command(engine=INSTANCE, name="quota", args={"bytes": limit})
 
@@ -215,6 +222,8 @@ def validate_command(command: Command) -> None:
         _member_id(args["id"])
         if args["role"] not in ROLES:
             raise CommandError(f"role must be one of {ROLES}")
+    elif command.name == "rename":
+        _text(_check_map(command.args, {"name"})["name"], "space name", allow_empty=False)
     elif command.name == "quota":
         limit = _check_map(command.args, {"bytes"})["bytes"]
         if type(limit) is not int or not 0 < limit <= MAX_QUOTA:

@@ -75,6 +75,9 @@ CREATE TABLE IF NOT EXISTS sponsors (
 CREATE TABLE IF NOT EXISTS peer_acks (
     space BLOB NOT NULL, peer BLOB NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (space, peer)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS peer_seen (
+    peer BLOB PRIMARY KEY NOT NULL, seen INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS base (
     space BLOB NOT NULL, instance TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL,
     PRIMARY KEY (space, instance, key)
@@ -283,6 +286,19 @@ class Store:
             (bytes(s), bytes(p), bytes(v))
             for s, p, v in self._read("SELECT space, peer, vector FROM peer_acks")
         ]
+
+    def set_peer_seen(self, rows: Sequence[tuple[bytes, int]]) -> None:
+        """Store ``(peer, ms)`` rows: when this endpoint was last connected to each peer."""
+        self._require_txn()
+        try:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO peer_seen (peer, seen) VALUES (?, ?)", rows
+            )
+        except self._errors as exc:
+            raise StorageError(f"store write failed: {exc}") from None
+
+    def peer_seen(self) -> list[tuple[bytes, int]]:
+        return [(bytes(p), int(t)) for p, t in self._read("SELECT peer, seen FROM peer_seen")]
 
     # -- invitations --------------------------------------------------------------------------
 

@@ -64,6 +64,7 @@ from p2pspace.node.discovery import PeerDiscovery
 from p2pspace.node.events import MembersWatch, NodeEvent
 from p2pspace.node.home import at_rest_state
 from p2pspace.node.joining import Joining
+from p2pspace.node.last_seen import LastSeen
 from p2pspace.node.network import Address, Network
 from p2pspace.node.peer_states import PeerStates
 from p2pspace.node.spaces import SpaceBook, space_name
@@ -114,6 +115,7 @@ class Node:
         self.started = trio.current_time()
         self.changes = ChangeFeed(max_events=config.event_queue)
         self.acks = AckBook(endpoint.store)
+        self.last_seen = LastSeen(endpoint.store)
         self.space_book = SpaceBook(
             endpoint,
             changes=self.changes,
@@ -389,6 +391,7 @@ class Node:
             peer_states=self.peer_states,
             connected=self.conns.by_peer,
             seen=discovery.peers if discovery is not None else {},
+            last_seen=self.last_seen.get,
         )
 
     def resolve_member(self, space: bytes, member: str | bytes) -> Member:
@@ -447,6 +450,26 @@ class Node:
                 read_only_reason(replica.members(), self.endpoint_id, space_name(replica))
             )
         return self.commit(space, [membership.remove_command(self.endpoint_id)])
+
+    def rename_space(self, space: bytes, name: str) -> Delta:
+        """Give ``space`` a new name, for every member (a manager's right).
+
+        Raises :class:`LocalProtocolError` for a name the members engine refuses (empty, or
+        longer than its limit), :class:`ConflictError` if it is the space's name already or
+        another space on this node has it, and what :meth:`commit` raises.
+        """
+        replica = self.space_book.writable(space)
+        name = name.strip()
+        if not name or len(name) > membership.MAX_TEXT:
+            raise LocalProtocolError(
+                f"a space's name is 1 to {membership.MAX_TEXT} characters, not {len(name)}"
+            )
+        if name == space_name(replica):
+            raise ConflictError(f"space {name!r} has that name already")
+        for other in self.endpoint.replicas.values():
+            if other.space_id != space and space_name(other) == name:
+                raise ConflictError(f"another space on this node is named {name!r}")
+        return self.commit(space, [membership.rename_command(name)])
 
     def compact_space(self, space: bytes, *, keep_history: bool | None = None) -> dict[str, Any]:
         """Purge ``space`` here (DESIGN §12): delete the closed deltas this replica no longer
@@ -602,6 +625,8 @@ def check_allowed(replica: Replica, me: bytes, commands: Sequence[Any]) -> None:
             f"a {role} cannot make changes in space {name!r}; a manager can give you the "
             "participant role"
         )
+    if all(c.name == "rename" for c in managing):
+        raise PermissionDeniedError(f"only a manager can rename space {name!r} (you are a {role})")
     raise PermissionDeniedError(
         f"only a manager can add or remove members or change roles in space {name!r} "
         f"(you are a {role})"

@@ -86,6 +86,8 @@ async def open_node(
             finally:
                 if node is not None:
                     node.acks.flush()
+                    node.last_seen.note(node.conns.by_peer, node.clock.now_ms())
+                    node.last_seen.flush(everything=True)
         finally:
             endpoint.close()
 
@@ -137,6 +139,8 @@ async def _tick(node: Node) -> None:
             node.make_due_checkpoints()
             node.compact_due_spaces()
         node.acks.flush()
+        node.last_seen.note(node.conns.by_peer, node.clock.now_ms())
+        node.last_seen.flush()
         node.conns.kick()
         node.changes.announce()
 

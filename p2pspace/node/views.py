@@ -17,7 +17,7 @@ as the short id -- or by a display name that is unique in the space.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -86,6 +86,7 @@ class SpaceMemberView:
     connected: bool = False
     sync: PeerState | None = None
     equivocated: bool = False  # caught signing two histories: its deltas from then on are void
+    last_seen: int = 0  # ms this endpoint was last connected to it (0: never, or itself)
 
     @property
     def short_id(self) -> str:
@@ -113,6 +114,7 @@ class SpaceMemberView:
             "online": self.online,
             "connected": self.connected,
             "sync": None if self.sync is None else self.sync.value,
+            "last_seen": self.last_seen,
         }
 
 
@@ -393,9 +395,11 @@ def member_views(
     peer_states: PeerStates,
     connected: Container[bytes],
     seen: Container[bytes],
+    last_seen: Callable[[bytes], int] = lambda _peer: 0,
 ) -> list[SpaceMemberView]:
     """Everyone ever admitted to the space: current members first, then removed ones, each
-    group by display name."""
+    group by display name. ``last_seen``: when this endpoint was last connected to a peer
+    (ms, 0: never)."""
     everyone = list(replica.members().everyone())
     names = display_names(everyone)
     forked = replica.equivocators()
@@ -417,6 +421,7 @@ def member_views(
                 connected=not mine and m.id in connected,
                 sync=None if mine or not m.current else peer_states.state(replica.space_id, m.id),
                 equivocated=m.id in forked,
+                last_seen=0 if mine else last_seen(m.id),
             )
         )
     out.sort(key=lambda v: (not v.current, v.display_name.casefold(), v.id))

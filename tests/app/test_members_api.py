@@ -87,3 +87,57 @@ async def test_members_routes_and_their_errors(tmp_path: Path) -> None:
                     if m["name"] == "bob")  # fmt: skip
         assert (gone["current"], gone["left"], gone["removed_by_name"]) == (False, True, "bob")
         assert "no longer a member" in await expect(ca, "/members/remove", {"member": "bob"}, 409)
+
+
+async def test_rename_invitation_and_last_seen(tmp_path: Path) -> None:
+    async with api_node(tmp_path / "a", name="ann") as a, client_of(a) as ca:
+        space = a.create_space("notes").space_id
+        a.create_space("other")
+
+        made = await ca.post("/api/spaces/notes/invitations", json={"role": "guest", "ttl_s": 60})
+        assert made.status_code == 201, made.text
+        invitation = made.json()
+        assert invitation["role"] == "guest"
+        now = a.clock.now_ms()
+        assert now < invitation["expires"] <= now + 60_000
+        # The QR code is an SVG element with nothing in it that could run or style the page.
+        svg = invitation["qr_svg"]
+        assert svg.startswith("<svg ") and svg.endswith("</svg>")
+        assert "<script" not in svg and "style=" not in svg and "href" not in svg
+
+        async with api_node(tmp_path / "b", name="bob") as b, client_of(b) as cb:
+            await b.join(invitation["code"], timeout=TIMEOUT)
+            await b.wait_until(lambda: b.space_info(space).role == "guest", timeout=TIMEOUT)
+
+            renamed = await ca.post("/api/spaces/notes/rename", json={"name": "  Team notes "})
+            assert renamed.status_code == 200, renamed.text
+            assert renamed.json()["old_name"] == "notes"
+            assert renamed.json()["space"]["name"] == "Team notes"
+            await b.wait_until(lambda: b.space_info(space).name == "Team notes", timeout=TIMEOUT)
+            assert (await cb.get(f"/api/spaces/{space.hex()}")).json()["name"] == "Team notes"
+            # The new name names the space in paths from now on, on both nodes.
+            assert (await cb.get("/api/spaces/Team%20notes/members")).status_code == 200
+
+            refused = await cb.post(f"/api/spaces/{space.hex()}/rename", json={"name": "bob's"})
+            assert refused.status_code == 403
+            assert "only a manager can rename" in refused.json()["error"]
+            for body, status in (
+                ({"name": "other"}, 409),  # another space here has it
+                ({"name": "Team notes"}, 409),  # the name it has
+                ({"name": "   "}, 400),
+                ({"name": "x" * 201}, 400),
+                ({}, 400),
+            ):
+                answer = await ca.post("/api/spaces/Team%20notes/rename", json=body)
+                assert answer.status_code == status, (body, answer.text)
+            assert a.space_info(space).name == "Team notes"
+
+            # Online: no last-seen time shown yet, but the node keeps noting it.
+            await a.wait_until(lambda: a.last_seen.get(b.endpoint_id) > 0, timeout=TIMEOUT)
+            bob_id = b.endpoint_id
+        # bob stopped: ann's list says when it last saw bob, and its own entry has none.
+        listed = (await ca.get("/api/spaces/Team%20notes/members")).json()["members"]
+        entries = {m["name"]: m for m in listed}
+        assert entries["ann"]["last_seen"] == 0
+        assert 0 < entries["bob"]["last_seen"] <= a.clock.now_ms()
+        assert entries["bob"]["last_seen"] == a.last_seen.get(bob_id)

@@ -103,6 +103,26 @@ def test_add_member_and_re_add(
     assert a.state_digest() == b.state_digest()
 
 
+def test_rename_by_a_manager_reaches_everyone_and_a_participants_is_refused(
+    space_pair: tuple[Replica, Replica],
+) -> None:
+    a, b = space_pair
+    renamed = a.create([members.rename_command("Team notes")], time=3)
+    assert not b.receive([renamed.wire()]).rejected
+    for replica in (a, b):
+        assert replica.members().space() == SpaceInfo(name="Team notes", engines={"db": "rdb"})
+    # b is a participant: its rename is refused before it is even stored.
+    with pytest.raises(PermissionDeniedError):
+        b.create([members.rename_command("mine")], time=4)
+    assert a.members().space() == SpaceInfo(name="Team notes", engines={"db": "rdb"})
+    for bad in ("", "x" * (members.MAX_TEXT + 1), 7):
+        with pytest.raises(CommandError):
+            MembersEngine().validate(
+                Command(engine=members.INSTANCE, name="rename", args={"name": bad})
+            )
+    assert a.state_digest() == b.state_digest()
+
+
 def test_new_member_can_create_after_grant(
     space_pair: tuple[Replica, Replica],
     identities: list[Identity],
@@ -180,6 +200,7 @@ member_commands = st.one_of(
     st.builds(_add, st.integers(0, 3), st.text(max_size=3), st.sampled_from(members.ROLES)),
     st.builds(_gen, st.integers(0, 3), st.text(min_size=1, max_size=3)),
     st.builds(lambda i: members.remove_command(POOL[i].endpoint_id), st.integers(0, 3)),
+    st.builds(members.rename_command, st.text(min_size=1, max_size=3)),
     st.builds(
         lambda i, r: members.role_command(POOL[i].endpoint_id, r),
         st.integers(0, 3),
@@ -237,6 +258,8 @@ def test_undo_exact(ops: list[tuple[Command, int]], suffix: int) -> None:
                     latest[args["member"]["id"]] = "manager"
                 elif command.name == "remove":
                     latest.pop(args["id"], None)
+                elif command.name == "rename":
+                    continue
                 elif args["id"] in latest:
                     latest[args["id"]] = args["role"]
             view = MembersView(state)

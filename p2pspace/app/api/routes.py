@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import segno
 import trio
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,6 +28,7 @@ from starlette.routing import BaseRoute, Route
 from p2pspace.app.api.events import EventStream
 from p2pspace.app.api.http import HTTPError, json_response, seconds_field, text_field
 from p2pspace.app.space_tools import DEFAULT_TOOL, SPACE_TOOLS
+from p2pspace.sync import invitations
 
 if TYPE_CHECKING:
     from p2pspace.app.api.context import RouteContext
@@ -57,6 +59,7 @@ class NodeRoutes:
             Route(SPACE + "/members", self.list_members, methods=["GET"]),
             Route(SPACE + "/members/remove", self.remove_member, methods=["POST"]),
             Route(SPACE + "/members/role", self.set_role, methods=["POST"]),
+            Route(SPACE + "/rename", self.rename_space, methods=["POST"]),
             Route(SPACE + "/leave", self.leave_space, methods=["POST"]),
             Route(SPACE + "/compact", self.compact_space, methods=["POST"]),
             Route(SPACE + "/invitations", self.create_invitation, methods=["POST"]),
@@ -105,6 +108,14 @@ class NodeRoutes:
         delta = self.node.set_role(space, target.id, text_field(body, "role"))
         return json_response({"delta": delta_json(delta), "member": self._member(space, target.id)})
 
+    async def rename_space(self, request: Request) -> Response:
+        body = await self.context.body(request)
+        space = self.context.space(request)
+        old = self.node.space_info(space).name
+        delta = self.node.rename_space(space, text_field(body, "name"))
+        info = self.node.space_info(space)
+        return json_response({"delta": delta_json(delta), "old_name": old, "space": info})
+
     async def leave_space(self, request: Request) -> Response:
         space = self.context.space(request)
         delta = self.node.leave_space(space)
@@ -126,11 +137,16 @@ class NodeRoutes:
         space = self.context.space(request)
         role = text_field(body, "role", default="participant")
         ttl = seconds_field(body, "ttl_s")
-        if ttl is None:
-            code = self.node.invite(space, role=role)
-        else:
-            code = self.node.invite(space, role=role, ttl_ms=max(1, round(ttl * 1000)))
-        return json_response({"code": code, "space": space.hex()}, 201)
+        ttl_ms = invitations.DEFAULT_TTL_MS if ttl is None else max(1, round(ttl * 1000))
+        code = self.node.invite(space, role=role, ttl_ms=ttl_ms)
+        answer = {
+            "code": code,
+            "space": space.hex(),
+            "role": role,
+            "expires": self.node.clock.now_ms() + ttl_ms,
+            "qr_svg": qr_svg(code),
+        }
+        return json_response(answer, 201)
 
     async def join(self, request: Request) -> Response:
         body = await self.context.body(request)
@@ -185,6 +201,14 @@ class NodeRoutes:
 
     async def get_presence(self, request: Request) -> Response:
         return json_response({"members": self.node.presence(self.context.space(request))})
+
+
+def qr_svg(text: str) -> str:
+    """``text`` as a QR code: an inline SVG element (no script, no style attribute), for a
+    phone's camera to read an invitation code off the screen."""
+    code = segno.make(text, error="m")
+    svg: str = code.svg_inline(scale=4, border=2, dark="#000", light="#fff", omitsize=True)
+    return svg
 
 
 def node_routes(context: RouteContext) -> list[BaseRoute]:

@@ -52,6 +52,10 @@ class Backend(Protocol):
         """Give ``member`` ``role``; its view afterwards."""
         ...
 
+    def rename_space(self, space: str, name: str) -> tuple[str, dict[str, Any]]:
+        """Rename ``space``; its old name and its view afterwards (``SpaceView.to_json()``)."""
+        ...
+
     def leave_space(self, space: str) -> dict[str, Any]:
         """Leave ``space``; the space's view afterwards (``SpaceView.to_json()``)."""
         ...

@@ -192,6 +192,10 @@ def cmd_space(args: argparse.Namespace, home: Path) -> int:
     if args.space_command == "create":
         print(backend.create_space(args.name, args.tool)["id"])
         return 0
+    if args.space_command == "rename":
+        old, info = backend.rename_space(args.space, args.name)
+        print(f"Renamed {one_line(old)!r} to {one_line(info['name'])!r} for every member")
+        return 0
     if args.space_command == "leave":
         info = backend.leave_space(args.space)
         print(f"you left {one_line(info['name']) or info['id']}; it stays readable here")

@@ -112,6 +112,10 @@ class HttpBackend:
         answer: dict[str, Any] = self.call("POST", path, {"member": member, "role": role})["member"]
         return answer
 
+    def rename_space(self, space: str, name: str) -> tuple[str, dict[str, Any]]:
+        answer = self.call("POST", f"/api/spaces/{quote(space)}/rename", {"name": name})
+        return str(answer["old_name"]), dict(answer["space"])
+
     def leave_space(self, space: str) -> dict[str, Any]:
         answer: dict[str, Any] = self.call("POST", f"/api/spaces/{quote(space)}/leave")["space"]
         return answer

@@ -113,6 +113,15 @@ class OfflineBackend:
 
         return self._with_node(change)
 
+    def rename_space(self, space: str, name: str) -> tuple[str, dict[str, Any]]:
+        def rename(node: Node) -> tuple[str, dict[str, Any]]:
+            space_id = node.resolve_space(space)
+            old = node.space_info(space_id).name
+            node.rename_space(space_id, name)
+            return old, node.space_info(space_id).to_json()
+
+        return self._with_node(rename)
+
     def leave_space(self, space: str) -> dict[str, Any]:
         def leave(node: Node) -> dict[str, Any]:
             space_id = node.resolve_space(space)

@@ -178,9 +178,9 @@ def _add_endpoint_commands(sub: Subparsers, homed: OneLineParser) -> None:
     )
     run.add_argument("--no-discovery", action="store_true", help="no mDNS on the local network")
 
-    space = sub.add_parser("space", help="create, list, leave or compact spaces")
+    space = sub.add_parser("space", help="create, list, rename, leave or compact spaces")
     space_sub = space.add_subparsers(
-        dest="space_command", required=True, metavar="{create,list,leave,compact}"
+        dest="space_command", required=True, metavar="{create,list,rename,leave,compact}"
     )
     create = space_sub.add_parser("create", parents=[homed], help="found a new space")
     create.add_argument("name")
@@ -192,6 +192,11 @@ def _add_endpoint_commands(sub: Subparsers, homed: OneLineParser) -> None:
     )
     listing = space_sub.add_parser("list", parents=[homed], help="the spaces of this endpoint")
     listing.add_argument("--json", action="store_true")
+    rename = space_sub.add_parser(
+        "rename", parents=[homed], help="give a space a new name, for every member (managers)"
+    )
+    rename.add_argument("space", metavar="SPACE", help="space id or name")
+    rename.add_argument("name", metavar="NAME", help="the new name")
     leave = space_sub.add_parser(
         "leave", parents=[homed], help="leave a space (it stays readable here, read-only)"
     )

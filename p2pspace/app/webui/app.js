@@ -42,6 +42,8 @@ const state = {
   forms: new Map(), // post id -> {kind: "reply" | "edit", form}: the open inline forms
   readOnly: false, // this endpoint may not write to the selected space (removed, or a guest)
   confirm: null, // {kind: "remove" | "leave", id}: the members panel's open confirmation
+  joining: false, // a join started here is under way (its progress events are shown)
+  manager: false, // this endpoint is a manager of the selected space
 };
 
 // -- talking to the API ------------------------------------------------------------------------
@@ -136,15 +138,46 @@ function formatTime(ms) {
   }
 }
 
+const relativeFormat = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
+const RELATIVE_STEPS = [
+  [60, 1, "second"],
+  [3600, 60, "minute"],
+  [86400, 3600, "hour"],
+  [7 * 86400, 86400, "day"],
+];
+
+// "just now", "5 minutes ago", "yesterday"; past a week the date itself.
+function relativeTime(ms, now = Date.now()) {
+  const date = validDate(ms);
+  if (!date) return "unknown date";
+  const seconds = (ms - now) / 1000;
+  if (Math.abs(seconds) < 45) return "just now";
+  for (const [below, unit, name] of RELATIVE_STEPS) {
+    if (Math.abs(seconds) < below) return relativeFormat.format(Math.round(seconds / unit), name);
+  }
+  return formatTime(ms);
+}
+
+// Relative times get older while the page is open: every shown one is redrawn each half minute.
+function updateTimes() {
+  const now = Date.now();
+  for (const time of document.querySelectorAll("time[data-ms]")) {
+    time.textContent = (time.dataset.prefix ?? "") + relativeTime(Number(time.dataset.ms), now);
+  }
+}
+
 // `clamped`: the API says the creator dated this more than the allowed skew ahead of our clock.
+// The text is relative ("5 minutes ago"); the exact time is its tooltip.
 function timeElement(ms, prefix = "", clamped = false) {
   if (ms === undefined || ms === null || ms === 0) return null;
   const date = validDate(ms);
   const time = el("time", {
     datetime: date ? date.toISOString() : null,
-    title: date ? null : String(ms),
+    title: date ? formatTime(ms) : String(ms),
     "data-testid": "time",
-    text: prefix + formatTime(ms),
+    "data-ms": date ? String(ms) : null,
+    "data-prefix": prefix || null,
+    text: prefix + relativeTime(ms),
   });
   if (!clamped) return time;
   return el(
@@ -155,8 +188,10 @@ function timeElement(ms, prefix = "", clamped = false) {
   );
 }
 
+// Shown only where it says something: not yet sent, or not yet at every member.
 function statusElement(item) {
   const kind = item.pending ? "pending" : item.delivered >= item.members ? "delivered" : "partial";
+  if (kind === "delivered") return null;
   return el("span", {
     class: `status status-${kind}`,
     "data-testid": "status",
@@ -195,6 +230,8 @@ function readHash() {
     state.confirm = null;
     memberElements.clear();
     showMemberError("");
+    hideInvitation();
+    closeRename();
   }
   if (space !== state.space || topic !== state.topic) {
     // Another thread: its posts' elements and forms belong to the old one.
@@ -258,6 +295,7 @@ async function load() {
   $("topics-view").hidden = !info || topic !== null;
   $("thread-view").hidden = !info || topic === null;
   renderStanding(info);
+  renderManaging(info);
   if (!info) {
     renderMembers([], status, null);
     renderUndo(null);
@@ -355,7 +393,7 @@ function renderMembers(members, status, info) {
     seen.add(m.id);
     const sync = m.me || !m.current ? null : syncOf.get(m.id) ?? m.sync;
     const confirming = state.confirm?.kind === "remove" && state.confirm.id === m.id;
-    const key = JSON.stringify([m.display_name, m.role, m.current, m.removed_by_name, m.left, m.online, m.me, sync, manager, confirming, m.equivocated]);
+    const key = JSON.stringify([m.display_name, m.role, m.current, m.removed_by_name, m.left, m.online, m.me, sync, manager, confirming, m.equivocated, m.last_seen]);
     const known = memberElements.get(m.id);
     if (known && known.key === key) return known.item;
     const item = memberItem(m, sync, manager, confirming);
@@ -379,6 +417,13 @@ function memberItem(m, sync, manager, confirming) {
   if (m.current) {
     parts.push(el("span", { class: "role", "data-testid": "role", text: m.role }));
     if (sync) parts.push(el("span", { class: `sync sync-${sync.replace(" ", "_")}`, "data-sync": sync, text: sync }));
+    if (!online && !m.me) {
+      parts.push(
+        m.last_seen
+          ? el("span", { class: "last-seen muted", "data-testid": "last-seen" }, timeElement(m.last_seen, "last seen "))
+          : el("span", { class: "last-seen muted", "data-testid": "last-seen", text: "not seen yet" }),
+      );
+    }
   } else {
     const note = m.left ? "left" : `removed by ${m.removed_by_name}`;
     parts.push(el("span", { class: "removed-note", "data-testid": "removed-note", text: note }));
@@ -478,6 +523,136 @@ async function membersAction(path, body) {
 const removeMember = (m) => membersAction("/members/remove", { member: m.id });
 const setRole = (m, role) => (role === m.role ? undefined : membersAction("/members/role", { member: m.id, role }));
 const leaveSpace = () => membersAction("/leave");
+
+// -- managing the space: rename, invite ---------------------------------------------------------
+
+function renderManaging(info) {
+  state.manager = Boolean(info?.member && info.role === "manager" && !info.removed_by);
+  $("rename").hidden = !state.manager || !$("rename-form").hidden;
+  if (!state.manager) closeRename();
+  $("invite").hidden = !state.manager;
+  if (!state.manager) hideInvitation();
+}
+
+function openRename() {
+  const info = state.status?.spaces.find((s) => s.id === state.space);
+  const form = $("rename-form");
+  form.elements.name.value = info?.name ?? "";
+  showFormError(form, "");
+  form.hidden = false;
+  $("space-title").hidden = true;
+  $("rename").hidden = true;
+  form.elements.name.focus();
+  form.elements.name.select();
+}
+
+function closeRename() {
+  const form = $("rename-form");
+  if (form.hidden) return;
+  form.hidden = true;
+  $("space-title").hidden = false;
+  $("rename").hidden = !state.manager;
+}
+
+async function renameSpace(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const name = form.elements.name.value.trim();
+  if (!name) {
+    showFormError(form, "A space needs a name.");
+    return;
+  }
+  const done = await submitWith(form, () => api("POST", `${spacePath(state.space)}/rename`, { name }));
+  if (done) {
+    closeRename();
+    $("rename").focus();
+  }
+}
+
+function hideInvitation() {
+  $("invitation").hidden = true;
+  $("invite-code").value = "";
+  $("invite-qr").replaceChildren();
+  $("copied").textContent = "";
+}
+
+async function createInvitation(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const space = state.space;
+  const body = { role: form.elements.role.value, ttl_s: Number(form.elements.ttl.value) };
+  await submitWith(form, async () => {
+    const answer = await api("POST", `${spacePath(space)}/invitations`, body);
+    if (space === state.space) showInvitation(answer);
+  });
+}
+
+function showInvitation(answer) {
+  $("invitation").hidden = false;
+  $("invite-code").value = answer.code;
+  $("invitation-what").textContent =
+    `One person can join with this code, as ${answer.role}, until ${formatTime(answer.expires)}.`;
+  $("copied").textContent = "";
+  // The QR code is an <svg> the node drew (no script, no style): parsed as SVG, never as HTML.
+  const parsed = new DOMParser().parseFromString(answer.qr_svg, "image/svg+xml").documentElement;
+  if (parsed?.namespaceURI === "http://www.w3.org/2000/svg" && parsed.localName === "svg") {
+    const svg = document.importNode(parsed, true);
+    svg.setAttribute("role", "img");
+    svg.setAttribute("aria-label", "The invitation code as a QR code");
+    $("invite-qr").replaceChildren(svg);
+  } else {
+    $("invite-qr").replaceChildren();
+  }
+}
+
+async function copyCode() {
+  const code = $("invite-code");
+  try {
+    await navigator.clipboard.writeText(code.value);
+    $("copied").textContent = "Copied.";
+  } catch {
+    code.focus();
+    code.select();
+    $("copied").textContent = "Selected: press Ctrl+C to copy.";
+  }
+}
+
+// -- joining with a code ----------------------------------------------------------------------------
+
+async function joinSpace(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const code = form.elements.code.value.trim();
+  if (!code) {
+    showFormError(form, "Paste the invitation code you were given.");
+    return;
+  }
+  showJoinProgress("Reaching the person who invited you…");
+  state.joining = true;
+  try {
+    await submitWith(form, async () => {
+      const answer = await api("POST", "/api/join", { code, timeout_s: 600 });
+      form.reset();
+      $("join-space").open = false;
+      location.hash = hashFor(answer.space, null);
+    });
+  } finally {
+    state.joining = false;
+    showJoinProgress("");
+  }
+}
+
+function showJoinProgress(text) {
+  const box = $("join-progress");
+  box.textContent = text;
+  box.hidden = !text;
+}
+
+function joinProgressEvent(event) {
+  if (!state.joining || typeof event.have !== "number" || typeof event.total !== "number") return;
+  const number = new Intl.NumberFormat();
+  showJoinProgress(`Receiving the space: ${number.format(event.have)} of ${number.format(event.total)} changes`);
+}
 
 // -- undo ---------------------------------------------------------------------------------------
 
@@ -798,6 +973,7 @@ function connectEvents() {
     } catch {
       return;
     }
+    if (event.type === "progress") joinProgressEvent(event);
     if (REFRESH_ON.has(event.type)) scheduleRefresh();
   });
 }
@@ -807,6 +983,16 @@ function connectEvents() {
 function start() {
   $("new-topic").addEventListener("submit", postTopic);
   $("new-space-form").addEventListener("submit", createSpace);
+  $("join-form").addEventListener("submit", joinSpace);
+  $("invite-form").addEventListener("submit", createInvitation);
+  $("copy-code").addEventListener("click", copyCode);
+  $("rename").addEventListener("click", openRename);
+  $("rename-cancel").addEventListener("click", closeRename);
+  $("rename-form").addEventListener("submit", renameSpace);
+  $("rename-form").addEventListener("keydown", (event) => {
+    if (event.key === "Escape") closeRename();
+  });
+  setInterval(updateTimes, 30_000);
   $("undo").addEventListener("click", undo);
   $("back").addEventListener("click", (event) => {
     event.preventDefault();
