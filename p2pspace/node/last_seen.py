@@ -2,8 +2,9 @@
 
 Theory of operation. The node's ticker calls :meth:`LastSeen.note` with the peers connected now
 and the clock's time; a connected peer's time moves forward in memory on every tick. The store
-is written when a peer is first seen, then at most every :data:`WRITE_EVERY_MS` per peer (one transaction per
-:meth:`LastSeen.flush`, which the ticker calls after noting) and once more at shutdown
+is written when a peer is first seen, then at most every :data:`WRITE_EVERY_MS` per peer (one
+transaction per :meth:`LastSeen.flush`, which the ticker calls after noting) and once more at
+shutdown
 (:meth:`LastSeen.flush` with ``everything=True``), so an idle connection costs no disk writes
 and a crash loses at most that much of a time that is shown rounded to minutes anyway. A time
 only grows: a clock set back does not make a peer look seen earlier than it was.

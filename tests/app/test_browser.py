@@ -6,7 +6,8 @@ no traffic leaves loopback and nothing is downloaded. Every wait is an explicit 
 (or a bounded wait on process output); no sleeps. The tests skip when the system Chromium or
 chromedriver is missing.
 
-Set ``P2PSPACE_UI_SCREENSHOT=/path.png`` to keep a screenshot of the first node's page.
+Screenshots of the main views are saved in ``build/screenshots/`` (``P2PSPACE_SCREENSHOTS``
+names another folder) for a reviewer to look at; they are not committed.
 """
 
 from __future__ import annotations
@@ -102,6 +103,17 @@ def open_browser(tmp_path: Path) -> Iterator[Callable[[str], webdriver.Chrome]]:
         driver.quit()
 
 
+SCREENSHOTS = Path(
+    os.environ.get("P2PSPACE_SCREENSHOTS", Path(__file__).parents[2] / "build" / "screenshots")
+)
+
+
+def screenshot(driver: WebDriver, name: str) -> None:
+    """Save what ``driver`` shows as ``SCREENSHOTS/name.png`` (for a reviewer, not asserted)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+
+
 def token_of(node: NodeProcess) -> str:
     return (node.home / "api.token").read_text().strip()
 
@@ -149,9 +161,18 @@ def topic_item(driver: WebDriver, title: str) -> WebElement | None:
 
 
 def topic_status(driver: WebDriver, title: str) -> str | None:
+    """How far the topic got (its item's ``data-status``); the pill shows only until it has
+    reached every member."""
     item = topic_item(driver, title)
-    status = find(item, "[data-testid=status]") if item is not None else None
-    return status.get_attribute("data-status") if status is not None else None
+    if item is None:
+        return None
+    status = item.get_attribute("data-status")
+    pill = find(item, "[data-testid=status]")
+    if status == "delivered to 2 of 2":
+        assert pill is None
+    else:
+        assert pill is not None and pill.get_attribute("data-status") == status
+    return status
 
 
 def post_with_body(driver: WebDriver, body: str) -> WebElement | None:
@@ -374,9 +395,7 @@ def test_two_pages_follow_each_other_live(
                 logs: list[dict[str, str]] = driver.get_log("browser")  # type: ignore[no-untyped-call]
                 severe = [e for e in logs if e["level"] == "SEVERE"]
                 assert severe == []
-            shot = os.environ.get("P2PSPACE_UI_SCREENSHOT")
-            if shot:
-                ann.save_screenshot(shot)
+            screenshot(ann, "thread")
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -604,4 +623,115 @@ def test_members_panel_and_times_no_date_can_hold(
             logs: list[dict[str, str]] = driver.get_log("browser")  # type: ignore[no-untyped-call]
             # The refused leave is the one failed request (403); nothing else went wrong.
             severe = [e for e in logs if e["level"] == "SEVERE" and "/leave" not in e["message"]]
+            assert severe == []
+
+
+@needs_browser
+def test_invite_join_rename_and_last_seen_in_two_pages(
+    tmp_path: Path, open_browser: Callable[[str], webdriver.Chrome]
+) -> None:
+    a_home, b_home = tmp_path / "a", tmp_path / "b"
+    cli(a_home, "init", "--name", "ann")
+    cli(b_home, "init", "--name", "bob")
+    b_id = cli(b_home, "id", "--hex").stdout.strip()
+    space = cli(a_home, "space", "create", "notes").stdout.strip()
+
+    with running(a_home, tmp_path / "a.log") as a:
+        ann = open_browser("ann")
+        ann.get(page_url(a, space))
+        wait_for(ann, "the space", lambda d: find(d, '#space-list a[aria-current="page"]'))
+
+        # Ann makes a code for a participant, valid an hour: the code, its terms and a QR code.
+        click(ann, "#invite > summary", "invite someone")
+        ann.find_element(By.CSS_SELECTOR, "#invite-ttl option[value='3600']").click()
+        click(ann, "#invite-form button[type=submit]", "make a code")
+        code = wait_for(
+            ann, "the code", lambda d: d.find_element(By.ID, "invite-code").get_attribute("value")
+        )
+        what = ann.find_element(By.ID, "invitation-what").text
+        assert what.startswith("One person can join with this code, as participant, until")
+        qr = wait_for(ann, "the QR code", lambda d: find(d, "#invite-qr > svg[role=img]"))
+        assert qr.size["width"] >= 100
+        click(ann, "#copy-code", "copy the code")
+        copied = wait_for(ann, "copy feedback", lambda d: d.find_element(By.ID, "copied").text)
+        assert copied in ("Copied.", "Selected: press Ctrl+C to copy.")
+        screenshot(ann, "invite")
+
+        with running(b_home, tmp_path / "b.log") as b:
+            # Bob's page: no space yet; he joins with the code and lands in the space.
+            bob = open_browser("bob")
+            bob.get(one_time_link(b))
+            wait_for(
+                bob,
+                "no spaces",
+                lambda d: "No spaces yet." in d.find_element(By.ID, "space-list").text,
+            )
+            click(bob, "#join-space > summary", "join with a code")
+            bob.find_element(By.ID, "join-code").send_keys(code)
+            click(bob, "#join-form button[type=submit]", "join")
+            wait_for(
+                bob,
+                "bob in the space",
+                lambda d: d.find_element(By.ID, "space-title").text == "notes",
+            )
+            assert bob.execute_script("return location.hash").startswith(f"#space={space}")
+            assert not bob.find_element(By.ID, "join-space").get_attribute("open")
+            wait_for(
+                bob,
+                "ann in bob's list",
+                lambda d: "ann" in d.find_element(By.ID, "member-list").text,
+            )
+            # A participant neither invites nor renames.
+            assert not bob.find_element(By.ID, "invite").is_displayed()
+            assert not bob.find_element(By.ID, "rename").is_displayed()
+
+            row = f'#member-list [data-member-id="{b_id}"]'
+            wait_for(ann, "bob in ann's list", lambda d: find(d, row + '[data-online="yes"]'))
+            assert find(ann, row + " [data-testid=last-seen]") is None  # online: no "last seen"
+
+            # Ann renames the space; both pages show the new name.
+            click(ann, "#rename", "rename")
+            field = ann.find_element(By.ID, "rename-name")
+            assert field.get_attribute("value") == "notes"
+            field.clear()
+            field.send_keys("Team notes")
+            click(ann, "#rename-form button[type=submit]", "save the name")
+            for driver in (ann, bob):
+                wait_for(
+                    driver,
+                    "the new name",
+                    lambda d: (
+                        d.find_element(By.ID, "space-title").text == "Team notes"
+                        and "Team notes" in d.find_element(By.ID, "space-list").text
+                    ),
+                )
+            assert ann.find_element(By.ID, "rename").is_displayed()
+            screenshot(bob, "joined")
+
+        # Bob's node stopped: Ann's page says when she last saw him.
+        seen = wait_for(ann, "bob's last seen", lambda d: find(d, row + " [data-testid=last-seen]"))
+        assert seen.text.startswith("last seen ")
+        time = find(seen, "time")
+        assert time is not None and time.get_attribute("title")  # the exact time on hover
+        wait_for(ann, "bob offline", lambda d: find(d, row + '[data-online="no"]'))
+
+        # A code that cannot be used here is refused in words in the join form (Ann's own page
+        # tries the one she issued).
+        click(ann, "#join-space > summary", "join with a code")
+        ann.find_element(By.ID, "join-code").send_keys(code)
+        click(ann, "#join-form button[type=submit]", "join again")
+        error = wait_for(
+            ann,
+            "the refusal",
+            lambda d: (
+                (e := find(d, "#join-form .form-error")) is not None and e.is_displayed() and e
+            ),
+        )
+        assert error.text
+        screenshot(ann, "members")
+
+        for driver in (ann, bob):
+            logs: list[dict[str, str]] = driver.get_log("browser")  # type: ignore[no-untyped-call]
+            # The refused join is the one failed request; nothing else went wrong.
+            severe = [e for e in logs if e["level"] == "SEVERE" and "/api/join" not in e["message"]]
             assert severe == []

@@ -17,6 +17,7 @@ Tools' routes are not here: each tool declares its own (see :mod:`p2pspace.app.a
 
 from __future__ import annotations
 
+import io
 from typing import TYPE_CHECKING, Any
 
 import segno
@@ -206,9 +207,20 @@ class NodeRoutes:
 def qr_svg(text: str) -> str:
     """``text`` as a QR code: an inline SVG element (no script, no style attribute), for a
     phone's camera to read an invitation code off the screen."""
-    code = segno.make(text, error="m")
-    svg: str = code.svg_inline(scale=4, border=2, dark="#000", light="#fff", omitsize=True)
-    return svg
+    out = io.BytesIO()
+    segno.make(text, error="m").save(
+        out,
+        kind="svg",
+        xmldecl=False,  # an element, not a document
+        svgns=True,  # so that it parses as SVG on its own
+        nl=False,
+        omitsize=True,  # the page sizes it
+        scale=4,
+        border=2,
+        dark="#000",
+        light="#fff",
+    )
+    return out.getvalue().decode()
 
 
 def node_routes(context: RouteContext) -> list[BaseRoute]:

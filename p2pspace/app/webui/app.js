@@ -681,7 +681,7 @@ function renderTopics(topics) {
     const replies = `${t.reply_count} ${t.reply_count === 1 ? "reply" : "replies"}`;
     return el(
       "li",
-      { class: "topic", "data-topic-id": t.id, "data-testid": "topic" },
+      { class: "topic", "data-topic-id": t.id, "data-testid": "topic", "data-status": t.status },
       el("a", {
         class: "topic-title",
         href: hashFor(state.space, t.id),
