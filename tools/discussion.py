@@ -13,6 +13,11 @@ authorship locally too, to refuse early with a clear error. Times come from the 
 and post ids from the creating delta's id, so the tool is deterministic under the simulator.
 Views show and order times clamped to the reader's clock (``now``, ms): a post dated in 2100
 shows at most ten minutes ahead, flagged ``time_clamped``, whatever was stored.
+
+Beside the replicated records the tool keeps what is this endpoint's alone: which posts it has
+read (:mod:`p2pspace.tools.discussion_reads`) and a full-text index of the posts
+(:mod:`p2pspace.tools.discussion_search`). Bodies are Markdown, shown as inert HTML with
+mentions marked (:mod:`p2pspace.tools.discussion_text`).
 """
 
 from __future__ import annotations
@@ -50,6 +55,9 @@ from p2pspace.tools.discussion_layout import (
     undo_record_id,
     well_formed,
 )
+from p2pspace.tools.discussion_reads import ReadMarks
+from p2pspace.tools.discussion_search import SearchIndex
+from p2pspace.tools.discussion_text import Handles, handles, preview, render
 
 MAX_TITLE = 200
 # Bytes of UTF-8. An edit carries the new body and, for undo, the replaced one: both must fit a
@@ -95,6 +103,9 @@ class Post:
     status: SyncStatus
     time_clamped: bool = False
     replies: tuple[Post, ...] = field(default=())
+    unread: bool = False  # someone else's post this endpoint has not read yet
+    body_html: str = ""  # the body rendered (threads and single posts; "" in thread lists)
+    mentions: tuple[bytes, ...] = ()  # members the body mentions (where it is rendered)
 
     @property
     def is_topic(self) -> bool:
@@ -118,6 +129,9 @@ class Post:
             "pending": self.status.pending,
             "delivered": self.status.delivered,
             "members": self.status.members,
+            "unread": self.unread,
+            "body_html": self.body_html,
+            "mentions": [m.hex() for m in self.mentions],
             "replies": [r.to_json() for r in self.replies],
         }
 
@@ -125,17 +139,44 @@ class Post:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TopicSummary:
     post: Post
-    replies: int
+    replies: int  # replies not deleted
     last_activity: int  # shown: the latest shown creation or edit time in the thread
     last_activity_clamped: bool = False  # it comes from a clamped time
+    unread: int = 0  # posts of the thread (the topic included) this endpoint has not read
+    preview: str = ""  # one line of the topic's body, plain text
 
     def to_json(self) -> dict[str, Any]:
         out = self.post.to_json()
-        out.pop("replies")
+        for key in ("replies", "body_html", "mentions"):
+            out.pop(key)
         out["reply_count"] = self.replies
         out["last_activity"] = self.last_activity
         out["last_activity_clamped"] = self.last_activity_clamped
+        out["unread_count"] = self.unread
+        out["preview"] = self.preview
         return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchResult:
+    """A post matching a search: where it is, who wrote it, and the matching words."""
+
+    post: str
+    topic: str
+    topic_title: str
+    author_name: str
+    created: int  # shown time
+    snippet: str  # matched words between MARK_START and MARK_END of discussion_search
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "post": self.post,
+            "topic": self.topic,
+            "topic_title": self.topic_title,
+            "author_name": self.author_name,
+            "created": self.created,
+            "snippet": self.snippet,
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -203,6 +244,8 @@ class Discussion:
         self._now = now
         self._acks = acks
         self._random = random
+        self.reads = ReadMarks(replica.store, replica.space_id)
+        self.index = SearchIndex(replica, self._index_rows, self._index_row)
 
     @property
     def me(self) -> bytes:
@@ -257,11 +300,16 @@ class Discussion:
         context: _StatusContext,
         now: int,
         replies: tuple[Post, ...] = (),
+        known: Handles | None = None,
     ) -> Post:
+        """``known``: the mention handles of the members, to render the body with (None: not
+        rendered)."""
         author: bytes = fields["author"]
         rev: tuple[bytes, int] = fields["rev"]
         created, created_clamped = shown_time(fields["created"], now)
         edited, edited_clamped = shown_time(fields["edited"], now)
+        deleted: bool = fields["deleted"]
+        html, mentions = ("", ()) if known is None or deleted else render(fields["body"], known)
         return Post(
             id=post_id,
             topic=topic_of(post_id),
@@ -272,12 +320,21 @@ class Discussion:
             author_name=names.get(author, "") or author.hex()[:8],
             created=created,
             edited=edited,
-            deleted=fields["deleted"],
+            deleted=deleted,
             rev=rev,
             status=self._status(rev, context),
             time_clamped=created_clamped or edited_clamped,
             replies=replies,
+            unread=self._unread(post_id, author, deleted),
+            body_html=html,
+            mentions=mentions,
         )
+
+    def _unread(self, post_id: str, author: bytes, deleted: bool) -> bool:
+        return not deleted and author != self.me and not self.reads.is_read(post_id)
+
+    def _handles(self) -> Handles:
+        return handles((m.id, m.name) for m in self.replica.members().members())
 
     def get(self, post_id: str, *, now: int | None = None) -> Post:
         """One post (without replies). Raises LocalProtocolError if there is none."""
@@ -285,7 +342,8 @@ class Discussion:
         if fields is None:
             raise NotFoundError(f"no post {post_id}")
         now = self._now() if now is None else now
-        return self._post(post_id, fields, self._names(), self._status_context(), now)
+        names, context = self._names(), self._status_context()
+        return self._post(post_id, fields, names, context, now, known=self._handles())
 
     def topics(self, *, now: int | None = None) -> list[TopicSummary]:
         """Every thread, newest shown activity first (ties by shown creation, then id: the same
@@ -296,13 +354,21 @@ class Discussion:
         for topic_id, fields in self._posts(TOPICS):
             post = self._post(topic_id, fields, names, context, now)
             count, (last, clamped) = 0, shown_activity(fields, now)
-            for _reply_id, reply in self._posts(reply_table(topic_id)):
-                count += 1
+            unread = 1 if post.unread else 0
+            for reply_id, reply in self._posts(reply_table(topic_id)):
+                if not reply["deleted"]:
+                    count += 1
+                    unread += self._unread(reply_id, reply["author"], False)
                 shown, reply_clamped = shown_activity(reply, now)
                 if shown > last or (shown == last and reply_clamped):
                     last, clamped = shown, reply_clamped
             summary = TopicSummary(
-                post=post, replies=count, last_activity=last, last_activity_clamped=clamped
+                post=post,
+                replies=count,
+                last_activity=last,
+                last_activity_clamped=clamped,
+                unread=unread,
+                preview="" if post.deleted else preview(post.body),
             )
             out.append(summary)
         out.sort(key=lambda t: (-t.last_activity, -t.post.created, t.post.id))
@@ -315,7 +381,7 @@ class Discussion:
         if root is None:
             raise NotFoundError(f"no topic {topic_id}")
         now = self._now() if now is None else now
-        names, context = self._names(), self._status_context()
+        names, context, known = self._names(), self._status_context(), self._handles()
         children: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         for reply_id, fields in self._posts(reply_table(topic_id)):
             children.setdefault(fields["parent"] or topic_id, []).append((reply_id, fields))
@@ -326,7 +392,7 @@ class Discussion:
                 key=lambda kv: (shown_time(kv[1]["created"], now)[0], kv[1]["author"], kv[0]),
             )
             replies = tuple(build(rid, f, depth + 1) for rid, f in kids) if depth < 200 else ()
-            return self._post(post_id, fields, names, context, now, replies)
+            return self._post(post_id, fields, names, context, now, replies, known)
 
         return build(topic_id, root, 0)
 
@@ -337,6 +403,61 @@ class Discussion:
             depth, post = stack.pop()
             yield depth, post
             stack.extend((depth + 1, r) for r in reversed(post.replies))
+
+    def mark_read(self, topic_id: str) -> int:
+        """Mark every post of the thread ``topic_id`` read here; how many were unread."""
+        topic_id = topic_of(check_id(topic_id))
+        root = self._fields(topic_id)
+        if root is None:
+            raise NotFoundError(f"no topic {topic_id}")
+        # Only others' posts are marked: this endpoint's own are never unread.
+        posts = [(topic_id, root), *self._posts(reply_table(topic_id))]
+        return self.reads.mark(p for p, fields in posts if fields["author"] != self.me)
+
+    # -- search -------------------------------------------------------------------------------
+
+    def _index_rows(self) -> Iterable[tuple[str, str, str, str, bool]]:
+        for topic_id, fields in self._posts(TOPICS):
+            yield topic_id, topic_id, fields["title"], fields["body"], fields["deleted"]
+            for reply_id, reply in self._posts(reply_table(topic_id)):
+                yield reply_id, topic_id, "", reply["body"], reply["deleted"]
+
+    def _index_row(self, post_id: str) -> tuple[str, str, str, bool] | None:
+        if not well_formed(post_id, topic=post_id == topic_of(post_id)):
+            return None  # an id a hostile command named: no post can live there
+        fields = self._fields(post_id)
+        if fields is None:
+            return None
+        return topic_of(post_id), fields["title"], fields["body"], fields["deleted"]
+
+    def search(self, text: str, *, limit: int = 50, now: int | None = None) -> list[SearchResult]:
+        """The posts whose title or body holds every word of ``text`` (as word prefixes),
+        best match first; see :mod:`p2pspace.tools.discussion_search`."""
+        if not isinstance(text, str):
+            raise LocalProtocolError("a search is text")
+        now = self._now() if now is None else now
+        names = self._names()
+        titles: dict[str, str] = {}
+        out = []
+        for hit in self.index.search(text, limit=limit):
+            fields = self._fields(hit.post)
+            if fields is None:
+                continue
+            if hit.topic not in titles:
+                topic = fields if hit.topic == hit.post else self._fields(hit.topic)
+                titles[hit.topic] = "" if topic is None else topic["title"]
+            author: bytes = fields["author"]
+            out.append(
+                SearchResult(
+                    post=hit.post,
+                    topic=hit.topic,
+                    topic_title=titles[hit.topic],
+                    author_name=names.get(author, "") or author.hex()[:8],
+                    created=shown_time(fields["created"], now)[0],
+                    snippet=hit.snippet,
+                )
+            )
+        return out
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -478,6 +599,13 @@ class Discussion:
 
     # -- events -------------------------------------------------------------------------------
 
+    def executed(self, deltas: Iterable[Delta]) -> list[ChangeEvent]:
+        """What its owner calls with the deltas the replica executed (its listener): their
+        change events (:meth:`events`), the posts they touched noted for the search index."""
+        changes = self.events(deltas)
+        self.index.touched(change.post for change in changes)
+        return changes
+
     def events(self, executed: Iterable[Delta]) -> list[ChangeEvent]:
         """Change events for the discussion commands in ``executed`` deltas."""
         out: list[ChangeEvent] = []
@@ -513,6 +641,7 @@ __all__ = [
     "ChangeEvent",
     "Discussion",
     "Post",
+    "SearchResult",
     "SyncStatus",
     "TopicSummary",
     "has_discussion",

@@ -95,6 +95,7 @@ class ReplicaStats:
     rejected: int = 0
     duplicates: int = 0
     closed: int = 0  # blocks closed by checkpoints executed here
+    snapshots: int = 0  # snapshots installed here (each replaced the whole state)
 
 
 ExecutedListener = Callable[["Replica", Sequence[tuple[Delta, bytes]]], None]
@@ -972,6 +973,7 @@ class Replica:
                     state.flush()
         finally:
             self._reload()
+        self.stats.snapshots += 1
         self._receive_held_back()
 
     def _receive_held_back(self) -> None:

@@ -75,6 +75,10 @@ CREATE TABLE IF NOT EXISTS sponsors (
 CREATE TABLE IF NOT EXISTS peer_acks (
     space BLOB NOT NULL, peer BLOB NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (space, peer)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tool_local (
+    tool TEXT NOT NULL, space BLOB NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
+    PRIMARY KEY (tool, space, key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS peer_seen (
     peer BLOB PRIMARY KEY NOT NULL, seen INTEGER NOT NULL
 ) WITHOUT ROWID;
@@ -299,6 +303,26 @@ class Store:
 
     def peer_seen(self) -> list[tuple[bytes, int]]:
         return [(bytes(p), int(t)) for p, t in self._read("SELECT peer, seen FROM peer_seen")]
+
+    # -- tools' local data (never replicated) --------------------------------------------------
+
+    def tool_local(self, tool: str, space: bytes) -> dict[str, bytes]:
+        """What ``tool`` keeps for ``space`` on this endpoint only: key -> value."""
+        rows = self._read(
+            "SELECT key, value FROM tool_local WHERE tool = ? AND space = ?", (tool, space)
+        )
+        return {str(k): bytes(v) for k, v in rows}
+
+    def set_tool_local(self, tool: str, space: bytes, rows: Sequence[tuple[str, bytes]]) -> None:
+        """Store ``(key, value)`` rows of ``tool``'s local data for ``space``."""
+        self._require_txn()
+        try:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO tool_local (tool, space, key, value) VALUES (?, ?, ?, ?)",
+                [(tool, space, key, value) for key, value in rows],
+            )
+        except self._errors as exc:
+            raise StorageError(f"store write failed: {exc}") from None
 
     # -- invitations --------------------------------------------------------------------------
 

@@ -79,7 +79,7 @@ class SpaceBook:
             )
             discussion = self.discussion(space, required=False)
             if discussion is not None:
-                for change in discussion.events(d for d, _w in executed):
+                for change in discussion.executed(d for d, _w in executed):
                     self._changes.announce(DiscussionChanged(space=space, change=change))
 
         replica.listeners.append(on_executed)

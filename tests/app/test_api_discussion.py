@@ -289,7 +289,10 @@ async def test_spaces_with_and_without_the_tool(tmp_path: Path) -> None:
         await error(client.get("/api/spaces/plain/discussion/topics"), 400, "no discussion tool")
         members = (await ok(client.get("/api/spaces/plain/presence")))["members"]
         assert presence(members) == {"ann": (True, True)}
-        assert await ok(client.get("/api/spaces/talk/discussion/topics")) == {"topics": []}
+        assert await ok(client.get("/api/spaces/talk/discussion/topics")) == {
+            "topics": [],
+            "limits": {"title": 200, "body": 24_000},
+        }
         assert await ok(client.get("/api/spaces/talk/discussion/last-change")) == {"change": None}
 
 

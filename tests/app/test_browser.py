@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -735,3 +735,167 @@ def test_invite_join_rename_and_last_seen_in_two_pages(
             # The refused join is the one failed request; nothing else went wrong.
             severe = [e for e in logs if e["level"] == "SEVERE" and "/api/join" not in e["message"]]
             assert severe == []
+
+
+def api_call(node: NodeProcess, method: str, path: str, body: object = None) -> dict[str, Any]:
+    """One request to ``node``'s API with its token (what the command line does)."""
+    request = urllib.request.Request(
+        f"{node.api_url}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={"Authorization": f"Bearer {token_of(node)}", "Content-Type": "application/json"},
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=TIMEOUT) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+    return answer
+
+
+# A stand-in for the browser's Notification (granted) and a page that can be put in the
+# background (window.__hidden): what the page would show is recorded in window.__notes.
+BACKGROUND_AND_NOTIFICATIONS = """
+window.__notes = [];
+window.__hidden = false;
+window.Notification = class {
+  static permission = "granted";
+  static requestPermission() { return Promise.resolve("granted"); }
+  constructor(title, options) { window.__notes.push([title, options.body]); }
+  addEventListener() {}
+};
+Object.defineProperty(document, "visibilityState", {
+  get: () => (window.__hidden ? "hidden" : "visible"),
+});
+"""
+
+HOSTILE_BODY = (
+    "**bold words** and a link https://example.com/page\n\n"
+    "<script>window.xss = 1</script> <img src=x onerror='window.xss = 2'>\n\n"
+    "[click](javascript:window.xss=3) <a href='javascript:window.xss=4'>a</a> @ann"
+)
+
+
+def body_widths(driver: WebDriver) -> list[int]:
+    widths: list[int] = driver.execute_script(
+        "return [...document.querySelectorAll('#thread [data-testid=body]')]"
+        ".map((b) => Math.round(b.getBoundingClientRect().width))"
+    )
+    return widths
+
+
+@needs_browser
+def test_markdown_unread_search_mentions_limits_and_deep_threads(
+    tmp_path: Path, open_browser: Callable[[str], webdriver.Chrome]
+) -> None:
+    a_home, b_home = tmp_path / "a", tmp_path / "b"
+    cli(a_home, "init", "--name", "ann")
+    cli(b_home, "init", "--name", "bob")
+    space = cli(a_home, "space", "create", "notes").stdout.strip()
+    talk = f"/api/spaces/{space}/discussion"
+
+    with running(a_home, tmp_path / "a.log") as a, running(b_home, tmp_path / "b.log") as b:
+        code = cli(a_home, "invite", "notes", "--ttl", "600").stdout.strip()
+        assert cli(b_home, "join", code, "--timeout", str(TIMEOUT)).stdout.strip() == space
+        hostile = api_call(b, "POST", f"{talk}/topics", {"title": "Hostile", "body": HOSTILE_BODY})
+        deep = parent = api_call(a, "POST", f"{talk}/topics", {"title": "Deep", "body": "0"})["id"]
+        for depth in range(1, 31):
+            parent = api_call(
+                a, "POST", f"{talk}/posts/{parent}/replies", {"body": f"reply {depth}"}
+            )["id"]
+        deepest = parent
+
+        ann = open_browser("ann")
+        ann.execute_cdp_cmd(
+            "Page.addScriptToEvaluateOnNewDocument", {"source": BACKGROUND_AND_NOTIFICATIONS}
+        )
+        ann.get(page_url(a, space))
+        # bob's topic reached ann: unread, with a plain preview line.
+        item = wait_for(ann, "bob's topic", lambda d: topic_item(d, "Hostile"))
+        assert item.get_attribute("data-unread") == "1"
+        badge = find(item, "[data-testid=unread]")
+        assert badge is not None and badge.text == "1 new"
+        shown = find(item, "[data-testid=preview]")
+        assert shown is not None and shown.text == "bold words and a link https://example.com/page"
+        deep_item = topic_item(ann, "Deep")
+        assert deep_item is not None and deep_item.get_attribute("data-unread") == "0"  # hers
+
+        # The thread: Markdown rendered, everything hostile inert, ann's mention marked.
+        topic = open_thread(ann, "Hostile")
+        assert topic == hostile["id"]
+        body = wait_for(ann, "the body", lambda d: find(d, "#thread [data-testid=body]"))
+        assert find(body, "strong") is not None and find(body, "strong").text == "bold words"  # type: ignore[union-attr]
+        link = find(body, "a[href='https://example.com/page']")
+        assert link is not None and link.get_attribute("rel") == "noopener noreferrer nofollow"
+        links = [x.get_attribute("href") for x in body.find_elements(By.CSS_SELECTOR, "a")]
+        assert links == ["https://example.com/page"]
+        assert body.find_elements(By.CSS_SELECTOR, "script, img, iframe, [onerror]") == []
+        assert "<script>window.xss = 1</script>" in body.text
+        assert find(body, "span.mention.me") is not None
+        assert ann.execute_script("return window.xss") is None
+        assert find(ann, "#thread [data-testid=new]") is not None  # new when opened
+        screenshot(ann, "markdown")
+
+        # Read now: back in the list, no longer unread (the mark is ann's alone).
+        ann.find_element(By.ID, "back").click()
+        wait_for(ann, "read", lambda d: (t := topic_item(d, "Hostile")) is not None
+                 and t.get_attribute("data-unread") == "0")  # fmt: skip
+
+        # Search: the matching words highlighted; the result opens the thread.
+        search = ann.find_element(By.ID, "search-input")
+        search.send_keys("bold wor")
+        click(ann, "#search-form button[type=submit]", "search")
+        result = wait_for(
+            ann, "a result", lambda d: find(d, "#search-results [data-testid=result]")
+        )
+        marks = [m.text for m in result.find_elements(By.CSS_SELECTOR, "mark")]
+        assert marks == ["bold", "words"]
+        assert find(ann, "#search-results [data-testid=result] + [data-testid=result]") is None
+        screenshot(ann, "search")
+        link = find(result, "a")
+        assert link is not None
+        link.click()
+        wait_for(ann, "the thread from the result", lambda d: post_by_id(d, topic))
+
+        # A 30-deep thread stays readable at 1280 px: it goes on in views of its own.
+        ann.get(page_url(a, space) + f"&topic={deep}")
+        wait_for(ann, "the deep thread", lambda d: post_by_id(d, deep))
+        views = 0
+        while True:
+            widths = wait_for(ann, "bodies", lambda d: body_widths(d) or None)
+            assert min(widths) >= 400, widths
+            if post_by_id(ann, deepest) is not None:
+                break
+            more = wait_for(ann, "continue", lambda d: find(d, "#thread [data-testid=continue] a"))
+            assert "Continue this thread" in more.text
+            more.click()
+            wait_for(ann, "the continued view", lambda d: find(d, "#continued:not([hidden])"))
+            views += 1
+        assert views >= 4
+        assert own_body(post_by_id(ann, deepest)) == "reply 30"  # type: ignore[arg-type]
+        screenshot(ann, "deep-thread")
+
+        # Limits are counted as the node counts: 120 Japanese characters are 360 bytes.
+        ann.find_element(By.ID, "back").click()
+        title = wait_for(ann, "the title field", lambda d: find(d, "#topic-title"))
+        title.send_keys("会" * 120)
+        note = wait_for(ann, "the limit note", lambda d: find(d, "#new-topic .limit.over"))
+        assert note.text.startswith("Too long by 160 bytes")
+        click(ann, "#post-topic", "post")
+        wait_for(ann, "the refusal", lambda d: (e := find(d, "#new-topic .form-error"))
+                 is not None and e.is_displayed())  # fmt: skip
+        assert topic_item(ann, "会" * 120) is None
+        title.clear()
+
+        # In the background, a post mentioning ann makes a notification; one not naming her
+        # does not.
+        ann.execute_script("window.__hidden = true")
+        api_call(b, "POST", f"{talk}/posts/{topic}/replies", {"body": "nothing for anyone"})
+        api_call(b, "POST", f"{talk}/posts/{topic}/replies", {"body": "@Ann have a look"})
+        notes = wait_for(
+            ann,
+            "the notification",
+            lambda d: d.execute_script("return window.__notes.length ? window.__notes : null"),
+        )
+        assert notes == [["bob mentioned you in notes", "@Ann have a look"]]
+
+        logs: list[dict[str, str]] = ann.get_log("browser")  # type: ignore[no-untyped-call]
+        assert [e for e in logs if e["level"] == "SEVERE"] == []

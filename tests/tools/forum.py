@@ -131,7 +131,7 @@ def _member(endpoint: Endpoint, space: bytes, clock: Clock, rand: Callable[[int]
     )
     member = Member(endpoint=endpoint, tool=tool)
     replica.listeners.append(
-        lambda _r, executed: member.events.extend(tool.events(d for d, _w in executed))
+        lambda _r, executed: member.events.extend(tool.executed(d for d, _w in executed))
     )
     return member
 

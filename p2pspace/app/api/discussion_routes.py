@@ -19,14 +19,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from p2pspace.app.api.http import json_response, string_field
+from p2pspace.app.api.http import HTTPError, json_response, string_field
 from p2pspace.errors import LocalProtocolError
+from p2pspace.tools.discussion import MAX_BODY, MAX_TITLE
+from p2pspace.tools.discussion_search import MAX_RESULTS, query_words
 
 if TYPE_CHECKING:
     from p2pspace.app.api.context import RouteContext
     from p2pspace.tools.discussion import Discussion
 
 PREFIX = "/api/spaces/{space}/discussion"
+# What a topic's title and a post's body may hold, in bytes of UTF-8 (the page counts the same).
+LIMITS = {"title": MAX_TITLE, "body": MAX_BODY}
+MAX_QUERY = 500
 POST = PREFIX + "/posts/{post}"
 
 
@@ -41,6 +46,8 @@ class DiscussionRoutes:
             Route(PREFIX + "/topics", self.list_topics, methods=["GET"]),
             Route(PREFIX + "/topics", self.create_topic, methods=["POST"]),
             Route(PREFIX + "/threads/{topic}", self.get_thread, methods=["GET"]),
+            Route(PREFIX + "/threads/{topic}/read", self.mark_read, methods=["POST"]),
+            Route(PREFIX + "/search", self.search, methods=["GET"]),
             Route(POST, self.get_post, methods=["GET"]),
             Route(POST, self.edit_post, methods=["PUT"]),
             Route(POST, self.delete_post, methods=["DELETE"]),
@@ -60,7 +67,7 @@ class DiscussionRoutes:
 
     async def list_topics(self, request: Request) -> Response:
         topics = self._tool(request).topics(now=self._now())
-        return json_response({"topics": [t.to_json() for t in topics]})
+        return json_response({"topics": [t.to_json() for t in topics], "limits": LIMITS})
 
     async def create_topic(self, request: Request) -> Response:
         body = await self.context.body(request)
@@ -70,6 +77,22 @@ class DiscussionRoutes:
     async def get_thread(self, request: Request) -> Response:
         thread = self._tool(request).thread(request.path_params["topic"], now=self._now())
         return json_response({"thread": thread.to_json()})
+
+    async def mark_read(self, request: Request) -> Response:
+        marked = self._tool(request).mark_read(request.path_params["topic"])
+        return json_response({"marked": marked})
+
+    async def search(self, request: Request) -> Response:
+        query = request.query_params.get("q", "")
+        if len(query) > MAX_QUERY:
+            raise HTTPError(400, f"a search is at most {MAX_QUERY} characters")
+        limit = request.query_params.get("limit", "50")
+        if not limit.isdigit() or not 0 < int(limit) <= MAX_RESULTS:
+            raise HTTPError(400, f"limit is a whole number in 1..{MAX_RESULTS}")
+        results = self._tool(request).search(query, limit=int(limit), now=self._now())
+        return json_response(
+            {"results": [r.to_json() for r in results], "words": query_words(query)}
+        )
 
     async def get_post(self, request: Request) -> Response:
         post = self._tool(request).get(request.path_params["post"], now=self._now())

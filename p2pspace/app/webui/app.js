@@ -1,7 +1,11 @@
 // The p2pspace web UI: one module, no framework, no build step.
 //
 // Data from the node (names, titles, bodies) reaches the DOM only through textContent and
-// attributes, never innerHTML: what a peer wrote cannot become markup.
+// attributes, never innerHTML: what a peer wrote cannot become markup. The one exception is a
+// post's body_html, which the node rendered from Markdown with raw HTML off (every character a
+// member wrote arrives escaped); the page parses it as an inert document and keeps only the
+// elements and attributes Markdown makes (allowedMarkup), so even a bug in the renderer could
+// not run a script or load anything.
 //
 // The view is re-fetched, not patched from events: an event only says "something changed" and
 // schedules one debounced refresh of what is shown. Rendering reuses DOM elements by post id, so
@@ -43,6 +47,10 @@ const state = {
   readOnly: false, // this endpoint may not write to the selected space (removed, or a guest)
   confirm: null, // {kind: "remove" | "leave", id}: the members panel's open confirmation
   joining: false, // a join started here is under way (its progress events are shown)
+  focus: null, // the post a deep thread is continued from (#post=), or null for the whole thread
+  search: null, // the words searched for (#q=), or null
+  newPosts: new Set(), // posts that were unread when the open thread was shown: marked "new"
+  limits: { title: 200, body: 24000 }, // bytes of UTF-8, as the node counts (from /topics)
   manager: false, // this endpoint is a manager of the selected space
 };
 
@@ -215,10 +223,11 @@ function showFormError(form, text) {
 
 // -- routing: #space=<id>&topic=<id> -----------------------------------------------------------
 
-function hashFor(space, topic) {
+function hashFor(space, topic, extra = {}) {
   const params = new URLSearchParams();
   if (space) params.set("space", space);
   if (topic) params.set("topic", topic);
+  for (const [key, value] of Object.entries(extra)) if (value) params.set(key, value);
   return `#${params}`;
 }
 
@@ -226,6 +235,8 @@ function readHash() {
   const params = new URLSearchParams(location.hash.slice(1));
   const space = params.get("space") || null;
   const topic = params.get("topic") || null;
+  const focus = topic ? params.get("post") || null : null;
+  const search = topic ? null : params.get("q") || null;
   if (space !== state.space) {
     state.confirm = null;
     memberElements.clear();
@@ -233,15 +244,19 @@ function readHash() {
     hideInvitation();
     closeRename();
   }
-  if (space !== state.space || topic !== state.topic) {
+  if (space !== state.space || topic !== state.topic || focus !== state.focus) {
     // Another thread: its posts' elements and forms belong to the old one.
     state.forms.clear();
     postElements.clear();
     $("thread").replaceChildren();
+    if (topic !== state.topic || space !== state.space) state.newPosts = new Set();
     if (space !== state.space) $("topic-list").replaceChildren();
   }
   state.space = space;
   state.topic = topic;
+  state.focus = focus;
+  state.search = search;
+  $("search-input").value = search ?? "";
 }
 
 // -- refreshing ---------------------------------------------------------------------------------
@@ -292,7 +307,10 @@ async function load() {
   const topic = state.topic;
   const info = status.spaces.find((s) => s.id === space);
   $("space-title").textContent = info ? info.name || info.id.slice(0, 8) : space ? "Unknown space" : "No space selected";
-  $("topics-view").hidden = !info || topic !== null;
+  const search = state.search;
+  $("topics-view").hidden = !info || topic !== null || search !== null;
+  $("search-view").hidden = !info || search === null;
+  $("search-form").hidden = !info;
   $("thread-view").hidden = !info || topic === null;
   renderStanding(info);
   renderManaging(info);
@@ -308,10 +326,12 @@ async function load() {
     api("GET", `${talkPath(space)}/last-change`),
     topic
       ? api("GET", `${talkPath(space)}/threads/${seg(topic)}`)
-      : api("GET", `${talkPath(space)}/topics`),
+      : search !== null
+        ? api("GET", `${talkPath(space)}/search?q=${seg(search)}`)
+        : api("GET", `${talkPath(space)}/topics`),
   ]);
-  // The user may have switched space or thread while the answers were on their way.
-  if (space !== state.space || topic !== state.topic) return;
+  // The user may have switched space, thread or search while the answers were on their way.
+  if (space !== state.space || topic !== state.topic || search !== state.search) return;
 
   renderMembers(members.status === "fulfilled" ? members.value.members : [], status, info);
   renderUndo(change.status === "fulfilled" ? change.value.change : null);
@@ -321,8 +341,15 @@ async function load() {
   }
   showMessage("");
   const key = focusKey();
-  if (topic) renderThread(main.value.thread, status.endpoint);
-  else renderTopics(main.value.topics);
+  if (topic) {
+    renderThread(main.value.thread, status.endpoint);
+    markRead(space, main.value.thread);
+  } else if (search !== null) {
+    renderSearch(main.value);
+  } else {
+    if (main.value.limits) state.limits = main.value.limits;
+    renderTopics(main.value.topics);
+  }
   restoreFocus(key);
 }
 
@@ -679,15 +706,28 @@ function renderTopics(topics) {
   const items = topics.map((t) => {
     const title = t.deleted ? "[deleted topic]" : t.title;
     const replies = `${t.reply_count} ${t.reply_count === 1 ? "reply" : "replies"}`;
+    const unread = t.unread_count > 0;
     return el(
       "li",
-      { class: "topic", "data-topic-id": t.id, "data-testid": "topic", "data-status": t.status },
-      el("a", {
-        class: "topic-title",
-        href: hashFor(state.space, t.id),
-        "data-focus-key": `topic:${t.id}`,
-        text: title,
-      }),
+      {
+        class: unread ? "topic unread" : "topic",
+        "data-topic-id": t.id,
+        "data-testid": "topic",
+        "data-status": t.status,
+        "data-unread": String(t.unread_count),
+      },
+      el(
+        "div",
+        { class: "topic-line" },
+        el("a", {
+          class: "topic-title",
+          href: hashFor(state.space, t.id),
+          "data-focus-key": `topic:${t.id}`,
+          text: title,
+        }),
+        unread ? el("span", { class: "badge", "data-testid": "unread", text: `${t.unread_count} new` }) : null,
+      ),
+      t.preview ? el("p", { class: "preview", "data-testid": "preview", text: t.preview }) : null,
       el(
         "p",
         { class: "meta" },
@@ -719,6 +759,12 @@ async function postTopic(event) {
 
 // Run a form's request with its submit button disabled; show a failure inside the form.
 async function submitWith(form, action) {
+  const long = overLimit(form);
+  if (long) {
+    showFormError(form, "Shorten the marked text first: it is longer than the node accepts.");
+    long.focus();
+    return false;
+  }
   const submit = form.querySelector('button[type="submit"]');
   submit.disabled = true;
   showFormError(form, "");
@@ -738,9 +784,25 @@ async function submitWith(form, action) {
 
 const postElements = new Map(); // post id -> its <li>, reused from one render to the next
 
-function renderThread(root, me) {
+// Deeper than this, a thread goes on in a view of its own ("continue this thread"), so that no
+// text is ever narrower than the indents leave at this depth.
+const MAX_DEPTH = 6;
+
+function findPost(post, id) {
+  if (post.id === id) return post;
+  for (const reply of post.replies) {
+    const found = findPost(reply, id);
+    if (found) return found;
+  }
+  return null;
+}
+
+function renderThread(thread, me) {
   const seen = new Set();
-  const rootElement = renderPost(root, me, seen);
+  const root = state.focus ? findPost(thread, state.focus) ?? thread : thread;
+  $("continued").hidden = root === thread;
+  $("whole-thread").href = hashFor(state.space, state.topic);
+  const rootElement = renderPost(root, me, seen, 0);
   patchChildren($("thread"), [rootElement]);
   for (const id of postElements.keys()) {
     if (!seen.has(id)) {
@@ -750,8 +812,9 @@ function renderThread(root, me) {
   }
 }
 
-function renderPost(post, me, seen) {
+function renderPost(post, me, seen, depth) {
   seen.add(post.id);
+  if (post.unread) state.newPosts.add(post.id);
   let item = postElements.get(post.id);
   if (!item) {
     // card: re-rendered each time; slot: the open form, left alone; replies: patched.
@@ -777,7 +840,8 @@ function renderPost(post, me, seen) {
     el("span", { class: "author", "data-testid": "author", text: post.author_name }),
     mine ? el("span", { class: "muted", text: "(you)" }) : null,
     timeElement(post.created, "", Boolean(post.time_clamped)),
-    post.edited ? el("span", { class: "edited", "data-testid": "edited", title: formatTime(post.edited), text: "edited" }) : null,
+    post.edited && !post.deleted ? el("span", { class: "edited", "data-testid": "edited", title: formatTime(post.edited), text: "edited" }) : null,
+    state.newPosts.has(post.id) ? el("span", { class: "badge", "data-testid": "new", text: "new" }) : null,
     statusElement(post),
   );
   const parts = [header];
@@ -786,8 +850,8 @@ function renderPost(post, me, seen) {
   }
   parts.push(
     post.deleted
-      ? el("p", { class: "body removed", "data-testid": "body", text: "[deleted]" })
-      : el("p", { class: "body", "data-testid": "body", text: post.body }),
+      ? el("div", { class: "body removed", "data-testid": "body", text: "[deleted]" })
+      : markdownBody(post, me),
   );
   parts.push(actionsFor(post, mine));
   card.replaceChildren(...parts);
@@ -803,8 +867,139 @@ function renderPost(post, me, seen) {
     slot.replaceChildren();
   }
 
-  patchChildren(replies, post.replies.map((reply) => renderPost(reply, me, seen)));
+  if (depth >= MAX_DEPTH && post.replies.length > 0) {
+    const count = countReplies(post);
+    const more = el(
+      "li",
+      { class: "continue", "data-testid": "continue" },
+      el("a", {
+        href: hashFor(state.space, state.topic, { post: post.id }),
+        "data-focus-key": `continue:${post.id}`,
+        text: `Continue this thread (${count} more ${count === 1 ? "reply" : "replies"}) →`,
+      }),
+    );
+    patchChildren(replies, [more]);
+  } else {
+    patchChildren(replies, post.replies.map((reply) => renderPost(reply, me, seen, depth + 1)));
+  }
   return item;
+}
+
+function countReplies(post) {
+  return post.replies.reduce((n, reply) => n + (reply.deleted ? 0 : 1) + countReplies(reply), 0);
+}
+
+// What Markdown makes, and the attributes each element may keep: anything else the node's HTML
+// might hold is dropped (its text kept), so nothing in a post can run, load or restyle the page.
+const allowedMarkup = {
+  P: [], BR: [], STRONG: [], EM: [], S: [], DEL: [], CODE: [], PRE: [], BLOCKQUOTE: [], UL: [],
+  OL: ["start"], LI: [], HR: [], H1: [], H2: [], H3: [], H4: [], H5: [], H6: [],
+  A: ["href", "rel", "target"], SPAN: ["class", "data-member"],
+};
+
+function cleanMarkup(node) {
+  for (const child of [...node.children]) {
+    const allowed = allowedMarkup[child.tagName];
+    if (!allowed) {
+      child.replaceWith(document.createTextNode(child.textContent));
+      continue;
+    }
+    for (const attr of [...child.attributes]) {
+      if (!allowed.includes(attr.name)) child.removeAttribute(attr.name);
+    }
+    if (child.tagName === "A") {
+      if (!/^(https?:|mailto:)/i.test(child.getAttribute("href") ?? "")) child.removeAttribute("href");
+      child.setAttribute("rel", "noopener noreferrer nofollow");
+      child.setAttribute("target", "_blank");
+    }
+    if (child.tagName === "SPAN" && child.getAttribute("class") !== "mention") child.removeAttribute("class");
+    cleanMarkup(child);
+  }
+}
+
+const markdownCache = new Map(); // body_html -> parsed, cleaned fragment (cloned for use)
+
+function markdownBody(post, me) {
+  let fragment = markdownCache.get(post.body_html);
+  if (!fragment) {
+    // DOMParser makes an inert document: nothing in it runs or loads while it is cleaned.
+    const parsed = new DOMParser().parseFromString(post.body_html ?? "", "text/html");
+    cleanMarkup(parsed.body);
+    fragment = document.createDocumentFragment();
+    fragment.append(...parsed.body.childNodes);
+    if (markdownCache.size > 2000) markdownCache.clear();
+    markdownCache.set(post.body_html, fragment);
+  }
+  const body = el("div", { class: "body markdown", "data-testid": "body" });
+  body.append(document.importNode(fragment, true));
+  for (const mention of body.querySelectorAll("span.mention")) {
+    if (mention.dataset.member === me) mention.classList.add("me");
+  }
+  return body;
+}
+
+// What the open thread shows is read: tell the node (local marks), unless the page is in the
+// background, where nobody reads it.
+const marking = new Set();
+async function markRead(space, thread) {
+  if (document.visibilityState !== "visible" || marking.has(thread.id)) return;
+  const unread = [];
+  const walk = (post) => {
+    if (post.unread) unread.push(post.id);
+    post.replies.forEach(walk);
+  };
+  walk(thread);
+  if (unread.length === 0) return;
+  marking.add(thread.id);
+  try {
+    await api("POST", `${talkPath(space)}/threads/${seg(thread.id)}/read`);
+  } catch {
+    // Not marked: the next refresh tries again.
+  } finally {
+    marking.delete(thread.id);
+  }
+}
+
+// -- search -------------------------------------------------------------------------------------
+
+function searchSubmit(event) {
+  event.preventDefault();
+  const words = event.currentTarget.elements.q.value.trim();
+  location.hash = hashFor(state.space, null, { q: words });
+}
+
+// A snippet marks matched words between U+0002 and U+0003: they become <mark>s, as text.
+function snippetElement(snippet) {
+  const out = el("p", { class: "snippet", "data-testid": "snippet" });
+  const parts = snippet.split(/([\u0002\u0003])/);
+  let marking = false;
+  for (const part of parts) {
+    if (part === "\u0002") marking = true;
+    else if (part === "\u0003") marking = false;
+    else if (part) out.append(marking ? el("mark", { text: part }) : document.createTextNode(part));
+  }
+  return out;
+}
+
+function renderSearch(answer) {
+  const results = answer.results ?? [];
+  $("search-heading").textContent = `${results.length} ${results.length === 1 ? "post" : "posts"} with “${(answer.words ?? []).join(" ")}”`;
+  $("no-results").hidden = results.length > 0;
+  $("search-back").href = hashFor(state.space, null);
+  const items = results.map((r) =>
+    el(
+      "li",
+      { class: "result", "data-testid": "result", "data-post-id": r.post },
+      el("a", {
+        class: "topic-title",
+        href: hashFor(state.space, r.topic, r.post === r.topic ? {} : { post: r.post }),
+        text: r.topic_title || "[deleted topic]",
+      }),
+      snippetElement(r.snippet),
+      el("p", { class: "meta" }, el("span", { class: "author", text: r.author_name }), timeElement(r.created)),
+    ),
+  );
+  $("search-results").replaceChildren(...items);
 }
 
 function actionsFor(post, mine) {
@@ -863,7 +1058,41 @@ let formCounter = 0; // unique ids, so each label points at its own field
 
 function field(labelText, input) {
   input.id = `f${++formCounter}`;
-  return [el("label", { for: input.id, text: labelText }), input];
+  return [el("label", { for: input.id, text: labelText }), input, limitNote(input)];
+}
+
+// -- limits, counted as the node counts them: bytes of UTF-8 of the trimmed text ---------------
+
+const encoder = new TextEncoder();
+const byteLength = (text) => encoder.encode(text.trim()).length;
+
+// The note under a field with data-limit: silent until the text nears its limit, then how much
+// room is left, or by how much it is too long (a character of Japanese takes 3 bytes).
+function limitNote(input) {
+  if (!input.dataset.limit) return null;
+  const note = el("p", { class: "limit", "data-testid": "limit", "aria-live": "polite", hidden: true });
+  const update = () => {
+    const limit = state.limits[input.dataset.limit];
+    const used = byteLength(input.value);
+    note.hidden = used < limit * 0.8;
+    note.classList.toggle("over", used > limit);
+    note.textContent = used > limit
+      ? `Too long by ${new Intl.NumberFormat().format(used - limit)} bytes (the limit is ${limit} bytes; a letter with an accent takes 2, a Japanese or Chinese character 3).`
+      : `${new Intl.NumberFormat().format(limit - used)} bytes left`;
+    input.setAttribute("aria-invalid", used > limit ? "true" : "false");
+  };
+  input.addEventListener("input", update);
+  input.limitUpdate = update;
+  return note;
+}
+
+// The first field of `form` over its limit, or null.
+function overLimit(form) {
+  for (const input of form.querySelectorAll("[data-limit]")) {
+    input.limitUpdate?.();
+    if (byteLength(input.value) > state.limits[input.dataset.limit]) return input;
+  }
+  return null;
 }
 
 function formButtons(submitText, onCancel) {
@@ -876,7 +1105,7 @@ function formButtons(submitText, onCancel) {
 }
 
 function replyForm(post) {
-  const body = el("textarea", { name: "body", rows: 3, required: true, maxlength: 20000 });
+  const body = el("textarea", { name: "body", rows: 3, required: true, "data-limit": "body" });
   const form = el(
     "form",
     { class: "inline-form stack", "data-testid": "reply-form", "aria-label": `Reply to ${post.author_name}` },
@@ -904,12 +1133,12 @@ function replyForm(post) {
 
 function editForm(post) {
   const inputs = [];
-  const title = post.parent ? null : el("input", { name: "title", required: true, maxlength: 200, autocomplete: "off" });
+  const title = post.parent ? null : el("input", { name: "title", required: true, autocomplete: "off", "data-limit": "title" });
   if (title) {
     title.value = post.title;
     inputs.push(...field("Title", title));
   }
-  const body = el("textarea", { name: "body", rows: 4, maxlength: 20000, required: Boolean(post.parent) });
+  const body = el("textarea", { name: "body", rows: 4, required: Boolean(post.parent), "data-limit": "body" });
   body.value = post.body;
   inputs.push(...field(post.parent ? "Your reply" : "Message", body));
   const form = el(
@@ -945,6 +1174,49 @@ async function deletePost(post) {
   refresh();
 }
 
+// -- mentions: a browser notification while the page is in the background -------------------------
+
+function renderNotifyButton() {
+  const button = $("notify");
+  button.hidden = !("Notification" in window) || Notification.permission !== "default";
+}
+
+async function askToNotify() {
+  try {
+    await Notification.requestPermission();
+  } finally {
+    renderNotifyButton();
+  }
+}
+
+// A post someone else added: if it mentions this endpoint and nobody is looking at the page,
+// the browser says so (once per post; clicking it opens the thread).
+const notified = new Set();
+async function maybeNotify(event) {
+  const me = state.status?.endpoint;
+  if (event.kind !== "added" || !me || event.by === me || notified.has(event.post)) return;
+  if (document.visibilityState === "visible") return;
+  if (!("Notification" in window) || Notification.permission !== "granted") return;
+  let post;
+  try {
+    post = (await api("GET", `${talkPath(event.space)}/posts/${seg(event.post)}`)).post;
+  } catch {
+    return;
+  }
+  if (!post.mentions?.includes(me) || notified.has(post.id)) return;
+  notified.add(post.id);
+  const space = state.status?.spaces.find((s) => s.id === event.space);
+  const text = post.body.length > 200 ? `${post.body.slice(0, 199)}…` : post.body;
+  const note = new Notification(`${post.author_name} mentioned you in ${space?.name ?? "a space"}`, {
+    body: text,
+    tag: post.id,
+  });
+  note.addEventListener("click", () => {
+    window.focus();
+    location.hash = hashFor(event.space, post.topic, post.id === post.topic ? {} : { post: post.id });
+  });
+}
+
 // -- live updates -------------------------------------------------------------------------------
 
 function connectEvents() {
@@ -974,6 +1246,7 @@ function connectEvents() {
       return;
     }
     if (event.type === "progress") joinProgressEvent(event);
+    if (event.type === "discussion") maybeNotify(event);
     if (REFRESH_ON.has(event.type)) scheduleRefresh();
   });
 }
@@ -993,6 +1266,14 @@ function start() {
     if (event.key === "Escape") closeRename();
   });
   setInterval(updateTimes, 30_000);
+  $("search-form").addEventListener("submit", searchSubmit);
+  $("notify").addEventListener("click", askToNotify);
+  renderNotifyButton();
+  for (const input of document.querySelectorAll("#new-topic [data-limit]")) input.after(limitNote(input));
+  // Back in view: what arrived meanwhile is shown, and the open thread counts as read.
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") scheduleRefresh(0);
+  });
   $("undo").addEventListener("click", undo);
   $("back").addEventListener("click", (event) => {
     event.preventDefault();
