@@ -242,6 +242,12 @@ class RdbView:
         fields, deleted, _owner = _decode_record(raw)
         return None if deleted else fields
 
+    def deleted(self, table: str, record: str) -> bool:
+        """True if the record existed and was deleted (its tombstone is kept: a set of its
+        fields is a no-op, and a create of its id makes nothing)."""
+        raw = self._state.get(record_key(table, record))
+        return raw is not None and _decode_record(raw)[1]
+
     def owner(self, table: str, record: str) -> bytes | None:
         """The endpoint that created an owned record (None if not owned or absent)."""
         raw = self._state.get(record_key(table, record))

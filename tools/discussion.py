@@ -404,6 +404,17 @@ class Discussion:
             yield depth, post
             stack.extend((depth + 1, r) for r in reversed(post.replies))
 
+    def label(self, post_id: str) -> str:
+        """A post in a few words, to say what happened to it: a topic's title, or "reply
+        “first words”" (from its body as it is now; "" for a post with no text left)."""
+        fields = self._fields(post_id)
+        if fields is None:
+            raise NotFoundError(f"no post {post_id}")
+        if post_id == topic_of(post_id):
+            return f"{fields['title']!r}" if fields["title"] else ""
+        words = preview(fields["body"], 40)
+        return f"reply “{words}”" if words else ""
+
     def mark_read(self, topic_id: str) -> int:
         """Mark every post of the thread ``topic_id`` read here; how many were unread."""
         topic_id = topic_of(check_id(topic_id))

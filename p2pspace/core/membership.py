@@ -240,6 +240,20 @@ def validate_command(command: Command) -> None:
         raise CommandError(f"members has no command {command.name!r}")
 
 
+def member_name_problem(name: object) -> str | None:
+    """Why the members engine would refuse ``name`` as a member's name, in words; None if it
+    takes it. Checked before a name is kept (``p2pspace init --name``), so that it is not
+    refused later, far from where it was typed, when a join sends it."""
+    if type(name) is not str:
+        return "a name is text"
+    if len(name) > MAX_TEXT:
+        return (
+            f"a name is at most {MAX_TEXT} characters (this one has {len(name)}); it is what "
+            "the other members see"
+        )
+    return None
+
+
 def member_grant(command: Command) -> tuple[bytes, bytes] | None:
     """``(member id, public key)`` if ``command`` (already validated) admits a member."""
     if command.engine != INSTANCE:

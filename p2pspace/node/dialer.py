@@ -35,11 +35,10 @@ from pathlib import Path
 
 import trio
 
-from p2pspace.core.identity import short_id
 from p2pspace.errors import ErrorCode, P2PSpaceError, RemoteProtocolError
 from p2pspace.node.changes import ChangeFeed
 from p2pspace.node.config import NodeConfig
-from p2pspace.node.connections import Connections
+from p2pspace.node.connections import Connections, PeerName
 from p2pspace.node.discovery import PeerDiscovery, Sighting
 from p2pspace.node.events import PeerSighted
 from p2pspace.node.home import read_address_book, write_address_book
@@ -67,6 +66,7 @@ class DialTarget:
     last_error: str = ""
     wanted: bool = True
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    failures: int = 0  # dials failed in a row (a static target's warnings count them)
 
 
 def peer_key(peer: bytes) -> str:
@@ -155,7 +155,9 @@ class Dialer:
         peer = target.peer
         if target.static or peer is None or self._spaces.wants(peer):
             return False
-        log.info("no longer dialling %s: no space shared any more", short_id(peer))
+        log.info(
+            "no longer dialling %s: no space shared any more", PeerName(self._endpoint, peer, None)
+        )
         target.wanted = False
         if self.targets.get(target.key) is target:
             del self.targets[target.key]
@@ -215,6 +217,9 @@ class Dialer:
                         )
                     else:
                         log.debug("dial %s:%d failed: %s", host, port, exc)
+                    target.failures += 1
+                    if target.static:
+                        self._warn_unreachable(target, host, port, exc, delay)
                     if peer is not None:
                         shared = self._spaces.shared_with(peer)
                         self._peer_states.feed_all(shared, peer, PeerInput.CLOSED)
@@ -222,6 +227,9 @@ class Dialer:
                         self.targets.pop(target.key, None)
                         return
                 else:
+                    if target.static and target.failures:
+                        log.info("reached %s:%d (given with --peer) after all", host, port)
+                    target.failures = 0
                     target.last_error = ""
                     target.peer = conn.peer
                     if target.static or self._spaces.wants(conn.peer):
@@ -242,6 +250,31 @@ class Dialer:
                 await trio.sleep(delay * self._rng.uniform(0.5, 1.0))
                 delay = min(delay * 2, self._config.backoff_max)
 
+    def _warn_unreachable(
+        self, target: DialTarget, host: str, port: int, exc: P2PSpaceError, delay: float
+    ) -> None:
+        """A static peer (``--peer``) did not answer: a warning once per backoff cycle -- at the
+        first failure after a success (or at start), and once more when the retries have
+        slowed to their slowest -- and debug lines in between."""
+        longest = self._config.backoff_max
+        if target.failures == 1:
+            log.warning(
+                "cannot reach %s:%d (given with --peer): %s; trying again, less and less often "
+                "(at most every %g s)",
+                host,
+                port,
+                exc,
+                longest,
+            )
+        elif delay < longest <= delay * 2:
+            log.warning(
+                "still cannot reach %s:%d (given with --peer): %s; trying every %g s from now on",
+                host,
+                port,
+                exc,
+                longest,
+            )
+
     # -- discovery ------------------------------------------------------------------------------
 
     def sighting(self, peer: bytes) -> Sighting | None:
@@ -259,7 +292,7 @@ class Dialer:
         peer = sighting.endpoint
         key = peer_key(peer)
         if sighting.gone:
-            log.info("peer %s left the network", short_id(peer))
+            log.info("%s left the network", PeerName(self._endpoint, peer, None))
             # A member of a shared space stays a dial target (it may only be partitioned away
             # and mDNS may not announce it again soon); others are forgotten.
             member = bool(self._spaces.shared_with(peer))
@@ -267,7 +300,8 @@ class Dialer:
                 self.drop_target(key)
             self._changes.announce(PeerSighted(peer=peer, present=False))
             return
-        log.info("discovered %s at %s", short_id(peer), sighting.addresses)
+        where = ", ".join(f"{h}:{p}" for h, p in sighting.addresses)
+        log.info("found %s on the network at %s", PeerName(self._endpoint, peer, None), where)
         if self._spaces.wants(peer):
             self.ensure_target(key, list(sighting.addresses), peer)
         self._changes.announce(PeerSighted(peer=peer, present=True))

@@ -313,8 +313,12 @@ def open_endpoint(
     :class:`StorageError`, also when the home cannot be unlocked, or the identity exists but
     the store is missing (unless ``new_store``) or belongs to another endpoint."""
     from p2pspace.core.causal import Limits
+    from p2pspace.core.membership import member_name_problem
     from p2pspace.sync.endpoint import Endpoint
 
+    problem = member_name_problem(name)
+    if problem is not None:
+        raise LocalProtocolError(f"this endpoint's name cannot be used: {problem}")
     had_identity = (home / KEY_FILE).exists()
     if had_identity and not (home / STORE_FILE).exists() and not new_store:
         # A deleted or lost store must not be silently replaced by an empty one: this

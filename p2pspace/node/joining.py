@@ -187,7 +187,8 @@ class Joining:
                 # The core refused what the check above allowed: the space's members state
                 # moved in between. The joiner is told, not left waiting for a grant.
                 raise InvitationError(f"the inviter cannot admit members now: {exc}") from None
-            log.info("admitted %s to space %s as %s", short_id(peer), request.space.hex(), role)
+            who = f"{request.name} ({short_id(peer)})" if request.name else short_id(peer)
+            log.info("admitted %s to %r as %s", who, space_name(replica), role)
         return replica.genesis.wire()
 
     def _not_a_manager(self, replica: Replica) -> str | None:
@@ -306,9 +307,32 @@ class Joining:
                 last_shown = now
                 self._changes.announce(JoinProgress(space=space, have=have, total=total))
             live = self._peer_states.state(space, inviter) is PeerState.LIVE
-            return _admitted(replica, self._endpoint.endpoint_id) and live
+            admitted = _admitted(replica, self._endpoint.endpoint_id)
+            if admitted and live:
+                return True
+            if inviter not in self._connections.by_peer:
+                # The sponsor went away mid-join: say so now rather than wait out the timeout.
+                raise TransportError(self._sponsor_gone(replica, inviter, have, total, admitted))
+            return False
 
         return done
+
+    def _sponsor_gone(
+        self, replica: Replica, inviter: bytes, have: int, total: int, admitted: bool
+    ) -> str:
+        record = replica.members().get(inviter)
+        who = record.name if record is not None and record.name else short_id(inviter)
+        name = space_name(replica)
+        if not admitted:
+            return (
+                f"the connection to {who} broke before {who} admitted you to {name!r}; "
+                "ask for a new invitation code"
+            )
+        return (
+            f"the connection to {who} broke after {have:,} of {total:,} changes of {name!r}; "
+            "you are a member now, and the rest arrives from any member while your node runs "
+            "(p2pspace run)"
+        )
 
     def catch_up_progress(self, space: bytes, peer: bytes) -> tuple[int, int]:
         """``(deltas we have, deltas the peer said it has)`` for a space, from its acks."""

@@ -50,6 +50,7 @@ from p2pspace.errors import (
     CommandError,
     ConflictError,
     LocalProtocolError,
+    NotFoundError,
     PermissionDeniedError,
     StorageError,
 )
@@ -248,9 +249,17 @@ class Node:
         """
         return self.space_book.resolve(text)
 
-    def create_space(self, name: str, *, engines: Mapping[str, str] | None = None) -> Replica:
-        """A new space made here (``engines``: default ``config.space_engines``)."""
-        replica = self.space_book.create(name, engines=engines)
+    def create_space(
+        self,
+        name: str,
+        *,
+        engines: Mapping[str, str] | None = None,
+        allow_duplicate: bool = False,
+    ) -> Replica:
+        """A new space made here (``engines``: default ``config.space_engines``). Raises
+        :class:`ConflictError` if a space here has ``name`` already, unless
+        ``allow_duplicate``."""
+        replica = self.space_book.create(name, engines=engines, allow_duplicate=allow_duplicate)
         self._watch_members(replica)
         self.conns.kick()
         return replica
@@ -355,9 +364,18 @@ class Node:
     def rdb_set(
         self, space: bytes, table: str, record: str, fields: dict[str, Any], *, instance: str = "db"
     ) -> Delta:
-        """Create the record or update its fields (one delta: create-if-absent, then set)."""
+        """Create the record or update its fields (one delta: create-if-absent, then set).
+
+        Raises :class:`ConflictError` for a record that was deleted: the engine keeps its
+        tombstone, and the set would store nothing.
+        """
         if not fields:
             raise LocalProtocolError("give at least one FIELD=VALUE")
+        if rdb.view(self.replica(space), instance).deleted(table, record):
+            raise ConflictError(
+                f"record {table}/{record} was deleted; a deleted record cannot be set again "
+                "(use another record id)"
+            )
         return self.commit(
             space,
             [
@@ -367,6 +385,13 @@ class Node:
         )
 
     def rdb_delete(self, space: bytes, table: str, record: str, *, instance: str = "db") -> Delta:
+        """Delete a record. Raises :class:`NotFoundError` if there is none and
+        :class:`ConflictError` if it was deleted already (the delete would change nothing)."""
+        view = rdb.view(self.replica(space), instance)
+        if view.deleted(table, record):
+            raise ConflictError(f"record {table}/{record} is already deleted")
+        if view.get(table, record) is None:
+            raise NotFoundError(f"no record {table}/{record} in this space")
         return self.commit(space, [rdb.delete(table, record, instance=instance)])
 
     def rdb_get(
@@ -466,9 +491,8 @@ class Node:
             )
         if name == space_name(replica):
             raise ConflictError(f"space {name!r} has that name already")
-        for other in self.endpoint.replicas.values():
-            if other.space_id != space and space_name(other) == name:
-                raise ConflictError(f"another space on this node is named {name!r}")
+        if [s for s in self.space_book.named(name) if s != space]:
+            raise ConflictError(f"another space on this node is named {name!r}")
         return self.commit(space, [membership.rename_command(name)])
 
     def compact_space(self, space: bytes, *, keep_history: bool | None = None) -> dict[str, Any]:

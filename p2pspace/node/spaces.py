@@ -21,7 +21,7 @@ from typing import Any
 
 from p2pspace.core.delta import Delta
 from p2pspace.core.replica import Replica
-from p2pspace.errors import LocalProtocolError, NotFoundError
+from p2pspace.errors import ConflictError, LocalProtocolError, NotFoundError
 from p2pspace.node.acks import AckBook
 from p2pspace.node.changes import ChangeFeed
 from p2pspace.node.clock import Clock
@@ -120,10 +120,35 @@ class SpaceBook:
             return matches[0]
         if not matches:
             raise NotFoundError(f"no space named {text!r} here (see: p2pspace space list)")
-        raise LocalProtocolError(f"{text!r} names several spaces; use the space id")
+        which = ", ".join(f"{space_name(replicas[s])!r} ({s.hex()[:8]})" for s in matches)
+        raise LocalProtocolError(
+            f"{text!r} names {len(matches)} spaces here: {which}; name one by its id or an id "
+            "prefix"
+        )
 
-    def create(self, name: str, *, engines: Mapping[str, str] | None = None) -> Replica:
-        """A new space made here, holding ``engines`` (default: the node's ``space_engines``)."""
+    def named(self, name: str) -> list[bytes]:
+        """The spaces here named ``name``, in id order."""
+        return sorted(s for s, r in self.endpoint.replicas.items() if space_name(r) == name)
+
+    def create(
+        self,
+        name: str,
+        *,
+        engines: Mapping[str, str] | None = None,
+        allow_duplicate: bool = False,
+    ) -> Replica:
+        """A new space made here, holding ``engines`` (default: the node's ``space_engines``).
+
+        Raises :class:`ConflictError` if a space here already has ``name`` (every command that
+        names a space by name would then have to ask which), unless ``allow_duplicate``.
+        """
+        taken = self.named(name)
+        if taken and not allow_duplicate:
+            raise ConflictError(
+                f"a space named {name!r} is here already ({', '.join(s.hex()[:8] for s in taken)});"
+                " choose another name, or allow the duplicate (--allow-duplicate) and name "
+                "them by id"
+            )
         chosen = dict(self._engines if engines is None else engines)
         replica = self.endpoint.create_space(name, time=self._clock.now_ms(), engines=chosen)
         self.added(replica)

@@ -7,7 +7,6 @@ subprocess; waits are on its output, bounded.
 from __future__ import annotations
 
 import html
-import json
 import re
 import stat
 import urllib.error
@@ -15,63 +14,31 @@ import urllib.parse
 import urllib.request
 import webbrowser
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from p2pspace.app import cli
 from tests.helpers import TIMEOUT
+from tests.helpers.cli_inproc import Cli
 from tests.helpers.cli_node import running
 
 TOPIC_ID = re.compile(r"^[0-9a-f]{16}~[0-9a-f]{16}$")  # <author namespace>~<16 hex>
 
 
-class Cli:
-    """Runs ``p2pspace ... --home HOME`` in this process; output through ``capsys``."""
-
-    def __init__(self, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        self.home = home
-        self.capsys = capsys
-
-    def __call__(self, *args: str) -> str:
-        code = cli.main([*args, "--home", str(self.home)])
-        out, err = self.capsys.readouterr()
-        assert code == 0, f"{args}: {err}"
-        return out
-
-    def one(self, *args: str) -> str:
-        """The one line the command prints."""
-        lines = self(*args).splitlines()
-        assert len(lines) == 1, lines
-        return lines[0]
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self(*args, "--json"))
-
-    def fails(self, *args: str, match: str) -> str:
-        """Run a command that must fail with one ``p2pspace: error:`` line; that line."""
-        try:
-            code = cli.main([*args, "--home", str(self.home)])
-        except SystemExit as exc:  # a usage error exits from inside argparse
-            code = exc.code
-        assert code not in (0, None), args
-        out, err = self.capsys.readouterr()
-        lines = err.splitlines()
-        assert len(lines) == 1, err
-        assert lines[0].startswith("p2pspace: error: "), err
-        assert match in lines[0], err
-        assert out == ""
-        return lines[0]
+LINE = re.compile(
+    r"( *)(.+?), (just now|\d+ (?:min|h|days?) ago|on \S+)(?: \[([^]]+)\])?: (.*)  · (\S+)"
+)
 
 
 def shown(run: Cli, *args: str) -> list[tuple[int, str, str, str, str]]:
-    """``discuss show`` lines as (depth, id, author, status, text)."""
+    """``discuss show`` lines as (depth, id, author, status, text); status is "" where the post
+    reached every member (the line shows none)."""
     out = []
     for line in run("discuss", "show", *args).splitlines():
-        match = re.fullmatch(r"( *)(\S+)  (\S+)  \[([^]]+)\]  (.*)", line)
+        match = LINE.fullmatch(line)
         assert match is not None, line
-        indent, post, author, status, text = match.groups()
-        out.append((len(indent) // 2, post, author, status, text))
+        indent, author, _when, status, text, post = match.groups()
+        out.append((len(indent) // 2, post, author, status or "", text))
     return out
 
 
@@ -88,9 +55,9 @@ def test_discuss_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     r1 = run.one("discuss", "reply", "talk", topic, "Noon")
     r2 = run.one("discuss", "reply", space, r1, "1pm")
     assert r1.startswith(topic + ".") and r2.startswith(topic + ".")
-    alone = "delivered to 1 of 1"
+    alone = ""  # delivered to 1 of 1: everyone, so no status shown
     assert shown(run, "talk") == [
-        (0, topic, "ann", alone, "Lunch -- Where shall we go?"),
+        (0, topic, "ann", alone, "Lunch -- Where shall"),  # the first line of the body
         (1, r1, "ann", alone, "Noon"),
         (2, r2, "ann", alone, "1pm"),
     ]
@@ -116,7 +83,7 @@ def test_discuss_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         "Where?",
         None,
     )
-    assert thread["author_name"] == "ann" and thread["status"] == alone
+    assert thread["author_name"] == "ann" and thread["status"] == "delivered to 1 of 1"
     assert thread["pending"] is False and (thread["delivered"], thread["members"]) == (1, 1)
     [first] = thread["replies"]
     assert (first["id"], first["parent"], first["body"], first["deleted"]) == (
@@ -165,7 +132,7 @@ def test_discuss_and_open_through_the_running_node(
         other = run.one("discuss", "post", "talk", "Online", "second")
         assert run.one("discuss", "edit", "talk", reply, "online!") == reply
         lines = shown(run, "talk")
-        alone = "delivered to 1 of 1"
+        alone = ""
         assert (0, other, "ann", alone, "Online -- second") in lines
         at = lines.index((0, topic, "ann", alone, "Offline -- first"))
         assert lines[at + 1] == (1, reply, "ann", alone, "online! (edited)")

@@ -119,6 +119,7 @@ def test_status_says_who_removed_this_endpoint_and_names_peers() -> None:
             ],
         ),
         online=False,
+        verbose=True,
     )
     assert f"space old {'ff' * 16}: removed by ann (read-only), 3 executed" in text
     assert f"space mine {'11' * 16}: you left it (read-only), 3 executed" in text
@@ -144,7 +145,7 @@ def test_status_shows_each_spaces_horizon() -> None:
         window_bytes=2 * 1048576,
         bad_checkpoints=1,
     )
-    text = format_status(status(fresh, closed), online=False)
+    text = format_status(status(fresh, closed), online=False, verbose=True)
     assert (
         "  history: no checkpoint yet; 12 change(s) since (3.0 KiB) can still be reordered" in text
     )
@@ -153,3 +154,32 @@ def test_status_shows_each_spaces_horizon() -> None:
         "(2.0 MiB) can still be reordered"
     ) in text
     assert "1 checkpoint(s) carried a state that is not this space's" in text
+
+
+def test_status_speaks_of_spaces_people_and_sync() -> None:
+    bob = member("bob", BOB, display_name="bob", connected=True, sync="live")
+    ann = member("ann", ANN, display_name="ann", role="manager", sync="catching up")
+    me = member("cy", CY, display_name="cy", me=True)
+    given = status(
+        space(members=[bob, ann, me]),
+        space(id="ff" * 16, name="old", member=False, role=None, removed_by=ANN,
+              removed_by_name="ann"),
+        space(id="12" * 16, name="twin", members=[me]),
+        space(id="34" * 16, name="twin", members=[me], member=False, role=None),
+    )  # fmt: skip
+    text = format_status(given, online=True)
+    assert text.splitlines() == [
+        "You are cy (CCCC-DDDD)",
+        "  your node is running; open the web UI with: p2pspace open",
+        "notes: you are a participant, 3 members",
+        "  ann (manager): catching up",
+        "  bob (participant): in sync",
+        "old: removed by ann (read-only)",
+        f"twin [{'12' * 4}]: you are a participant, 1 member",
+        f"twin [{'34' * 4}]: not yet a member",
+    ]
+    # No internals: counts of deltas, processors, hex ids of whole spaces.
+    assert "executed" not in text and "processor" not in text and "ee" * 16 not in text
+    offline = format_status(given, online=False)
+    assert "your node is not running (start it with: p2pspace run)" in offline
+    assert "  bob (participant)" in offline.splitlines() and "in sync" not in offline

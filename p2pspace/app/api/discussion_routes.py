@@ -101,24 +101,33 @@ class DiscussionRoutes:
     async def create_reply(self, request: Request) -> Response:
         body = await self.context.body(request)
         text = string_field(body, "body")
-        reply = self._tool(request).reply(request.path_params["post"], text)
-        return json_response({"id": reply}, 201)
+        tool = self._tool(request)
+        reply = tool.reply(request.path_params["post"], text)
+        parent = tool.get(request.path_params["post"], now=self._now())
+        return json_response({"id": reply, "parent_author_name": parent.author_name}, 201)
 
     async def edit_post(self, request: Request) -> Response:
         body = await self.context.body(request)
         text = string_field(body, "body")
         title = None if body.get("title") is None else string_field(body, "title")
         post = request.path_params["post"]
-        self._tool(request).edit(post, text, title)
-        return json_response({"id": post})
+        tool = self._tool(request)
+        tool.edit(post, text, title)
+        return json_response({"id": post, "label": tool.label(post)})
 
     async def delete_post(self, request: Request) -> Response:
         post = request.path_params["post"]
-        self._tool(request).delete(post)
-        return json_response({"id": post})
+        tool = self._tool(request)
+        label = tool.label(post)
+        tool.delete(post)
+        return json_response({"id": post, "label": label})
 
     async def undo(self, request: Request) -> Response:
-        return json_response({"id": self._tool(request).undo_last()})
+        tool = self._tool(request)
+        change = tool.last_change()
+        post = tool.undo_last()
+        kind = change["kind"] if change is not None else ""
+        return json_response({"id": post, "kind": kind, "label": tool.label(post)})
 
     async def get_last_change(self, request: Request) -> Response:
         return json_response({"change": self._tool(request).last_change()})

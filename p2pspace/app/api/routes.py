@@ -85,7 +85,10 @@ class NodeRoutes:
         tool = text_field(body, "tool", default=DEFAULT_TOOL)
         if tool not in SPACE_TOOLS:
             raise HTTPError(400, f"'tool' must be one of {', '.join(SPACE_TOOLS)}")
-        replica = self.node.create_space(name, engines=SPACE_TOOLS[tool])
+        duplicate = body.get("allow_duplicate", False)
+        if type(duplicate) is not bool:
+            raise HTTPError(400, "'allow_duplicate' is true, false or absent")
+        replica = self.node.create_space(name, engines=SPACE_TOOLS[tool], allow_duplicate=duplicate)
         return json_response(self.node.space_info(replica.space_id), 201)
 
     async def get_space(self, request: Request) -> Response:
@@ -166,7 +169,16 @@ class NodeRoutes:
                 ) from None
         if scope.cancelled_caught:
             raise HTTPError(503, "the node stopped before the join finished")
-        return json_response({"space": space.hex()})
+        inviter = invitations.decode_code(code).inviter
+        names = {m.id: m.display_name for m in self.node.members(space)}
+        info = self.node.space_info(space)
+        answer = {
+            "space": space.hex(),
+            "name": info.name,
+            "members": len(info.members),
+            "inviter": names.get(inviter, ""),
+        }
+        return json_response(answer)
 
     async def get_table(self, request: Request) -> Response:
         space, table = self.context.space(request), request.path_params["table"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import shlex
 import sys
 import tempfile
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from p2pspace.app.cli.rendering import (
     format_thread,
     format_value,
     one_line,
+    say,
 )
 
 
@@ -126,9 +128,12 @@ PROGRAMS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def cmd_init(args: argparse.Namespace, home: Path) -> int:
     from p2pspace.core.identity import format_endpoint_id
+    from p2pspace.core.membership import member_name_problem
     from p2pspace.errors import LocalProtocolError
     from p2pspace.node.home import encrypt_new_home, home_lock, open_endpoint, write_config
 
+    if args.name is not None and (problem := member_name_problem(args.name)) is not None:
+        raise CliError(problem)
     passphrase = bool(getattr(args, "passphrase", False))
     encrypt = passphrase or bool(getattr(args, "encrypt", False))
     try:
@@ -190,7 +195,12 @@ def cmd_run(args: argparse.Namespace, home: Path) -> int:
 def cmd_space(args: argparse.Namespace, home: Path) -> int:
     backend = connect(home)
     if args.space_command == "create":
-        print(backend.create_space(args.name, args.tool)["id"])
+        info = backend.create_space(args.name, args.tool, args.allow_duplicate)
+        print(info["id"])
+        say(
+            f"Created the space {one_line(info['name'])!r}; invite people with: "
+            f"p2pspace invite {shlex.quote(info['name'])}"
+        )
         return 0
     if args.space_command == "rename":
         old, info = backend.rename_space(args.space, args.name)
@@ -198,7 +208,7 @@ def cmd_space(args: argparse.Namespace, home: Path) -> int:
         return 0
     if args.space_command == "leave":
         info = backend.leave_space(args.space)
-        print(f"you left {one_line(info['name']) or info['id']}; it stays readable here")
+        print(f"You left {one_line(info['name']) or info['id']!r}; it stays readable here")
         return 0
     if args.space_command == "compact":
         done = backend.compact_space(args.space, args.keep_history)
@@ -215,11 +225,15 @@ def cmd_space(args: argparse.Namespace, home: Path) -> int:
     if args.json:
         print(json.dumps(spaces, indent=2))
         return 0
+    names = [info["name"] for info in spaces]
     for info in spaces:
-        print(
-            f"{info['id']}  {one_line(info['name']) or '-'}  {len(info['members'])} member(s), "
-            f"{info['executed']} deltas{_standing(info)}"
-        )
+        name = one_line(info["name"]) or "(no name)"
+        if names.count(info["name"]) > 1:
+            name += f" [{info['id'][:8]}]"  # two spaces share the name: which is which
+        count = len(info["members"])
+        people = f"{count} member{'' if count == 1 else 's'}"
+        role = f", you are a {info['role']}" if info.get("role") else ""
+        print(f"{name}  {people}{role}{_standing(info)}  {info['id']}")
     return 0
 
 
@@ -251,11 +265,19 @@ def cmd_member(args: argparse.Namespace, home: Path) -> int:
 
 def cmd_invite(args: argparse.Namespace, home: Path) -> int:
     print(connect(home).invite(args.space, args.role, args.ttl))
+    say(
+        f"One person can join {one_line(args.space)!r} with this code, as {args.role}: "
+        "p2pspace join CODE (it works once)"
+    )
     return 0
 
 
 def cmd_join(args: argparse.Namespace, home: Path) -> int:
-    print(connect(home).join(args.code, args.timeout))
+    joined = connect(home).join(args.code, args.timeout)
+    print(joined["space"])
+    count = joined["members"]
+    inviter = f" from {one_line(joined['inviter'])}" if joined.get("inviter") else ""
+    say(f"Joined {one_line(joined['name'])!r}{inviter}: {count} member{'' if count == 1 else 's'}")
     return 0
 
 
@@ -263,9 +285,12 @@ def cmd_rdb(args: argparse.Namespace, home: Path) -> int:
     if args.rdb_command == "set":
         fields = dict(parse_field(item) for item in args.fields)
         connect(home).rdb_set(args.space, args.table, args.record, fields)
+        names = ", ".join(one_line(name) for name in sorted(fields))
+        say(f"Set {names} of {one_line(args.table)}/{one_line(args.record)}")
         return 0
     if args.rdb_command == "delete":
         connect(home).rdb_delete(args.space, args.table, args.record)
+        say(f"Deleted {one_line(args.table)}/{one_line(args.record)}")
         return 0
     found = connect(home).rdb_get(args.space, args.table, args.record, args.wait)
     if args.json:
@@ -289,21 +314,37 @@ def cmd_discuss(args: argparse.Namespace, home: Path) -> int:
             shown: object = {"thread": threads[0]} if args.topic else {"threads": threads}
             print(json.dumps(shown, indent=2))
         elif threads:
-            print("\n".join(line for thread in threads for line in format_thread(thread)))
+            lines = (line for t in threads for line in format_thread(t, full=args.full))
+            print("\n".join(lines))
         else:
             print("no topics yet")
         return 0
     if command == "post":
         print(backend.discuss_post(args.space, args.title, args.body))
+        say(f"Posted the topic {one_line(args.title.strip())!r}")
     elif command == "reply":
-        print(backend.discuss_reply(args.space, args.post, args.body))
+        reply = backend.discuss_reply(args.space, args.post, args.body)
+        print(reply["id"])
+        say(f"Replied to {one_line(reply['parent_author_name'])}")
     elif command == "edit":
-        print(backend.discuss_edit(args.space, args.post, args.body, args.title))
+        edited = backend.discuss_edit(args.space, args.post, args.body, args.title)
+        print(edited["id"])
+        say(f"Saved your edit of {_label(edited)}")
     elif command == "delete":
-        print(backend.discuss_delete(args.space, args.post))
+        deleted = backend.discuss_delete(args.space, args.post)
+        print(deleted["id"])
+        say(f"Deleted your {_label(deleted)} (p2pspace discuss undo brings it back)")
     else:
-        print(backend.discuss_undo(args.space))
+        undone = backend.discuss_undo(args.space)
+        print(undone["id"])
+        what = {"edit": "edit of", "delete": "delete of"}.get(undone["kind"], "change to")
+        say(f"Undid your {what} {_label(undone)}")
     return 0
+
+
+def _label(answer: dict[str, Any]) -> str:
+    """A post in words for a message: its label from the node, or "post" when it has none."""
+    return one_line(str(answer.get("label") or "")) or "post"
 
 
 def cmd_open(args: argparse.Namespace, home: Path) -> int:
@@ -339,7 +380,7 @@ def cmd_status(args: argparse.Namespace, home: Path) -> int:
         status["online"] = backend.online
         print(json.dumps(status, indent=2))
         return 0
-    print(format_status(status, online=backend.online))
+    print(format_status(status, online=backend.online, verbose=args.verbose))
     return 0
 
 

@@ -86,8 +86,9 @@ class HttpBackend:
         value: list[dict[str, Any]] = self.call("GET", "/api/spaces")
         return value
 
-    def create_space(self, name: str, tool: str) -> dict[str, Any]:
-        value: dict[str, Any] = self.call("POST", "/api/spaces", {"name": name, "tool": tool})
+    def create_space(self, name: str, tool: str, allow_duplicate: bool = False) -> dict[str, Any]:
+        body = {"name": name, "tool": tool, "allow_duplicate": allow_duplicate}
+        value: dict[str, Any] = self.call("POST", "/api/spaces", body)
         return value
 
     def invite(self, space: str, role: str, ttl_s: float | None) -> str:
@@ -126,7 +127,7 @@ class HttpBackend:
         answer: dict[str, Any] = self.call("POST", path, body)["compacted"]
         return answer
 
-    def join(self, code: str, timeout: float) -> str:
+    def join(self, code: str, timeout: float) -> dict[str, Any]:
         body = {"code": code, "timeout_s": timeout}
         progress = ProgressPrinter()
         watcher = _ProgressWatcher(self, progress)
@@ -136,7 +137,7 @@ class HttpBackend:
         finally:
             watcher.stop()
         progress.done()
-        return str(answer["space"])
+        return dict(answer)
 
     def open_events(self) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         """The node's event stream (server-sent events), for reading line by line."""
@@ -192,19 +193,19 @@ class HttpBackend:
         path = self._discussion_path(space, "topics")
         return str(self.call("POST", path, {"title": title, "body": body})["id"])
 
-    def discuss_reply(self, space: str, post: str, body: str) -> str:
+    def discuss_reply(self, space: str, post: str, body: str) -> dict[str, Any]:
         path = self._discussion_path(space, "posts", post, "replies")
-        return str(self.call("POST", path, {"body": body})["id"])
+        return dict(self.call("POST", path, {"body": body}))
 
-    def discuss_edit(self, space: str, post: str, body: str, title: str | None) -> str:
+    def discuss_edit(self, space: str, post: str, body: str, title: str | None) -> dict[str, Any]:
         path = self._discussion_path(space, "posts", post)
-        return str(self.call("PUT", path, {"body": body, "title": title})["id"])
+        return dict(self.call("PUT", path, {"body": body, "title": title}))
 
-    def discuss_delete(self, space: str, post: str) -> str:
-        return str(self.call("DELETE", self._discussion_path(space, "posts", post))["id"])
+    def discuss_delete(self, space: str, post: str) -> dict[str, Any]:
+        return dict(self.call("DELETE", self._discussion_path(space, "posts", post)))
 
-    def discuss_undo(self, space: str) -> str:
-        return str(self.call("POST", self._discussion_path(space, "undo"))["id"])
+    def discuss_undo(self, space: str) -> dict[str, Any]:
+        return dict(self.call("POST", self._discussion_path(space, "undo")))
 
     def discuss_threads(self, space: str, topic: str | None) -> list[dict[str, Any]]:
         if topic is not None:

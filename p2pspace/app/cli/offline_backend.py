@@ -22,6 +22,7 @@ from p2pspace.errors import LocalProtocolError
 from p2pspace.node.config import NodeConfig
 from p2pspace.node.home import home_lock, is_initialized
 from p2pspace.node.runtime import open_node
+from p2pspace.sync.invitations import decode_code
 
 if TYPE_CHECKING:
     from p2pspace.node.node import Node
@@ -77,9 +78,10 @@ class OfflineBackend:
     def spaces(self) -> list[dict[str, Any]]:
         return self._with_node(lambda node: [s.to_json() for s in node.spaces()])
 
-    def create_space(self, name: str, tool: str) -> dict[str, Any]:
+    def create_space(self, name: str, tool: str, allow_duplicate: bool = False) -> dict[str, Any]:
         def create(node: Node) -> dict[str, Any]:
-            replica = node.create_space(name, engines=SPACE_TOOLS[tool])
+            engines = SPACE_TOOLS[tool]
+            replica = node.create_space(name, engines=engines, allow_duplicate=allow_duplicate)
             return node.space_info(replica.space_id).to_json()
 
         return self._with_node(create)
@@ -143,11 +145,11 @@ class OfflineBackend:
             f"start it with: p2pspace run --home {self.home}"
         )
 
-    def join(self, code: str, timeout: float) -> str:
+    def join(self, code: str, timeout: float) -> dict[str, Any]:
         self.check_lock()
         progress = ProgressPrinter()
 
-        async def main() -> str:
+        async def main() -> dict[str, Any]:
             async with open_node(self.home, OFFLINE) as node:
                 try:
                     space = await node.join(code, timeout=timeout, progress=progress)
@@ -156,12 +158,19 @@ class OfflineBackend:
                         f"the join did not finish within {timeout:g} s (is the inviter's node "
                         "running and reachable?)"
                     ) from None
-                return space.hex()
+                inviter = decode_code(code).inviter
+                names = {m.id: m.display_name for m in node.members(space)}
+                info = node.space_info(space)
+                return {
+                    "space": space.hex(),
+                    "name": info.name,
+                    "members": len(info.members),
+                    "inviter": names.get(inviter, ""),
+                }
 
-        try:
-            return trio.run(main)
-        finally:
-            progress.done()
+        joined = trio.run(main)
+        progress.done()  # only once it did catch up
+        return joined
 
     def rdb_set(self, space: str, table: str, record: str, fields: dict[str, Any]) -> None:
         self._with_node(lambda node: node.rdb_set(node.resolve_space(space), table, record, fields))
@@ -197,25 +206,36 @@ class OfflineBackend:
     def discuss_post(self, space: str, title: str, body: str) -> str:
         return self._with_discussion(space, lambda tool: tool.post(title, body))
 
-    def discuss_reply(self, space: str, post: str, body: str) -> str:
-        return self._with_discussion(space, lambda tool: tool.reply(post, body))
+    def discuss_reply(self, space: str, post: str, body: str) -> dict[str, Any]:
+        def reply(tool: Discussion) -> dict[str, Any]:
+            made = tool.reply(post, body)
+            return {"id": made, "parent_author_name": tool.get(post).author_name}
 
-    def discuss_edit(self, space: str, post: str, body: str, title: str | None) -> str:
-        def edit(tool: Discussion) -> str:
+        return self._with_discussion(space, reply)
+
+    def discuss_edit(self, space: str, post: str, body: str, title: str | None) -> dict[str, Any]:
+        def edit(tool: Discussion) -> dict[str, Any]:
             tool.edit(post, body, title)
-            return post
+            return {"id": post, "label": tool.label(post)}
 
         return self._with_discussion(space, edit)
 
-    def discuss_delete(self, space: str, post: str) -> str:
-        def delete(tool: Discussion) -> str:
+    def discuss_delete(self, space: str, post: str) -> dict[str, Any]:
+        def delete(tool: Discussion) -> dict[str, Any]:
+            label = tool.label(post)
             tool.delete(post)
-            return post
+            return {"id": post, "label": label}
 
         return self._with_discussion(space, delete)
 
-    def discuss_undo(self, space: str) -> str:
-        return self._with_discussion(space, lambda tool: tool.undo_last())
+    def discuss_undo(self, space: str) -> dict[str, Any]:
+        def undo(tool: Discussion) -> dict[str, Any]:
+            change = tool.last_change()
+            post = tool.undo_last()
+            kind = change["kind"] if change is not None else ""
+            return {"id": post, "kind": kind, "label": tool.label(post)}
+
+        return self._with_discussion(space, undo)
 
     def discuss_threads(self, space: str, topic: str | None) -> list[dict[str, Any]]:
         def threads(tool: Discussion) -> list[dict[str, Any]]:

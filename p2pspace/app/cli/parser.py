@@ -185,6 +185,11 @@ def _add_endpoint_commands(sub: Subparsers, homed: OneLineParser) -> None:
     create = space_sub.add_parser("create", parents=[homed], help="found a new space")
     create.add_argument("name")
     create.add_argument(
+        "--allow-duplicate",
+        action="store_true",
+        help="found it even if a space here has that name (name them by id then)",
+    )
+    create.add_argument(
         "--tool",
         choices=list(SPACE_TOOLS),
         default=DEFAULT_TOOL,
@@ -251,6 +256,9 @@ def _add_views(sub: Subparsers, homed: OneLineParser) -> None:
     """What the endpoint shows: status, and the web UI (open)."""
     status = sub.add_parser("status", parents=[homed], help="spaces, members, peers, sync states")
     status.add_argument("--json", action="store_true")
+    status.add_argument(
+        "--verbose", action="store_true", help="the internals too: counts, history, peers"
+    )
 
     ui = sub.add_parser("open", parents=[homed], help="open the running node's web UI")
     ui.add_argument("space", metavar="SPACE", nargs="?", help="open on this space")
@@ -312,6 +320,7 @@ def _add_discussion_commands(sub: Subparsers, homed: OneLineParser) -> None:
     d_show = discuss_sub.add_parser("show", parents=[homed], help="show one thread or all")
     d_show.add_argument("space", metavar="SPACE")
     d_show.add_argument("topic", metavar="TOPIC", nargs="?", help="a topic id (default: all)")
+    d_show.add_argument("--full", action="store_true", help="each post's whole text too")
     d_show.add_argument("--json", action="store_true")
 
 

@@ -8,7 +8,10 @@ is what makes every other command take the fast path.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import logging
+import re
 import signal
 import sys
 from pathlib import Path
@@ -19,6 +22,7 @@ from p2pspace.app.api import serve_api
 from p2pspace.app.cli.backend import CliError
 from p2pspace.app.cli.rendering import describe_event
 from p2pspace.core.identity import format_endpoint_id
+from p2pspace.errors import P2PSpaceError
 from p2pspace.node.config import DEFAULT_PORT, NodeConfig, parse_hostport
 from p2pspace.node.log_limits import LogLimiter
 from p2pspace.node.node import Node
@@ -47,6 +51,86 @@ def bind_address(text: str, *, default_port: int) -> tuple[str, int]:
     return host, int(port_text)
 
 
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def listen_address(text: str, *, default_port: int) -> tuple[str, int]:
+    """``--listen HOST[:PORT]``: HOST must be an IP address (``0.0.0.0``: every interface) or
+    ``localhost``. Raises :class:`CliError`, in one line, for anything else."""
+    host, port = bind_address(text, default_port=default_port)
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise CliError(
+                f"--listen {text!r}: give an IP address of this machine and a port, such as "
+                f"0.0.0.0:{default_port} (every interface) or 127.0.0.1:{default_port}"
+            ) from None
+    return host, port
+
+
+def peer_address(text: str, *, default_port: int) -> tuple[str, int]:
+    """``--peer HOST[:PORT]``: an IP address or a well-formed host name, and a port in
+    1..65535. Raises :class:`CliError`, in one line, for anything else (whether the peer answers
+    is learnt by dialling it: the node logs a warning if it does not)."""
+    try:
+        host, port = parse_hostport(text.strip(), default_port=default_port)
+    except P2PSpaceError:
+        host, port = "", 0
+    if not 0 < port < 65536 or not _valid_host(host):
+        raise CliError(
+            f"--peer {text!r}: give the peer's address as HOST or HOST:PORT, such as "
+            f"192.168.1.20:{default_port} or alice-laptop.local"
+        )
+    return host, port
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    labels = host.rstrip(".").split(".")
+    return 0 < len(host) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels)
+
+
+def interface_addresses(values: list[str]) -> list[str]:
+    """``--interface`` values as the addresses to run discovery on: each an IP address of one
+    of this machine's interfaces, or an interface's name (meaning its IPv4 addresses). Raises
+    :class:`CliError`, in one line, naming the choices, for anything else."""
+    import ifaddr
+
+    by_name: dict[str, list[str]] = {}
+    mine: set[str] = set()
+    for adapter in ifaddr.get_adapters():
+        v4 = [ip.ip for ip in adapter.ips if isinstance(ip.ip, str)]
+        v6 = [ip.ip[0] for ip in adapter.ips if isinstance(ip.ip, tuple)]
+        mine.update(v4, v6)
+        for name in {adapter.name, adapter.nice_name}:
+            by_name.setdefault(name, []).extend(v4)
+    out: list[str] = []
+    for value in values:
+        text = value.strip()
+        if by_name.get(text):
+            out += [a for a in by_name[text] if a not in out]
+            continue
+        try:
+            address = str(ipaddress.ip_address(text))
+        except ValueError:
+            address = ""
+        if address and address in mine:
+            if address not in out:
+                out.append(address)
+            continue
+        names = ", ".join(sorted(n for n, a in by_name.items() if a))
+        raise CliError(
+            f"--interface {value!r}: not an interface of this machine nor one of its addresses "
+            f"(its interfaces: {names})"
+        )
+    return out
+
+
 def api_address(text: str) -> tuple[str, int | None]:
     """``HOST[:PORT]`` for the local API; no port (None): the one kept in the home's config,
     so the web UI's address stays the same across restarts."""
@@ -71,8 +155,9 @@ def run_node(
 ) -> None:
     """Run the node on ``home`` until SIGINT or SIGTERM; addresses as given on the command
     line. Raises :class:`CliError` for a malformed address."""
-    listen_at = bind_address(listen or DEFAULT_LISTEN, default_port=DEFAULT_PORT)
-    dial = [parse_hostport(p, default_port=DEFAULT_PORT) for p in peers]
+    listen_at = listen_address(listen or DEFAULT_LISTEN, default_port=DEFAULT_PORT)
+    dial = [peer_address(p, default_port=DEFAULT_PORT) for p in peers]
+    interfaces = interface_addresses(interfaces)
     api_at = api_address(api)
     logging.basicConfig(
         level=logging.INFO,
@@ -118,6 +203,21 @@ async def _run_node(
     log.info("stopped")
 
 
+def _name_of(node: Node, space: str, member: str) -> str:
+    """What a log line calls a space (``member`` "") or one of its members: the name the
+    space's members state gives, else a short id."""
+    try:
+        replica = node.replica(bytes.fromhex(space))
+        if not member:
+            return replica.name or space[:8]
+        record = replica.members().get(bytes.fromhex(member))
+    except (P2PSpaceError, ValueError):
+        return member[:8] or space[:8]
+    if record is not None and record.name:
+        return "you" if record.id == node.endpoint_id else record.name
+    return member[:8]
+
+
 async def _log_events(node: Node) -> None:
     # A peer whose connection churns changes sync state many times a second: each distinct
     # line (type, space, peer, state) once a minute, then a count, like the node's own lines.
@@ -128,7 +228,7 @@ async def _log_events(node: Node) -> None:
                 limiter.flush()
                 if event.TYPE in SELF_LOGGED_EVENTS:
                     continue
-                line = describe_event(event.to_json())
+                line = describe_event(event.to_json(), functools.partial(_name_of, node))
                 if event.TYPE in DEBUG_EVENTS:
                     log.debug("%s", line)
                 else:
