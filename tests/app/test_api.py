@@ -205,7 +205,8 @@ async def test_invitation_and_join_through_the_api(tmp_path: Path) -> None:
         code = invited.json()["code"]
         assert code.startswith("p2ps1-")
         joined = await cb.post("/api/join", json={"code": code, "timeout_s": TIMEOUT})
-        assert joined.status_code == 200 and joined.json() == {"space": space}
+        assert joined.status_code == 200
+        assert joined.json() == {"space": space, "name": "s", "members": 2, "inviter": "ann"}
         members = (await cb.get(f"/api/spaces/{space}")).json()["members"]
         assert {m["id"]: m["role"] for m in members}[b.endpoint_id.hex()] == "guest"
         # The code was for one use only: the inviter refuses it (403).

@@ -68,9 +68,8 @@ async def join_pair(a: Node, b: Node, ca: httpx.AsyncClient, cb: httpx.AsyncClie
     """A creates space ``talk`` (with the discussion tool, the default) and B joins it."""
     space: str = (await ok(ca.post("/api/spaces", json={"name": "talk"}), 201))["id"]
     code = (await ok(ca.post("/api/spaces/talk/invitations", json={}), 201))["code"]
-    assert (await ok(cb.post("/api/join", json={"code": code, "timeout_s": TIMEOUT}))) == {
-        "space": space
-    }
+    joined = await ok(cb.post("/api/join", json={"code": code, "timeout_s": TIMEOUT}))
+    assert (joined["space"], joined["inviter"]) == (space, "ann")
     await a.wait_until(lambda: b.endpoint_id in a.connections, timeout=TIMEOUT)
     return space
 
@@ -204,14 +203,14 @@ async def test_a_discussion_between_two_nodes(tmp_path: Path) -> None:
             await error(cb.put(f"{base}/posts/{topic}", json={"body": "mine"}), 403, "author")
             await error(cb.delete(f"{base}/posts/{r2}"), 403, "author")
             edited = ca.put(f"{base}/posts/{topic}", json={"body": "Where?", "title": "Lunch!"})
-            assert await ok(edited) == {"id": topic}
+            assert await ok(edited) == {"id": topic, "label": "'Lunch!'"}
             await error(
                 ca.put(f"{base}/posts/{r2}", json={"body": "x", "title": "t"}), 400, "title"
             )
 
             # A tombstone keeps its place and its replies; undo brings the text back.
             assert (await ok(ca.get(f"{base}/last-change")))["change"]["kind"] == "edit"
-            assert await ok(ca.delete(f"{base}/posts/{r2}")) == {"id": r2}
+            assert await ok(ca.delete(f"{base}/posts/{r2}")) == {"id": r2, "label": "reply “1pm?”"}
             change = (await ok(ca.get(f"{base}/last-change")))["change"]
             assert change["post"] == r2 and change["kind"] == "delete"
             assert change["fields"]["body"] == "1pm?"
@@ -229,7 +228,11 @@ async def test_a_discussion_between_two_nodes(tmp_path: Path) -> None:
             assert (tomb["id"], tomb["deleted"], tomb["body"]) == (r2, True, "")
             assert [r["id"] for r in tomb["replies"]] == [r3]
 
-            assert await ok(ca.post(f"{base}/undo")) == {"id": r2}
+            assert await ok(ca.post(f"{base}/undo")) == {
+                "id": r2,
+                "kind": "delete",
+                "label": "reply “1pm?”",
+            }
             await error(ca.post(f"{base}/undo"), 409, "nothing to undo")
             assert (await ok(ca.get(f"{base}/last-change"))) == {"change": None}
             await error(cb.post(f"{base}/undo"), 409, "nothing to undo")

@@ -34,7 +34,7 @@ def test_offline_commands_work_on_the_store(tmp_path: Path) -> None:
     status = status_of(home)
     assert status["online"] is False and status["name"] == "ann"
     assert [s["id"] for s in status["spaces"]] == [space]
-    assert "node not running" in cli(home, "status").stdout
+    assert "your node is not running" in cli(home, "status").stdout
 
     fails(home, "invite", "notes", match="p2pspace run")
     fails(home, "rdb", "set", "notes", "t", "r1", "novalue", match="FIELD=VALUE")
@@ -76,7 +76,8 @@ def test_two_nodes_invite_join_and_share_records(tmp_path: Path) -> None:
         a_id = a_status["endpoint"]
         b_status = wait_live(b, a_id, space)
         assert b_status["spaces"][0]["member"] is True
-        assert "live" in cli(a_home, "status").stdout
+        assert "bob (participant): in sync" in cli(a_home, "status").stdout
+        assert "live" in cli(a_home, "status", "--verbose").stdout
 
         # An offline join (c runs no node): a temporary node joins, catches up, exits.
         code = cli(a_home, "invite", space).stdout.strip()

@@ -102,7 +102,7 @@ def test_roles_removal_and_leaving_through_the_command_line(tmp_path: Path) -> N
         cli(bob_h, "member", "role", "notes", "ann", "participant")
         wait_status(ann, "ann demoted", lambda s: s["spaces"][0]["role"] == "participant")
         out = cli(ann_h, "space", "leave", "notes").stdout
-        assert out.strip() == "you left notes; it stays readable here"
+        assert out.strip() == "You left 'notes'; it stays readable here"
         assert "you left it (read-only)" in cli(ann_h, "status").stdout
         fails(ann_h, "rdb", "set", "notes", "t", "r", "v=1", match="you left it")
         wait_status(bob, "ann gone", lambda s: roles_in(s) == {"bob": "manager"})

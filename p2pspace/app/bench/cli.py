@@ -130,7 +130,8 @@ def w7(root: Path, *, processes: int = 9, topics: int = 3, replies: int = 3) -> 
     with _running_node(home, root / "w7-node.log") as api_url:
 
         def online(out: str) -> str | None:
-            return None if f"api {api_url}" in out else f"not answered by the node: {out!r}"
+            answered = "your node is running" in out
+            return None if answered else f"not answered by the node at {api_url}: {out!r}"
 
         def every_post(out: str) -> str | None:
             shown = len(out.splitlines())

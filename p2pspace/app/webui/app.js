@@ -205,9 +205,19 @@ function statusElement(item) {
     "data-testid": "status",
     "data-status": item.status,
     title: "How far this change has got among the members",
-    text: item.status,
+    text: item.pending ? "not sent yet" : `reached ${item.delivered} of ${item.members} members`,
   });
 }
+
+// A peer's sync state in words (the node's states: disconnected, connecting, catching up,
+// live, error).
+const SYNC_WORDS = {
+  live: "in sync",
+  "catching up": "catching up",
+  connecting: "connecting",
+  disconnected: "disconnected",
+  error: "cannot sync",
+};
 
 function showMessage(text) {
   const box = $("message");
@@ -443,7 +453,7 @@ function memberItem(m, sync, manager, confirming) {
   ];
   if (m.current) {
     parts.push(el("span", { class: "role", "data-testid": "role", text: m.role }));
-    if (sync) parts.push(el("span", { class: `sync sync-${sync.replace(" ", "_")}`, "data-sync": sync, text: sync }));
+    if (sync) parts.push(el("span", { class: `sync sync-${sync.replace(" ", "_")}`, "data-sync": sync, text: SYNC_WORDS[sync] ?? sync }));
     if (!online && !m.me) {
       parts.push(
         m.last_seen
