@@ -58,6 +58,7 @@ from p2pspace.tools.discussion_layout import (
 from p2pspace.tools.discussion_reads import ReadMarks
 from p2pspace.tools.discussion_search import SearchIndex
 from p2pspace.tools.discussion_text import Handles, handles, preview, render
+from p2pspace.tools.plugin import ToolContext, ToolPlugin
 
 MAX_TITLE = 200
 # Bytes of UTF-8. An edit carries the new body and, for undo, the replaced one: both must fit a
@@ -644,8 +645,25 @@ class Discussion:
         return out
 
 
+def _open(context: ToolContext) -> Discussion:
+    return Discussion(context.replica, commit=context.commit, now=context.now, acks=context.acks)
+
+
+# The discussion as an installed tool (the ``discussion`` entry point of p2pspace itself). Its
+# page is the node's own web UI (``/``); its API lives under /tools/discussion/api/.
+PLUGIN = ToolPlugin(
+    name="discussion",
+    title="Discussion",
+    engines={INSTANCE: "rdb"},
+    open=_open,
+    routes="p2pspace.app.api.discussion_routes:routes",
+    description="threads of topics and replies, with Markdown, search and unread marks",
+)
+
+
 __all__ = [
     "FUTURE_SLACK_MS",
+    "PLUGIN",
     "INSTANCE",
     "REPLY_PREFIX",
     "TOPICS",

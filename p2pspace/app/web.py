@@ -97,4 +97,4 @@ def ui_routes() -> list[BaseRoute]:
     ]
 
 
-__all__ = ["ASSETS", "CONTENT_SECURITY_POLICY", "ui_routes"]
+__all__ = ["ASSETS", "COMMON_HEADERS", "CONTENT_SECURITY_POLICY", "PAGE_HEADERS", "ui_routes"]

@@ -66,15 +66,18 @@ class DeltasExecuted:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DiscussionChanged:
-    """A post of the space's discussion was added, edited or deleted."""
+class ToolChanged:
+    """A tool reported a change in what it shows (the discussion: a post was added, edited or
+    deleted). ``change`` is the tool's own record of it; its JSON fields follow ``tool``."""
 
-    TYPE: ClassVar[str] = "discussion"
+    TYPE: ClassVar[str] = "tool"
     space: bytes
-    change: ChangeEvent
+    tool: str
+    change: ChangeEvent | Any
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.change.to_json(), "space": self.space.hex()}
+        fields = {k: v for k, v in self.change.to_json().items() if k != "type"}
+        return {"type": self.TYPE, "tool": self.tool, **fields, "space": self.space.hex()}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -333,7 +336,7 @@ class MembersWatch:
 
 NodeEvent = (
     DeltasExecuted
-    | DiscussionChanged
+    | ToolChanged
     | SpaceAdded
     | AcksAdvanced
     | PostStatusesChanged
@@ -353,7 +356,7 @@ NodeEvent = (
 
 EVENT_TYPES: tuple[type[NodeEvent], ...] = (
     DeltasExecuted,
-    DiscussionChanged,
+    ToolChanged,
     SpaceAdded,
     AcksAdvanced,
     PostStatusesChanged,
@@ -375,7 +378,7 @@ __all__ = [
     "AcksAdvanced",
     "ConnectionRefused",
     "DeltasExecuted",
-    "DiscussionChanged",
+    "ToolChanged",
     "JoinProgress",
     "MemberAdded",
     "MemberRemoved",

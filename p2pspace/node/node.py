@@ -90,6 +90,7 @@ from p2pspace.sync import invitations
 from p2pspace.sync.endpoint import Endpoint
 from p2pspace.sync.syncstate import PeerMachine
 from p2pspace.tools.discussion import Discussion
+from p2pspace.tools.plugin import ToolPlugin
 
 log = logging.getLogger("p2pspace.node")
 
@@ -106,6 +107,7 @@ class Node:
         clock: Clock,
         network: Network,
         nursery: trio.Nursery,
+        tools: Mapping[str, ToolPlugin],
     ) -> None:
         self.home = home
         self.endpoint = endpoint
@@ -124,6 +126,7 @@ class Node:
             acks=self.acks,
             commit=self.commit,
             engines=config.space_engines,
+            tools=tools,
         )
         self.peer_states = PeerStates(
             changes=self.changes,
@@ -287,6 +290,22 @@ class Node:
             connected=self.conns.by_peer,
             seen=discovery.peers if discovery is not None else {},
         )
+
+    @property
+    def tools(self) -> Mapping[str, ToolPlugin]:
+        """The tools this node loaded, by name."""
+        return self.space_book.tools
+
+    def engines_for(self, tool: str | None) -> dict[str, str]:
+        """The engine instances of a new space holding the installed tool ``tool`` (None: the
+        node's default; ``"none"``: the record database alone). LocalProtocolError for a tool
+        that is not installed."""
+        return self.space_book.engines_for(tool)
+
+    def tool(self, space: bytes, name: str) -> Any:
+        """The tool ``name`` opened on ``space``. Raises NotFoundError for a tool not
+        installed, LocalProtocolError for a space that does not hold it."""
+        return self.space_book.tool(space, name)
 
     def discussion(self, space: bytes, *, required: bool = True) -> Discussion | None:
         """The space's discussion tool (None, or LocalProtocolError if ``required``, when the

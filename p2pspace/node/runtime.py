@@ -19,7 +19,7 @@ acknowledgements are flushed, the store closes, the lock is released.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import trio
@@ -31,6 +31,7 @@ from p2pspace.node.home import check_private, home_lock, open_endpoint, read_con
 from p2pspace.node.joining import ANY_HOST
 from p2pspace.node.network import TCP, Network
 from p2pspace.node.node import Node
+from p2pspace.tools.plugin import ToolPlugin, installed_plugins
 
 
 @contextlib.asynccontextmanager
@@ -42,14 +43,17 @@ async def open_node(
     network: Network = TCP,
     discovery: PeerDiscovery | None = None,
     seed: bytes | None = None,
+    tools: Mapping[str, ToolPlugin] | None = None,
 ) -> AsyncIterator[Node]:
     """Run a node on ``home`` for the duration of the ``async with`` block.
 
     ``config``: the knobs (default: production settings, listening on every interface).
     ``clock``: wall time. ``network``: where streams come from (TCP). ``discovery``: used
     instead of the mDNS one ``config.discovery`` would start. ``seed``: makes a newly created
-    identity deterministic (tests, simulations). The node serves no HTTP API: a program that
-    wants one starts it beside the node (``p2pspace.app.api.serve_api(node, ...)``).
+    identity deterministic (tests, simulations). ``tools``: the tools to load (default: every
+    installed one, :func:`~p2pspace.tools.plugin.installed_plugins`). The node serves no HTTP
+    API: a program that wants one starts it beside the node
+    (``p2pspace.app.api.serve_api(node, ...)``).
 
     Raises :class:`UnsafePermissionsError` if other users can read ``home`` or its key,
     :class:`LocalProtocolError` if another process uses ``home``,
@@ -69,7 +73,13 @@ async def open_node(
             try:
                 async with trio.open_nursery() as nursery:
                     node = Node(
-                        home, endpoint, config, clock=clock, network=network, nursery=nursery
+                        home,
+                        endpoint,
+                        config,
+                        clock=clock,
+                        network=network,
+                        nursery=nursery,
+                        tools=installed_plugins() if tools is None else tools,
                     )
                     await _start(node, nursery, discovery)
                     try:

@@ -16,21 +16,27 @@ The discussion's "delivered to k of n" counts current members only.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from p2pspace.core.delta import Delta
 from p2pspace.core.replica import Replica
-from p2pspace.errors import ConflictError, LocalProtocolError, NotFoundError
+from p2pspace.errors import ConflictError, LocalProtocolError, NotFoundError, P2PSpaceError
 from p2pspace.node.acks import AckBook
 from p2pspace.node.changes import ChangeFeed
 from p2pspace.node.clock import Clock
-from p2pspace.node.events import DeltasExecuted, DiscussionChanged, ProcessorChanged, SpaceAdded
+from p2pspace.node.events import DeltasExecuted, ProcessorChanged, SpaceAdded, ToolChanged
 from p2pspace.sync.endpoint import Endpoint, was_removed
 from p2pspace.sync.syncstate import ProcessorInput, ProcessorMachine, ProcessorState
-from p2pspace.tools.discussion import Discussion, has_discussion
+from p2pspace.tools.discussion import Discussion
+from p2pspace.tools.plugin import ToolContext, ToolPlugin
 
 Commit = Callable[[bytes, Sequence[Any]], Delta]
+DISCUSSION = "discussion"  # the tool the node's own views (post statuses) know about
+NO_TOOL = "none"  # ``space create --tool none``: the record database alone
+
+log = logging.getLogger("p2pspace.node")
 
 
 def space_name(replica: Replica) -> str:
@@ -51,6 +57,7 @@ class SpaceBook:
         acks: AckBook,
         commit: Commit,
         engines: Mapping[str, str],
+        tools: Mapping[str, ToolPlugin],
     ) -> None:
         self.endpoint = endpoint
         self.processors: dict[bytes, ProcessorMachine] = {}
@@ -59,7 +66,8 @@ class SpaceBook:
         self._acks = acks
         self._commit = commit
         self._engines = engines
-        self._discussions: dict[bytes, Discussion] = {}
+        self.tools = dict(tools)
+        self._opened: dict[tuple[bytes, str], Any] = {}
         for replica in list(endpoint.replicas.values()):
             self.watch(replica)
 
@@ -77,10 +85,12 @@ class SpaceBook:
             self._changes.announce(
                 DeltasExecuted(space=space, count=len(executed), creators=creators)
             )
-            discussion = self.discussion(space, required=False)
-            if discussion is not None:
-                for change in discussion.executed(d for d, _w in executed):
-                    self._changes.announce(DiscussionChanged(space=space, change=change))
+            for name, tool in self.tools_of(space).items():
+                executed_by = getattr(tool, "executed", None)
+                if executed_by is None:
+                    continue
+                for change in executed_by([d for d, _w in executed]):
+                    self._changes.announce(ToolChanged(space=space, tool=name, change=change))
 
         replica.listeners.append(on_executed)
 
@@ -167,25 +177,82 @@ class SpaceBook:
             )
         return replica
 
-    def discussion(self, space: bytes, *, required: bool = True) -> Discussion | None:
-        """The space's discussion tool; None (or, if ``required``, LocalProtocolError) when the
-        space has none."""
-        tool = self._discussions.get(space)
-        if tool is not None:
-            return tool
+    # -- tools --------------------------------------------------------------------------------
+
+    def tool_names(self, space: bytes) -> list[str]:
+        """The installed tools ``space`` holds (its engine instances fit them), by name."""
+        kinds = self.endpoint.replica(space).engine_kinds
+        return sorted(name for name, plugin in self.tools.items() if plugin.fits(kinds))
+
+    def tools_of(self, space: bytes) -> dict[str, Any]:
+        """Every installed tool the space holds, opened on it (once; a tool that fails to open
+        is logged and left out)."""
+        opened = {}
+        for name in self.tool_names(space):
+            try:
+                opened[name] = self.tool(space, name)
+            except P2PSpaceError as exc:
+                log.error("the tool %r cannot open space %s: %s", name, space.hex()[:8], exc)
+        return opened
+
+    def tool(self, space: bytes, name: str) -> Any:
+        """The installed tool ``name`` opened on ``space`` (opened once, then kept).
+
+        Raises :class:`NotFoundError` if no tool of that name is installed,
+        :class:`LocalProtocolError` if the space does not hold it.
+        """
+        key = (space, name)
+        found = self._opened.get(key)
+        if found is not None:
+            return found
+        plugin = self.tools.get(name)
+        if plugin is None:
+            raise NotFoundError(self._not_installed(name))
         replica = self.endpoint.replica(space)
-        if not has_discussion(replica):
-            if required:
-                raise LocalProtocolError("this space has no discussion tool")
-            return None
-        tool = Discussion(
-            replica,
+        if not plugin.fits(replica.engine_kinds):
+            raise LocalProtocolError(f"this space has no {plugin.title.lower()} tool")
+        context = ToolContext(
+            replica=replica,
             commit=lambda commands: self._commit(space, commands),
             now=self._clock.now_ms,
             acks=lambda: self.current_acks(space),
         )
-        self._discussions[space] = tool
-        return tool
+        try:
+            found = plugin.open(context)
+        except P2PSpaceError:
+            raise
+        except Exception as exc:
+            raise LocalProtocolError(f"the tool {name!r} failed to open: {exc!r}") from exc
+        self._opened[key] = found
+        return found
+
+    def engines_for(self, tool: str | None) -> dict[str, str]:
+        """The engine instances of a new space holding ``tool`` (None: the node's default,
+        ``"none"``: the record database alone). Raises LocalProtocolError for a tool not
+        installed."""
+        if tool is None:
+            return dict(self._engines)
+        if tool == NO_TOOL:
+            return {"db": "rdb"}
+        plugin = self.tools.get(tool)
+        if plugin is None:
+            raise LocalProtocolError(self._not_installed(tool))
+        return {"db": "rdb", **plugin.engines}
+
+    def _not_installed(self, name: str) -> str:
+        installed = ", ".join(sorted(self.tools)) or "none"
+        return f"no tool named {name!r} is installed (installed: {installed})"
+
+    def discussion(self, space: bytes, *, required: bool = True) -> Discussion | None:
+        """The space's discussion tool; None (or, if ``required``, LocalProtocolError) when the
+        space has none or the discussion plugin is not installed."""
+        name = DISCUSSION
+        if name not in self.tools or name not in self.tool_names(space):
+            if required:
+                raise LocalProtocolError("this space has no discussion tool")
+            return None
+        tool = self.tool(space, name)
+        return tool if isinstance(tool, Discussion) else None
 
     # -- whom the spaces make us talk to ------------------------------------------------------
 

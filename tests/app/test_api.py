@@ -26,7 +26,6 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from p2pspace.app.api import (
-    ROUTES_GROUP,
     ApiConfig,
     RouteContext,
     RouteProvider,
@@ -35,7 +34,7 @@ from p2pspace.app.api import (
     serve_api,
 )
 from p2pspace.app.api.http import STATUS_OF_ERROR, HTTPError, json_response, status_of
-from p2pspace.app.api.registry import installed_route_providers, load_route_providers
+from p2pspace.app.api.registry import tool_route_providers
 from p2pspace.errors import (
     ConflictError,
     InvitationError,
@@ -48,6 +47,8 @@ from p2pspace.errors import (
 from p2pspace.node import home as home_folder
 from p2pspace.node.node import Node
 from p2pspace.node.runtime import open_node
+from p2pspace.tools import discussion
+from p2pspace.tools.plugin import TOOLS_GROUP, ToolPlugin, installed_plugins, load_plugins
 from tests.helpers import TIMEOUT
 from tests.helpers.api_client import NODE_CONFIG, EventClient, api_node, client_of
 
@@ -480,7 +481,7 @@ def test_statuses_follow_the_error_types() -> None:
 
 
 def greeting_routes(context: RouteContext) -> Sequence[BaseRoute]:
-    """A second tool's routes, as a provider declares them."""
+    """A second tool's routes, as a provider declares them (mounted under /tools/NAME/api)."""
 
     async def hello(request: Request) -> Response:
         space = context.space(request)
@@ -491,49 +492,49 @@ def greeting_routes(context: RouteContext) -> Sequence[BaseRoute]:
             raise HTTPError(418, "a teapot")
         return json_response({"space": space.hex(), "hello": body.get("name", "you")})
 
-    return [Route("/api/spaces/{space}/greeting", hello, methods=["POST"])]
+    return [Route("/spaces/{space}/greeting", hello, methods=["POST"])]
 
 
-def test_tool_routes_come_from_the_entry_point_group() -> None:
-    # Declared in pyproject.toml; the api package names no tool.
-    [declared] = [p for p in entry_points(group=ROUTES_GROUP) if p.name == "discussion"]
-    assert declared.value == "p2pspace.app.api.discussion_routes:routes"
-    assert installed_route_providers()["discussion"] is discussion_routes.routes
+def test_tool_routes_come_from_the_installed_tools() -> None:
+    # Declared in pyproject.toml as a tool; the api package names no tool.
+    [declared] = [p for p in entry_points(group=TOOLS_GROUP) if p.name == "discussion"]
+    assert declared.value == "p2pspace.tools.discussion:PLUGIN"
+    assert tool_route_providers(installed_plugins())["discussion"] is discussion_routes.routes
 
 
 async def test_a_route_provider_given_explicitly_is_served(tmp_path: Path) -> None:
     providers = {"greeting": greeting_routes}
     async with api_node(tmp_path / "a", route_providers=providers) as node:
         space = node.create_space("s").space_id.hex()
+        base = "/tools/greeting/api/spaces"
         async with client_of(node) as client, client_of(node, token=None) as anonymous:
-            hello = await client.post("/api/spaces/s/greeting", json={"name": "ann"})
+            hello = await client.post(f"{base}/s/greeting", json={"name": "ann"})
             assert hello.status_code == 200 and hello.json() == {"space": space, "hello": "ann"}
             # The tool's routes are behind the same token and the same error mapping.
-            refused = await anonymous.post("/api/spaces/s/greeting", json={})
+            refused = await anonymous.post(f"{base}/s/greeting", json={})
             assert refused.status_code == 401
             for body, status in [({"refuse": True}, 409), ({"teapot": True}, 418)]:
-                answer = await client.post("/api/spaces/s/greeting", json=body)
+                answer = await client.post(f"{base}/s/greeting", json=body)
                 assert answer.status_code == status and answer.json()["error"]
-            missing = await client.post("/api/spaces/nope/greeting", json={})
+            missing = await client.post(f"{base}/nope/greeting", json={})
             assert missing.status_code == 404 and "no space" in missing.json()["error"]
             # Explicit providers replace the installed ones: no discussion routes here.
-            topics = await client.get("/api/spaces/s/discussion/topics")
+            topics = await client.get("/tools/discussion/api/spaces/s/topics")
             assert topics.status_code == 404
             assert (await client.get("/api/status")).status_code == 200
+            # A tool's routes live under its own name only: not at the node's paths.
+            assert (await client.post("/api/spaces/s/greeting", json={})).status_code == 404
 
 
 async def test_route_providers_that_cannot_be_served_are_refused(tmp_path: Path) -> None:
     async def answer(request: Request) -> Response:
         return json_response({})  # pragma: no cover - never served
 
-    def taken(path: str, method: str) -> RouteProvider:
-        return lambda context: [Route(path, answer, methods=[method])]
+    def taken(*paths: str) -> RouteProvider:
+        return lambda context: [Route(path, answer, methods=["PUT"]) for path in paths]
 
     cases: list[tuple[dict[str, Any], str]] = [
-        ({"mine": taken("/api/status", "GET")}, "'mine' and 'node' both answer GET /api/status"),
-        ({"mine": taken("/", "GET")}, "'ui' and 'mine'"),
-        ({"a": taken("/api/x", "PUT"), "b": taken("/api/x", "PUT")}, "'b' and 'a'"),
-        ({"node": greeting_routes}, "reserved"),
+        ({"mine": taken("/x", "/x")}, "'mine' answer PUT /x twice"),
         ({"junk": lambda context: ["/api/x"]}, "gave str, not a route"),
         ({"boom": lambda context: 1 / 0}, "'boom' failed: ZeroDivisionError"),
     ]
@@ -543,8 +544,8 @@ async def test_route_providers_that_cannot_be_served_are_refused(tmp_path: Path)
                 await serve_api(node, "127.0.0.1", 0, "tok", route_providers=providers)
             assert node.api_url is None
             assert not (tmp_path / "a" / "api.json").exists()
-        # Different methods on one path are not a collision.
-        providers = {"mine": taken("/api/status", "POST")}
+        # The node's paths and another tool's are not a collision: each tool has its own.
+        providers = {"mine": taken("/api/status"), "yours": taken("/api/status")}
         async with trio.open_nursery() as nursery:
             await nursery.start(
                 functools.partial(serve_api, node, "127.0.0.1", 0, "t", route_providers=providers)
@@ -552,28 +553,36 @@ async def test_route_providers_that_cannot_be_served_are_refused(tmp_path: Path)
             nursery.cancel_scope.cancel()
 
 
-def test_broken_route_entry_points_are_left_out_and_logged(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def test_broken_tools_are_left_out_and_logged(caplog: pytest.LogCaptureFixture) -> None:
     def point(name: str, value: str) -> EntryPoint:
-        return EntryPoint(name=name, value=value, group=ROUTES_GROUP)
+        return EntryPoint(name=name, value=value, group=TOOLS_GROUP)
 
-    good = point("discussion", "p2pspace.app.api.discussion_routes:routes")
+    good = point("discussion", "p2pspace.tools.discussion:PLUGIN")
     broken = [
-        point("gone", "p2pspace.no_such_module:routes"),
-        point("bad", "p2pspace.app.api.discussion_routes:nothing"),
-        point("flat", "p2pspace.app.api.registry:ROUTES_GROUP"),
-        point("discussion", "tests.app.test_api:greeting_routes"),  # the name is taken
+        point("gone", "p2pspace.no_such_module:PLUGIN"),
+        point("bad", "p2pspace.tools.discussion:NOTHING"),
+        point("flat", "p2pspace.tools.plugin:TOOLS_GROUP"),  # not a ToolPlugin
+        point("discussion", "tests.app.test_api:GREETING"),  # the name is taken
+        point("other", "p2pspace.tools.discussion:PLUGIN"),  # names itself "discussion"
     ]
-    with caplog.at_level(logging.ERROR, logger="p2pspace.app.api"):
-        providers = load_route_providers([*broken, good])
-    assert providers == {"discussion": discussion_routes.routes}
+    with caplog.at_level(logging.ERROR, logger="p2pspace.tools"):
+        plugins = load_plugins([*broken, good])
+    assert plugins == {"discussion": discussion.PLUGIN}
     logged = "\n".join(record.getMessage() for record in caplog.records)
-    for name in ("'gone'", "'bad'", "'flat'", "'discussion'"):
-        assert f"API routes {name}" in logged
-    assert "greeting_routes" in logged and "taken" in logged
+    for name in ("'gone'", "'bad'", "'flat'", "'other'"):
+        assert f"the tool {name}" in logged
+    assert "GREETING" in logged and "taken" in logged
+    # A tool whose routes cannot be imported keeps the others' routes.
+    lost = dataclasses.replace(discussion.PLUGIN, name="lost", routes="p2pspace.nowhere:routes")
+    with caplog.at_level(logging.ERROR, logger="p2pspace.app.api"):
+        providers = tool_route_providers({"lost": lost, "discussion": discussion.PLUGIN})
+    assert providers == {"discussion": discussion_routes.routes}
+    assert "API routes of the tool 'lost'" in caplog.text
 
 
+GREETING = ToolPlugin(
+    name="greeting", title="Greeting", engines={"db": "rdb"}, open=lambda context: None
+)
 DOC = Path(__file__).resolve().parents[2] / "docs" / "local-api.md"
 PYPROJECT = DOC.parents[1] / "pyproject.toml"
 
@@ -589,17 +598,18 @@ async def test_the_documented_route_provider_is_served(tmp_path: Path) -> None:
     providers = {"counts": namespace["routes"]}
     async with api_node(tmp_path / "a", route_providers=providers) as node, client_of(node) as c:
         space = node.create_space("s").space_id
-        assert (await c.get("/api/spaces/s/counts/t")).json() == {"table": "t", "count": 0}
+        base = "/tools/counts/api/spaces"
+        assert (await c.get(f"{base}/s/tables/t")).json() == {"table": "t", "count": 0}
         node.rdb_set(space, "t", "a", {"x": 1})
         node.rdb_set(space, "t", "b", {"x": 2})
-        counted = await c.get("/api/spaces/s/counts/t", params={"wait": str(TIMEOUT)})
+        counted = await c.get(f"{base}/s/tables/t", params={"wait": str(TIMEOUT)})
         assert counted.json() == {"table": "t", "count": 2}
-        assert (await c.get("/api/spaces/nope/counts/t")).status_code == 404
-    # The declaration the page shows is the one p2pspace makes.
+        assert (await c.get(f"{base}/nope/tables/t")).status_code == 404
+    # The declaration the page shows is the one p2pspace makes for its own tool.
     [declaration] = doc_blocks("toml")
     declared = tomllib.loads(PYPROJECT.read_text("utf-8"))["project"]["entry-points"]
     assert tomllib.loads(declaration)["project"]["entry-points"] == {
-        ROUTES_GROUP: declared[ROUTES_GROUP]
+        TOOLS_GROUP: declared[TOOLS_GROUP]
     }
 
 
@@ -608,9 +618,11 @@ import json, sys
 import p2pspace.node.home
 first = sorted(m for m in sys.modules if m.split(".")[0] in ("trio", "hypercorn", "starlette"))
 import p2pspace.app.api
-from p2pspace.app.api.registry import installed_route_providers
+from p2pspace.app.api.registry import tool_route_providers
+from p2pspace.tools.plugin import installed_plugins
+tools = installed_plugins()
 before = "p2pspace.app.api.discussion_routes" in sys.modules
-installed_route_providers()
+tool_route_providers(tools)
 after = "p2pspace.app.api.discussion_routes" in sys.modules
 print(json.dumps({"first": first, "before": before, "after": after}))
 """
@@ -625,6 +637,6 @@ def test_tool_routes_load_only_when_a_server_starts() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    # The files the command line reads need no server library; importing the api package
-    # loads no tool's routes until a server collects them.
+    # The files the command line reads need no server library; loading the tools and importing
+    # the api package loads no tool's routes until a server collects them.
     assert json.loads(proc.stdout) == {"first": [], "before": False, "after": True}

@@ -83,15 +83,15 @@ def presence(members: list[Json]) -> dict[str, tuple[bool, bool]]:
 ABSENT = "0123456789abcdef~0123456789abcdef"  # a well-formed post id nobody made
 
 ROUTES = [
-    ("GET", "/api/spaces/talk/discussion/topics"),
-    ("POST", "/api/spaces/talk/discussion/topics"),
-    ("GET", "/api/spaces/talk/discussion/threads/" + ABSENT),
-    ("GET", "/api/spaces/talk/discussion/posts/" + ABSENT),
-    ("PUT", "/api/spaces/talk/discussion/posts/" + ABSENT),
-    ("DELETE", "/api/spaces/talk/discussion/posts/" + ABSENT),
-    ("POST", "/api/spaces/talk/discussion/posts/0123456789abcdef~0123456789abcdef/replies"),
-    ("POST", "/api/spaces/talk/discussion/undo"),
-    ("GET", "/api/spaces/talk/discussion/last-change"),
+    ("GET", "/tools/discussion/api/spaces/talk/topics"),
+    ("POST", "/tools/discussion/api/spaces/talk/topics"),
+    ("GET", "/tools/discussion/api/spaces/talk/threads/" + ABSENT),
+    ("GET", "/tools/discussion/api/spaces/talk/posts/" + ABSENT),
+    ("PUT", "/tools/discussion/api/spaces/talk/posts/" + ABSENT),
+    ("DELETE", "/tools/discussion/api/spaces/talk/posts/" + ABSENT),
+    ("POST", "/tools/discussion/api/spaces/talk/posts/0123456789abcdef~0123456789abcdef/replies"),
+    ("POST", "/tools/discussion/api/spaces/talk/undo"),
+    ("GET", "/tools/discussion/api/spaces/talk/last-change"),
     ("GET", "/api/spaces/talk/presence"),
     ("GET", "/"),
     ("GET", "/ui/app.js"),
@@ -130,8 +130,8 @@ async def test_a_discussion_between_two_nodes(tmp_path: Path) -> None:
             client_of(b) as cb,
         ):
             space = await join_pair(a, b, ca, cb)
-            base = f"/api/spaces/{space}/discussion"
-            by_name = "/api/spaces/talk/discussion"  # a name works as well as the id
+            base = f"/tools/discussion/api/spaces/{space}"
+            by_name = "/tools/discussion/api/spaces/talk"  # a name works as well as the id
             for node, client in ((a, ca), (b, cb)):
                 members = (await ok(client.get(f"/api/spaces/{space}/presence")))["members"]
                 me = node.name
@@ -169,12 +169,13 @@ async def test_a_discussion_between_two_nodes(tmp_path: Path) -> None:
                 reply = ca.post(f"{base}/posts/{r1}/replies", json={"body": "1pm?"})
                 r2 = (await ok(reply, 201))["id"]
                 event = await events.data()
-                while event["type"] != "discussion":
+                while event["type"] != "tool":
                     event = await events.data()
             finally:
                 await events.aclose()
             assert event == {
-                "type": "discussion",
+                "type": "tool",
+                "tool": "discussion",
                 "kind": "added",
                 "post": r2,
                 "topic": topic,
@@ -251,7 +252,7 @@ async def test_a_post_stays_pending_until_the_peer_acknowledges_it(tmp_path: Pat
                 b_id = b.endpoint_id
             # B has stopped: A's post reaches no one yet.
             await a.wait_until(lambda: b_id not in a.connections, timeout=TIMEOUT)
-            base = f"/api/spaces/{space}/discussion"
+            base = f"/tools/discussion/api/spaces/{space}"
             members = (await ok(ca.get(f"/api/spaces/{space}/presence")))["members"]
             assert presence(members) == {"ann": (True, True), "bob": (False, False)}
             topic = (await ok(ca.post(f"{base}/topics", json={"title": "Alone?"}), 201))["id"]
@@ -289,54 +290,64 @@ async def test_spaces_with_and_without_the_tool(tmp_path: Path) -> None:
         assert node.discussion(bytes.fromhex(default["id"]), required=False) is not None
         await error(client.post("/api/spaces", json={"name": "x", "tool": "chess"}), 400, "tool")
         await error(client.post("/api/spaces", json={"name": "x", "tool": 1}), 400, "tool")
-        await error(client.get("/api/spaces/plain/discussion/topics"), 400, "no discussion tool")
+        await error(
+            client.get("/tools/discussion/api/spaces/plain/topics"), 400, "no discussion tool"
+        )
         members = (await ok(client.get("/api/spaces/plain/presence")))["members"]
         assert presence(members) == {"ann": (True, True)}
-        assert await ok(client.get("/api/spaces/talk/discussion/topics")) == {
+        assert await ok(client.get("/tools/discussion/api/spaces/talk/topics")) == {
             "topics": [],
             "limits": {"title": 200, "body": 24_000},
         }
-        assert await ok(client.get("/api/spaces/talk/discussion/last-change")) == {"change": None}
+        assert await ok(client.get("/tools/discussion/api/spaces/talk/last-change")) == {
+            "change": None
+        }
 
 
 BAD_REQUESTS: list[tuple[str, str, Any, int, str]] = [
-    ("GET", "/api/spaces/nope/discussion/topics", None, 404, "no space"),
+    ("GET", "/tools/discussion/api/spaces/nope/topics", None, 404, "no space"),
     ("GET", "/api/spaces/nope/presence", None, 404, "no space"),
-    ("POST", "/api/spaces/nope/discussion/undo", None, 404, "no space"),
-    ("GET", "/api/spaces/talk/discussion/threads/" + ABSENT, None, 404, "no topic"),
-    ("GET", "/api/spaces/talk/discussion/posts/" + ABSENT, None, 404, "no post"),
+    ("POST", "/tools/discussion/api/spaces/nope/undo", None, 404, "no space"),
+    ("GET", "/tools/discussion/api/spaces/talk/threads/" + ABSENT, None, 404, "no topic"),
+    ("GET", "/tools/discussion/api/spaces/talk/posts/" + ABSENT, None, 404, "no post"),
     (
         "GET",
-        "/api/spaces/talk/discussion/posts/0123456789abcdef~0123456789abcdef.0123456789abcdef~0123456789abcdef",
+        "/tools/discussion/api/spaces/talk/posts/0123456789abcdef~0123456789abcdef.0123456789abcdef~0123456789abcdef",
         None,
         404,
         "no post",
     ),
-    ("PUT", "/api/spaces/talk/discussion/posts/" + ABSENT, {"body": "x"}, 404, "no post"),
-    ("DELETE", "/api/spaces/talk/discussion/posts/" + ABSENT, None, 404, "no post"),
-    ("GET", "/api/spaces/talk/discussion/posts/hello", None, 400, "not a post id"),
-    ("GET", "/api/spaces/talk/discussion/threads/ABC", None, 400, "not a post id"),
-    ("POST", "/api/spaces/talk/discussion/topics", {}, 400, "'title'"),
-    ("POST", "/api/spaces/talk/discussion/topics", {"title": "  "}, 400, "empty"),
-    ("POST", "/api/spaces/talk/discussion/topics", {"title": 5}, 400, "'title'"),
-    ("POST", "/api/spaces/talk/discussion/topics", {"title": "t", "body": []}, 400, "'body'"),
-    ("POST", "/api/spaces/talk/discussion/topics", {"title": "t" * 201}, 400, "longer"),
-    ("POST", "/api/spaces/talk/discussion/topics", b"[1]", 400, "JSON object"),
-    ("POST", "/api/spaces/talk/discussion/topics", b"{oops", 400, "JSON"),
-    ("POST", "/api/spaces/talk/discussion/posts/TOPIC/replies", {}, 400, "'body'"),
-    ("POST", "/api/spaces/talk/discussion/posts/TOPIC/replies", {"body": ""}, 400, "empty"),
+    ("PUT", "/tools/discussion/api/spaces/talk/posts/" + ABSENT, {"body": "x"}, 404, "no post"),
+    ("DELETE", "/tools/discussion/api/spaces/talk/posts/" + ABSENT, None, 404, "no post"),
+    ("GET", "/tools/discussion/api/spaces/talk/posts/hello", None, 400, "not a post id"),
+    ("GET", "/tools/discussion/api/spaces/talk/threads/ABC", None, 400, "not a post id"),
+    ("POST", "/tools/discussion/api/spaces/talk/topics", {}, 400, "'title'"),
+    ("POST", "/tools/discussion/api/spaces/talk/topics", {"title": "  "}, 400, "empty"),
+    ("POST", "/tools/discussion/api/spaces/talk/topics", {"title": 5}, 400, "'title'"),
+    ("POST", "/tools/discussion/api/spaces/talk/topics", {"title": "t", "body": []}, 400, "'body'"),
+    ("POST", "/tools/discussion/api/spaces/talk/topics", {"title": "t" * 201}, 400, "longer"),
+    ("POST", "/tools/discussion/api/spaces/talk/topics", b"[1]", 400, "JSON object"),
+    ("POST", "/tools/discussion/api/spaces/talk/topics", b"{oops", 400, "JSON"),
+    ("POST", "/tools/discussion/api/spaces/talk/posts/TOPIC/replies", {}, 400, "'body'"),
+    ("POST", "/tools/discussion/api/spaces/talk/posts/TOPIC/replies", {"body": ""}, 400, "empty"),
     (
         "POST",
-        "/api/spaces/talk/discussion/posts/TOPIC/replies",
+        "/tools/discussion/api/spaces/talk/posts/TOPIC/replies",
         {"body": "b" * 24_001},
         400,
         "24000 bytes",
     ),
-    ("PUT", "/api/spaces/talk/discussion/posts/TOPIC", {}, 400, "'body'"),
-    ("PUT", "/api/spaces/talk/discussion/posts/TOPIC", {"body": "x", "title": 3}, 400, "'title'"),
-    ("POST", "/api/spaces/talk/discussion/undo", None, 409, "nothing to undo"),
-    ("GET", "/api/spaces/talk/discussion/nothing", None, 404, "Not Found"),
-    ("PATCH", "/api/spaces/talk/discussion/posts/TOPIC", {}, 405, "Method Not Allowed"),
+    ("PUT", "/tools/discussion/api/spaces/talk/posts/TOPIC", {}, 400, "'body'"),
+    (
+        "PUT",
+        "/tools/discussion/api/spaces/talk/posts/TOPIC",
+        {"body": "x", "title": 3},
+        400,
+        "'title'",
+    ),
+    ("POST", "/tools/discussion/api/spaces/talk/undo", None, 409, "nothing to undo"),
+    ("GET", "/tools/discussion/api/spaces/talk/nothing", None, 404, "Not Found"),
+    ("PATCH", "/tools/discussion/api/spaces/talk/posts/TOPIC", {}, 405, "Method Not Allowed"),
 ]
 
 

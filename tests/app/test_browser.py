@@ -507,7 +507,10 @@ FAR_FUTURE_FETCH = """
 const realFetch = window.fetch.bind(window);
 window.fetch = async (input, init) => {
   const response = await realFetch(input, init);
-  if (!/\\/discussion\\/(topics|threads\\/)/.test(String(input))) return response;
+  const path = String(input);
+  if (!/^\\/tools\\/discussion\\/api\\/spaces\\/[^/]+\\/(topics|threads\\/)/.test(path)) {
+    return response;
+  }
   const data = await response.clone().json();
   const far = 2 ** 53 - 1;
   for (const item of [...(data.topics ?? []), ...(data.thread ? [data.thread] : [])]) {
@@ -790,7 +793,7 @@ def test_markdown_unread_search_mentions_limits_and_deep_threads(
     cli(a_home, "init", "--name", "ann")
     cli(b_home, "init", "--name", "bob")
     space = cli(a_home, "space", "create", "notes").stdout.strip()
-    talk = f"/api/spaces/{space}/discussion"
+    talk = f"/tools/discussion/api/spaces/{space}"
 
     with running(a_home, tmp_path / "a.log") as a, running(b_home, tmp_path / "b.log") as b:
         code = cli(a_home, "invite", "notes", "--ttl", "600").stdout.strip()

@@ -222,7 +222,7 @@ def test_the_console_script_and_every_entry_point_resolve() -> None:
     name, value = CONSOLE_SCRIPT
     assert targets[f"console_scripts:{name}"] == value
     groups = {key.partition(":")[0] for key in targets}
-    assert {"console_scripts", "p2pspace.engines", "p2pspace.api_routes"} <= groups
+    assert {"console_scripts", "p2pspace.engines", "p2pspace.tools"} <= groups
     assert unresolved(targets) == {}
 
 

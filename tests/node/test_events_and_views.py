@@ -11,7 +11,6 @@ from p2pspace.node.events import (
     AcksAdvanced,
     ConnectionRefused,
     DeltasExecuted,
-    DiscussionChanged,
     JoinProgress,
     MemberAdded,
     MemberRemoved,
@@ -25,6 +24,7 @@ from p2pspace.node.events import (
     RoleChanged,
     SpaceAdded,
     SyncStateChanged,
+    ToolChanged,
 )
 from p2pspace.node.views import MemberView, NodeStatistics, PeerView, SpaceView
 from p2pspace.sync.syncstate import PeerState, ProcessorState
@@ -39,11 +39,14 @@ SAMPLES: list[tuple[NodeEvent, dict[str, Any]]] = [
         {"type": "deltas", "space": S.hex(), "count": 2, "creators": sorted([P.hex(), C.hex()])},
     ),
     (
-        DiscussionChanged(
-            space=S, change=ChangeEvent(kind="added", post="ab" * 8, topic="ab" * 8, creator=P)
+        ToolChanged(
+            space=S,
+            tool="discussion",
+            change=ChangeEvent(kind="added", post="ab" * 8, topic="ab" * 8, creator=P),
         ),
         {
-            "type": "discussion",
+            "type": "tool",
+            "tool": "discussion",
             "kind": "added",
             "post": "ab" * 8,
             "topic": "ab" * 8,

@@ -19,7 +19,7 @@ from p2pspace.engines import members as members_engine
 from p2pspace.engines import rdb
 from p2pspace.node.config import NodeConfig
 from p2pspace.node.dialer import peer_key
-from p2pspace.node.events import DiscussionChanged, NodeEvent, PostStatusesChanged
+from p2pspace.node.events import NodeEvent, PostStatusesChanged, ToolChanged
 from p2pspace.node.home import MAX_BOOK, open_endpoint
 from p2pspace.node.node import Node
 from p2pspace.sync import handshake
@@ -331,7 +331,7 @@ async def test_discussion_events_keep_their_shape(tmp_path: Path) -> None:
             seen: list[NodeEvent] = []
             with trio.fail_after(TIMEOUT):
                 async for event in events:
-                    if isinstance(event, DiscussionChanged):
+                    if isinstance(event, ToolChanged):
                         seen.append(event)
                     if isinstance(event, PostStatusesChanged):
                         break

@@ -2,8 +2,8 @@
 
 What it decides: who may talk to a node from this machine (loopback only, the token in
 ``home/api.token``), how a node's operations and errors look as HTTP (paths, JSON shapes,
-statuses) and which routes are served -- the node's own, and each tool's, collected from the
-``p2pspace.api_routes`` entry-point group when a server starts.
+statuses) and which routes are served -- the node's own, and each loaded tool's API and page
+under ``/tools/NAME/`` (see :mod:`p2pspace.app.api.registry`).
 
 What it may import: anything below the app layer (core, sync, engines, tools, node, errors), the
 app's stdlib-only :mod:`p2pspace.app.space_tools` and :mod:`p2pspace.app.web`; trio,
@@ -22,11 +22,11 @@ tool's routes, declared as an entry point), :mod:`~p2pspace.app.api.server` (soc
 from __future__ import annotations
 
 from p2pspace.app.api.context import ApiConfig, RouteContext
-from p2pspace.app.api.registry import ROUTES_GROUP, RouteProvider
+from p2pspace.app.api.registry import TOOLS, RouteProvider
 from p2pspace.app.api.server import loopback_host, serve_api
 
 __all__ = [
-    "ROUTES_GROUP",
+    "TOOLS",
     "ApiConfig",
     "RouteContext",
     "RouteProvider",

@@ -1,8 +1,8 @@
-"""The discussion tool's routes, under ``/api/spaces/{space}/discussion/``.
+"""The discussion tool's routes, under ``/tools/discussion/api/spaces/{space}/``.
 
-Theory of operation. A route provider (see :mod:`p2pspace.app.api.registry`), declared in
-``pyproject.toml`` under the ``p2pspace.api_routes`` entry-point group; the api package itself
-does not name it. Reads answer the tool's JSON forms (``to_json()`` of its views); writes answer
+Theory of operation. A route provider (see :mod:`p2pspace.app.api.registry`), named by the
+discussion tool's plugin (:data:`p2pspace.tools.discussion.PLUGIN`); the api package itself does
+not name it. Reads answer the tool's JSON forms (``to_json()`` of its views); writes answer
 the id of the post they made or changed. Text is checked and trimmed by the tool
 (:class:`~p2pspace.tools.discussion.Discussion`), which raises the errors the app maps to
 statuses: an unknown topic or post is 404, a change to someone else's post 403, a change that
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from p2pspace.app.api.context import RouteContext
     from p2pspace.tools.discussion import Discussion
 
-PREFIX = "/api/spaces/{space}/discussion"
+PREFIX = "/spaces/{space}"  # mounted under /tools/discussion/api
 # What a topic's title and a post's body may hold, in bytes of UTF-8 (the page counts the same).
 LIMITS = {"title": MAX_TITLE, "body": MAX_BODY}
 MAX_QUERY = 500

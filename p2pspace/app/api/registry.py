@@ -1,23 +1,22 @@
-"""Which routes the API serves: the node's, every installed tool's, and the web UI.
+"""Which routes the API serves: the node's, every tool's API and page, and the web UI.
 
-Theory of operation. A tool adds routes by declaring an entry point in the
-:data:`ROUTES_GROUP` group of its distribution's metadata, naming a *route provider*: a callable
-that takes the :class:`~p2pspace.app.api.context.RouteContext` and returns Starlette routes. In
-``pyproject.toml``::
+Theory of operation. The node loads the installed tools (:mod:`p2pspace.tools.plugin`); a tool
+that declares ``routes`` (``"module:callable"``) has a *route provider*: a callable that takes
+the :class:`~p2pspace.app.api.context.RouteContext` and returns Starlette routes. The providers
+are imported when a server starts (:func:`tool_route_providers`), never at import, so a program
+that only imports p2pspace loads no tool's route module. A server can also be given its
+providers explicitly (tests, embedders), which skips the tools' own. A provider that cannot be
+imported is logged and left out, as a broken tool is: one broken tool does not take the node's
+API -- and every other tool's routes -- down with it.
 
-    [project.entry-points."p2pspace.api_routes"]
-    discussion = "p2pspace.app.api.discussion_routes:routes"
-
-Entry points are read when a server starts (:func:`installed_route_providers`), never at import,
-so a program that only imports p2pspace does not load any tool's route module. A server can also
-be given its providers explicitly (tests, embedders), which skips the entry points. An entry
-point that cannot be loaded is logged and left out (as a broken engine plugin is), so one broken
-tool does not take the node's API down with it.
-
-The table is built in a fixed order -- the node's routes, then each provider's in the order of
-their names, then the UI's -- and a route that would answer a path and method already taken is
-refused (the server does not start) rather than silently shadowed: which tool answers a URL must
-not depend on what else is installed. Every route ends up behind the token guard and the
+Each tool gets a URL space of its own, ``/tools/NAME/``: its provider's routes are mounted under
+``/tools/NAME/api`` (a route ``/spaces/{space}/topics`` answers
+``/tools/NAME/api/spaces/{space}/topics``), and a tool that declares a ``page`` has it served
+at ``/tools/NAME/`` (its ``index.html``) and ``/tools/NAME/FILE`` (the other files of its page
+folder, by an allow-list of names and kinds: no part of a request path reaches the file
+system). So no tool can answer another's URLs or the node's, whatever is installed. Within a
+tool, two routes answering one path and method are refused (the server does not start) rather
+than one silently shadowing the other. Every route ends up behind the token guard and the
 error mapping of the app; a provider cannot opt out of either.
 """
 
@@ -25,75 +24,68 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from importlib.metadata import EntryPoint, entry_points
+from importlib import resources
 
-from starlette.routing import BaseRoute, Route
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
 
 from p2pspace.app.api.context import RouteContext
 from p2pspace.app.api.routes import node_routes
-from p2pspace.app.web import ui_routes
-from p2pspace.errors import LocalProtocolError
+from p2pspace.app.web import COMMON_HEADERS, PAGE_HEADERS, ui_routes
+from p2pspace.errors import LocalProtocolError, NotFoundError, P2PSpaceError
+from p2pspace.tools.plugin import ToolPlugin, asset_type
 
-ROUTES_GROUP = "p2pspace.api_routes"
 NODE = "node"  # the name the node's own routes are reported under
 UI = "ui"
+TOOLS = "/tools"
 
 log = logging.getLogger("p2pspace.app.api")
 
 RouteProvider = Callable[[RouteContext], Sequence[BaseRoute]]
 
 
-def installed_route_providers() -> dict[str, RouteProvider]:
-    """Every route provider declared in the :data:`ROUTES_GROUP` entry-point group, loaded
-    (see :func:`load_route_providers`)."""
-    return load_route_providers(entry_points(group=ROUTES_GROUP))
-
-
-def load_route_providers(points: Iterable[EntryPoint]) -> dict[str, RouteProvider]:
-    """The providers ``points`` name, by entry-point name.
-
-    An entry point that fails to import, names something that is not callable, or repeats a
-    name already loaded is logged and left out, as a broken engine plugin is: one broken tool
-    must not keep the node's API -- and every other tool's routes -- from serving. Its paths
-    then answer 404.
-    """
+def tool_route_providers(tools: Mapping[str, ToolPlugin]) -> dict[str, RouteProvider]:
+    """The route provider of every tool in ``tools`` that declares one, imported now. One that
+    cannot be imported, or is not a callable, is logged and left out."""
     providers: dict[str, RouteProvider] = {}
-    for point in sorted(points, key=lambda p: (p.name, p.value)):
-        if point.name in providers:
-            log.error("API routes %r (%s): the name is taken; left out", point.name, point.value)
+    for name in sorted(tools):
+        plugin = tools[name]
+        if not plugin.routes:
             continue
         try:
-            provider = point.load()
-        except Exception:
-            log.exception("API routes %r (%s) failed to load; left out", point.name, point.value)
+            provider = plugin.load(plugin.routes)
+        except P2PSpaceError as exc:
+            log.error("API routes of the tool %r: %s; left out", name, exc)
             continue
         if not callable(provider):
-            log.error("API routes %r (%s) are not a callable; left out", point.name, point.value)
+            log.error(
+                "API routes of the tool %r (%s): not a callable; left out", name, plugin.routes
+            )
             continue
-        providers[point.name] = provider
+        providers[name] = provider
     return providers
 
 
 def collect_routes(
-    context: RouteContext, providers: Mapping[str, RouteProvider]
+    context: RouteContext,
+    providers: Mapping[str, RouteProvider],
+    pages: Mapping[str, ToolPlugin] | None = None,
 ) -> list[BaseRoute]:
-    """The app's route table: the node's routes, each provider's (by name), the UI's.
+    """The app's route table: the node's routes, each tool's API (by name) under
+    ``/tools/NAME/api``, each tool's page (``pages``: the tools, by name) under
+    ``/tools/NAME/``, the UI's.
 
     Raises :class:`LocalProtocolError` if a provider fails, returns something that is not a
-    route, or a route whose path and method another route already answers.
+    route, or two routes of one tool answer the same path and method.
     """
-    table: list[BaseRoute] = []
-    taken: dict[tuple[str, str], str] = {}
-    sources: list[tuple[str, Iterable[object]]] = [(NODE, node_routes(context))]
+    table: list[BaseRoute] = list(node_routes(context))
     for name in sorted(providers):
-        if name in (NODE, UI):
-            raise LocalProtocolError(f"{name!r} is reserved; a route provider needs another name")
         try:
-            sources.append((name, providers[name](context)))
+            routes = list(providers[name](context))
         except Exception as exc:
             raise LocalProtocolError(f"the API routes {name!r} failed: {exc!r}") from exc
-    sources.append((UI, ui_routes()))
-    for name, routes in sources:
+        taken: set[tuple[str, str]] = set()
         for route in routes:
             if not isinstance(route, BaseRoute):
                 raise LocalProtocolError(
@@ -102,14 +94,51 @@ def collect_routes(
             for key in _claims(route):
                 if key in taken:
                     raise LocalProtocolError(
-                        f"the API routes {name!r} and {taken[key]!r} both answer {key[1]} {key[0]}"
+                        f"the API routes {name!r} answer {key[1]} {key[0]} twice"
                     )
-                taken[key] = name
-            table.append(route)
+                taken.add(key)
+        table.append(Mount(f"{TOOLS}/{name}/api", routes=routes))
+    for _name, plugin in sorted((pages or {}).items()):
+        if plugin.page:
+            table += page_routes(plugin)
+    table += ui_routes()
     return table
 
 
-def _claims(route: BaseRoute) -> list[tuple[str, str]]:
+def page_routes(plugin: ToolPlugin) -> list[BaseRoute]:
+    """``GET /tools/NAME/`` (the tool's ``index.html``) and ``GET /tools/NAME/FILE`` (the
+    other files of its page folder), with the headers of the node's own page."""
+    folder = plugin.page
+
+    def read(name: str) -> bytes:
+        try:
+            return resources.files(folder).joinpath(name).read_bytes()
+        except (OSError, ModuleNotFoundError, TypeError) as exc:
+            raise NotFoundError(
+                f"the tool {plugin.name!r} has no page file {name}: {exc}"
+            ) from None
+
+    async def page(request: Request) -> Response:
+        return Response(
+            read("index.html"), media_type=asset_type("index.html"), headers=PAGE_HEADERS
+        )
+
+    async def asset(request: Request) -> Response:
+        name = request.path_params["name"]
+        kind = asset_type(name)
+        if kind is None or name == "index.html":
+            raise NotFoundError(f"the tool {plugin.name!r} serves no file {name!r}")
+        headers = PAGE_HEADERS if kind.startswith("text/html") else COMMON_HEADERS
+        return Response(read(name), media_type=kind, headers=headers)
+
+    base = f"{TOOLS}/{plugin.name}"
+    return [
+        Route(base + "/", page, methods=["GET"]),
+        Route(base + "/{name}", asset, methods=["GET"]),
+    ]
+
+
+def _claims(route: BaseRoute) -> Iterable[tuple[str, str]]:
     # Only plain routes name their methods; other kinds (mounts, websockets) are not checked.
     if not isinstance(route, Route):
         return []
@@ -117,9 +146,9 @@ def _claims(route: BaseRoute) -> list[tuple[str, str]]:
 
 
 __all__ = [
-    "ROUTES_GROUP",
+    "TOOLS",
     "RouteProvider",
     "collect_routes",
-    "installed_route_providers",
-    "load_route_providers",
+    "page_routes",
+    "tool_route_providers",
 ]

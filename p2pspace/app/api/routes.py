@@ -28,7 +28,7 @@ from starlette.routing import BaseRoute, Route
 
 from p2pspace.app.api.events import EventStream
 from p2pspace.app.api.http import HTTPError, json_response, seconds_field, text_field
-from p2pspace.app.space_tools import DEFAULT_TOOL, SPACE_TOOLS
+from p2pspace.app.space_tools import DEFAULT_TOOL
 from p2pspace.sync import invitations
 
 if TYPE_CHECKING:
@@ -83,12 +83,11 @@ class NodeRoutes:
         body = await self.context.body(request)
         name = text_field(body, "name")
         tool = text_field(body, "tool", default=DEFAULT_TOOL)
-        if tool not in SPACE_TOOLS:
-            raise HTTPError(400, f"'tool' must be one of {', '.join(SPACE_TOOLS)}")
+        engines = self.node.engines_for(tool)
         duplicate = body.get("allow_duplicate", False)
         if type(duplicate) is not bool:
             raise HTTPError(400, "'allow_duplicate' is true, false or absent")
-        replica = self.node.create_space(name, engines=SPACE_TOOLS[tool], allow_duplicate=duplicate)
+        replica = self.node.create_space(name, engines=engines, allow_duplicate=duplicate)
         return json_response(self.node.space_info(replica.space_id), 201)
 
     async def get_space(self, request: Request) -> Response:

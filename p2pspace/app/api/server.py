@@ -40,7 +40,7 @@ from starlette.types import ASGIApp
 from p2pspace.app.api.auth import ApiGuard, UiSessions, allowed_hosts
 from p2pspace.app.api.context import DEFAULT_CONFIG, ApiConfig, RouteContext
 from p2pspace.app.api.http import EXCEPTION_HANDLERS
-from p2pspace.app.api.registry import RouteProvider, collect_routes, installed_route_providers
+from p2pspace.app.api.registry import RouteProvider, collect_routes, tool_route_providers
 from p2pspace.errors import LocalProtocolError, StorageError, TransportError
 from p2pspace.node.home import info_path, new_token, read_config, write_config, write_private
 from p2pspace.sync.invitations import join_address
@@ -89,7 +89,7 @@ def build_app(
     Raises :class:`LocalProtocolError` for providers whose routes collide or are not routes.
     """
     app = Starlette(
-        routes=collect_routes(context, providers),
+        routes=collect_routes(context, providers, context.node.tools),
         exception_handlers=dict(EXCEPTION_HANDLERS),
     )
     return ApiGuard(app, token, url=url, hosts=hosts, sessions=sessions or UiSessions())
@@ -111,8 +111,8 @@ async def serve_api(
     stays the same across restarts; the first time, or if that port is taken, any free port,
     which is kept from then on. ``token``: the one requests must carry (None: a new one,
     written to ``home/api.token``: every start rotates it). ``route_providers``: the tools'
-    routes by name (None: every provider installed under the ``p2pspace.api_routes``
-    entry-point group). Once serving, it has written
+    API routes by name (None: those of the tools the node loaded; see
+    :mod:`p2pspace.app.api.registry`). Once serving, it has written
     ``home/api.json``, set ``node.api_url`` and ``node.api_token`` and given
     ``task_status.started`` the URL; when it stops it clears ``node.api_url`` and removes
     ``api.json``.
@@ -126,7 +126,7 @@ async def serve_api(
     bind_host = loopback_host(host)
     if token is not None and not token:
         raise LocalProtocolError("the API token must not be empty")
-    providers = installed_route_providers() if route_providers is None else route_providers
+    providers = tool_route_providers(node.tools) if route_providers is None else route_providers
     context = RouteContext(node=node, config=config)
     listener = (
         _bind_kept(node.home, bind_host, backlog=config.backlog)

@@ -3,10 +3,10 @@
 A space holding the discussion tool with 10,000 posts in 500 threads (one of them 200 posts,
 replies nested), made with group commit in the tool's record layout (not timed). A node serves
 its local API on 127.0.0.1; the figures are medians over several
-``GET /api/spaces/{space}/discussion/topics`` (the thread list) and ``.../threads/{topic}`` (the
-200-post thread) requests on one keep-alive connection, response parsed. Baselines: the raw
-``rdb`` scan of the same rows, a ``GET /api/status`` round trip, and the tool calls with
-``json.dumps`` but without HTTP.
+``GET /tools/discussion/api/spaces/{space}/topics`` (the thread list) and
+``.../threads/{topic}`` (the 200-post thread) requests on one keep-alive connection, response
+parsed. Baselines: the raw ``rdb`` scan of the same rows, a ``GET /api/status`` round trip,
+and the tool calls with ``json.dumps`` but without HTTP.
 """
 
 from __future__ import annotations
@@ -166,19 +166,19 @@ async def _w6(root: Path, posts: int, threads: int, big: int, requests: int) -> 
         assert tool is not None
         assert node.api_url is not None and node.api_token is not None
         client = await _HttpClient.open(node.api_url, node.api_token)
-        base = f"/api/spaces/{space.hex()}"
+        base = f"/tools/discussion/api/spaces/{space.hex()}"
         try:
-            listing = await client.get(f"{base}/discussion/topics")  # warm-up, and a check
+            listing = await client.get(f"{base}/topics")  # warm-up, and a check
             list_bytes = client.last_size
-            thread = await client.get(f"{base}/discussion/threads/{big_topic}")
+            thread = await client.get(f"{base}/threads/{big_topic}")
             thread_bytes = client.last_size
             list_samples, thread_samples, status_samples = [], [], []
             for _ in range(requests):
                 started = time.perf_counter()
-                await client.get(f"{base}/discussion/topics")
+                await client.get(f"{base}/topics")
                 list_samples.append(time.perf_counter() - started)
                 started = time.perf_counter()
-                await client.get(f"{base}/discussion/threads/{big_topic}")
+                await client.get(f"{base}/threads/{big_topic}")
                 thread_samples.append(time.perf_counter() - started)
                 started = time.perf_counter()
                 await client.get("/api/status")

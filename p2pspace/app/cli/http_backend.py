@@ -187,7 +187,7 @@ class HttpBackend:
         return link if space is None else f"{link}&space={self.space_id(space)}"
 
     def _discussion_path(self, space: str, *parts: str) -> str:
-        return "/".join([f"/api/spaces/{quote(space)}/discussion", *map(quote, parts)])
+        return "/".join([f"/tools/discussion/api/spaces/{quote(space)}", *map(quote, parts)])
 
     def discuss_post(self, space: str, title: str, body: str) -> str:
         path = self._discussion_path(space, "topics")

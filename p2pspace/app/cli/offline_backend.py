@@ -17,7 +17,6 @@ import trio
 
 from p2pspace.app.cli.backend import CliError
 from p2pspace.app.cli.rendering import ProgressPrinter
-from p2pspace.app.space_tools import SPACE_TOOLS
 from p2pspace.errors import LocalProtocolError
 from p2pspace.node.config import NodeConfig
 from p2pspace.node.home import home_lock, is_initialized
@@ -80,7 +79,7 @@ class OfflineBackend:
 
     def create_space(self, name: str, tool: str, allow_duplicate: bool = False) -> dict[str, Any]:
         def create(node: Node) -> dict[str, Any]:
-            engines = SPACE_TOOLS[tool]
+            engines = node.engines_for(tool)
             replica = node.create_space(name, engines=engines, allow_duplicate=allow_duplicate)
             return node.space_info(replica.space_id).to_json()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from p2pspace.app.bench import WORKLOADS
-from p2pspace.app.space_tools import DEFAULT_TOOL, SPACE_TOOLS
+from p2pspace.app.space_tools import DEFAULT_TOOL
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -191,9 +191,9 @@ def _add_endpoint_commands(sub: Subparsers, homed: OneLineParser) -> None:
     )
     create.add_argument(
         "--tool",
-        choices=list(SPACE_TOOLS),
         default=DEFAULT_TOOL,
-        help=f"the space's tool (default {DEFAULT_TOOL})",
+        metavar="NAME",
+        help=f"an installed tool the space holds (default {DEFAULT_TOOL}; none: records only)",
     )
     listing = space_sub.add_parser("list", parents=[homed], help="the spaces of this endpoint")
     listing.add_argument("--json", action="store_true")

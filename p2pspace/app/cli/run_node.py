@@ -34,7 +34,7 @@ DEFAULT_LISTEN = "0.0.0.0"
 # Events the node logs itself; ``run`` logs every other event as one line.
 SELF_LOGGED_EVENTS = frozenset({"peer", "refused", "discovery"})
 # One per ack, per batch of deltas, per post or status change: logged at DEBUG only.
-DEBUG_EVENTS = frozenset({"acks", "deltas", "discussion", "status", "progress"})
+DEBUG_EVENTS = frozenset({"acks", "deltas", "tool", "status", "progress"})
 
 log = logging.getLogger("p2pspace.app.cli")
 

@@ -32,7 +32,7 @@ const session = (() => {
 const REFRESH_DELAY_MS = 100;
 // Events that can change what the page shows (the others -- discovery, refused -- cannot).
 const REFRESH_ON = new Set([
-  "discussion", "deltas", "acks", "status", "sync", "peer", "space", "processor",
+  "tool", "deltas", "acks", "status", "sync", "peer", "space", "processor",
   "member_added", "member_removed", "role", "removed",
 ]);
 const ROLES = ["manager", "participant", "guest"];
@@ -87,7 +87,7 @@ async function api(method, path, body) {
 
 const seg = encodeURIComponent;
 const spacePath = (space) => `/api/spaces/${seg(space)}`;
-const talkPath = (space) => `${spacePath(space)}/discussion`;
+const talkPath = (space) => `/tools/discussion/api/spaces/${seg(space)}`;
 
 // -- small DOM helpers -------------------------------------------------------------------------
 
@@ -1256,7 +1256,7 @@ function connectEvents() {
       return;
     }
     if (event.type === "progress") joinProgressEvent(event);
-    if (event.type === "discussion") maybeNotify(event);
+    if (event.type === "tool" && event.tool === "discussion") maybeNotify(event);
     if (REFRESH_ON.has(event.type)) scheduleRefresh();
   });
 }
