@@ -122,7 +122,12 @@ for key, value in json.loads(sys.argv[1]).items():
     except Exception as exc:
         failed[key] = f"{value}: {type(exc).__name__}: {exc}"
     else:
-        if not callable(loaded):
+        # A tool's entry point names its plugin (a ToolPlugin); every other one a callable.
+        if group == "p2pspace.tools":
+            from p2pspace.tools.plugin import ToolPlugin
+            if not isinstance(loaded, ToolPlugin):
+                failed[key] = f"{value}: not a ToolPlugin"
+        elif not callable(loaded):
             failed[key] = f"{value}: not callable"
 print(json.dumps(failed))
 """
