@@ -33,6 +33,7 @@ trio's clock, so trio's ``MockClock`` drives the node in tests. Streams come fro
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -93,6 +94,7 @@ from p2pspace.tools.discussion import Discussion
 from p2pspace.tools.plugin import ToolPlugin
 
 log = logging.getLogger("p2pspace.node")
+MAX_TOOL_COMMANDS = 256  # commands in one delta a tool commits through the API
 
 
 class Node:
@@ -272,13 +274,14 @@ class Node:
 
     def space_info(self, space: bytes) -> SpaceView:
         """One space's view. Raises NotFoundError for a space not held here."""
-        return space_view(
+        view = space_view(
             self.replica(space),
             me=self.endpoint_id,
             processor=self.space_book.processor_state(space),
             peer_states=self.peer_states,
             connected=self.conns.by_peer,
         )
+        return dataclasses.replace(view, tools=tuple(self.space_book.tool_names(space)))
 
     def presence(self, space: bytes) -> list[PresenceView]:
         """Members of ``space`` and whether each is online now (connected, or discovered)."""
@@ -301,6 +304,31 @@ class Node:
         node's default; ``"none"``: the record database alone). LocalProtocolError for a tool
         that is not installed."""
         return self.space_book.engines_for(tool)
+
+    def commit_for_tool(self, space: bytes, tool: str, commands: Sequence[Command]) -> Delta:
+        """One delta of ``commands`` written for the tool ``tool`` (a tool running outside this
+        process, through the API): every command must go to an engine instance the tool
+        declared, so a tool cannot write another tool's records, nor the members.
+
+        Raises :class:`NotFoundError` for a tool not installed, :class:`LocalProtocolError`
+        for a space without the tool, no commands, too many, or one addressed to an instance
+        the tool did not declare, and what :meth:`commit` raises (a command its engine refuses:
+        :class:`LocalProtocolError`).
+        """
+        plugin = self.tools.get(tool)
+        if plugin is None:
+            raise NotFoundError(f"no tool named {tool!r} is installed")
+        if tool not in self.space_book.tool_names(space):
+            raise LocalProtocolError(f"this space has no {plugin.title.lower()} tool")
+        if not 0 < len(commands) <= MAX_TOOL_COMMANDS:
+            raise LocalProtocolError(f"a change is 1 to {MAX_TOOL_COMMANDS} commands")
+        for command in commands:
+            if command.engine not in plugin.engines:
+                raise LocalProtocolError(
+                    f"the tool {tool!r} writes only to {', '.join(sorted(plugin.engines))}, "
+                    f"not to {command.engine!r}"
+                )
+        return self.commit(space, commands)
 
     def tool(self, space: bytes, name: str) -> Any:
         """The tool ``name`` opened on ``space``. Raises NotFoundError for a tool not
@@ -623,6 +651,10 @@ class Node:
             targets=tuple(target_view(t) for t in self.dialer.targets.values()),
             refused=self.refused,
             at_rest=at_rest_state(self.home),
+            tools={
+                name: {"title": plugin.title, "page": bool(plugin.page)}
+                for name, plugin in self.tools.items()
+            },
         )
 
     def statistics(self) -> NodeStatistics:

@@ -18,7 +18,7 @@ as the short id -- or by a display name that is unique in the space.
 from __future__ import annotations
 
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -148,10 +148,12 @@ class SpaceView:
     window: int = 0
     window_bytes: int = 0
     bad_checkpoints: int = 0  # checkpoints refused for a state digest that does not match
+    tools: tuple[str, ...] = ()  # the installed tools the space holds, by name
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id.hex(),
+            "tools": list(self.tools),
             "checkpoints": self.checkpoints,
             "last_checkpoint": self.last_checkpoint,
             "window": self.window,
@@ -278,9 +280,12 @@ class NodeStatus:
     # How the home is kept on disk (p2pspace.node.home.at_rest_state): "plain",
     # "encrypted (keyring)" or "encrypted (passphrase)".
     at_rest: str = "plain"
+    # The tools the node loaded: name -> {"title", "page" (it has a page at /tools/NAME/)}.
+    tools: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "tools": {name: dict(info) for name, info in sorted(self.tools.items())},
             "endpoint": self.endpoint.hex(),
             "display_id": format_endpoint_id(self.endpoint),
             "name": self.name,

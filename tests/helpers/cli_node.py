@@ -25,12 +25,16 @@ from tests.helpers import TIMEOUT
 NODE_ARGS = ["--listen", "127.0.0.1:0", "--api", "127.0.0.1:0", "--no-discovery"]
 
 
-def cli(home: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    """``p2pspace ARGS --home HOME`` in a subprocess; with ``ok``, it must exit 0."""
+def cli(
+    home: Path, *args: str, ok: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``p2pspace ARGS --home HOME`` in a subprocess (``env``: its environment, default this
+    one's); with ``ok``, it must exit 0."""
     proc = subprocess.run(
         [sys.executable, "-m", "p2pspace", *args, "--home", str(home)],
         capture_output=True,
         text=True,
+        env=env,
         # A command may itself wait up to TIMEOUT (``join --timeout``), after starting up.
         timeout=2 * TIMEOUT,
         check=False,
@@ -69,7 +73,7 @@ def peer_live(status: dict[str, Any], peer: str, space: str) -> bool:
 class NodeProcess:
     """``p2pspace run`` in a subprocess; stdout lines are read by a thread into a queue."""
 
-    def __init__(self, home: Path, log: Path) -> None:
+    def __init__(self, home: Path, log: Path, env: dict[str, str] | None = None) -> None:
         self.home = home
         self.log = log
         self._log = log.open("w")
@@ -78,6 +82,7 @@ class NodeProcess:
             stdout=subprocess.PIPE,
             stderr=self._log,
             text=True,
+            env=env,
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         assert self.proc.stdout is not None
@@ -122,9 +127,9 @@ class NodeProcess:
 
 
 @contextmanager
-def running(home: Path, log: Path) -> Iterator[NodeProcess]:
+def running(home: Path, log: Path, env: dict[str, str] | None = None) -> Iterator[NodeProcess]:
     """A :class:`NodeProcess` on ``home`` (stderr to ``log``), stopped when the block ends."""
-    node = NodeProcess(home, log)
+    node = NodeProcess(home, log, env)
     try:
         yield node
     finally:

@@ -1,4 +1,5 @@
-"""examples/task_list.py (a second tool, public API only) and docs/writing-a-tool.md.
+"""examples/task_list (a second tool, public API only, packaged as a plugin) and
+docs/writing-a-tool.md.
 
 The doc's code is not copied by hand: every ``python`` block in it must appear verbatim (up to
 indentation) in the example or in this file, both of which the suite runs.
@@ -21,7 +22,9 @@ from p2pspace.testing import Faults, SimNetwork
 from tests.helpers import TIMEOUT
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "task_list.py"
+PACKAGE = ROOT / "examples" / "task_list"
+EXAMPLE = PACKAGE / "p2pspace_tasks" / "tasks.py"
+PLUGIN_FILES = [EXAMPLE.parent / n for n in ("__init__.py", "routes.py", "cli.py")]
 DOC = ROOT / "docs" / "writing-a-tool.md"
 
 example: dict[str, Any] = runpy.run_path(str(EXAMPLE))
@@ -48,14 +51,19 @@ def test_main_syncs_two_endpoints_and_resolves_the_conflict(tmp_path: Path) -> N
 
 def test_the_example_runs_as_a_program() -> None:
     proc = subprocess.run(
-        [sys.executable, str(EXAMPLE)], capture_output=True, text=True, timeout=TIMEOUT, check=False
+        [sys.executable, "-m", "p2pspace_tasks.tasks"],
+        cwd=PACKAGE,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["[ ] buy milk", "[x] take out the bins"]
 
 
 def test_the_example_stays_small() -> None:
-    assert len(EXAMPLE.read_text().splitlines()) < 150
+    assert len(EXAMPLE.read_text().splitlines()) < 200
 
 
 def test_bad_input_is_refused_and_changes_nothing(tmp_path: Path) -> None:
@@ -74,6 +82,8 @@ def test_bad_input_is_refused_and_changes_nothing(tmp_path: Path) -> None:
             (lambda: tasks.done("no-such-task"), "no task"),
             (lambda: tasks.reopen("no-such-task"), "no task"),
             (lambda: tasks.assign(task, b"\x01" * 16), "members"),
+            (lambda: tasks.rename(task, ""), "title"),
+            (lambda: tasks.rename("no-such-task", "x"), "no task"),
         ]:
             with pytest.raises(LocalProtocolError, match=message):
                 call()
@@ -146,8 +156,9 @@ def test_the_commands_the_tool_makes_keep_the_engine_contract(tmp_path: Path) ->
         ep.close()
     report = check_engine(
         rdb.RdbEngine(),
-        [*made, rdb.set_fields("tasks", "no-such-task", {"done": True})],  # a recorded no-op
+        [*made, rdb.set_fields("state", "no-such-task", {"done": True})],  # a recorded no-op
         invalid=[rdb.set_fields("tasks", milk, {}), rdb.create("tasks", "", {"title": "x"})],
+        creators=[ep.endpoint_id, b"\x02" * 16],  # the tasks' creator, and another member
     )
     assert report.changes > 0 and report.no_ops > 0  # both kinds of execution were checked
 
@@ -213,7 +224,8 @@ def appears_in(block: str, source: str) -> bool:
 def test_every_code_block_in_the_doc_is_code_the_suite_runs() -> None:
     blocks = code_blocks(DOC.read_text())
     assert len(blocks) >= 8
-    sources = EXAMPLE.read_text() + "\n" + Path(__file__).read_text()
+    files = [EXAMPLE, *PLUGIN_FILES, PACKAGE / "pyproject.toml", Path(__file__)]
+    sources = "\n".join(f.read_text() for f in files)
     missing = [b for b in blocks if not appears_in(b, sources)]
     assert not missing, "doc code not found verbatim in the example or its test:\n" + "\n".join(
         missing

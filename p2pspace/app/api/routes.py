@@ -29,6 +29,8 @@ from starlette.routing import BaseRoute, Route
 from p2pspace.app.api.events import EventStream
 from p2pspace.app.api.http import HTTPError, json_response, seconds_field, text_field
 from p2pspace.app.space_tools import DEFAULT_TOOL
+from p2pspace.core.delta import Command
+from p2pspace.errors import P2PSpaceError
 from p2pspace.sync import invitations
 
 if TYPE_CHECKING:
@@ -61,6 +63,7 @@ class NodeRoutes:
             Route(SPACE + "/members/remove", self.remove_member, methods=["POST"]),
             Route(SPACE + "/members/role", self.set_role, methods=["POST"]),
             Route(SPACE + "/rename", self.rename_space, methods=["POST"]),
+            Route(SPACE + "/commit", self.commit, methods=["POST"]),
             Route(SPACE + "/leave", self.leave_space, methods=["POST"]),
             Route(SPACE + "/compact", self.compact_space, methods=["POST"]),
             Route(SPACE + "/invitations", self.create_invitation, methods=["POST"]),
@@ -118,6 +121,34 @@ class NodeRoutes:
         delta = self.node.rename_space(space, text_field(body, "name"))
         info = self.node.space_info(space)
         return json_response({"delta": delta_json(delta), "old_name": old, "space": info})
+
+    async def commit(self, request: Request) -> Response:
+        body = await self.context.body(request)
+        space = self.context.space(request)
+        tool = text_field(body, "tool")
+        raw = body.get("commands")
+        if not isinstance(raw, list):
+            raise HTTPError(400, "'commands' must be a list of {engine, name, args} objects")
+        commands = []
+        for i, item in enumerate(raw):
+            if (
+                not isinstance(item, dict)
+                or set(item) != {"engine", "name", "args"}
+                or not isinstance(item["engine"], str)
+                or not isinstance(item["name"], str)
+                or not isinstance(item["args"], dict)
+            ):
+                raise HTTPError(
+                    400, f"command {i} must be an object of engine (text), name (text), args"
+                )
+            try:
+                commands.append(
+                    Command(engine=item["engine"], name=item["name"], args=item["args"])
+                )
+            except P2PSpaceError as exc:
+                raise HTTPError(400, f"command {i}: {exc}") from None
+        delta = self.node.commit_for_tool(space, tool, commands)
+        return json_response({"delta": delta_json(delta)}, 201)
 
     async def leave_space(self, request: Request) -> Response:
         space = self.context.space(request)

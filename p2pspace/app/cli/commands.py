@@ -384,6 +384,40 @@ def cmd_status(args: argparse.Namespace, home: Path) -> int:
     return 0
 
 
+class ToolClient:
+    """What a tool's command-line entry gets: :meth:`call` reaches the tool's API on the running
+    node (paths relative to ``/tools/NAME/api``), :meth:`say` prints a line of words."""
+
+    def __init__(self, backend: Any, name: str) -> None:
+        self._backend = backend
+        self._base = f"/tools/{name}/api"
+
+    def call(self, method: str, path: str, body: object = None) -> Any:
+        return self._backend.call(method, self._base + path, body)
+
+    def say(self, line: str) -> None:
+        say(one_line(line))
+
+
+def cmd_tool(args: argparse.Namespace, home: Path) -> int:
+    from p2pspace.tools.plugin import installed_plugin
+
+    plugin = installed_plugin(args.name)
+    if plugin is None:
+        raise CliError(f"no tool named {args.name!r} is installed (pip install it first)")
+    if not plugin.cli:
+        raise CliError(f"the tool {args.name!r} has no commands of its own")
+    main = plugin.load(plugin.cli)
+    backend = connect(home)
+    if not backend.online:
+        raise CliError(
+            f"the tool {args.name!r} works through the running node: start it with "
+            f"p2pspace run --home {home}"
+        )
+    status: int = main(list(args.tool_args), ToolClient(backend, args.name))
+    return status
+
+
 ENDPOINT_COMMANDS: dict[str, Callable[[argparse.Namespace, Path], int]] = {
     "init": cmd_init,
     "id": cmd_id,
@@ -396,6 +430,7 @@ ENDPOINT_COMMANDS: dict[str, Callable[[argparse.Namespace, Path], int]] = {
     "discuss": cmd_discuss,
     "status": cmd_status,
     "open": cmd_open,
+    "tool": cmd_tool,
 }
 
 __all__ = ["ENDPOINT_COMMANDS", "PROGRAMS", "parse_field"]

@@ -33,7 +33,12 @@ def default_home() -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command ``argv`` (default: ``sys.argv[1:]``); its exit status. A usage error
     exits from inside argparse (``SystemExit(2)``)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "tool":
+        args.tool_args = extra  # the tool's own arguments, for its parser
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         program = PROGRAMS.get(args.command)
         if program is not None:

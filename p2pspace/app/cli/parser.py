@@ -260,6 +260,14 @@ def _add_views(sub: Subparsers, homed: OneLineParser) -> None:
         "--verbose", action="store_true", help="the internals too: counts, history, peers"
     )
 
+    tool = sub.add_parser(
+        "tool",
+        parents=[homed],
+        help="an installed tool's own commands (p2pspace tool NAME --help)",
+        add_help=False,
+    )
+    tool.add_argument("name", metavar="NAME", help="the tool, as installed (e.g. tasks)")
+
     ui = sub.add_parser("open", parents=[homed], help="open the running node's web UI")
     ui.add_argument("space", metavar="SPACE", nargs="?", help="open on this space")
     ui.add_argument("--print-url", action="store_true", help="only print the URL")

@@ -324,6 +324,7 @@ async function load() {
   $("thread-view").hidden = !info || topic === null;
   renderStanding(info);
   renderManaging(info);
+  renderToolLinks(info, status);
   if (!info) {
     renderMembers([], status, null);
     renderUndo(null);
@@ -560,6 +561,19 @@ async function membersAction(path, body) {
 const removeMember = (m) => membersAction("/members/remove", { member: m.id });
 const setRole = (m, role) => (role === m.role ? undefined : membersAction("/members/role", { member: m.id, role }));
 const leaveSpace = () => membersAction("/leave");
+
+// -- the space's other tools: a link to each one's page ---------------------------------------
+
+function renderToolLinks(info, status) {
+  const links = (info?.tools ?? [])
+    .filter((name) => status.tools?.[name]?.page)
+    .map((name) => el("a", {
+      href: `/tools/${encodeURIComponent(name)}/#space=${encodeURIComponent(info.id)}`,
+      "data-tool": name,
+      text: status.tools[name].title,
+    }));
+  $("tool-links").replaceChildren(...links);
+}
 
 // -- managing the space: rename, invite ---------------------------------------------------------
 

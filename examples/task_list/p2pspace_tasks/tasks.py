@@ -1,7 +1,8 @@
 """A shared task list: a small tool on the record database, using only the public API.
 
-Run it: ``python examples/task_list.py``; docs/writing-a-tool.md walks through it. Each operation
-is one delta of ``rdb`` commands; the space's total order resolves concurrent changes."""
+docs/writing-a-tool.md walks through it. Each operation is one delta of ``rdb`` commands; the
+space's total order resolves concurrent changes. Run ``python -m p2pspace_tasks.tasks`` to see
+two endpoints share a list in this process."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from p2pspace.engines import members, rdb
 from p2pspace.testing.loopback import connect, pump
 
 INSTANCE = "tasks"  # the rdb instance this tool keeps its records in
-TABLE = "tasks"
+TASKS = "tasks"  # owned by their creator: the title, which only the creator may change
+STATE = "state"  # anyone's to change: done or not, and who does it
 Commit = Callable[[Sequence[Command]], Delta]  # makes one delta of the commands, returns it
 
 
@@ -24,10 +26,16 @@ Commit = Callable[[Sequence[Command]], Delta]  # makes one delta of the commands
 class Task:
     id: str
     title: str
+    creator: bytes
     assignee: bytes  # a member's endpoint id, b"" for nobody
     done: bool
     created: int
-    rev: tuple[bytes, int]  # (creator, seq) of the delta that last changed the task
+    rev: tuple[bytes, int]  # (creator, seq) of the delta that last changed its state
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "title": self.title, "creator": self.creator.hex(),
+                "assignee": self.assignee.hex(), "done": self.done,
+                "created": self.created}  # fmt: skip
 
 
 class TaskList:
@@ -48,15 +56,27 @@ class TaskList:
         if not 0 < len(title) <= 200:
             raise LocalProtocolError("a task needs a title of 1 to 200 characters")
         rev = self._rev()
-        task_id = f"{rev[0].hex()}-{rev[1]}"  # the creating delta's id: unique, no coordination
-        fields = dict(title=title, assignee=b"", done=False, created=self._now(), rev=rev)
-        self._commit([rdb.create(TABLE, task_id, fields, instance=self.instance)])
+        # In the creator's namespace: no other member can create this id first.
+        task_id = rdb.owned_id(rev[0], str(rev[1]))
+        task = {"title": title, "created": self._now(), "rev": rev}
+        state = {"assignee": b"", "done": False, "rev": rev}
+        self._commit([rdb.create(TASKS, task_id, task, instance=self.instance, owned=True),
+                      rdb.create(STATE, task_id, state, instance=self.instance)])  # fmt: skip
         return task_id
+
+    def rename(self, task_id: str, title: str) -> None:
+        if self.get(task_id).creator != self.replica.endpoint_id:
+            raise LocalProtocolError("only the task's creator can rename it")
+        title = title.strip()
+        if not 0 < len(title) <= 200:
+            raise LocalProtocolError("a task needs a title of 1 to 200 characters")
+        fields = {"title": title, "rev": self._rev()}
+        self._commit([rdb.set_fields(TASKS, task_id, fields, instance=self.instance)])
 
     def _set(self, task_id: str, fields: dict[str, Any]) -> None:
         self.get(task_id)  # refuse an unknown id before anything is committed
         fields["rev"] = self._rev()
-        self._commit([rdb.set_fields(TABLE, task_id, fields, instance=self.instance)])
+        self._commit([rdb.set_fields(STATE, task_id, fields, instance=self.instance)])
 
     def assign(self, task_id: str, member: bytes) -> None:
         if member and not self.replica.is_member(member):
@@ -70,23 +90,27 @@ class TaskList:
         self._set(task_id, {"done": False})
 
     def get(self, task_id: str) -> Task:
-        fields = self.view.get(TABLE, task_id)
-        if fields is None:
+        task, state = self.view.get(TASKS, task_id), self.view.get(STATE, task_id)
+        creator = self.view.owner(TASKS, task_id)
+        if task is None or state is None or creator is None:
             raise LocalProtocolError(f"no task {task_id!r}")
-        known = {k: fields[k] for k in ("title", "assignee", "done", "created")}  # not others
-        return Task(id=task_id, rev=(fields["rev"][0], fields["rev"][1]), **known)
+        return Task(id=task_id, title=task["title"], creator=creator, created=task["created"],
+                    assignee=state["assignee"], done=state["done"],
+                    rev=(state["rev"][0], state["rev"][1]))  # fmt: skip
 
     def tasks(self) -> list[Task]:  # open ones first, oldest first: the same on every replica
-        found = [self.get(task_id) for task_id, _fields in self.view.records(TABLE)]
+        found = [self.get(task_id) for task_id, _fields in self.view.records(TASKS)]
         return sorted(found, key=lambda t: (t.done, t.created, t.id))
 
     def changes(self, executed: Iterable[Delta]) -> list[tuple[str, str]]:  # (what, task id)
         out = []
         for c in (c for d in executed for c in d.commands if c.engine == self.instance):
-            if c.args["table"] == TABLE:
-                f = c.args["fields"]
-                what = "added" if c.name == "create" else "assigned" if "assignee" in f else ""
-                out.append((what or ("done" if f["done"] else "reopened"), c.args["record"]))
+            f, table = c.args.get("fields", {}), c.args["table"]
+            if table == TASKS:
+                out.append(("added" if c.name == "create" else "renamed", c.args["record"]))
+            elif table == STATE and c.name == "set":
+                what = "assigned" if "assignee" in f else "done" if f.get("done") else "reopened"
+                out.append((what, c.args["record"]))
         return out
 
     def delivered(self, task_id: str, acks: Mapping[bytes, Mapping[bytes, int]]) -> int:
