@@ -31,12 +31,13 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 from starlette.applications import Starlette
 
 from p2pspace.app.web import CONTENT_SECURITY_POLICY, ui_routes
 from tests.helpers import TIMEOUT
 from tests.helpers.cli_node import NodeProcess, cli, running
+from tests.helpers.task_plugin import plugin_env, plugin_site
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -902,3 +903,67 @@ def test_markdown_unread_search_mentions_limits_and_deep_threads(
 
         logs: list[dict[str, str]] = ann.get_log("browser")  # type: ignore[no-untyped-call]
         assert [e for e in logs if e["level"] == "SEVERE"] == []
+
+
+def task_titles(driver: WebDriver) -> list[tuple[str, bool]]:
+    shown: list[tuple[str, bool]] = []
+    for item in driver.find_elements(By.CSS_SELECTOR, "#tasks [data-testid=task]"):
+        title = find(item, "[data-testid=title]")
+        box = find(item, "input[type=checkbox]")
+        if title is not None and box is not None:
+            shown.append((title.text, box.is_selected()))
+    return shown
+
+
+@needs_browser
+def test_a_plugin_page_works_live_across_two_nodes(
+    tmp_path: Path, open_browser: Callable[[str], webdriver.Chrome]
+) -> None:
+    env = plugin_env(plugin_site(tmp_path / "site"))
+    a_home, b_home = tmp_path / "a", tmp_path / "b"
+    cli(a_home, "init", "--name", "ann", env=env)
+    cli(b_home, "init", "--name", "bob", env=env)
+    space = cli(a_home, "space", "create", "chores", "--tool", "tasks", env=env).stdout.strip()
+
+    with (
+        running(a_home, tmp_path / "a.log", env=env) as a,
+        running(b_home, tmp_path / "b.log", env=env) as b,
+    ):
+        code = cli(a_home, "invite", "chores", "--ttl", "600", env=env).stdout.strip()
+        assert cli(b_home, "join", code, "--timeout", str(TIMEOUT), env=env).stdout.strip() == space
+
+        # Ann's page for the space links to the tool's page; she opens it and adds a task.
+        ann = open_browser("ann")
+        ann.get(page_url(a, space))
+        link = wait_for(ann, "the tool link", lambda d: find(d, "#tool-links a[data-tool=tasks]"))
+        assert link.text == "Tasks"
+        link.click()
+        wait_for(ann, "the tasks page", lambda d: d.find_element(By.ID, "space-title").text
+                 == "Tasks of chores")  # fmt: skip
+        wait_for(ann, "live", lambda d: find(d, "#conn[data-state=live]"))
+        ann.find_element(By.ID, "title").send_keys("buy milk")
+        click(ann, "#add-form button[type=submit]", "add")
+        wait_for(ann, "the task", lambda d: task_titles(d) == [("buy milk", False)])
+
+        # Bob's page (his own node) shows it, live; he marks it done; Ann's page follows.
+        bob = open_browser("bob")
+        bob.get(one_time_link(b))
+        wait_for(bob, "bob's main page", lambda d: find(d, '#space-list a[aria-current="page"]'))
+        bob.get(f"{b.api_url}/tools/tasks/#space={space}")
+        wait_for(bob, "the task at bob's", lambda d: task_titles(d) == [("buy milk", False)])
+        ann.find_element(By.ID, "title").send_keys("take out the bins")
+        click(ann, "#add-form button[type=submit]", "add another")
+        wait_for(bob, "the second task, live", lambda d: len(task_titles(d)) == 2)
+        box = wait_for(bob, "the milk's box", lambda d: find(d, "#tasks [data-testid=task] input"))
+        box.click()
+        wait_for(ann, "done at ann's, live", lambda d: ("buy milk", True) in task_titles(d))
+        who = Select(bob.find_element(By.CSS_SELECTOR, "#tasks [data-testid=task] select"))
+        who.select_by_visible_text("ann")
+        wait_for(ann, "assigned at ann's", lambda d: any(
+            s.first_selected_option.text == "ann"
+            for s in (Select(x) for x in d.find_elements(By.CSS_SELECTOR, "#tasks select"))
+        ))  # fmt: skip
+        screenshot(ann, "tasks-plugin")
+        for driver in (ann, bob):
+            logs: list[dict[str, str]] = driver.get_log("browser")  # type: ignore[no-untyped-call]
+            assert [e for e in logs if e["level"] == "SEVERE"] == []

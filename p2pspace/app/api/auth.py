@@ -21,9 +21,10 @@ a route cannot opt out. In order, for every request:
    not overwrite each other's) and a redirect to ``/#session=S``: the page keeps ``S`` in its
    origin's storage and sends it as ``X-P2PSpace-Session`` (``?session=`` on the event stream).
    Cookies for ``127.0.0.1`` go to every port of it, so the cookie alone opens only the page and
-   its assets, which hold no data; every API route needs ``S`` too, which no other origin -- not
-   even a listener on another local port -- can read. So no lasting secret is ever on a command
-   line, and nothing another local listener can catch opens the API.
+   its assets, and the tools' pages (``/tools/NAME/`` and ``/tools/NAME/FILE``, not their
+   ``/tools/NAME/api/``), which hold no data; every API route needs ``S`` too, which no other
+   origin -- not even a listener on another local port -- can read. So no lasting secret is
+   ever on a command line, and nothing another local listener can catch opens the API.
 3. **Writes** (any method but GET and HEAD): an ``Origin`` header, if sent, must be this API's
    own origin (else 403: another page's form or script), and a body must be
    ``Content-Type: application/json`` (else 415: forms can send ``text/plain``, which must not be
@@ -41,6 +42,7 @@ another port). Tokens and secrets are compared in constant time.
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -70,6 +72,9 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-frame-options", b"DENY"),
 )
 FRAME_POLICY = b"frame-ancestors 'none'"
+# A tool's page or one of its files (p2pspace.app.api.registry.page_routes), never its API.
+TOOL_PAGE = re.compile(r"/tools/[a-z][a-z0-9-]{0,31}/(?:[A-Za-z0-9][A-Za-z0-9._-]{0,63})?")
+
 SIGN_IN_PAGE = (
     "<!doctype html><meta charset=utf-8><title>p2pspace</title>"
     "<p>Open the web UI with <code>p2pspace open</code>: it gives this browser a one-time link."
@@ -182,6 +187,8 @@ class ApiGuard:
             return False
         if path == "/" or path.startswith("/ui/"):
             return True  # the page and its assets: no data, no secret
+        if method in SAFE_METHODS and TOOL_PAGE.fullmatch(path):
+            return True  # a tool's page and its files (not its API): no data either
         session = headers.get(SESSION_HEADER)
         if session is None and path == EVENTS_PATH and method in SAFE_METHODS:
             session = query.get("session")

@@ -318,10 +318,12 @@ async function load() {
   const info = status.spaces.find((s) => s.id === space);
   $("space-title").textContent = info ? info.name || info.id.slice(0, 8) : space ? "Unknown space" : "No space selected";
   const search = state.search;
-  $("topics-view").hidden = !info || topic !== null || search !== null;
-  $("search-view").hidden = !info || search === null;
-  $("search-form").hidden = !info;
-  $("thread-view").hidden = !info || topic === null;
+  const talk = Boolean(info?.tools?.includes("discussion"));
+  $("topics-view").hidden = !talk || topic !== null || search !== null;
+  $("search-view").hidden = !talk || search === null;
+  $("search-form").hidden = !talk;
+  $("thread-view").hidden = !talk || topic === null;
+  $("no-talk").hidden = !info || talk;
   renderStanding(info);
   renderManaging(info);
   renderToolLinks(info, status);
@@ -329,6 +331,16 @@ async function load() {
     renderMembers([], status, null);
     renderUndo(null);
     showMessage(space ? `There is no space ${space} on this node.` : "");
+    return;
+  }
+
+  if (!talk) {
+    // A space of other tools only: its members, and the links to the tools' pages.
+    const members = await api("GET", `${spacePath(space)}/members`).catch(() => ({ members: [] }));
+    if (space !== state.space) return;
+    renderMembers(members.members, status, info);
+    renderUndo(null);
+    showMessage("");
     return;
   }
 
@@ -565,14 +577,18 @@ const leaveSpace = () => membersAction("/leave");
 // -- the space's other tools: a link to each one's page ---------------------------------------
 
 function renderToolLinks(info, status) {
-  const links = (info?.tools ?? [])
-    .filter((name) => status.tools?.[name]?.page)
+  const names = (info?.tools ?? []).filter((name) => status.tools?.[name]?.page);
+  const box = $("tool-links");
+  const key = JSON.stringify([info?.id, names.map((name) => status.tools[name].title)]);
+  if (box.dataset.key === key) return; // unchanged: keep the links (and their focus)
+  box.dataset.key = key;
+  const links = names
     .map((name) => el("a", {
       href: `/tools/${encodeURIComponent(name)}/#space=${encodeURIComponent(info.id)}`,
       "data-tool": name,
       text: status.tools[name].title,
     }));
-  $("tool-links").replaceChildren(...links);
+  box.replaceChildren(...links);
 }
 
 // -- managing the space: rename, invite ---------------------------------------------------------

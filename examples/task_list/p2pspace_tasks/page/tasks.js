@@ -46,23 +46,52 @@ async function change(task, body) {
   refresh();
 }
 
+// One <li> per task, kept from one render to the next (a control the user is using is not
+// replaced under their hand); only what changed is updated.
+const rows = new Map();
+
+function row(task) {
+  let found = rows.get(task.id);
+  if (!found) {
+    const done = el("input", { type: "checkbox", "data-action": "done" });
+    const title = el("span", { class: "title", "data-testid": "title" });
+    const who = el("select", { "data-action": "assign" });
+    const item = el("li", { class: "task", "data-task-id": task.id, "data-testid": "task" }, done, title, who);
+    found = { item, done, title, who, task };
+    done.addEventListener("change", () => change(found.task, { change: done.checked ? "done" : "reopen" }));
+    who.addEventListener("change", () => change(found.task, { change: "assign", member: who.value }));
+    rows.set(task.id, found);
+  }
+  return found;
+}
+
 function render(tasks, members) {
   $("none").hidden = tasks.length > 0;
-  $("tasks").replaceChildren(...tasks.map((task) => {
-    const done = el("input", { type: "checkbox", "aria-label": `Done: ${task.title}`, "data-action": "done" });
-    done.checked = task.done;
-    done.addEventListener("change", () => change(task, { change: done.checked ? "done" : "reopen" }));
-    const who = el("select", { "aria-label": `Who does ${task.title}`, "data-action": "assign" },
-      el("option", { value: "", text: "nobody" }));
-    for (const m of members) {
-      const option = el("option", { value: m.id, text: m.display_name });
-      option.selected = m.id === task.assignee;
-      who.append(option);
+  const seen = new Set();
+  const items = tasks.map((task) => {
+    seen.add(task.id);
+    const r = row(task);
+    r.task = task;
+    r.item.className = task.done ? "task done" : "task";
+    if (r.title.textContent !== task.title) r.title.textContent = task.title;
+    r.done.checked = task.done;
+    r.done.setAttribute("aria-label", `Done: ${task.title}`);
+    r.who.setAttribute("aria-label", `Who does ${task.title}`);
+    const options = [["", "nobody"], ...members.map((m) => [m.id, m.display_name])];
+    const key = JSON.stringify(options);
+    if (r.who.dataset.key !== key) {
+      r.who.replaceChildren(...options.map(([value, text]) => el("option", { value, text })));
+      r.who.dataset.key = key;
     }
-    who.addEventListener("change", () => change(task, { change: "assign", member: who.value }));
-    return el("li", { class: task.done ? "task done" : "task", "data-task-id": task.id, "data-testid": "task" },
-      done, el("span", { class: "title", "data-testid": "title", text: task.title }), who);
-  }));
+    if (document.activeElement !== r.who) r.who.value = task.assignee;
+    return r.item;
+  });
+  for (const id of rows.keys()) if (!seen.has(id)) rows.delete(id);
+  const list = $("tasks");
+  items.forEach((item, i) => {
+    if (list.children[i] !== item) list.insertBefore(item, list.children[i] ?? null);
+  });
+  while (list.children.length > items.length) list.lastElementChild.remove();
 }
 
 let refreshing = null;
