@@ -28,9 +28,16 @@ def test_w6_thread_load_quick(tmp_path: Path) -> None:
         "baseline_http_ms",
         "thread_list_bytes",
         "thread_bytes",
+        "search_ms",
+        "search_first_ms",
+        "search_hits",
+        "plugin_load_ms",
+        "baseline_start_ms",
     ):
         assert result[key] > 0, key
     assert result["runs"] == 1
+    # The example task list is loaded from the checkout beside the discussion.
+    assert result["plugins"] == ["discussion", "tasks"]
     assert not list(tmp_path.iterdir())  # the temporary home is gone
 
 

@@ -6,7 +6,10 @@ its local API on 127.0.0.1; the figures are medians over several
 ``GET /tools/discussion/api/spaces/{space}/topics`` (the thread list) and
 ``.../threads/{topic}`` (the 200-post thread) requests on one keep-alive connection, response
 parsed. Baselines: the raw ``rdb`` scan of the same rows, a ``GET /api/status`` round trip,
-and the tool calls with ``json.dumps`` but without HTTP.
+and the tool calls with ``json.dumps`` but without HTTP. ``search_ms`` is the median of a
+one-word search over every post (``search_first_ms``: the first one, which builds the index);
+``plugin_load_ms`` a node's start-up with its tools, against ``baseline_start_ms`` without
+(:mod:`p2pspace.app.bench.plugins`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import trio
 
 from p2pspace.app.api import serve_api
 from p2pspace.app.bench.bulk import create_grouped
+from p2pspace.app.bench.plugins import plugin_load
 from p2pspace.app.bench.report import median_ms
 from p2pspace.core.delta import Command
 from p2pspace.core.identity import Identity
@@ -133,6 +137,13 @@ def _fill_discussion(
     return topics[0]
 
 
+def _a_word(ep: Endpoint, space: bytes, topic: str) -> str:
+    """A word of ``topic``'s title: what W6's search looks for (it is in the posts)."""
+    fields = rdb.view(ep.replica(space), discussion.INSTANCE).get(discussion.TOPICS, topic)
+    assert fields is not None
+    return str(max(fields["title"].split(), key=len))
+
+
 def _time_calls(call: Callable[[], object], repeats: int) -> float:
     samples = []
     for _ in range(repeats):
@@ -167,7 +178,16 @@ async def _w6(root: Path, posts: int, threads: int, big: int, requests: int) -> 
         assert node.api_url is not None and node.api_token is not None
         client = await _HttpClient.open(node.api_url, node.api_token)
         base = f"/tools/discussion/api/spaces/{space.hex()}"
+        word = _a_word(node.endpoint, space, big_topic)
         try:
+            started = time.perf_counter()
+            found = await client.get(f"{base}/search?q={word}")  # builds the index
+            search_first = time.perf_counter() - started
+            search_samples = []
+            for _ in range(requests):
+                started = time.perf_counter()
+                await client.get(f"{base}/search?q={word}")
+                search_samples.append(time.perf_counter() - started)
             listing = await client.get(f"{base}/topics")  # warm-up, and a check
             list_bytes = client.last_size
             thread = await client.get(f"{base}/threads/{big_topic}")
@@ -216,7 +236,12 @@ async def _w6(root: Path, posts: int, threads: int, big: int, requests: int) -> 
             "baseline_scan_list_ms": _time_calls(scan_all, requests),
             "baseline_scan_thread_ms": _time_calls(scan_thread, requests),
             "baseline_http_ms": median_ms(status_samples),
+            "search_ms": median_ms(search_samples),
+            "search_first_ms": round(search_first * 1000, 3),
+            "search_hits": len(found["results"]),
         }
+        if not any(r["post"] == big_topic for r in found["results"]):
+            raise RuntimeError(f"W6's search for {word!r} missed the topic that holds it")
         if (rows, result["threads"], thread_rows) != (posts, threads, result["thread_posts"]):
             raise RuntimeError(f"W6 read back something else than it wrote: {result}")
         nursery.cancel_scope.cancel()  # stops the API
@@ -230,7 +255,9 @@ def _count_posts(post: dict[str, Any]) -> int:
 def w6(
     root: Path, *, posts: int = 10_000, threads: int = 500, big: int = 200, requests: int = 9
 ) -> dict[str, Any]:
-    return trio.run(_w6, root, posts, threads, big, requests)
+    result: dict[str, Any] = trio.run(_w6, root, posts, threads, big, requests)
+    result.update(plugin_load(root / "start-up", runs=3 if requests > 3 else 1))
+    return result
 
 
 __all__ = ["w6"]
