@@ -61,12 +61,21 @@ def _plain(text: str) -> str:
 class SearchIndex:
     """The FTS5 index of one space's posts."""
 
-    def __init__(self, replica: Replica, all_posts: AllPosts, one_post: OnePost) -> None:
+    def __init__(
+        self,
+        replica: Replica,
+        all_posts: AllPosts,
+        one_post: OnePost,
+        version: Callable[[], tuple[int, ...]] | None = None,
+    ) -> None:
+        """``version``: what moves when posts may have changed in a way :meth:`touched` was not
+        told (default: the replica's undo and snapshot counts); the index is rebuilt then."""
         self._replica = replica
         self._all = all_posts
         self._one = one_post
+        self._version = version or self._counts
         self._db: sqlite3.Connection | None = None
-        self._seen: tuple[int, int] = (-1, -1)  # the replica's undo and snapshot counts then
+        self._seen: tuple[int, ...] = ()
         self._touched: set[str] = set()
 
     def touched(self, posts: Iterable[str]) -> None:
@@ -74,9 +83,12 @@ class SearchIndex:
         if self._db is not None:
             self._touched.update(posts)
 
-    def _current(self) -> sqlite3.Connection:
+    def _counts(self) -> tuple[int, ...]:
         stats = self._replica.stats
-        seen = (stats.undone, stats.snapshots)
+        return (stats.undone, stats.snapshots)
+
+    def _current(self) -> sqlite3.Connection:
+        seen = self._version()
         if self._db is None or seen != self._seen:
             self._rebuild()
         elif self._touched:

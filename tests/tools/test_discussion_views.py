@@ -12,7 +12,7 @@ from p2pspace.errors import NotFoundError
 from p2pspace.tools.discussion import INSTANCE, Discussion, post_location
 from p2pspace.tools.discussion_search import MARK_END, MARK_START, SearchIndex
 from p2pspace.tools.discussion_text import handles, preview, render
-from tests.tools.forum import Forum
+from tests.tools.forum import Forum, Member, session_acks
 
 # -- Markdown -----------------------------------------------------------------------------------
 
@@ -241,3 +241,67 @@ def test_search_stays_consistent_through_a_merge_that_undoes(pair: Forum) -> Non
         for word in ("apples", "bananas", "cherries", "dates", "shared"):
             assert _found(m.tool, word) == _fresh(m.tool, word), word
         assert len(_found(m.tool, "cherries")) == 3 and len(_found(m.tool, "dates")) == 3
+
+
+def _fresh_topics(m: Member, forum: Forum) -> list[dict[str, object]]:
+    """The thread list as a new tool over the same replica computes it from state."""
+    tool = Discussion(m.replica, commit=lambda c: m.endpoint.create(forum.space, c, time=1),
+                      now=lambda: forum.clock.t,
+                      acks=lambda: session_acks(m.endpoint, forum.space))  # fmt: skip
+    return [t.to_json() for t in tool.topics(now=forum.clock.t)]
+
+
+def test_the_kept_thread_summaries_equal_a_fresh_read_through_changes_and_merges(
+    pair: Forum,
+) -> None:
+    alice, bob = pair.members
+    pair.clock.frozen = True
+
+    def same() -> None:
+        for m in pair.members:
+            kept = [t.to_json() for t in m.tool.topics(now=pair.clock.t)]
+            assert kept == _fresh_topics(m, pair)
+
+    one = alice.tool.post("One", "first")
+    two = bob.tool.post("Two", "second")
+    pair.sync()
+    same()
+    r1 = bob.tool.reply(one, "a reply")
+    alice.tool.reply(two, "another")
+    pair.sync()
+    same()
+    bob.tool.delete(r1)
+    alice.tool.edit(one, "changed")
+    alice.tool.mark_read(two)
+    pair.sync()
+    same()
+    # Apart, then together again: a merge that undoes; the summaries follow.
+    pair.disconnect()
+    table, record = post_location(one)
+    bob.endpoint.create(
+        pair.space, [rdb.set_fields(table, record, {"body": "x"}, instance=INSTANCE)], time=5
+    )
+    bob.tool.reply(one, "while apart")
+    alice.tool.edit(one, "apart too")
+    alice.tool.post("Three", "")
+    pair.connect(0, 1)
+    same()
+    assert {t.post.title: t.replies for t in alice.tool.topics()} == {
+        "One": 1,
+        "Two": 1,
+        "Three": 0,
+    }
+
+
+def test_a_tool_nobody_tells_of_executed_deltas_still_shows_the_state(pair: Forum) -> None:
+    alice, bob = pair.members
+    quiet = Discussion(alice.replica, commit=lambda c: alice.endpoint.create(pair.space, c, time=1),
+                       now=pair.clock)  # fmt: skip
+    topic = bob.tool.post("Hello", "there")
+    pair.sync()
+    assert [t.post.id for t in quiet.topics()] == [topic]
+    assert [r.post for r in quiet.search("there")] == [topic]
+    bob.tool.reply(topic, "more")
+    pair.sync()  # quiet's owner never calls quiet.executed(...)
+    assert quiet.topics()[0].replies == 1
+    assert len(quiet.search("more")) == 1
