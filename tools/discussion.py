@@ -282,13 +282,16 @@ class Discussion:
         return None if fields is None else clean(record, fields, view.owner(table, record))
 
     def _posts(self, table: str) -> Iterable[tuple[str, dict[str, Any]]]:
-        """``(post id, clean fields)`` of the well-formed posts of ``table``."""
-        topic = table == TOPICS
+        """``(post id, clean fields)`` of the well-formed posts of ``table``: the topics'
+        table, or the replies' table of a topic id already checked (:func:`clean` checks each
+        record id, so the post id it makes is well formed)."""
+        if table != TOPICS and not well_formed(table[len(REPLY_PREFIX) :], topic=True):
+            return
+        prefix = "" if table == TOPICS else table[len(REPLY_PREFIX) :] + "."
         for record, raw, owner in self._view().owned_records(table):
             fields = clean(record, raw, owner)
-            post_id = post_id_at(table, record)
-            if fields is not None and post_id is not None and well_formed(post_id, topic=topic):
-                yield post_id, fields
+            if fields is not None:
+                yield prefix + record, fields
 
     def _status_context(self) -> _StatusContext:
         vector = self.replica.vector
