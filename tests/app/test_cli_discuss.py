@@ -112,7 +112,7 @@ def test_discuss_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     run.fails("discuss", "reply", "talk", "0123456789abcdef~0123456789abcdef", "b", match="no post")
     run.fails("discuss", "show", "talk", "0123456789abcdef~0123456789abcdef", match="no topic")
     run.fails("discuss", "frobnicate", match="invalid choice")
-    run.fails("space", "create", "x", "--tool", "chess", match="invalid choice")
+    run.fails("space", "create", "x", "--tool", "chess", match="no tool named 'chess' is installed")
     run.fails("open", match="no node is running")
     assert len(run.json("discuss", "show", "talk")["threads"]) == 3
 

@@ -38,6 +38,6 @@ def test_space_compact_command_says_what_it_did_and_why_not(tmp_path: Path) -> N
     fails(home, "space", "compact", "notes", match="no checkpoint has closed a block")
     fails(home, "space", "compact", "nope", match="no space named 'nope'")
     out = cli(home, "space", "compact", "notes", "--keep-history").stdout
-    assert out.strip() == "notes keeps its whole history; nothing was deleted"
+    assert out.strip() == "'notes' keeps its whole history; nothing was deleted"
     assert cli(home, "space", "compact", "notes").stdout.strip() == out.strip()  # remembered
     fails(home, "space", "compact", "notes", "--no-keep-history", match="no checkpoint")

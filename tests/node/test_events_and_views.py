@@ -141,6 +141,7 @@ def test_views_serialise_with_the_keys_the_api_serves() -> None:
     )
     assert space.to_json() == {
         "id": S.hex(),
+        "tools": [],
         "checkpoints": 0,
         "last_checkpoint": 0,
         "window": 0,

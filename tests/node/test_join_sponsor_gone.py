@@ -26,7 +26,7 @@ async def test_the_inviter_going_away_mid_join_fails_the_join_at_once(tmp_path: 
 
         def progress(have: int, total: int) -> None:
             seen.append((have, total))
-            if 0 < have < total and a.endpoint_id in b.connections:
+            if 0 < have < total and b.endpoint_id in a.connections:
                 a.connections[b.endpoint_id].scope.cancel()  # ann's node drops bob mid-stream
 
         with pytest.raises(TransportError, match="the connection to ann broke") as caught:

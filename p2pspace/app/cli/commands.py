@@ -214,11 +214,11 @@ def cmd_space(args: argparse.Namespace, home: Path) -> int:
         done = backend.compact_space(args.space, args.keep_history)
         name = one_line(done["name"]) or done["id"]
         if done["keep_history"]:
-            print(f"{name} keeps its whole history; nothing was deleted")
+            print(f"{name!r} keeps its whole history; nothing was deleted")
         else:
             print(
-                f"{name}: deleted {done['deleted']} closed delta(s) below checkpoint "
-                f"{done['checkpoint']}"
+                f"{name!r}: deleted {done['deleted']:,} old change(s) this computer no longer "
+                f"needs (everything up to checkpoint {done['checkpoint']}; what they made stays)"
             )
         return 0
     spaces = backend.spaces()
