@@ -489,15 +489,21 @@ class Discussion:
         words = preview(fields["body"], 40)
         return f"reply “{words}”" if words else ""
 
-    def mark_read(self, topic_id: str) -> int:
-        """Mark every post of the thread ``topic_id`` read here; how many were unread."""
+    def mark_read(self, topic_id: str, posts: Iterable[str] | None = None) -> int:
+        """Mark the posts of the thread ``topic_id`` read here -- all of them, or only those
+        of ``posts`` that are in it (what a reader was shown); how many were unread."""
         topic_id = topic_of(check_id(topic_id))
         root = self._fields(topic_id)
         if root is None:
             raise NotFoundError(f"no topic {topic_id}")
         # Only others' posts are marked: this endpoint's own are never unread.
-        posts = [(topic_id, root), *self._posts(reply_table(topic_id))]
-        return self.reads.mark(p for p, fields in posts if fields["author"] != self.me)
+        shown = None if posts is None else set(posts)
+        thread = [(topic_id, root), *self._posts(reply_table(topic_id))]
+        return self.reads.mark(
+            p
+            for p, fields in thread
+            if fields["author"] != self.me and (shown is None or p in shown)
+        )
 
     # -- search -------------------------------------------------------------------------------
 

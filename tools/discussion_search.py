@@ -50,8 +50,9 @@ class Hit:
 
 
 def query_words(text: str) -> list[str]:
-    """The words a query searches for (at most :data:`MAX_QUERY_WORDS`), casefolded."""
-    return [w.casefold() for w in _WORD.findall(text)][:MAX_QUERY_WORDS]
+    """The words a query searches for (at most :data:`MAX_QUERY_WORDS`), in lower case."""
+    # lower(), not casefold(): the index's tokenizer folds case the same way ("ß" stays "ß").
+    return [w.lower() for w in _WORD.findall(text)][:MAX_QUERY_WORDS]
 
 
 def _plain(text: str) -> str:

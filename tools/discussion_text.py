@@ -97,13 +97,45 @@ def _parser() -> MarkdownIt:
 _MD = _parser()
 
 
-@functools.lru_cache(maxsize=8192)
 def render(body: str, known: Handles = frozenset()) -> tuple[str, tuple[bytes, ...]]:
     """``(html, mentioned member ids)`` of a post's Markdown ``body``: inert HTML (see the
-    module's text) and each member it mentions, once, in order of first mention."""
+    module's text) and each member it mentions, once, in order of first mention.
+
+    Results are cached by the body and the handles it holds (a member joining does not make
+    every post render again). A body with more than :data:`MAX_MARKS` characters that open
+    Markdown constructs is shown as plain text instead: the parser's cost grows with the square
+    of unmatched brackets or emphasis marks, and a member must not be able to make every reader's
+    node spend seconds on one post."""
+    if "@" in body and known:
+        lowered = body.casefold()
+        known = frozenset((h, m) for h, m in known if "@" + h in lowered)
+    else:
+        known = frozenset()
+    return _render(body, known)
+
+
+MAX_MARKS = 2_000
+_MARKS = frozenset("[]*_`<>!~")
+
+
+@functools.lru_cache(maxsize=8192)
+def _render(body: str, known: Handles) -> tuple[str, tuple[bytes, ...]]:
     env: dict[str, Any] = {"handles": dict(known), "mentioned": []}
-    html = _MD.render(body, env)
+    if sum(1 for c in body if c in _MARKS) > MAX_MARKS:
+        paragraphs = [p for p in body.split("\n\n") if p.strip()]
+        html = "".join(
+            "<p>" + "<br>\n".join(_text_html(line, env) for line in p.split("\n")) + "</p>\n"
+            for p in paragraphs
+        )
+    else:
+        html = _MD.render(body, env)
     return html, tuple(dict.fromkeys(env["mentioned"]))
+
+
+def _text_html(text: str, env: dict[str, Any]) -> str:
+    """Plain text as HTML, mentions marked (what :func:`_text` does for a Markdown text run)."""
+    token = Token("text", "", 0, content=text)
+    return _text(_MD.renderer, [token], 0, _MD.options, env)  # type: ignore[arg-type]
 
 
 _MARKUP = re.compile(r"^\s{0,3}(?:#{1,6}\s+|>\s?|[-*+]\s+|\d{1,9}[.)]\s+)+")
@@ -113,8 +145,11 @@ _EMPHASIS = re.compile(r"(\*\*|__|~~|\*|_|`)(?=\S)(.+?)(?<=\S)\1")
 
 def preview(body: str, limit: int = PREVIEW_CHARS) -> str:
     """One line of plain text from a post: its first line that says something, with the
-    commonest Markdown marks taken off, cut at ``limit`` characters (with "…")."""
-    for raw in body.splitlines():
+    commonest Markdown marks taken off, cut at ``limit`` characters (with "…"). Only the first
+    ``4 * limit`` characters of a line are looked at, so the cost is bounded whatever the post
+    holds (the mark-stripping patterns backtrack)."""
+    for whole in body.splitlines():
+        raw = whole[: 4 * limit]
         line = _MARKUP.sub("", raw).strip()
         if not line or set(line) <= set("-*_=`~ "):
             continue  # blank, a rule, a fence

@@ -33,6 +33,7 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from p2pspace.core.delta import Command, Delta
+from p2pspace.core.membership import INSTANCE as MEMBERS
 from p2pspace.core.replica import Replica
 from p2pspace.errors import LocalProtocolError
 
@@ -83,6 +84,10 @@ class ToolPlugin:
             )
         if not self.engines:
             raise LocalProtocolError(f"the tool {self.name!r} names no engine instance")
+        if MEMBERS in self.engines:
+            raise LocalProtocolError(
+                f"the tool {self.name!r} names the members instance: a tool manages no members"
+            )
 
     def fits(self, engine_kinds: Mapping[str, str]) -> bool:
         """Whether a space whose engine instances are ``engine_kinds`` holds this tool."""
@@ -106,9 +111,19 @@ class ToolPlugin:
 
 
 def load_plugins(points: Iterable[EntryPoint]) -> dict[str, ToolPlugin]:
-    """The plugins ``points`` name, by name; a broken one is logged and left out."""
+    """The plugins ``points`` name, by name; a broken one is logged and left out, and so is one
+    that repeats a name or an engine instance another tool took first (p2pspace's own tools
+    first, then by name): no tool writes another's records, and no package installed later
+    replaces the discussion by naming itself so."""
     plugins: dict[str, ToolPlugin] = {}
-    for point in sorted(points, key=lambda p: (p.name, p.value)):
+    owners: dict[str, str] = {}  # engine instance -> the tool that keeps its records there
+
+    def order(point: EntryPoint) -> tuple[bool, str, str]:
+        dist = getattr(point, "dist", None)
+        ours = dist is not None and dist.name == "p2pspace"
+        return (not ours, point.name, point.value)
+
+    for point in sorted(points, key=order):
         try:
             plugin = point.load()
         except Exception:
@@ -125,6 +140,17 @@ def load_plugins(points: Iterable[EntryPoint]) -> dict[str, ToolPlugin]:
                 plugin.name,
             )
             continue
+        shared = sorted(i for i in plugin.engines if i in owners)
+        if shared:
+            log.error(
+                "the tool %r (%s) would write to %s, which the tool %r keeps; left out",
+                point.name,
+                point.value,
+                ", ".join(shared),
+                owners[shared[0]],
+            )
+            continue
+        owners.update(dict.fromkeys(plugin.engines, plugin.name))
         plugins[plugin.name] = plugin
     return plugins
 

@@ -79,6 +79,7 @@ class NodeConfig:
     event_queue: int = 1024  # events a subscriber may fall behind before it is dropped
     join_timeout: float = 60.0  # default bound of a join
     progress_every: float = 0.5  # seconds between catch-up progress events during a join
+    sponsor_grace: float = 2.0  # seconds a join waits for its inviter's connection to come back
     # Unauthenticated connections (handshakes under way and accepted strangers, see
     # node.strangers): held at once, and from one address (never more than max_inbound);
     # past a cap the idlest is dropped.
@@ -114,6 +115,8 @@ class NodeConfig:
             _positive(knob, getattr(self, knob))
         for knob in ("join_timeout", "progress_every", "stranger_grace"):
             _positive(knob, getattr(self, knob))
+        if not (isinstance(self.sponsor_grace, int | float) and 0 <= self.sponsor_grace < 3600):
+            raise LocalProtocolError("sponsor_grace must be 0 to 3600 seconds")
         if not isinstance(self.handshake_rate, int | float) or not (
             math.isfinite(self.handshake_rate) and self.handshake_rate > 0
         ):

@@ -228,7 +228,13 @@ class Dialer:
                         return
                 else:
                     if target.static and target.failures:
-                        log.info("reached %s:%d (given with --peer) after all", host, port)
+                        self._connections.log_limits.log(
+                            logging.INFO,
+                            (target.key, "reached"),
+                            "reached %s:%d (given with --peer) after all",
+                            host,
+                            port,
+                        )
                     target.failures = 0
                     target.last_error = ""
                     target.peer = conn.peer
@@ -255,10 +261,14 @@ class Dialer:
     ) -> None:
         """A static peer (``--peer``) did not answer: a warning once per backoff cycle -- at the
         first failure after a success (or at start), and once more when the retries have
-        slowed to their slowest -- and debug lines in between."""
+        slowed to their slowest -- and debug lines in between. Each is also limited to a line a
+        minute (then a count), so a peer that answers and drops again and again stays quiet."""
         longest = self._config.backoff_max
+        limits = self._connections.log_limits  # a peer that flaps: a line a minute, then counts
         if target.failures == 1:
-            log.warning(
+            limits.log(
+                logging.WARNING,
+                (target.key, "unreachable"),
                 "cannot reach %s:%d (given with --peer): %s; trying again, less and less often "
                 "(at most every %g s)",
                 host,
@@ -267,7 +277,9 @@ class Dialer:
                 longest,
             )
         elif delay < longest <= delay * 2:
-            log.warning(
+            limits.log(
+                logging.WARNING,
+                (target.key, "still unreachable"),
                 "still cannot reach %s:%d (given with --peer): %s; trying every %g s from now on",
                 host,
                 port,

@@ -295,9 +295,10 @@ class Joining:
     ) -> Callable[[], bool]:
         replica = self._endpoint.replica(space)
         last_shown = -float("inf")
+        gone_since: float | None = None  # when the inviter's connection was last seen missing
 
         def done() -> bool:
-            nonlocal last_shown
+            nonlocal last_shown, gone_since
             have, total = self.catch_up_progress(space, inviter)
             if progress is not None:
                 progress(have, total)
@@ -310,8 +311,14 @@ class Joining:
             admitted = _admitted(replica, self._endpoint.endpoint_id)
             if admitted and live:
                 return True
-            if inviter not in self._connections.by_peer:
-                # The sponsor went away mid-join: say so now rather than wait out the timeout.
+            if inviter in self._connections.by_peer:
+                gone_since = None
+                return False
+            # The sponsor went away mid-join: a moment's break (a duplicate connection swapped,
+            # a network blip; the dialler redials) is waited out, a longer one is said at once
+            # rather than after the whole timeout.
+            gone_since = now if gone_since is None else gone_since
+            if now - gone_since >= self._config.sponsor_grace:
                 raise TransportError(self._sponsor_gone(replica, inviter, have, total, admitted))
             return False
 
@@ -325,8 +332,9 @@ class Joining:
         name = space_name(replica)
         if not admitted:
             return (
-                f"the connection to {who} broke before {who} admitted you to {name!r}; "
-                "ask for a new invitation code"
+                f"the connection to {who} broke before your membership of {name!r} reached "
+                f"you; run the same join again once {who}'s node is back (the code stays yours "
+                "until it expires)"
             )
         return (
             f"the connection to {who} broke after {have:,} of {total:,} changes of {name!r}; "

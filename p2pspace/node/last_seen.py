@@ -1,7 +1,8 @@
 """When this endpoint was last connected to each peer, kept across restarts ("last seen").
 
 Theory of operation. The node's ticker calls :meth:`LastSeen.note` with the peers connected now
-and the clock's time; a connected peer's time moves forward in memory on every tick. The store
+that share a space with it (never strangers: each would be a row kept forever) and the clock's
+time; a connected peer's time moves forward in memory on every tick. The store
 is written when a peer is first seen, then at most every :data:`WRITE_EVERY_MS` per peer (one
 transaction per :meth:`LastSeen.flush`, which the ticker calls after noting) and once more at
 shutdown

@@ -96,7 +96,7 @@ async def open_node(
             finally:
                 if node is not None:
                     node.acks.flush()
-                    node.last_seen.note(node.conns.by_peer, node.clock.now_ms())
+                    node.last_seen.note(_members_connected(node), node.clock.now_ms())
                     node.last_seen.flush(everything=True)
         finally:
             endpoint.close()
@@ -149,10 +149,16 @@ async def _tick(node: Node) -> None:
             node.make_due_checkpoints()
             node.compact_due_spaces()
         node.acks.flush()
-        node.last_seen.note(node.conns.by_peer, node.clock.now_ms())
+        node.last_seen.note(_members_connected(node), node.clock.now_ms())
         node.last_seen.flush()
         node.conns.kick()
         node.changes.announce()
+
+
+def _members_connected(node: Node) -> list[bytes]:
+    """The connected peers that share a space with this endpoint: whose "last seen" is kept
+    (a stranger's is not: anyone on the LAN could make the table grow, key after key)."""
+    return [peer for peer in node.conns.by_peer if node.space_book.shared_with(peer)]
 
 
 def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:

@@ -68,6 +68,7 @@ class SpaceBook:
         self._engines = engines
         self.tools = dict(tools)
         self._opened: dict[tuple[bytes, str], Any] = {}
+        self._failed: set[tuple[bytes, str]] = set()  # tools that failed here (logged once)
         for replica in list(endpoint.replicas.values()):
             self.watch(replica)
 
@@ -85,11 +86,20 @@ class SpaceBook:
             self._changes.announce(
                 DeltasExecuted(space=space, count=len(executed), creators=creators)
             )
+            deltas = [d for d, _w in executed]
             for name, tool in self.tools_of(space).items():
                 executed_by = getattr(tool, "executed", None)
                 if executed_by is None:
                     continue
-                for change in executed_by([d for d, _w in executed]):
+                try:
+                    changes = list(executed_by(deltas))
+                except Exception:
+                    # A tool's bug: its events are lost, the other tools' and the node's not.
+                    if (space, name) not in self._failed:
+                        log.exception("the tool %r failed on executed deltas", name)
+                    self._failed.add((space, name))
+                    continue
+                for change in changes:
                     self._changes.announce(ToolChanged(space=space, tool=name, change=change))
 
         replica.listeners.append(on_executed)
@@ -189,9 +199,12 @@ class SpaceBook:
         is logged and left out)."""
         opened = {}
         for name in self.tool_names(space):
+            if (space, name) in self._failed and (space, name) not in self._opened:
+                continue  # it failed to open here: logged once, not on every batch
             try:
                 opened[name] = self.tool(space, name)
             except P2PSpaceError as exc:
+                self._failed.add((space, name))
                 log.error("the tool %r cannot open space %s: %s", name, space.hex()[:8], exc)
         return opened
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import os
@@ -526,31 +525,36 @@ async def test_a_route_provider_given_explicitly_is_served(tmp_path: Path) -> No
             assert (await client.post("/api/spaces/s/greeting", json={})).status_code == 404
 
 
-async def test_route_providers_that_cannot_be_served_are_refused(tmp_path: Path) -> None:
+async def test_route_providers_that_cannot_be_served_are_left_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     async def answer(request: Request) -> Response:
-        return json_response({})  # pragma: no cover - never served
+        return json_response({"ok": True})
 
     def taken(*paths: str) -> RouteProvider:
         return lambda context: [Route(path, answer, methods=["PUT"]) for path in paths]
 
-    cases: list[tuple[dict[str, Any], str]] = [
-        ({"mine": taken("/x", "/x")}, "'mine' answer PUT /x twice"),
-        ({"junk": lambda context: ["/api/x"]}, "gave str, not a route"),
-        ({"boom": lambda context: 1 / 0}, "'boom' failed: ZeroDivisionError"),
-    ]
-    async with open_node(tmp_path / "a", NODE_CONFIG) as node:
-        for providers, match in cases:
-            with pytest.raises(LocalProtocolError, match=match):
-                await serve_api(node, "127.0.0.1", 0, "tok", route_providers=providers)
-            assert node.api_url is None
-            assert not (tmp_path / "a" / "api.json").exists()
+    providers: dict[str, RouteProvider] = {
+        "mine": taken("/x", "/x"),
+        "junk": lambda context: ["/api/x"],  # type: ignore[list-item]
+        "boom": lambda context: 1 / 0,  # type: ignore[return-value, arg-type]
         # The node's paths and another tool's are not a collision: each tool has its own.
-        providers = {"mine": taken("/api/status"), "yours": taken("/api/status")}
-        async with trio.open_nursery() as nursery:
-            await nursery.start(
-                functools.partial(serve_api, node, "127.0.0.1", 0, "t", route_providers=providers)
-            )
-            nursery.cancel_scope.cancel()
+        "good": taken("/api/status"),
+        "also": taken("/api/status"),
+    }
+    with caplog.at_level(logging.ERROR, logger="p2pspace.app.api"):
+        async with (
+            api_node(tmp_path / "a", route_providers=providers) as node,
+            client_of(node) as client,
+        ):
+            for name in ("good", "also"):
+                served = await client.put(f"/tools/{name}/api/api/status")
+                assert served.status_code == 200, name
+            for name in ("mine", "junk", "boom"):
+                assert (await client.put(f"/tools/{name}/api/x")).status_code == 404, name
+            assert (await client.get("/api/status")).status_code == 200
+    for words in ("'mine' answer PUT /x twice", "gave str, not a route", "'boom' failed"):
+        assert words in caplog.text
 
 
 def test_broken_tools_are_left_out_and_logged(caplog: pytest.LogCaptureFixture) -> None:
@@ -564,13 +568,17 @@ def test_broken_tools_are_left_out_and_logged(caplog: pytest.LogCaptureFixture) 
         point("flat", "p2pspace.tools.plugin:TOOLS_GROUP"),  # not a ToolPlugin
         point("discussion", "tests.app.test_api:GREETING"),  # the name is taken
         point("other", "p2pspace.tools.discussion:PLUGIN"),  # names itself "discussion"
+        point("copycat", "tests.app.test_api:COPYCAT"),  # the discussion's instance
     ]
     with caplog.at_level(logging.ERROR, logger="p2pspace.tools"):
         plugins = load_plugins([*broken, good])
     assert plugins == {"discussion": discussion.PLUGIN}
     logged = "\n".join(record.getMessage() for record in caplog.records)
-    for name in ("'gone'", "'bad'", "'flat'", "'other'"):
+    for name in ("'gone'", "'bad'", "'flat'", "'other'", "'copycat'"):
         assert f"the tool {name}" in logged
+    assert "would write to discussion, which the tool 'discussion' keeps" in logged
+    with pytest.raises(LocalProtocolError, match="members instance"):
+        ToolPlugin(name="boss", title="Boss", engines={"members": "members"}, open=print)
     assert "GREETING" in logged and "taken" in logged
     # A tool whose routes cannot be imported keeps the others' routes.
     lost = dataclasses.replace(discussion.PLUGIN, name="lost", routes="p2pspace.nowhere:routes")
@@ -582,6 +590,9 @@ def test_broken_tools_are_left_out_and_logged(caplog: pytest.LogCaptureFixture) 
 
 GREETING = ToolPlugin(
     name="greeting", title="Greeting", engines={"db": "rdb"}, open=lambda context: None
+)
+COPYCAT = ToolPlugin(
+    name="copycat", title="Copycat", engines={"discussion": "rdb"}, open=lambda context: None
 )
 DOC = Path(__file__).resolve().parents[2] / "docs" / "local-api.md"
 PYPROJECT = DOC.parents[1] / "pyproject.toml"

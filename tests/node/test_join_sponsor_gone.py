@@ -16,7 +16,12 @@ RECORDS = 12_000  # enough history that a join sees several progress steps befor
 
 
 async def test_the_inviter_going_away_mid_join_fails_the_join_at_once(tmp_path: Path) -> None:
-    async with node_at(tmp_path / "a", "ann") as a, node_at(tmp_path / "b", "bob") as b:
+    # No grace: the first break fails the join (by default a break of up to
+    # sponsor_grace seconds is waited out, as the next test shows).
+    async with (
+        node_at(tmp_path / "a", "ann") as a,
+        node_at(tmp_path / "b", "bob", sponsor_grace=0) as b,
+    ):
         space = a.create_space("big").space_id
         batches = [[rdb.create("t", f"r{i}", {"v": i})] for i in range(RECORDS)]
         for start in range(0, RECORDS, 1024):
@@ -38,3 +43,24 @@ async def test_the_inviter_going_away_mid_join_fails_the_join_at_once(tmp_path: 
         # It failed on the break, not after the (ten times longer) timeout: the space stays,
         # short of the history, to be completed by a member later.
         assert sum(b.replica(space).vector.values()) < RECORDS
+
+
+async def test_a_moment_s_break_mid_join_is_waited_out(tmp_path: Path) -> None:
+    async with node_at(tmp_path / "a", "ann") as a, node_at(tmp_path / "b", "bob") as b:
+        space = a.create_space("big").space_id
+        batches = [[rdb.create("t", f"r{i}", {"v": i})] for i in range(RECORDS)]
+        for start in range(0, RECORDS, 1024):
+            a.endpoint.create_many(space, batches[start : start + 1024], time=1)
+        code = a.invite(space)
+        cuts: list[int] = []
+
+        def progress(have: int, total: int) -> None:
+            if not cuts and 0 < have < total and b.endpoint_id in a.connections:
+                cuts.append(have)
+                a.connections[b.endpoint_id].scope.cancel()  # once: the nodes dial again
+
+        assert await b.join(code, timeout=TIMEOUT, progress=progress) == space
+        assert cuts, "the connection was never cut"
+        await b.wait_until(
+            lambda: b.replica(space).vector == a.replica(space).vector, timeout=TIMEOUT
+        )

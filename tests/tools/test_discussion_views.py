@@ -305,3 +305,24 @@ def test_a_tool_nobody_tells_of_executed_deltas_still_shows_the_state(pair: Foru
     pair.sync()  # quiet's owner never calls quiet.executed(...)
     assert quiet.topics()[0].replies == 1
     assert len(quiet.search("more")) == 1
+
+
+def test_search_folds_case_as_the_index_does_and_marks_only_what_was_shown(pair: Forum) -> None:
+    alice, bob = pair.members
+    topic = alice.tool.post("Straße", "ÜBER alles")
+    pair.sync()
+    assert [r.post for r in bob.tool.search("straße")] == [topic]
+    assert [r.post for r in bob.tool.search("über")] == [topic]
+    late = alice.tool.reply(topic, "arrived while bob read")
+    pair.sync()
+    # bob's page showed him the topic only: the reply that came meanwhile stays new.
+    assert bob.tool.mark_read(topic, [topic, "not-in-this-thread"]) == 1
+    assert [r.unread for r in bob.tool.thread(topic).replies] == [True]
+    assert bob.tool.mark_read(topic, [late]) == 1
+    assert bob.tool.topics()[0].unread == 0
+
+
+def test_pathological_markdown_is_rendered_as_text_in_bounded_time() -> None:
+    html, _ = render("[" * 24_000)
+    assert html.startswith("<p>[[[") and "<a" not in html
+    assert preview("`a " * 8_000).startswith("`a `a")  # cut before the patterns run

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from p2pspace.errors import LocalProtocolError
 from p2pspace.node.home import open_endpoint
 from p2pspace.testing import Faults, SimNetwork
 from tests.helpers import TIMEOUT
@@ -67,8 +68,6 @@ def test_the_example_stays_small() -> None:
 
 
 def test_bad_input_is_refused_and_changes_nothing(tmp_path: Path) -> None:
-    from p2pspace.errors import LocalProtocolError
-
     ep = open_endpoint(tmp_path / "e", seed=b"e", durability="normal")
     try:
         replica = ep.create_space("s", time=1, engines={"tasks": "rdb"})
@@ -237,3 +236,24 @@ def test_the_doc_check_notices_edited_code() -> None:
     assert appears_in("def reopen(self, task_id: str) -> None:\n", source)
     assert not appears_in("def reopen(self, task_id: str) -> bool:\n", source)
     assert not appears_in("def reopen(self, task_id: str) -> None:\n    pass\n", source)
+
+
+def test_records_another_member_wrote_badly_are_not_tasks(tmp_path: Path) -> None:
+    from p2pspace.engines import rdb
+
+    ep = open_endpoint(tmp_path / "e", seed=b"e", durability="normal")
+    try:
+        replica = ep.create_space("s", time=1, engines={"tasks": "rdb"})
+        tasks = TaskList(replica, now=lambda: 5, commit=lambda c: replica.create(c, time=5))
+        good = tasks.add("fine")
+        broken = tasks.add("broken")
+        # Any member may set a task's state, with any fields its software likes.
+        for fields in ({"rev": 5}, {"assignee": "x"}, {"done": "yes"}):
+            replica.create([rdb.set_fields("state", broken, fields, instance="tasks")], time=6)
+            assert [t.id for t in tasks.tasks()] == [good]  # the list still shows
+            with pytest.raises(LocalProtocolError, match="no task"):
+                tasks.get(broken)
+            repaired = {"rev": [ep.endpoint_id, 1], "assignee": b"", "done": False}
+            replica.create([rdb.set_fields("state", broken, repaired, instance="tasks")], time=7)
+    finally:
+        ep.close()

@@ -6,6 +6,8 @@ import argparse
 from typing import Any
 from urllib.parse import quote
 
+from p2pspace.app.cli.rendering import one_line  # text from members, made safe for a terminal
+
 
 def main(argv: list[str], client: Any) -> int:
     """``client.call(method, path, body)`` reaches this tool's API on the running node."""
@@ -28,8 +30,9 @@ def main(argv: list[str], client: Any) -> int:
     base = f"/spaces/{quote(args.space)}/tasks"
     if args.command == "list":
         for task in client.call("GET", base)["tasks"]:
-            who = f" ({task['assignee_name']})" if task["assignee_name"] else ""
-            print(f"[{'x' if task['done'] else ' '}] {task['title']}{who}  · {task['id']}")
+            who = f" ({one_line(task['assignee_name'])})" if task["assignee_name"] else ""
+            title, task_id = one_line(task["title"]), one_line(task["id"])
+            print(f"[{'x' if task['done'] else ' '}] {title}{who}  · {task_id}")
         return 0
     if args.command == "add":
         print(client.call("POST", base, {"title": args.title})["id"])

@@ -92,14 +92,19 @@ class TaskList:
     def get(self, task_id: str) -> Task:
         task, state = self.view.get(TASKS, task_id), self.view.get(STATE, task_id)
         creator = self.view.owner(TASKS, task_id)
-        if task is None or state is None or creator is None:
-            raise LocalProtocolError(f"no task {task_id!r}")
+        if task is None or state is None or creator is None or not _typed(task, state):
+            raise LocalProtocolError(f"no task {task_id!r}")  # absent, or not one we wrote
         return Task(id=task_id, title=task["title"], creator=creator, created=task["created"],
                     assignee=state["assignee"], done=state["done"],
                     rev=(state["rev"][0], state["rev"][1]))  # fmt: skip
 
     def tasks(self) -> list[Task]:  # open ones first, oldest first: the same on every replica
-        found = [self.get(task_id) for task_id, _fields in self.view.records(TASKS)]
+        found = []
+        for task_id, _fields in self.view.records(TASKS):
+            try:  # any member can write any record: one that is not a task is not shown
+                found.append(self.get(task_id))
+            except LocalProtocolError:
+                continue
         return sorted(found, key=lambda t: (t.done, t.created, t.id))
 
     def changes(self, executed: Iterable[Delta]) -> list[tuple[str, str]]:  # (what, task id)
@@ -119,6 +124,21 @@ class TaskList:
         have = {p for p, vector in acks.items() if vector.get(creator, 0) >= seq}
         have |= {creator, self.replica.endpoint_id}  # both hold it, acknowledged or not
         return sum(1 for p in have if self.replica.is_member(p))
+
+
+def _typed(task: Mapping[str, Any], state: Mapping[str, Any]) -> bool:
+    """Whether the records hold what this tool writes (another member's software may not)."""
+    rev = state.get("rev")
+    return (
+        type(task.get("title")) is str
+        and type(task.get("created")) is int
+        and type(state.get("done")) is bool
+        and type(state.get("assignee")) is bytes
+        and type(rev) is list
+        and len(rev) == 2
+        and type(rev[0]) is bytes
+        and type(rev[1]) is int
+    )
 
 
 def main(root: Path) -> dict[str, Any]:

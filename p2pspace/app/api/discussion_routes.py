@@ -13,6 +13,7 @@ tool 400. Reads pass the node clock's time, against which the tool clamps the ti
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
@@ -32,6 +33,8 @@ PREFIX = "/spaces/{space}"  # mounted under /tools/discussion/api
 # What a topic's title and a post's body may hold, in bytes of UTF-8 (the page counts the same).
 LIMITS = {"title": MAX_TITLE, "body": MAX_BODY}
 MAX_QUERY = 500
+MAX_MARKED = 10_000  # post ids one "read" request may name
+DIGITS = re.compile(r"[0-9]{1,4}")
 POST = PREFIX + "/posts/{post}"
 
 
@@ -79,7 +82,15 @@ class DiscussionRoutes:
         return json_response({"thread": thread.to_json()})
 
     async def mark_read(self, request: Request) -> Response:
-        marked = self._tool(request).mark_read(request.path_params["topic"])
+        body = await self.context.body(request)
+        posts = body.get("posts")
+        if posts is not None and not (
+            isinstance(posts, list)
+            and len(posts) <= MAX_MARKED
+            and all(isinstance(p, str) for p in posts)
+        ):
+            raise HTTPError(400, f"'posts' is a list of at most {MAX_MARKED} post ids")
+        marked = self._tool(request).mark_read(request.path_params["topic"], posts)
         return json_response({"marked": marked})
 
     async def search(self, request: Request) -> Response:
@@ -87,7 +98,7 @@ class DiscussionRoutes:
         if len(query) > MAX_QUERY:
             raise HTTPError(400, f"a search is at most {MAX_QUERY} characters")
         limit = request.query_params.get("limit", "50")
-        if not limit.isdigit() or not 0 < int(limit) <= MAX_RESULTS:
+        if not DIGITS.fullmatch(limit) or not 0 < int(limit) <= MAX_RESULTS:
             raise HTTPError(400, f"limit is a whole number in 1..{MAX_RESULTS}")
         results = self._tool(request).search(query, limit=int(limit), now=self._now())
         return json_response(

@@ -9,14 +9,17 @@ providers explicitly (tests, embedders), which skips the tools' own. A provider 
 imported is logged and left out, as a broken tool is: one broken tool does not take the node's
 API -- and every other tool's routes -- down with it.
 
+A tool whose provider fails or gives something that is not a route list (or one answering a
+path and method twice) is logged and left out the same way.
+
 Each tool gets a URL space of its own, ``/tools/NAME/``: its provider's routes are mounted under
 ``/tools/NAME/api`` (a route ``/spaces/{space}/topics`` answers
 ``/tools/NAME/api/spaces/{space}/topics``), and a tool that declares a ``page`` has it served
 at ``/tools/NAME/`` (its ``index.html``) and ``/tools/NAME/FILE`` (the other files of its page
 folder, by an allow-list of names and kinds: no part of a request path reaches the file
 system). So no tool can answer another's URLs or the node's, whatever is installed. Within a
-tool, two routes answering one path and method are refused (the server does not start) rather
-than one silently shadowing the other. Every route ends up behind the token guard and the
+tool, two routes answering one path and method leave that tool's API out (logged) rather than
+one silently shadowing the other. Every route ends up behind the token guard and the
 error mapping of the app; a provider cannot opt out of either.
 """
 
@@ -76,33 +79,43 @@ def collect_routes(
     ``/tools/NAME/api``, each tool's page (``pages``: the tools, by name) under
     ``/tools/NAME/``, the UI's.
 
-    Raises :class:`LocalProtocolError` if a provider fails, returns something that is not a
-    route, or two routes of one tool answer the same path and method.
+    A provider that fails, returns something that is not a route, or two routes answering the
+    same path and method is logged and left out (its paths answer 404): one broken tool does
+    not keep the API -- the node's routes and every other tool's -- from serving.
     """
     table: list[BaseRoute] = list(node_routes(context))
     for name in sorted(providers):
         try:
-            routes = list(providers[name](context))
-        except Exception as exc:
-            raise LocalProtocolError(f"the API routes {name!r} failed: {exc!r}") from exc
-        taken: set[tuple[str, str]] = set()
-        for route in routes:
-            if not isinstance(route, BaseRoute):
-                raise LocalProtocolError(
-                    f"the API routes {name!r} gave {type(route).__name__}, not a route"
-                )
-            for key in _claims(route):
-                if key in taken:
-                    raise LocalProtocolError(
-                        f"the API routes {name!r} answer {key[1]} {key[0]} twice"
-                    )
-                taken.add(key)
+            routes = _checked_routes(name, providers[name], context)
+        except LocalProtocolError as exc:
+            log.error("%s; its API is left out", exc)
+            continue
         table.append(Mount(f"{TOOLS}/{name}/api", routes=routes))
     for _name, plugin in sorted((pages or {}).items()):
         if plugin.page:
             table += page_routes(plugin)
     table += ui_routes()
     return table
+
+
+def _checked_routes(name: str, provider: RouteProvider, context: RouteContext) -> list[BaseRoute]:
+    """What ``provider`` gives, checked. Raises :class:`LocalProtocolError` if it fails, gives
+    something that is not a route, or two routes answering the same path and method."""
+    try:
+        routes = list(provider(context))
+    except Exception as exc:
+        raise LocalProtocolError(f"the API routes {name!r} failed: {exc!r}") from exc
+    taken: set[tuple[str, str]] = set()
+    for route in routes:
+        if not isinstance(route, BaseRoute):
+            raise LocalProtocolError(
+                f"the API routes {name!r} gave {type(route).__name__}, not a route"
+            )
+        for key in _claims(route):
+            if key in taken:
+                raise LocalProtocolError(f"the API routes {name!r} answer {key[1]} {key[0]} twice")
+            taken.add(key)
+    return routes
 
 
 def page_routes(plugin: ToolPlugin) -> list[BaseRoute]:
@@ -128,7 +141,9 @@ def page_routes(plugin: ToolPlugin) -> list[BaseRoute]:
         kind = asset_type(name)
         if kind is None or name == "index.html":
             raise NotFoundError(f"the tool {plugin.name!r} serves no file {name!r}")
-        headers = PAGE_HEADERS if kind.startswith("text/html") else COMMON_HEADERS
+        # A page, or an SVG (it can hold script when opened by itself): the page's policy.
+        active = kind.startswith("text/html") or kind.startswith("image/svg")
+        headers = PAGE_HEADERS if active else COMMON_HEADERS
         return Response(read(name), media_type=kind, headers=headers)
 
     base = f"{TOOLS}/{plugin.name}"

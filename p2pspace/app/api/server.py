@@ -86,7 +86,7 @@ def build_app(
     """The whole API as one ASGI app: every route, the error mapping, the guard outside
     (:mod:`p2pspace.app.api.auth`: the API at ``url``, answering to ``hosts``).
 
-    Raises :class:`LocalProtocolError` for providers whose routes collide or are not routes.
+    A provider whose routes collide or are not routes is logged and left out.
     """
     app = Starlette(
         routes=collect_routes(context, providers, context.node.tools),
@@ -117,9 +117,9 @@ async def serve_api(
     ``task_status.started`` the URL; when it stops it clears ``node.api_url`` and removes
     ``api.json``.
 
-    Raises :class:`LocalProtocolError` for a host that is not a loopback address, an empty
-    token, or route providers whose routes collide or are not routes (misuse, or tools that do
-    not fit together); :class:`TransportError` if the port cannot be bound;
+    Raises :class:`LocalProtocolError` for a host that is not a loopback address or an empty
+    token (a tool whose routes cannot be served is logged and left out, see
+    :mod:`p2pspace.app.api.registry`); :class:`TransportError` if the port cannot be bound;
     :class:`StorageError` if the home folder cannot be written. Nothing is left behind when it
     raises.
     """

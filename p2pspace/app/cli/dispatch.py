@@ -17,6 +17,7 @@ from pathlib import Path
 from p2pspace.app.cli.backend import CliError
 from p2pspace.app.cli.commands import ENDPOINT_COMMANDS, PROGRAMS
 from p2pspace.app.cli.parser import build_parser
+from p2pspace.app.cli.rendering import one_line
 from p2pspace.errors import P2PSpaceError
 
 
@@ -56,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         error = _user_error(exc)
         if error is None:
             raise
-        print(f"p2pspace: error: {_message(error)}", file=sys.stderr)
+        # An error can quote a peer (a member's name, a refusal it sent): one line, defanged.
+        print(f"p2pspace: error: {one_line(_message(error))}", file=sys.stderr)
         return 2
 
 

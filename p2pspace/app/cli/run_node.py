@@ -20,7 +20,7 @@ import trio
 
 from p2pspace.app.api import serve_api
 from p2pspace.app.cli.backend import CliError
-from p2pspace.app.cli.rendering import describe_event
+from p2pspace.app.cli.rendering import describe_event, one_line
 from p2pspace.core.identity import format_endpoint_id
 from p2pspace.errors import P2PSpaceError
 from p2pspace.node.config import DEFAULT_PORT, NodeConfig, parse_hostport
@@ -164,7 +164,18 @@ def run_node(
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_printable)
     trio.run(_run_node, home, listen_at, interfaces, dial, api_at, discovery)
+
+
+def _printable(record: logging.LogRecord) -> bool:
+    """Every log line on one line and defanged: messages quote peers (names, refusals, errors
+    they sent), and a terminal or log viewer must not take their escape sequences. A traceback
+    (a bug of ours) keeps its lines."""
+    record.msg = one_line(record.getMessage())
+    record.args = None
+    return True
 
 
 async def _run_node(

@@ -992,7 +992,8 @@ async function markRead(space, thread) {
   if (unread.length === 0) return;
   marking.add(thread.id);
   try {
-    await api("POST", `${talkPath(space)}/threads/${seg(thread.id)}/read`);
+    // Only what was shown: a post that arrives meanwhile stays unread until it is.
+    await api("POST", `${talkPath(space)}/threads/${seg(thread.id)}/read`, { posts: unread });
   } catch {
     // Not marked: the next refresh tries again.
   } finally {
@@ -1244,6 +1245,7 @@ async function maybeNotify(event) {
     return;
   }
   if (!post.mentions?.includes(me) || notified.has(post.id)) return;
+  if (notified.size > 1000) notified.clear();
   notified.add(post.id);
   const space = state.status?.spaces.find((s) => s.id === event.space);
   const text = post.body.length > 200 ? `${post.body.slice(0, 199)}…` : post.body;
