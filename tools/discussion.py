@@ -147,7 +147,8 @@ class TopicSummary:
 
     def to_json(self) -> dict[str, Any]:
         out = self.post.to_json()
-        for key in ("replies", "body_html", "mentions"):
+        # A list shows a line of each thread, not its text: the body stays in the thread view.
+        for key in ("replies", "body", "body_html", "mentions"):
             out.pop(key)
         out["reply_count"] = self.replies
         out["last_activity"] = self.last_activity
