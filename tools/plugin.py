@@ -120,7 +120,8 @@ def load_plugins(points: Iterable[EntryPoint]) -> dict[str, ToolPlugin]:
 
     def order(point: EntryPoint) -> tuple[bool, str, str]:
         dist = getattr(point, "dist", None)
-        ours = dist is not None and dist.name == "p2pspace"
+        # Installed: its distribution says; made by hand (no distribution): its module does.
+        ours = dist.name == "p2pspace" if dist is not None else point.value.startswith("p2pspace.")
         return (not ours, point.name, point.value)
 
     for point in sorted(points, key=order):

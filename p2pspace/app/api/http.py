@@ -86,8 +86,11 @@ def jsonable(value: object) -> object:
 
 
 def json_response(data: object, status: int = 200) -> Response:
-    """``data`` as an ``application/json`` response (UTF-8, no NaN or infinities)."""
-    body = json.dumps(data, default=jsonable, ensure_ascii=False, allow_nan=False)
+    """``data`` as an ``application/json`` response (UTF-8, no NaN or infinities, no spaces
+    between items: a 200-post thread is a tenth smaller)."""
+    body = json.dumps(
+        data, default=jsonable, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+    )
     return Response(body.encode("utf-8"), status_code=status, media_type="application/json")
 
 
