@@ -57,6 +57,7 @@ from p2pspace.tools.discussion_layout import (
 from p2pspace.tools.discussion_reads import ReadMarks
 from p2pspace.tools.discussion_search import SearchIndex
 from p2pspace.tools.discussion_text import Handles, handles, preview, render
+from p2pspace.tools.discussion_threads import ThreadSummaries
 from p2pspace.tools.plugin import ToolContext, ToolPlugin
 
 MAX_TITLE = 200
@@ -159,21 +160,6 @@ class TopicSummary:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class _Thread:
-    """What the thread list needs of one thread, kept between calls: the topic's fields, its
-    live replies, the posts by others that can be unread, the latest raw activity time (an
-    edit's, else a creation's) and whether any was negative (shown clamped to 0), the preview.
-    Clamping to the reader's clock commutes with the maximum, so it is applied per call."""
-
-    topic: dict[str, Any]
-    replies: int
-    others: list[str]
-    activity: int
-    negative: bool
-    preview: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class SearchResult:
     """A post matching a search: where it is, who wrote it, and the matching words."""
 
@@ -263,9 +249,9 @@ class Discussion:
         self.reads = ReadMarks(replica.store, replica.space_id)
         self._told = 0  # deltas this tool was told were executed (:meth:`executed`)
         self.index = SearchIndex(replica, self._index_rows, self._index_row, self._version)
-        self._thread_cache: dict[str, _Thread] | None = None
-        self._threads_seen: tuple[int, ...] = ()
-        self._stale_threads: set[str] = set()
+        self.threads = ThreadSummaries(
+            posts=self._posts, fields=self._fields, me=self.me, version=self._version
+        )
 
     @property
     def me(self) -> bytes:
@@ -372,21 +358,16 @@ class Discussion:
         """Every thread, newest shown activity first (ties by shown creation, then id: the same
         order on every replica holding the same state and reading at the same ``now``).
 
-        Each thread's counts come from its summary, kept between calls (:meth:`_threads`):
-        only threads that executed deltas touched are read again."""
+        Each thread's counts come from its summary, kept between calls
+        (:mod:`p2pspace.tools.discussion_threads`): only threads that executed deltas touched
+        are read again."""
         now = self._now() if now is None else now
         names, context = self._names(), self._status_context()
-        cap = now + FUTURE_SLACK_MS
+        read = self.reads.is_read
         out = []
-        for topic_id, thread in self._threads().items():
+        for topic_id, thread in self.threads.current().items():
             post = self._post(topic_id, thread.topic, names, context, now)
-            if thread.activity > cap:
-                last, clamped = cap, True
-            elif thread.activity <= 0:
-                last, clamped = 0, thread.activity < 0 or thread.negative
-            else:
-                last, clamped = thread.activity, False
-            read = self.reads.is_read
+            last, clamped = thread.shown_activity(now)
             summary = TopicSummary(
                 post=post,
                 replies=thread.replies,
@@ -399,24 +380,6 @@ class Discussion:
         out.sort(key=lambda t: (-t.last_activity, -t.post.created, t.post.id))
         return out
 
-    def _threads(self) -> dict[str, _Thread]:
-        """Every thread's summary, current: rebuilt from state at the first call and whenever
-        :meth:`_version` moved (an undo or a snapshot can change posts no executed delta
-        names), else re-read for the threads executed deltas touched since the last call."""
-        seen = self._version()
-        if self._thread_cache is None or seen != self._threads_seen:
-            self._thread_cache = {t: self._summarise(t, f) for t, f in self._posts(TOPICS)}
-        else:
-            for topic_id in sorted(self._stale_threads):
-                fields = self._fields(topic_id) if well_formed(topic_id, topic=True) else None
-                if fields is None:
-                    self._thread_cache.pop(topic_id, None)
-                else:
-                    self._thread_cache[topic_id] = self._summarise(topic_id, fields)
-        self._stale_threads.clear()
-        self._threads_seen = seen
-        return self._thread_cache
-
     def _version(self) -> tuple[int, ...]:
         """What moves when the posts may have changed in a way :meth:`executed` did not report:
         an undo or redo (a merge), a snapshot, or deltas executed that nobody told this tool of
@@ -424,30 +387,6 @@ class Discussion:
         are rebuilt from state when it moves."""
         stats = self.replica.stats
         return (stats.undone, stats.snapshots, stats.executed - self._told)
-
-    def _summarise(self, topic_id: str, fields: dict[str, Any]) -> _Thread:
-        me = self.me
-        activity = fields["edited"] if fields["edited"] > 0 else fields["created"]
-        negative = activity < 0
-        others = [topic_id] if fields["author"] != me and not fields["deleted"] else []
-        replies = 0
-        for reply_id, reply in self._posts(reply_table(topic_id)):
-            if not reply["deleted"]:
-                replies += 1
-                if reply["author"] != me:
-                    others.append(reply_id)
-            raw = reply["edited"] if reply["edited"] > 0 else reply["created"]
-            negative = negative or raw < 0
-            activity = max(activity, raw)
-        shown = "" if fields["deleted"] else preview(fields["body"])
-        return _Thread(
-            topic=fields,
-            replies=replies,
-            others=others,
-            activity=activity,
-            negative=negative,
-            preview=shown,
-        )
 
     def thread(self, topic_id: str, *, now: int | None = None) -> Post:
         """The topic with its reply tree; siblings in (shown created, author, id) order."""
@@ -698,7 +637,7 @@ class Discussion:
         self._told += len(deltas)
         changes = self.events(deltas)
         self.index.touched(change.post for change in changes)
-        self._stale_threads.update(change.topic for change in changes)
+        self.threads.touched(change.topic for change in changes)
         return changes
 
     def events(self, executed: Iterable[Delta]) -> list[ChangeEvent]:
